@@ -1,0 +1,298 @@
+"""Program analysis shared by the interpreter and the compiler.
+
+For a program, a vocabulary and a maximum length, `analyze` computes once:
+
+- the nodes in topological order, with labels unique within the program;
+- each SOp's encoding and its *value set*: every value the node can take on any input
+  of length 1..max_seq_len over the vocabulary (sorted deterministically);
+- diagnostics: values dropped because ``f`` raised, and categorical Aggregates that
+  may see several different values.
+
+Soundness contract: every value `rasplang.evaluate` produces at an SOp is in its value
+set, with one documented exception: a *categorical* Aggregate whose selection holds
+several different numbers returns their mean, which need not be in its set (the
+analysis lists such nodes in ``spread_aggregates``; the interpreter still returns the
+right value and the compiler refuses or verifies them).
+
+Numerical Aggregates are exact: the set holds the mean of every multiset of 1 to
+max_seq_len input values (computed with fractions), plus the default. tracr keeps only
+``{x / w}``, which makes its compiled models silently wrong downstream.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from typing import Any
+
+import attrs
+
+from rasplang.graph import topological_order, unique_labels
+from rasplang.nodes import (
+    Aggregate,
+    Comparison,
+    ConstantSelector,
+    ConstantSOp,
+    Encoding,
+    Full,
+    IndicesType,
+    LengthType,
+    LinearSequenceMap,
+    Map,
+    RASPExpr,
+    Select,
+    Selector,
+    SelectorAnd,
+    SelectorWidth,
+    SequenceMap,
+    SOp,
+    TokensType,
+    Value,
+    get_encoding,
+)
+
+#: Largest value set the analysis builds for one node (numerical Aggregate means,
+#: SequenceMap products). Past it, `analyze` raises `ValueSetTooLarge` naming the node.
+MAX_VALUE_SET_SIZE = 100_000
+
+
+class AnalysisError(ValueError):
+    """The program cannot be analysed for this vocabulary and length."""
+
+
+class ValueSetTooLarge(AnalysisError):
+    """A node's value set would exceed `MAX_VALUE_SET_SIZE`."""
+
+
+class UnsupportedProgramError(NotImplementedError):
+    """The program contains constructs that cannot be compiled.
+
+    ``problems`` lists ``(label, reason)`` for every offending node.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {label}: {reason}" for label, reason in self.problems)
+        super().__init__(f"cannot compile {len(self.problems)} node(s):\n{lines}")
+
+
+def sort_key(value: Any) -> tuple[int, Any]:
+    """A total order over mixed values: None, then numbers, then str, then the rest."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, numbers.Real):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, repr(value))
+
+
+def sorted_values(values: Iterable[Value]) -> tuple[Value, ...]:
+    """Deduplicate (by ``==``/hash, as a set does) and sort with `sort_key`."""
+    return tuple(sorted(set(values), key=sort_key))
+
+
+@attrs.frozen
+class Analysis:
+    """What is known statically about a program for one vocabulary and length."""
+
+    program: RASPExpr
+    vocab: tuple[Value, ...]
+    max_seq_len: int
+    nodes: tuple[RASPExpr, ...]
+    labels: dict[RASPExpr, str]
+    value_sets: dict[SOp, tuple[Value, ...]]
+    encodings: dict[SOp, Encoding]
+    dropped: dict[SOp, tuple[str, ...]]
+    spread_aggregates: tuple[SOp, ...]
+
+    def value_set(self, node: SOp) -> tuple[Value, ...]:
+        """The sorted values ``node`` can take."""
+        return self.value_sets[node]
+
+    def node(self, label: str) -> RASPExpr:
+        """The node of the program with this (unique) label."""
+        for node, node_label in self.labels.items():
+            if node_label == label:
+                return node
+        raise KeyError(f"no node labelled {label!r}; labels are {sorted(self.labels.values())}")
+
+    @property
+    def diagnostics(self) -> list[str]:
+        """Human-readable notes: dropped values and spread categorical Aggregates."""
+        notes = [
+            f"{self.labels[node]}: {msg}" for node, msgs in self.dropped.items() for msg in msgs
+        ]
+        notes += [
+            f"{self.labels[node]}: categorical Aggregate may select several different values"
+            for node in self.spread_aggregates
+        ]
+        return notes
+
+
+class _Inference:
+    def __init__(self, vocab: tuple[Value, ...], max_seq_len: int, labels: dict):
+        self.vocab = vocab
+        self.max_seq_len = max_seq_len
+        self.labels = labels
+        self.sets: dict[SOp, tuple[Value, ...]] = {}
+        self.dropped: dict[SOp, list[str]] = {}
+        self.spread: list[SOp] = []
+
+    def check_size(self, node: SOp, size: int) -> None:
+        if size > MAX_VALUE_SET_SIZE:
+            raise ValueSetTooLarge(
+                f"{type(node).__name__} {self.labels[node]!r}: its value set would have "
+                f"{size} or more values (limit MAX_VALUE_SET_SIZE={MAX_VALUE_SET_SIZE})"
+            )
+
+    def apply(self, node: SOp, fn, args: Iterable[tuple[Value, ...]]) -> tuple[Value, ...]:
+        out: set[Value] = set()
+        drops = self.dropped.setdefault(node, [])
+        for arg in args:
+            if any(a is None for a in arg):
+                out.add(None)
+                continue
+            try:
+                out.add(fn(*arg))
+            except Exception as exc:  # evaluate would raise there too: drop, note it
+                if len(drops) < 10:
+                    shown = ", ".join(repr(a) for a in arg)
+                    drops.append(f"f({shown}) raised {type(exc).__name__}: {exc}; value dropped")
+        if not drops:
+            del self.dropped[node]
+        return sorted_values(out)
+
+    def infer(self, node: SOp) -> tuple[Value, ...]:
+        if isinstance(node, TokensType):
+            return sorted_values(self.vocab)
+        if isinstance(node, IndicesType):
+            return tuple(range(self.max_seq_len))
+        if isinstance(node, LengthType):
+            return tuple(range(1, self.max_seq_len + 1))
+        if isinstance(node, SelectorWidth):
+            return tuple(range(self.max_seq_len + 1))
+        if isinstance(node, Full):
+            return (node.fill,)
+        if isinstance(node, ConstantSOp):
+            return sorted_values(node.value)
+        if isinstance(node, Map):
+            return self.apply(node, node.f, ((x,) for x in self.sets[node.inner]))
+        if isinstance(node, (SequenceMap, LinearSequenceMap)):
+            xs, ys = self.sets[node.fst], self.sets[node.snd]
+            return self.apply(node, node.f, ((x, y) for x in xs for y in ys))
+        if isinstance(node, Aggregate):
+            inputs = self.sets[node.sop]
+            if get_encoding(node) is Encoding.NUMERICAL:
+                return self.numerical_means(node, inputs)
+            if len(inputs) > 1 and not _selects_at_most_one(node.selector, self.sets):
+                self.spread.append(node)
+            return sorted_values((*inputs, node.default))
+        raise NotImplementedError(f"no value-set rule for {type(node).__name__}")
+
+    def numerical_means(self, node: Aggregate, inputs: tuple[Value, ...]) -> tuple[Value, ...]:
+        """Every mean of 1..max_seq_len input values (a multiset), plus the default."""
+        numbers_in = [v for v in inputs if v is not None and isinstance(v, numbers.Real)]
+        others = [v for v in inputs if v is None or not isinstance(v, numbers.Real)]
+        if [v for v in others if v is not None]:
+            raise AnalysisError(
+                f"Aggregate {self.labels[node]!r} is numerical but its input can take "
+                f"non-numeric values {others[:5]}"
+            )
+        out: set[Value] = set(inputs) | {node.default}
+        if numbers_in:
+            exact = sorted({Fraction(v) for v in numbers_in})
+            sums: set[Fraction] = set(exact)
+            for width in range(2, self.max_seq_len + 1):
+                sums = {s + v for s in sums for v in exact}
+                self.check_size(node, len(sums) + len(out))
+                out.update(float(s / width) for s in sums)  # as `evaluate`'s mean rounds
+                self.check_size(node, len(out))
+        return sorted_values(out)
+
+
+def _selects_at_most_one(selector: Selector, sets: dict[SOp, tuple[Value, ...]]) -> bool:
+    """A cheap sufficient test that a selector selects at most one key per query.
+
+    True for ``Select(k, q, EQ)`` whose keys are ``indices`` (all different), and for a
+    SelectorAnd with such a side.
+    """
+    if isinstance(selector, Select):
+        return selector.predicate is Comparison.EQ and isinstance(selector.keys, IndicesType)
+    if isinstance(selector, SelectorAnd):
+        return _selects_at_most_one(selector.fst, sets) or _selects_at_most_one(
+            selector.snd, sets
+        )
+    return False
+
+
+def _check_vocab(vocab: Iterable[Value], max_seq_len: int) -> tuple[Value, ...]:
+    if isinstance(vocab, (str, bytes)):
+        vocab = list(vocab)
+    vocab = tuple(vocab)
+    if not vocab:
+        raise ValueError("vocab must not be empty")
+    if any(v is None for v in vocab):
+        raise ValueError("vocab must not contain None")
+    if len(set(vocab)) != len(vocab):
+        raise ValueError(f"vocab has duplicate tokens: {list(vocab)}")
+    if not isinstance(max_seq_len, numbers.Integral) or max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
+    return vocab
+
+
+def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Analysis:
+    """Analyse ``program`` for inputs over ``vocab`` of length 1..``max_seq_len``."""
+    vocab = _check_vocab(vocab, max_seq_len)
+    max_seq_len = int(max_seq_len)
+    nodes = topological_order(program)
+    labels = unique_labels(nodes)
+    inference = _Inference(vocab, max_seq_len, labels)
+    encodings: dict[SOp, Encoding] = {}
+    for node in nodes:
+        if isinstance(node, SOp):
+            inference.sets[node] = inference.infer(node)
+            encodings[node] = get_encoding(node)
+    return Analysis(
+        program=program,
+        vocab=vocab,
+        max_seq_len=max_seq_len,
+        nodes=tuple(nodes),
+        labels=labels,
+        value_sets=inference.sets,
+        encodings=encodings,
+        dropped={node: tuple(msgs) for node, msgs in inference.dropped.items()},
+        spread_aggregates=tuple(inference.spread),
+    )
+
+
+def validate(analysis: Analysis) -> list[tuple[str, str]]:
+    """Problems that make a program uncompilable whatever the compiler: (label, reason).
+
+    The compiler adds its own rules on top; `raise_if_unsupported` reports them all in
+    one error.
+    """
+    problems: list[tuple[str, str]] = []
+    for node in analysis.nodes:
+        label = analysis.labels[node]
+        if isinstance(node, (ConstantSOp, ConstantSelector)):
+            problems.append((label, f"{type(node).__name__} depends on the input length; "
+                                    "it exists for testing the evaluator and cannot be compiled"))
+        if isinstance(node, SOp) and analysis.encodings[node] is Encoding.NUMERICAL:
+            bad = [v for v in analysis.value_sets[node]
+                   if v is not None and not isinstance(v, numbers.Real)]
+            if bad:
+                problems.append((label, f"numerical encoding needs numbers, but the node can "
+                                        f"take {bad[:5]}"))
+            elif any(isinstance(v, float) and not math.isfinite(v)
+                     for v in analysis.value_sets[node]):
+                problems.append((label, "numerical encoding needs finite values"))
+    return problems
+
+
+def raise_if_unsupported(problems: Sequence[tuple[str, str]]) -> None:
+    """Raise one `UnsupportedProgramError` listing every problem, if there are any."""
+    if problems:
+        raise UnsupportedProgramError(problems)
