@@ -72,7 +72,8 @@ def to_dot(program: RASPExpr) -> str:
         else:
             style = ""
         text = f"{labels[node]}\\n{type(node).__name__}"
-        lines.append(f"  {_dot_quote(labels[node])} [label={_dot_quote(text)}, shape={shape}{style}];")
+        attrs_text = f"label={_dot_quote(text)}, shape={shape}{style}"
+        lines.append(f"  {_dot_quote(labels[node])} [{attrs_text}];")
     for node in nodes:
         for child in node.children:
             lines.append(f"  {_dot_quote(labels[child])} -> {_dot_quote(labels[node])};")

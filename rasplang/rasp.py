@@ -1,4 +1,4 @@
-"""tracr-compatible names: ``from rasplang import rasp`` in place of ``from tracr.rasp import rasp``.
+"""tracr-compatible names: ``from rasplang import rasp`` for ``from tracr.rasp import rasp``.
 
 A tracr program runs after changing only its import lines. Differences from tracr:
 ``numerical``, ``categorical``, ``annotate`` and ``named`` return a new node instead of
