@@ -206,8 +206,11 @@ class _Inference:
             exact = sorted({Fraction(v) for v in numbers_in})
             sums: set[Fraction] = set(exact)
             for width in range(2, self.max_seq_len + 1):
-                sums = {s + v for s in sums for v in exact}
-                self.check_size(node, len(sums) + len(out))
+                grown: set[Fraction] = set()
+                for s in sums:  # check as we go: an explosion stops early
+                    grown.update(s + v for v in exact)
+                    self.check_size(node, len(grown) + len(out))
+                sums = grown
                 out.update(float(s / width) for s in sums)  # as `evaluate`'s mean rounds
                 self.check_size(node, len(out))
         return sorted_values(out)
