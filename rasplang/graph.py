@@ -57,7 +57,8 @@ def unique_labels(nodes: list[RASPExpr]) -> dict[RASPExpr, str]:
 
 
 def _dot_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped + '"'
 
 
 def to_dot(program: RASPExpr) -> str:
@@ -71,7 +72,7 @@ def to_dot(program: RASPExpr) -> str:
             style = ', style=filled, fillcolor="#dbe9f6"'
         else:
             style = ""
-        text = f"{labels[node]}\\n{type(node).__name__}"
+        text = f"{labels[node]}\n{type(node).__name__}"
         attrs_text = f"label={_dot_quote(text)}, shape={shape}{style}"
         lines.append(f"  {_dot_quote(labels[node])} [{attrs_text}];")
     for node in nodes:
