@@ -1,0 +1,61 @@
+"""Packaging: the root folders interpreter/ and backend/ install as rasplang.* names."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import rasplang
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+PROBE = (
+    "import json, rasplang, rasplang.interpreter, rasplang.backend, pathlib;"
+    "print(json.dumps({m.__name__: str(pathlib.Path(m.__file__).resolve()) "
+    "for m in (rasplang, rasplang.interpreter, rasplang.backend)}))"
+)
+
+
+def test_editable_install_maps_root_folders():
+    """In the development install the subpackages come from the root folders."""
+    import rasplang.backend
+    import rasplang.interpreter
+
+    assert pathlib.Path(rasplang.interpreter.__file__).resolve().parent == ROOT / "interpreter"
+    assert pathlib.Path(rasplang.backend.__file__).resolve().parent == ROOT / "backend"
+
+
+def test_version_is_defined_once():
+    """rasplang.__version__ comes from rasplang/_version.py and matches the metadata."""
+    from importlib.metadata import version
+
+    assert rasplang.__version__ == version("rasplang")
+
+
+@pytest.mark.skipif(os.environ.get("RASPLANG_SKIP_INSTALL_TEST") == "1",
+                    reason="RASPLANG_SKIP_INSTALL_TEST=1")
+def test_plain_install_resolves_subpackages(tmp_path):
+    """A plain (non-editable) install puts interpreter/ and backend/ under rasplang/."""
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+         str(target), str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert build.returncode == 0, build.stderr
+    assert (target / "rasplang" / "py.typed").exists()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    # Run from an empty folder with -I-like isolation of the checkout: only `target`
+    # (and the venv's site-packages for numpy/attrs) can provide `rasplang`.
+    probe = subprocess.run(
+        [sys.executable, "-S", "-c",
+         f"import sys; sys.path[:0] = [{str(target)!r}]; import site; site.main(); " + PROBE],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    paths = json.loads(probe.stdout)
+    for name in ("rasplang", "rasplang.interpreter", "rasplang.backend"):
+        assert paths[name].startswith(str(target.resolve())), (name, paths[name])
