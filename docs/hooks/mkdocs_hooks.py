@@ -1,0 +1,106 @@
+"""mkdocs hooks of the rasplang site (listed under ``hooks:`` in mkdocs.yml).
+
+- `on_files`: runs the code of every page that shows a generated image and adds the
+  figures that code saved (``fig.savefig("name.png")``) to the site, next to the page;
+  adds a placeholder Performance page while docs/performance.md does not exist.
+- `on_page_markdown`: expands ``<!-- rasplang:library -->`` into the program library,
+  generated from ``rasplang.lib.PROGRAMS`` (see library_page.py).
+
+A failing code block fails the build, naming the page and line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
+
+log = logging.getLogger("mkdocs.plugins.rasplang")
+HERE = Path(__file__).resolve().parent
+LIBRARY_MARKER = "<!-- rasplang:library -->"
+PERFORMANCE_PAGE = "performance.md"
+PERFORMANCE_PLACEHOLDER = """# Performance
+
+!!! note "Coming soon"
+    The benchmark tables (interpreter, compile time, forward throughput, model size)
+    are written by the interpreter and compiler work and land in `docs/performance.md`.
+"""
+
+
+def load_sibling(name: str) -> ModuleType:
+    """Import docs/hooks/<name>.py (hooks are loaded by path, not as a package)."""
+    key = f"rasplang_docs_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+codeblocks = load_sibling("codeblocks")
+library_page = load_sibling("library_page")
+
+
+def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, bytes]:
+    """Run a page's code in ``workdir``; return the files it wrote, by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # in case page code uses pyplot
+    before = set(workdir.iterdir())
+    cwd = Path.cwd()
+    os.chdir(workdir)
+    try:
+        for _block, _ran in codeblocks.run_page(markdown, page):
+            pass
+    finally:
+        os.chdir(cwd)
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(set(workdir.iterdir()) - before)
+        if path.is_file()
+    }
+
+
+def on_files(files: Files, *, config: MkDocsConfig) -> Files:
+    """Add the figures the pages' code makes, and the Performance placeholder."""
+    if files.get_file_from_path(PERFORMANCE_PAGE) is None:
+        log.info("docs/%s is missing: adding a placeholder page", PERFORMANCE_PAGE)
+        files.append(File.generated(config, PERFORMANCE_PAGE, content=PERFORMANCE_PLACEHOLDER))
+    for file in list(files.documentation_pages()):
+        if file.abs_src_path is None:
+            continue
+        markdown = Path(file.abs_src_path).read_text(encoding="utf-8")
+        wanted = [
+            src for src in codeblocks.image_sources(markdown)
+            if files.get_file_from_path(_join(file.src_uri, src)) is None
+        ]
+        if not wanted:
+            continue
+        with tempfile.TemporaryDirectory(prefix="rasplang-docs-") as tmp:
+            made = generated_figures(markdown, file.src_uri, Path(tmp))
+        for name, content in made.items():
+            files.append(File.generated(config, _join(file.src_uri, name), content=content))
+        log.info("%s: generated %s", file.src_uri, ", ".join(made) or "nothing")
+    return files
+
+
+def _join(page_uri: str, src: str) -> str:
+    """The docs-relative path of ``src`` as referenced from the page ``page_uri``."""
+    return os.path.normpath(os.path.join(os.path.dirname(page_uri), src)).replace(os.sep, "/")
+
+
+def on_page_markdown(markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+    """Expand the program-library marker into the generated catalogue."""
+    if LIBRARY_MARKER in markdown:
+        markdown = markdown.replace(LIBRARY_MARKER, library_page.render())
+    return markdown
