@@ -3,8 +3,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo docs lint bench fuzz clean
+.PHONY: test demo docs lint bench clean
 
+# Create .venv when missing and (re)install the package with the extras the tests,
+# the docs and the figures need, whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -12,16 +14,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check rasplang interpreter backend tests benchmarks
+	$(VENV)/bin/ruff check rasplang interpreter backend tests benchmarks docs/hooks
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q -m "not slow and not gpu"
+	$(VENV)/bin/pytest -q -m "not slow and not gpu"
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 demo: $(STAMP)
 	$(PY) -m rasplang.demo
 
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
-	$(PY) -m pytest benchmarks -q --benchmark-only
+	$(VENV)/bin/pytest benchmarks -q --benchmark-only
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .ruff_cache .benchmarks
