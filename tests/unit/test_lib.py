@@ -369,3 +369,40 @@ def test_shuffle_dyck2_with_letters_exhaustively():
     program = lib.make_shuffle_dyck2()
     for xs in _domain(("(", ")", "{", "}", "a"), 4):
         assert evaluate(program, xs) == [_balanced_each(list(xs), ["()", "{}"])] * len(xs)
+
+
+LONGER = [
+    ("pair_balance", ("(", ")"), 10),
+    ("shuffle_dyck", ("(", ")"), 10),
+    ("dyck1", ("(", ")"), 10),
+    ("dyck2", ("(", ")", "{", "}"), 6),
+    ("frac_prevs", ("x", "y", "z"), 7),
+]
+
+
+@pytest.mark.parametrize(("name", "vocab", "max_len"), LONGER, ids=[c[0] for c in LONGER])
+def test_longer_inputs_exhaustively(name, vocab, max_len):
+    """Bracket and fraction programs stay exact on every input past the registry length."""
+    program = PROGRAMS[name].build()
+    for xs in _domain(vocab, max_len):
+        assert evaluate(program, xs) == REFERENCES[name](list(xs)), xs
+
+
+@pytest.mark.parametrize("name", ["pair_balance", "shuffle_dyck2", "dyck1", "dyck2"])
+def test_long_random_inputs(name):
+    """At lengths 40-64, where (i + 1) * (k / (i + 1)) is no longer exactly k, the
+    bracket programs still agree with their references."""
+    import random
+
+    entry = PROGRAMS[name]
+    rng = random.Random(0)
+    program = entry.build()
+    for _ in range(6):
+        n = rng.randint(40, 64)
+        # Mostly balanced-looking inputs: a random bracket sequence, rarely perturbed.
+        xs = [rng.choice(entry.vocab) for _ in range(n)]
+        if rng.random() < 0.5:
+            half = [rng.choice(entry.vocab[::2]) for _ in range(n // 2)]
+            closer = {"(": ")", "{": "}"}
+            xs = half + [closer[x] for x in reversed(half)]
+        assert evaluate(program, xs) == REFERENCES[name](xs), xs
