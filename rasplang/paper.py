@@ -45,7 +45,7 @@ def _indicator(bools: SOp) -> SOp:
     return numerical(Map(int, bools))
 
 
-def _has_earlier_copy(same_tok: SOp) -> SOp:
+def _has_earlier_copy(same_tok: Selector) -> SOp:
     """True where the same token already occurred at an earlier position."""
     earlier_copy = (same_tok & select(indices, indices, "<")).named("earlier_copy")
     return (selector_width(earlier_copy) > 0).named("has_earlier")
