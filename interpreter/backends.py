@@ -1,0 +1,95 @@
+"""Backend selection: ``"numba"`` (default on CPU), ``"numpy"`` and ``"cupy"``.
+
+All three implement the chunk operations of `interpreter.kernels_numpy.NumpyBackend`
+and give identical results; numba and CuPy are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rasplang.interpreter.kernels_numpy import NumpyBackend
+from rasplang.interpreter.selectors import SelectorArgs
+from rasplang.interpreter.tables import NumericInfo
+
+BACKENDS = ("numba", "numpy", "cupy")
+
+#: Positions (C * T) of one numba chunk.
+NUMBA_CHUNK_POSITIONS = 1 << 20
+
+
+class NumbaBackend(NumpyBackend):
+    """Fused numba kernels over the chunk; simple position codes come from numpy."""
+
+    name = "numba"
+
+    def __init__(self) -> None:
+        super().__init__(np)
+        from rasplang.interpreter import kernels_numba
+
+        self.k = kernels_numba
+
+    def chunk_size(self, n_pos: int) -> int:
+        """Sequences per chunk: the kernels need O(C * T) memory, never O(C * T * T)."""
+        return max(1, NUMBA_CHUNK_POSITIONS // max(1, n_pos))
+
+    def map(self, lut: Any, codes: Any, lengths: Any) -> tuple[Any, Any]:
+        """See `interpreter.kernels_numba.map_kernel`."""
+        out = np.empty(codes.shape, dtype=np.int32)
+        err = np.zeros(len(lengths), dtype=np.uint8)
+        self.k.map_kernel(lut, codes, lengths, out, err)
+        return out, err
+
+    def sequence_map(self, lut: Any, fst: Any, snd: Any, lengths: Any) -> tuple[Any, Any]:
+        """See `interpreter.kernels_numba.sequence_map_kernel`."""
+        out = np.empty(fst.shape, dtype=np.int32)
+        err = np.zeros(len(lengths), dtype=np.uint8)
+        self.k.sequence_map_kernel(lut, fst, snd, lengths, out, err)
+        return out, err
+
+    def _sel(self, sel: SelectorArgs) -> tuple[Any, ...]:
+        return (sel.ops, sel.a0, sel.a1, sel.kcodes, sel.qcodes, sel.pred, sel.pred_off,
+                sel.pred_nq, sel.cmats)
+
+    def selector(self, sel: SelectorArgs, lengths: Any, causal: bool) -> tuple[Any, Any]:
+        """See `interpreter.kernels_numba.selector_kernel`."""
+        n_pos = sel.kcodes.shape[2]
+        out = np.zeros((len(lengths), n_pos, n_pos), dtype=np.uint8)
+        err = np.zeros(len(lengths), dtype=np.uint8)
+        self.k.selector_kernel(*self._sel(sel), lengths, causal, out, err)
+        return out, err
+
+    def width(self, sel: SelectorArgs, lengths: Any, causal: bool) -> tuple[Any, Any]:
+        """See `interpreter.kernels_numba.width_kernel`."""
+        out = np.empty(sel.kcodes.shape[1:], dtype=np.int32)
+        err = np.zeros(len(lengths), dtype=np.uint8)
+        self.k.width_kernel(*self._sel(sel), sel.may_error, lengths, causal, out, err)
+        return out, err
+
+    def aggregate(
+        self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any, remap: Any,
+        info: NumericInfo, default_code: int,
+    ) -> tuple[Any, Any, Any]:
+        """See `interpreter.kernels_numba.aggregate_kernel`."""
+        out = np.empty(vcodes.shape, dtype=np.int32)
+        outf = np.zeros(vcodes.shape, dtype=np.float64)
+        err = np.zeros(len(lengths), dtype=np.uint8)
+        self.k.aggregate_kernel(
+            *self._sel(sel), sel.may_error, lengths, causal, vcodes, remap, info.isnum,
+            info.num, info.fval, info.denom, info.exact, default_code, out, outf, err,
+        )
+        return out, outf, err
+
+
+def get_backend(name: str) -> NumpyBackend:
+    """The backend called ``name`` (one of `BACKENDS`)."""
+    if name == "numba":
+        return NumbaBackend()
+    if name == "numpy":
+        return NumpyBackend(np)
+    if name == "cupy":
+        from rasplang.interpreter.kernels_cupy import CupyBackend
+
+        return CupyBackend()
+    raise ValueError(f"unknown backend {name!r}; expected one of {list(BACKENDS)}")

@@ -1,0 +1,192 @@
+"""numba kernels: generic, table-driven, compiled once (``cache=True``) for every program.
+
+Each kernel loops over the batch with ``prange`` (the GIL is released) and over the
+positions below each sequence's length; padded positions get code 0. Errors never
+raise inside a kernel: they set ``err[b]`` and the plan asks `rasplang.evaluate` for
+the exact exception of the first offending sequence.
+
+Selector values come from `_selected`, a tiny interpreter of the selector's register
+program (`interpreter.selectors`): for ``(b, q, k)`` it returns 0 or 1, or 2 when a
+predicate raised there. Aggregate and SelectorWidth call it inside their key loop,
+so no ``[B, T, T]`` matrix is ever built.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from rasplang.interpreter._jit import jit
+
+
+@jit()
+def _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, k, regs):
+    """The selector's value at (b, q, k): 0, 1, or 2 if a predicate raised there."""
+    bad = False
+    n_ops = ops.shape[0]
+    for i in range(n_ops):
+        op = ops[i]
+        if op == 0:  # SELECT
+            leaf = a0[i]
+            v = pred[pred_off[leaf] + kcodes[leaf, b, k] * pred_nq[leaf] + qcodes[leaf, b, q]]
+            if v == 2:
+                bad = True
+                v = 0
+            regs[i] = v
+        elif op == 1:  # CONST
+            regs[i] = cmats[a0[i], q, k]
+        elif op == 2:  # AND
+            regs[i] = regs[a0[i]] & regs[a1[i]]
+        elif op == 3:  # OR
+            regs[i] = regs[a0[i]] | regs[a1[i]]
+        else:  # NOT
+            regs[i] = 1 - regs[a0[i]]
+    if bad:
+        return 2
+    return regs[n_ops - 1]
+
+
+@jit(parallel=True)
+def map_kernel(lut, codes, lengths, out, err):
+    """``out[b, t] = lut[codes[b, t]]``; a negative entry (f raised) flags ``err[b]``."""
+    n_batch, n_pos = out.shape
+    for b in numba.prange(n_batch):
+        n = lengths[b]
+        for t in range(n):
+            c = lut[codes[b, t]]
+            if c < 0:
+                err[b] = 1
+                c = 0
+            out[b, t] = c
+        for t in range(n, n_pos):
+            out[b, t] = 0
+
+
+@jit(parallel=True)
+def sequence_map_kernel(lut, fst, snd, lengths, out, err):
+    """``out[b, t] = lut[fst[b, t], snd[b, t]]``; negative entries flag ``err[b]``."""
+    n_batch, n_pos = out.shape
+    for b in numba.prange(n_batch):
+        n = lengths[b]
+        for t in range(n):
+            c = lut[fst[b, t], snd[b, t]]
+            if c < 0:
+                err[b] = 1
+                c = 0
+            out[b, t] = c
+        for t in range(n, n_pos):
+            out[b, t] = 0
+
+
+@jit(parallel=True)
+def aggregate_kernel(
+    ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
+    lengths, causal, vcodes, remap, isnum, num, fval, denom, exact, default_code,
+    out, outf, err,
+):
+    """Fused Select + Aggregate, following `rasplang.evaluator.aggregate_row`.
+
+    ``out[b, q]``: a code of the Aggregate's table, or -1 (exact mean in ``outf``), or
+    -3 (approximate mean in ``outf``, to be resolved exactly by the plan).
+    """
+    n_batch, n_pos = out.shape
+    for b in numba.prange(n_batch):
+        n = lengths[b]
+        regs = np.empty(ops.shape[0], np.uint8)
+        for q in range(n):
+            count = 0
+            first = 0
+            same = True
+            allnum = True
+            total = 0
+            fsum = 0.0
+            comp = 0.0
+            stop = n if (may_error or not causal) else q + 1
+            for k in range(stop):
+                s = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
+                              b, q, k, regs)
+                if s == 2:
+                    err[b] = 1
+                    continue
+                if s == 0 or (causal and k > q):
+                    continue
+                c = vcodes[b, k]
+                if count == 0:
+                    first = c
+                elif c != first:
+                    same = False
+                if isnum[c]:
+                    total += num[c]
+                    x = fval[c]
+                    t = fsum + x  # Neumaier's compensated sum
+                    if abs(fsum) >= abs(x):
+                        comp += (fsum - t) + x
+                    else:
+                        comp += (x - t) + fsum
+                    fsum = t
+                else:
+                    allnum = False
+                count += 1
+            if count == 0:
+                out[b, q] = default_code
+            elif count == 1:
+                out[b, q] = remap[first]
+            elif allnum:
+                if exact:
+                    outf[b, q] = np.float64(total) / np.float64(count * denom)
+                    out[b, q] = -1
+                else:
+                    outf[b, q] = (fsum + comp) / count
+                    out[b, q] = -3
+            elif same:
+                out[b, q] = remap[first]
+            else:
+                err[b] = 1
+                out[b, q] = 0
+        for q in range(n, n_pos):
+            out[b, q] = 0
+
+
+@jit(parallel=True)
+def width_kernel(
+    ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
+    lengths, causal, out, err,
+):
+    """Fused Select + SelectorWidth: the number of selected keys (= its code)."""
+    n_batch, n_pos = out.shape
+    for b in numba.prange(n_batch):
+        n = lengths[b]
+        regs = np.empty(ops.shape[0], np.uint8)
+        for q in range(n):
+            count = 0
+            stop = n if (may_error or not causal) else q + 1
+            for k in range(stop):
+                s = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
+                              b, q, k, regs)
+                if s == 2:
+                    err[b] = 1
+                elif s == 1 and not (causal and k > q):
+                    count += 1
+            out[b, q] = count
+        for q in range(n, n_pos):
+            out[b, q] = 0
+
+
+@jit(parallel=True)
+def selector_kernel(
+    ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, lengths, causal, out, err,
+):
+    """The selector matrix ``out[b, q, k]`` (only for selectors a caller asked for)."""
+    n_batch = out.shape[0]
+    for b in numba.prange(n_batch):
+        n = lengths[b]
+        regs = np.empty(ops.shape[0], np.uint8)
+        for q in range(n):
+            for k in range(n):
+                s = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
+                              b, q, k, regs)
+                if s == 2:
+                    err[b] = 1
+                    s = 0
+                if causal and k > q:
+                    s = 0
+                out[b, q, k] = s
