@@ -1,0 +1,1 @@
+"""The compiler: RASP -> craft IR -> transformer weights, and the forward pass."""
