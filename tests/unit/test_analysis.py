@@ -216,3 +216,27 @@ def test_validate_collects_every_problem():
     assert "words: numerical encoding needs numbers" in str(info.value)
     assert isinstance(info.value, NotImplementedError)
     raise_if_unsupported([])
+
+
+def _library_cases():
+    from rasplang.lib import PROGRAMS
+
+    return sorted(PROGRAMS)
+
+
+@pytest.mark.parametrize("name", _library_cases())
+def test_library_value_sets_are_sound(name):
+    """Brute force over every library program: values lie in the inferred sets.
+
+    Inputs are every sequence up to the longest length with at most ~1,500 of them.
+    """
+    from rasplang.lib import PROGRAMS
+
+    entry = PROGRAMS[name]
+    vocab = list(entry.vocab)
+    max_len = 1
+    while max_len < entry.max_seq_len and sum(
+        len(vocab) ** n for n in range(1, max_len + 2)
+    ) <= 1500:
+        max_len += 1
+    assert_sound(entry.build(), vocab, max_len)
