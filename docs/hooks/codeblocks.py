@@ -75,7 +75,7 @@ def extract_blocks(markdown: str, page: str = "<page>") -> list[Block]:
         j = i + 1
         closing = re.compile(rf"^ *{re.escape(fence[0])}{{{len(fence)},}}\s*$")
         while j < len(lines) and not closing.match(lines[j]):
-            body.append(lines[j][indent:] if lines[j][:indent].isspace() else lines[j].lstrip())
+            body.append(_dedent_line(lines[j], indent))
             j += 1
         if j == len(lines):
             raise DocsCodeError(f"{page}:{i + 1}: code fence {fence!r} is never closed")
@@ -90,6 +90,11 @@ def extract_blocks(markdown: str, page: str = "<page>") -> list[Block]:
         )
         i = j + 1
     return blocks
+
+
+def _dedent_line(line: str, indent: int) -> str:
+    """Remove up to ``indent`` leading spaces (a fence indented in a list or admonition)."""
+    return line[min(indent, len(line) - len(line.lstrip(" "))):]
 
 
 def runnable_blocks(markdown: str, page: str = "<page>") -> list[Block]:

@@ -99,13 +99,17 @@ def test_extract_blocks_conventions() -> None:
         "```pycon\n>>> x\n1\n```\n"
         "```text\nnot code\n```\n"
         "~~~~python title=\"t\"\ny = 2\n~~~~\n"
+        "- item\n\n    ```python\n    def f():\n        return 1\n    ```\n"
     )
     blocks = codeblocks.extract_blocks(text, "p.md")
     assert [(b.language, b.lineno, b.skip_reason) for b in blocks] == [
         ("python", 3, None), ("pycon", 7, "needs the compiler"), ("text", 11, None),
-        ("python", 14, None),
+        ("python", 14, None), ("python", 19, None),
     ]
-    assert [b.language for b in codeblocks.runnable_blocks(text)] == ["python", "pycon", "python"]
+    assert blocks[-1].source == "def f():\n    return 1\n"
+    assert [b.language for b in codeblocks.runnable_blocks(text)] == [
+        "python", "pycon", "python", "python"
+    ]
 
 
 def test_run_block_reports_page_and_line() -> None:

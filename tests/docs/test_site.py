@@ -1,0 +1,161 @@
+"""The documentation site builds with ``mkdocs build --strict`` and its pages work.
+
+One build per test session (the ``site`` fixture). The browser test loads pages in
+headless Chromium (Debian's ``chromium`` package; skipped when it is missing) over a
+local http.server on 127.0.0.1 and checks for console errors and unloaded images.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from chromium_cdp import Browser, find_chromium
+from docs_helpers import ROOT
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def nav_pages(nav: list) -> list[str]:
+    """Every markdown path in an mkdocs ``nav`` tree, in order."""
+    pages: list[str] = []
+    for item in nav:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        if isinstance(value, list):
+            pages += nav_pages(value)
+        else:
+            pages.append(value)
+    return pages
+
+
+NAV = nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
+
+
+def built_page(site: Path, page: str) -> Path:
+    """The HTML file mkdocs writes for a markdown page (directory URLs)."""
+    stem = page.removesuffix(".md")
+    if stem == "index":
+        return site / "index.html"
+    return site / stem.removesuffix("/index") / "index.html"
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once per session with ``mkdocs build --strict``."""
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT, capture_output=True, text=True, env=env, check=False,
+    )
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr[-6000:]}"
+    return out
+
+
+def test_nav_covers_every_page() -> None:
+    """Every markdown page under docs/ is in the nav (nothing orphaned, nothing missing)."""
+    on_disk = {
+        p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")
+        if "hooks" not in p.parts
+    }
+    assert on_disk - set(NAV) == set(), "pages missing from the nav in mkdocs.yml"
+    assert set(NAV) - on_disk <= {"performance.md"}, "nav entries without a page"
+
+
+@pytest.mark.parametrize("page", NAV)
+def test_page_built(site: Path, page: str) -> None:
+    """Each nav page is rendered to HTML with its title."""
+    html = built_page(site, page).read_text(encoding="utf-8")
+    assert "<h1" in html, f"{page} has no title"
+
+
+def test_api_pages_resolve_every_area(site: Path) -> None:
+    """mkdocstrings rendered the objects of each API page, package-dir modules included."""
+    expected = {
+        "api/dsl.md": ["rasplang.Select", "rasplang.Aggregate", "rasplang.select"],
+        "api/evaluation.md": ["rasplang.evaluate", "rasplang.evaluate_all"],
+        "api/analysis.md": ["rasplang.analyze", "rasplang.Analysis"],
+        "api/interpreter.md": ["rasplang.interpreter"],
+        "api/compiler.md": ["rasplang.backend"],
+        "api/viz.md": [
+            "rasplang.viz.plot_program", "rasplang.viz.plot_residual",
+            "rasplang.viz.plot_attention",
+        ],
+    }
+    for page, names in expected.items():
+        html = built_page(site, page).read_text(encoding="utf-8")
+        for name in names:
+            assert f'id="{name}' in html or f"<code>{name}</code>" in html, (
+                f"{page}: no rendered entry for {name}"
+            )
+
+
+def test_library_page_lists_every_program(site: Path) -> None:
+    """The generated library page has a section, code and output for each program."""
+    lib = pytest.importorskip("rasplang.lib")
+    html = built_page(site, "library.md").read_text(encoding="utf-8")
+    for name in lib.PROGRAMS:
+        assert f'id="{name}"' in html, f"library page has no section for {name}"
+    assert html.count("example input") == len(lib.PROGRAMS)
+
+
+def test_tutorial_figures_are_pngs(site: Path) -> None:
+    """The figures the tutorials' code makes are in the site as real PNG files."""
+    figures = sorted((site / "tutorials").glob("*.png"))
+    assert figures, "no figure was generated for the tutorials"
+    for figure in figures:
+        assert figure.read_bytes()[:8] == PNG_MAGIC, f"{figure.name} is not a PNG"
+
+
+# ---------------------------------------------------------------- the browser
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(site: Path) -> Iterator[str]:
+    """The built site over http on 127.0.0.1 (an ephemeral port), as its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+IMAGES_JS = (
+    "Promise.all(Array.from(document.images).map(img => img.decode().catch(() => null)"
+    ".then(() => [img.getAttribute('src'), img.complete, img.naturalWidth])))"
+)
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
+@pytest.mark.parametrize(
+    ("page", "min_images"), [("index.md", 0), ("tutorials/writing-rasp.md", 1)]
+)
+def test_page_in_browser(served: str, page: str, min_images: int) -> None:
+    """The page loads in headless Chromium without console errors and shows its images."""
+    folder = built_page(Path("."), page).parent.as_posix()
+    url = served + ("" if folder == "." else folder + "/")
+    with Browser(find_chromium()) as browser:  # type: ignore[arg-type]
+        report = browser.load(url, IMAGES_JS)
+    assert report.errors == [], f"{url}: {report.errors}"
+    images = report.value or []
+    assert len(images) >= min_images, f"{url}: expected at least {min_images} image(s)"
+    broken = [src for src, complete, width in images if not complete or width == 0]
+    assert broken == [], f"{url}: images that did not load: {broken}"
