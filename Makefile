@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rasplang interpreter backend tests benchmarks docs/hooks
+	$(VENV)/bin/ruff check $(wildcard rasplang interpreter backend tests benchmarks docs/hooks)
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -m "not slow and not gpu"
