@@ -64,3 +64,14 @@ __all__ = [
     "indices", "is_categorical", "is_numerical", "length", "numerical", "select",
     "selector_width", "to_dot", "tokens", "topological_order", "validate",
 ]
+
+# Lazy re-exports: importing the compiler stays out of `import rasplang`.
+_LAZY = {"compile": "rasplang.backend"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rasplang' has no attribute {name!r}")

@@ -1,0 +1,123 @@
+"""Attention heads: Aggregate (categorical and numerical) and SelectorWidth.
+
+Logits. For a selector made of ``m`` terms (see ``selector.py``) the head's logit from
+a query to a real key is ``C * sum_t T_t[a_t, b_t]``: ``C m`` if the key is selected and
+at most ``C (m - 1)`` otherwise. The BOS key gets ``C (m - 1/2)`` for an Aggregate and
+``C m`` for a SelectorWidth, whatever the query, via the ``one`` (query) x BOS (key)
+entry; the key-side state of the SOps at the BOS position (an Aggregate holds its
+default there) is known, and its contribution is subtracted in the BOS column, so the
+BOS logit is exactly that level. A query at the BOS position attends to BOS with a
+margin of at least ``C/2`` (an extra BOS x BOS entry, sized from the known BOS state),
+so every SOp's value at BOS is known at compile time.
+
+Aggregate, exactness. With ``w >= 1`` selected keys each gets weight
+``1 / (w + e^{-C/2} + u e^{-C})``, BOS at most ``e^{-C/2}/w`` and the ``u`` others at most
+``e^{-C}/w``: the output is the exact mean of the selected values up to a leakage
+``delta <= (n + 1) e^{-C/2}`` of the total weight. With ``w = 0``, BOS gets weight at least
+``1 - n e^{-C/2}``. The value of BOS is ``enc(default)``: the OV map sends the BOS
+direction to ``enc(default) - OV(BOS state of the value SOp)``. So the error of any
+output coordinate is at most ``2 V delta`` (``V`` the largest value magnitude, 1 for
+one-hots), plus the value SOp's own error, plus ``4 V eta`` where ``eta`` bounds the
+logit error caused by errors in the query and key SOps. The coldness ``C`` is chosen so
+that ``2 V delta <= 1e-12`` (``C ~ 2 ln((n + 1) 2V / 1e-12)``, about 60 to 80), which is
+far inside what discretising MLPs absorb and far below the 1e-6 the tests allow; in
+float32 the leakage underflows relative to the selected weights.
+
+Categorical Aggregate. The output is the mean of the selected one-hots: exact whenever
+the selected values agree (the program's result), which is all a categorical
+Aggregate may do; otherwise the evaluator raises or returns a mean of numbers and the
+compiler warns (the analysis cannot prove the selection holds one value).
+
+SelectorWidth. Selected keys and BOS share the top logit, so BOS gets
+``1 / (w + 1)`` up to ``n e^{-C}``; the OV map writes that weight to a scratch direction
+and an MLP (``numerical_mlp.discretising_mlp`` over the exact set ``{1/(w+1)}``, gaps at
+least ``1/((n+1)(n+2))``) turns it into ``w``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from rasplang.backend.chambers.selector import Term
+from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
+from rasplang.backend.craft.blocks import AttentionHead
+from rasplang.backend.craft.maps import BilinearMap, LinearMap
+from rasplang.backend.spaces import ONE, SOpSpace
+
+from rasplang.nodes import SOp
+
+#: Target bound on the softmax leakage's effect on any output coordinate.
+LEAKAGE_TARGET = 1e-12
+
+
+def coldness(max_seq_len: int, value_scale: float, margin: float) -> float:
+    """Logit scale ``C`` so that ``(n + 1) e^{-C margin} * value_scale <= LEAKAGE_TARGET``."""
+    return math.log((max_seq_len + 1) * max(1.0, value_scale) / LEAKAGE_TARGET) / margin
+
+
+def selector_logits(
+    terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace], bos_level: float, scale: float,
+    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> BilinearMap:
+    """The query-key bilinear map for ``terms`` with the BOS key at ``bos_level``."""
+    q_space = join(*(spaces[t.queries].space for t in terms), VectorSpace([ONE, bos]))
+    k_space = join(*(spaces[t.keys].space for t in terms), VectorSpace([bos]))
+    m = np.zeros((q_space.dim, k_space.dim))
+    for t in terms:
+        qi = q_space.indices(spaces[t.queries].space)
+        ki = k_space.indices(spaces[t.keys].space)
+        m[np.ix_(qi, ki)] += t.table
+    i_one, i_bos_q, i_bos_k = q_space.index_of(ONE), q_space.index_of(bos), k_space.index_of(bos)
+    key_at_bos = np.array([bos_state.get(d, 0.0) for d in k_space.basis])
+    key_at_bos[i_bos_k] = 1.0
+    m[:, i_bos_k] -= m @ key_at_bos  # cancel what the keys' BOS state adds
+    m[i_one, i_bos_k] += bos_level
+    # The BOS query: make BOS beat every real key by at least 1/2.
+    query_at_bos = np.array([bos_state.get(d, 0.0) for d in q_space.basis])
+    query_at_bos[i_one] = query_at_bos[i_bos_q] = 1.0
+    row = query_at_bos @ m
+    best = sum(max(0.0, float(row[k_space.indices(spaces[key].space)].max(initial=0.0)))
+               for key in {id(t.keys): t.keys for t in terms}.values())
+    m[i_bos_q, i_bos_k] += max(0.0, best + 0.5 - float(row[i_bos_k]))
+    return BilinearMap(q_space, k_space, m * scale)
+
+
+def logit_error(terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace]) -> float:
+    """Bound (in logit units before scaling) on the logit error from input errors."""
+    total = 0.0
+    for t in terms:
+        q, k = spaces[t.queries], spaces[t.keys]
+        total += (1 + len(q.values) * q.error) * (1 + len(k.values) * k.error) - 1
+    return total
+
+
+def aggregate_head(
+    label: str, terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace], value: SOpSpace,
+    out: SOpSpace, default: object, scale: float, causal: bool,
+    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> AttentionHead:
+    """The head of an Aggregate: mean of the selected values, ``default`` if none."""
+    w_qk = selector_logits(terms, spaces, len(terms) - 0.5, scale, bos_state, bos)
+    in_space = join(value.space, VectorSpace([bos]))
+    w = np.zeros((in_space.dim, out.space.dim))
+    vi = in_space.indices(value.space)
+    if out.numerical:
+        w[vi, 0] = value.readout() / out.scale
+    else:
+        for i, v in zip(vi, value.values):
+            w[i] = out.encode(v)
+    w[in_space.index_of(bos)] = out.encode(default) - value.bos @ w[vi]
+    return AttentionHead(w_qk, LinearMap(in_space, out.space, w), causal=causal, label=label)
+
+
+def selector_width_head(
+    label: str, terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace],
+    scratch: BasisDirection, scale: float, causal: bool,
+    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> AttentionHead:
+    """The head of a SelectorWidth: writes ``1 / (width + 1)`` to ``scratch``."""
+    w_qk = selector_logits(terms, spaces, float(len(terms)), scale, bos_state, bos)
+    w_ov = LinearMap(VectorSpace([bos]), VectorSpace([scratch]), np.ones((1, 1)))
+    return AttentionHead(w_qk, w_ov, causal=causal, label=label)

@@ -1,0 +1,104 @@
+"""Lookup-table MLPs on categorical (one-hot) inputs.
+
+Map, categorical input. At a real position the input is the one-hot ``e_x`` of its
+value ``x`` (None is the zero vector). For every output value ``y`` one hidden unit
+reads the indicator of the preimage, ``h_y = relu(sum_{x: f(x)=y} e_x)``, which is
+exactly ``[f(x) = y]`` because the preimages are disjoint; the unit writes the
+encoding of ``y`` (its one-hot, or the number ``y`` for a numerical output). So the
+output is exactly ``enc(f(x))``, and ``enc(None) = 0`` for ``x = None``. Hidden units:
+the number of distinct outputs (tracr uses one per input value). Error: an input
+off by ``e`` per coordinate gives an output off by at most ``|X| e``.
+
+SequenceMap, categorical inputs. Three exact layouts; the compiler takes the one with
+the fewest units: one unit per pair ``(a, b)``, ``relu(e_a + e_b - 1) = [x=a][y=b]``;
+or one unit per ``(a, z)``, ``relu(e_a + sum_{b: f(a,b)=z} e_b - 1) = [x=a][f(x,y)=z]``
+(the sum over a preimage is 0 or 1); or the mirror ``(b, z)``. Each unit is 1 exactly
+when its condition holds and 0 otherwise, and for each input pair exactly one unit of
+each group fires, so the output is ``enc(f(x, y))``. When both inputs are the same SOp
+the SequenceMap is the Map ``v -> f(v, v)``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from rasplang.backend.chambers.gated_mlp import gated_mlp
+from rasplang.backend.craft.bases import BasisDirection
+from rasplang.backend.craft.blocks import MLP
+from rasplang.backend.spaces import ONE, SOpSpace
+
+
+def _out_columns(out: SOpSpace, values: list[Any]) -> np.ndarray:
+    """[len(values), out_dim]: the encoding of each output value."""
+    return np.stack([out.encode(v) for v in values]) if values else np.zeros((0, len(
+        out.directions)))
+
+
+def map_categorical_mlp(
+    label: str, inp: SOpSpace, out: SOpSpace, f: Callable[[Any], Any],
+    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> MLP:
+    """Map on a categorical input, to a categorical or numerical output."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    outputs: list[Any] = []
+    for i, x in enumerate(inp.values):
+        y = f(x)
+        if y is None or (out.numerical and y == 0):
+            continue
+        key = next((j for j, v in enumerate(outputs) if v == y and type(v) is type(y)), None)
+        if key is None:
+            key = len(outputs)
+            outputs.append(y)
+        groups[key].append(i)
+    w_in = np.zeros((len(inp.directions), len(outputs)))
+    for unit, rows in groups.items():
+        w_in[rows, unit] = 1.0
+    return gated_mlp(label, inp.directions, w_in, out.directions, _out_columns(out, outputs),
+                     bos_state, bos)
+
+
+def sequence_map_categorical_mlp(
+    label: str, fst: SOpSpace, snd: SOpSpace, out: SOpSpace,
+    f: Callable[[Any, Any], Any],
+    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> MLP:
+    """SequenceMap on two categorical inputs (different SOps)."""
+    table = {}
+    for i, a in enumerate(fst.values):
+        for j, b in enumerate(snd.values):
+            y = f(a, b)
+            if y is None or (out.numerical and y == 0):
+                continue
+            table[i, j] = y
+
+    def grouped(by_first: bool) -> list[tuple[int, tuple[int, ...], Any]]:
+        units: dict[tuple[int, Any], list[int]] = defaultdict(list)
+        for (i, j), y in table.items():
+            key = (i if by_first else j, (type(y).__name__, y))
+            units[key].append(j if by_first else i)
+        return [(k[0], tuple(rows), table[(k[0], rows[0]) if by_first else (rows[0], k[0])])
+                for k, rows in units.items()]
+
+    layouts = {
+        "pairs": [(i, (j,), y) for (i, j), y in table.items()],
+        "by_fst": grouped(True),
+        "by_snd": grouped(False),
+    }
+    name = min(layouts, key=lambda k: len(layouts[k]))
+    units = layouts[name]
+    n_fst, n_snd = len(fst.directions), len(snd.directions)
+    in_dirs = (*fst.directions, *snd.directions, ONE)
+    w_in = np.zeros((n_fst + n_snd + 1, len(units)))
+    for u, (anchor, rows, _) in enumerate(units):
+        if name == "by_snd":
+            w_in[n_fst + anchor, u] = 1.0
+            w_in[list(rows), u] = 1.0
+        else:
+            w_in[anchor, u] = 1.0
+            w_in[[n_fst + r for r in rows], u] = 1.0
+        w_in[-1, u] = -1.0
+    return gated_mlp(label, in_dirs, w_in, out.directions,
+                     _out_columns(out, [y for _, _, y in units]), bos_state, bos)

@@ -1,0 +1,118 @@
+"""MLPs on numerical inputs: ReLU discretisation over the exact value set, and affine maps.
+
+Discretisation. The analysis gives the exact sorted value set ``x_0 < ... < x_{n-1}``
+of the input. Only where ``f`` changes, between ``x_{i-1}`` and ``x_i``, is a step
+needed: with the midpoint ``b_i``, the local gap ``g_i = x_i - x_{i-1}`` and the slope
+``L_i = mlp_exactness / g_i``, the two units
+
+    s_i(x) = relu(L_i (x - b_i) + 1/2) - relu(L_i (x - b_i) - 1/2)
+
+give exactly 0 for ``x <= b_i - 1/(2 L_i)`` and exactly 1 for ``x >= b_i + 1/(2 L_i)``.
+The output is ``enc(f(x_0)) + sum_i s_i(x) (enc(f(x_i)) - enc(f(x_{i-1})))``, which
+telescopes to ``enc(f(x_j))`` at ``x = x_j``. Margin: an input within
+``g_i / 2 * (1 - 1/mlp_exactness)`` of ``x_j`` (in particular any leakage the compiler
+allows, which it checks) still gives every step exactly 0 or 1, so the output carries
+no error at all: discretisation resets accumulated error. Units: 2 per change of
+``f`` plus one for the base value (tracr: 2 per value, with one slope for all gaps).
+
+Affine. When ``f(x) = a x + c`` on every value of the set (checked to 1e-12
+relative), or for a LinearSequenceMap, the output is ``sum_j a_j x_j + c`` with units
+``relu(x_j)`` and ``relu(-x_j)`` (one of them dropped when the sign of ``x_j`` is fixed)
+and ``relu(one)`` for ``c``: exact, and the error is ``sum_j |a_j| e_j``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from rasplang.backend.chambers.gated_mlp import gated_mlp
+from rasplang.backend.craft.bases import BasisDirection
+from rasplang.backend.craft.blocks import MLP
+from rasplang.backend.spaces import ONE, SOpSpace
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and type(a) is type(b)
+
+
+def discretisation_tolerance(xs: Sequence[float], f_values: Sequence[Any],
+                             mlp_exactness: float) -> float:
+    """The largest input error the discretising MLP absorbs exactly (inf: no steps)."""
+    tol = np.inf
+    for i in range(1, len(xs)):
+        if not _same(f_values[i], f_values[i - 1]):
+            tol = min(tol, (xs[i] - xs[i - 1]) / 2 * (1 - 1 / mlp_exactness))
+    return tol
+
+
+def discretising_mlp(
+    label: str, inp: SOpSpace, xs: Sequence[float], f: Callable[[Any], Any], out: SOpSpace,
+    mlp_exactness: float, bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> MLP:
+    """Map a numerical input with sorted value set ``xs`` through ``f``."""
+    xs = np.asarray(xs, dtype=float)
+    ys = [f(x) for x in xs.tolist()] if callable(f) else list(f)
+    changes = [i for i in range(1, len(xs)) if not _same(ys[i], ys[i - 1])]
+    n_units = 2 * len(changes) + 1
+    w_in = np.zeros((2, n_units))  # rows: the input coordinate, one
+    w_out = np.zeros((n_units, len(out.directions)))
+    w_in[1, 0] = 1.0  # base unit relu(one) = 1
+    w_out[0] = out.encode(ys[0])
+    for k, i in enumerate(changes):
+        slope = mlp_exactness / (xs[i] - xs[i - 1])
+        mid = (xs[i] + xs[i - 1]) / 2
+        delta = out.encode(ys[i]) - out.encode(ys[i - 1])
+        for u, shift, sign in ((1 + 2 * k, 0.5, 1.0), (2 + 2 * k, -0.5, -1.0)):
+            w_in[0, u] = slope * inp.scale
+            w_in[1, u] = shift - slope * mid
+            w_out[u] = sign * delta
+    return gated_mlp(label, (inp.directions[0], ONE), w_in, out.directions, w_out,
+                     bos_state, bos)
+
+
+def affine_fit(xs: Sequence[float], ys: Sequence[Any]) -> tuple[float, float] | None:
+    """``(a, c)`` with ``ys == a * xs + c`` to 1e-12 relative, else None."""
+    if any(y is None or isinstance(y, bool) or not isinstance(y, (int, float)) for y in ys):
+        return None
+    xa, ya = np.asarray(xs, float), np.asarray(ys, float)
+    if len(xa) == 1:
+        return 0.0, float(ya[0])
+    a = (ya[-1] - ya[0]) / (xa[-1] - xa[0])
+    c = ya[0] - a * xa[0]
+    scale = max(1.0, float(np.abs(ya).max()), float(np.abs(xa).max() * abs(a)))
+    if np.all(np.abs(a * xa + c - ya) <= 1e-12 * scale):
+        return float(a), float(c)
+    return None
+
+
+def affine_mlp(
+    label: str, terms: Sequence[tuple[SOpSpace, float, tuple[float, float]]], const: float,
+    out: SOpSpace, bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> MLP:
+    """``sum_j a_j value_j + const`` for terms ``(space, a_j, (min_j, max_j))``.
+
+    A categorical term is read linearly as ``sum_v v e_v`` (its values must be numbers).
+    """
+    units: list[tuple[tuple[BasisDirection, ...], np.ndarray, float]] = []
+    for space, a, (lo, hi) in terms:
+        if a == 0:
+            continue
+        readout = space.readout()
+        for sign, needed in ((1.0, hi > 0), (-1.0, lo < 0)):
+            if needed:  # relu(sign * value) contributes sign * a * relu(sign * value)
+                units.append((space.directions, sign * readout, sign * a))
+    all_dirs = [*dict.fromkeys(d for dirs, _, _ in units for d in dirs), ONE]
+    index = {d: i for i, d in enumerate(all_dirs)}
+    n_units = len(units) + (1 if const != 0 else 0)
+    w_in = np.zeros((len(all_dirs), n_units))
+    w_out = np.zeros((n_units, 1))
+    for u, (dirs, col, a) in enumerate(units):
+        for d, c in zip(dirs, col):
+            w_in[index[d], u] += c
+        w_out[u, 0] = a / out.scale
+    if const != 0:
+        w_in[index[ONE], -1] = 1.0
+        w_out[-1, 0] = const / out.scale
+    return gated_mlp(label, all_dirs, w_in, out.directions, w_out, bos_state, bos)

@@ -1,0 +1,73 @@
+"""The compiler pipeline: analyse -> validate -> build blocks -> schedule -> assemble."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from rasplang.backend.assemble import assemble
+from rasplang.backend.build import build_blocks
+from rasplang.backend.model import CompiledModel
+from rasplang.backend.rules import backend_problems
+from rasplang.backend.schedule import schedule
+
+from rasplang.analysis import analyze, raise_if_unsupported, validate
+from rasplang.nodes import RASPExpr
+
+
+class CompilerWarning(UserWarning):
+    """A construct compiled exactly only on inputs the analysis cannot characterise."""
+
+
+def compile(
+    program: RASPExpr,
+    vocab: Iterable[Any],
+    max_seq_len: int,
+    *,
+    causal: bool = False,
+    compiler_bos: Any = "BOS",
+    compiler_pad: Any = "PAD",
+    mlp_exactness: float = 100,
+) -> CompiledModel:
+    """Compile ``program`` for inputs over ``vocab`` of length 1..``max_seq_len``.
+
+    The model agrees with `rasplang.evaluate` on every such input (numerical outputs
+    to float rounding). Raises `UnsupportedProgramError` (a NotImplementedError) listing
+    every node it cannot build exactly, before building any weights. Warns
+    (`CompilerWarning`) for each categorical Aggregate that may select several
+    different values: it is compiled as a mean of one-hots, exact where they agree.
+    """
+    vocab = tuple(vocab)
+    for what, token in (("compiler_bos", compiler_bos), ("compiler_pad", compiler_pad)):
+        if token in vocab:
+            raise ValueError(f"{what} {token!r} is also a vocabulary token; pick another")
+    if compiler_bos == compiler_pad:
+        raise ValueError(f"compiler_bos and compiler_pad are both {compiler_bos!r}")
+    if not mlp_exactness > 1:
+        raise ValueError(f"mlp_exactness must be > 1, got {mlp_exactness!r}")
+    analysis = analyze(program, vocab, max_seq_len)
+    raise_if_unsupported(validate(analysis) + backend_problems(analysis, causal))
+    for node in analysis.spread_aggregates:
+        warnings.warn(
+            f"{analysis.labels[node]}: categorical Aggregate may select several different "
+            "values; compiled as a mean of one-hots, exact only where the selected values "
+            "agree (check with rasplang.verify)", CompilerWarning, stacklevel=2)
+    built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness)
+    raise_if_unsupported(built.problems)
+    plan = schedule(built.blocks, analysis.program)
+    return assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
+
+
+def compile_rasp_to_model(
+    program: RASPExpr,
+    vocab: Iterable[Any],
+    max_seq_len: int,
+    causal: bool = False,
+    compiler_bos: Any = "BOS",
+    compiler_pad: Any = "PAD",
+    mlp_exactness: int = 100,
+) -> CompiledModel:
+    """tracr's ``compiling.compile_rasp_to_model`` signature; see `compile`."""
+    return compile(program, vocab, max_seq_len, causal=causal, compiler_bos=compiler_bos,
+                   compiler_pad=compiler_pad, mlp_exactness=mlp_exactness)

@@ -1,0 +1,52 @@
+"""The forward pass of a compiled model, on numpy or CuPy (``xp``), batched over [B, T].
+
+Weights follow TransformerLens: ``W_Q/W_K/W_V [n_heads, d_model, d_head]``,
+``W_O [n_heads, d_head, d_model]``, ``W_in [d_model, d_mlp]``, ``W_out [d_mlp, d_model]``,
+scores divided by ``attn_scale = sqrt(d_head)``, no LayerNorm, ReLU MLPs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _heads(x: Any, w: Any, b: Any) -> Any:
+    """x [B, T, d_model] @ w [H, d_model, E] + b [H, E] -> [B, H, T, E] with one matmul."""
+    B, T, _ = x.shape
+    H, d, E = w.shape
+    y = x @ w.transpose(1, 0, 2).reshape(d, H * E)                # (B, T, H*E)
+    return (y.reshape(B, T, H, E) + b).transpose(0, 2, 1, 3)      # (B, H, T, E)
+
+
+def forward(w: dict[str, Any], cfg: Any, ids: Any, xp: Any = np, keep: bool = False,
+            ) -> tuple[Any, dict[str, list[Any]]]:
+    """Logits [B, T, d_vocab_out] for ids [B, T]; with ``keep``, also the residual stream
+    after every sublayer, every sublayer's output and every attention pattern."""
+    B, T = ids.shape
+    H, E = cfg.n_heads, cfg.d_head
+    x = w["embed.W_E"][ids] + w["pos_embed.W_pos"][:T]           # (B, T, d_model)
+    visible = (ids != cfg.pad_id)[:, None, None, :]               # (B, 1, 1, T) keys
+    if cfg.causal:
+        visible = visible & xp.tril(xp.ones((T, T), dtype=bool))  # (B, 1, T, T)
+    trace: dict[str, list[Any]] = {"residuals": [x], "layer_outputs": [], "attention": []}
+    for i in range(cfg.n_layers):
+        p = f"blocks.{i}."
+        q, k, v = (_heads(x, w[p + f"attn.W_{n}"], w[p + f"attn.b_{n}"]) for n in "QKV")
+        scores = q @ k.transpose(0, 1, 3, 2) / cfg.attn_scale     # (B, H, T, T)
+        scores = xp.where(visible, scores, -xp.inf)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        pattern = xp.exp(scores)
+        pattern /= pattern.sum(axis=-1, keepdims=True)
+        z = (pattern @ v).transpose(0, 2, 1, 3).reshape(B, T, H * E)  # (B, T, H*E)
+        attn_out = z @ w[p + "attn.W_O"].reshape(H * E, -1) + w[p + "attn.b_O"]
+        x = x + attn_out                                          # (B, T, d_model)
+        hidden = xp.maximum(x @ w[p + "mlp.W_in"] + w[p + "mlp.b_in"], 0)  # (B, T, d_mlp)
+        mlp_out = hidden @ w[p + "mlp.W_out"] + w[p + "mlp.b_out"]
+        x = x + mlp_out
+        if keep:
+            trace["attention"].append(pattern)
+            trace["layer_outputs"] += [attn_out, mlp_out]
+            trace["residuals"] += [x - mlp_out, x]
+    return x @ w["unembed.W_U"] + w["unembed.b_U"], trace      # (B, T, d_vocab_out)

@@ -1,0 +1,135 @@
+"""Pass 3: assign every block to a sublayer, with the fewest layers, then balance widths.
+
+Sublayer ``2l`` is layer ``l``'s attention and ``2l + 1`` its MLP. A node is *ready*
+after the sublayer that writes it (embedded nodes: -1). As soon as possible: an
+attention node goes to the first attention sublayer after all its inputs are ready,
+an MLP node to the first MLP sublayer after them, and a SelectorWidth to an attention
+sublayer and the MLP right after it. The number of layers is then the longest path
+in the dependency graph counted in sublayers, which no schedule can beat.
+
+Balancing: in reverse topological order, every node moves to the sublayer of the
+right kind, between its inputs and its consumers, whose load (heads, MLP hidden units)
+is smallest, so ``n_heads`` and ``d_mlp`` (every layer is padded to the widest) shrink
+without adding layers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import attrs
+from rasplang.backend.build import NodeBlock
+
+from rasplang.nodes import SOp
+
+
+@attrs.define(eq=False)
+class Layer:
+    """The heads and MLPs of one transformer layer."""
+
+    heads: list[NodeBlock]
+    mlps: list[NodeBlock]
+
+
+@attrs.define(eq=False)
+class Schedule:
+    """Pass 3's result: the sublayer of every computed node and the layers."""
+
+    sublayer: dict[SOp, int]
+    layers: list[Layer]
+
+
+def _kind(block: NodeBlock) -> str:
+    if block.head is not None and block.mlp is not None:
+        return "both"
+    if block.head is not None:
+        return "attn"
+    if block.mlp is not None:
+        return "mlp"
+    return "embed"
+
+
+def _ready(kind: str, slot: int) -> int:
+    return slot + 1 if kind == "both" else slot
+
+
+def schedule(blocks: list[NodeBlock], output: SOp, *, balance: bool = True) -> Schedule:
+    """Place ``blocks`` (topological order) into layers."""
+    by_node = {b.node: b for b in blocks}
+    kinds = {b.node: _kind(b) for b in blocks}
+    slot: dict[SOp, int] = {}
+    ready: dict[SOp, int] = {}
+    for b in blocks:
+        if kinds[b.node] == "embed":
+            ready[b.node] = -1
+            continue
+        start = max((ready[d] for d in b.deps), default=-1) + 1
+        parity = 1 if kinds[b.node] == "mlp" else 0
+        s = start if start % 2 == parity else start + 1
+        slot[b.node] = s
+        ready[b.node] = _ready(kinds[b.node], s)
+    last = max(ready.values(), default=-1)
+    n_layers = (last + 2) // 2
+    if balance:
+        _balance(blocks, by_node, kinds, slot, ready, output, n_layers)
+    layers = [Layer([], []) for _ in range(n_layers)]
+    for b in blocks:
+        k = kinds[b.node]
+        if k in ("attn", "both"):
+            layers[slot[b.node] // 2].heads.append(b)
+        if k == "mlp":
+            layers[slot[b.node] // 2].mlps.append(b)
+        if k == "both":
+            layers[slot[b.node] // 2].mlps.append(b)
+    return Schedule(slot, layers)
+
+
+def _balance(blocks, by_node, kinds, slot, ready, output, n_layers) -> None:
+    consumers: dict[SOp, list[SOp]] = defaultdict(list)
+    for b in blocks:
+        for d in b.deps:
+            consumers[d].append(b.node)
+    heads = defaultdict(int)
+    units = defaultdict(int)
+
+    def load(b: NodeBlock, s: int, sign: int) -> None:
+        k = kinds[b.node]
+        if k in ("attn", "both"):
+            heads[s // 2] += sign
+        if k == "mlp":
+            units[s // 2] += sign * b.mlp.hidden_dim
+        if k == "both":
+            units[s // 2] += sign * b.mlp.hidden_dim
+
+    for b in blocks:
+        if b.node in slot:
+            load(b, slot[b.node], 1)
+    for b in reversed(blocks):
+        node = b.node
+        if node not in slot:
+            continue
+        k = kinds[node]
+        parity = 1 if k == "mlp" else 0
+        earliest = max((ready[d] for d in b.deps), default=-1) + 1
+        if node is output or not consumers[node]:
+            latest_ready = 2 * n_layers - 1
+        else:
+            latest_ready = min(slot[c] for c in consumers[node]) - 1
+        candidates = [s for s in range(earliest, 2 * n_layers)
+                      if s % 2 == parity and _ready(k, s) <= latest_ready]
+        if not candidates:
+            continue
+        load(b, slot[node], -1)
+
+        def cost(s: int, k: str = k, b: NodeBlock = b) -> tuple[int, int, int]:
+            layer = s // 2
+            h = heads[layer] + (1 if k in ("attn", "both") else 0)
+            u = units[layer] + (b.mlp.hidden_dim if b.mlp is not None else 0)
+            if k == "mlp":
+                return (u, h, -s)
+            return (h, u, -s)
+
+        best = min(candidates, key=cost)
+        slot[node] = best
+        ready[node] = _ready(k, best)
+        load(b, best, 1)
