@@ -92,11 +92,8 @@ class NumpyBackend:
         pairs = inside[:, :, None] & inside[:, None, :]  # [C, Tq, Tk]
         err = xp.zeros(len(lengths), dtype=bool)
         regs: list[Any] = []
-        ops = np.asarray(sel.ops).tolist()
-        a0 = np.asarray(sel.a0).tolist()
-        a1 = np.asarray(sel.a1).tolist()
-        offs = np.asarray(sel.pred_off).tolist()
-        nqs = np.asarray(sel.pred_nq).tolist()
+        ops, a0, a1, offs, nqs = (self.to_host(a).tolist() for a in (
+            sel.ops, sel.a0, sel.a1, sel.pred_off, sel.pred_nq))
         for op, x, y in zip(ops, a0, a1):
             if op == SELECT:
                 keys = sel.kcodes[x][:, None, :].astype(xp.int64)  # [C, 1, Tk]

@@ -10,6 +10,7 @@ Aggregate), `rasplang.evaluate` raises too and tests compare that both raise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -274,3 +275,69 @@ def random_program(
     if gen.chance(0.25):
         return gen.numerical_aggregate(max_depth)[0]
     return gen.sop(max_depth)[0]
+
+
+def same_output(got: Any, expected: Any, *, tol: float = 1e-12) -> bool:
+    """Whether two outputs of `rasplang.evaluate` agree exactly: same nesting, same types
+    (``True`` is not ``1``, ``1.0`` is not ``1``), equal values, floats within ``tol``."""
+    if isinstance(expected, list):
+        return (isinstance(got, list) and len(got) == len(expected)
+                and all(same_output(g, e, tol=tol) for g, e in zip(got, expected)))
+    if type(got) is not type(expected):
+        return False
+    if isinstance(expected, float):
+        if math.isnan(expected):
+            return math.isnan(got)
+        return got == expected or abs(got - expected) <= tol * max(1.0, abs(expected))
+    return bool(got == expected)
+
+
+def oracle_outputs(program: Any, inputs: Sequence[Sequence[Any]], causal: bool = False) -> list:
+    """``evaluate(program, x, causal)`` for each input, or the exception it raised."""
+    from rasplang.evaluator import evaluate
+
+    out: list[Any] = []
+    for xs in inputs:
+        try:
+            out.append(evaluate(program, xs, causal=causal))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def assert_batch_matches_oracle(
+    run: Callable[[list], list],
+    inputs: Sequence[Sequence[Any]],
+    expected: Sequence[Any],
+) -> None:
+    """Check a batched runner against per-input oracle results (`oracle_outputs`).
+
+    If some input makes `evaluate` raise, ``run(inputs)`` must raise a ValueError that
+    names the first such input (``input {i} of the batch``) and repeats evaluate's
+    message; then the inputs that do not raise are compared one by one with
+    `same_output`.
+    """
+    inputs = [list(x) for x in inputs]
+    bad = [i for i, e in enumerate(expected) if isinstance(e, Exception)]
+    if bad:
+        first = bad[0]
+        try:
+            run(inputs)
+        except ValueError as exc:
+            text = str(exc)
+            if f"input {first} of the batch" not in text or str(expected[first]) not in text:
+                raise AssertionError(
+                    f"expected the error of input {first} ({expected[first]}), got: {text}"
+                ) from exc
+        else:
+            raise AssertionError(f"input {first} {inputs[first]!r} makes evaluate raise "
+                                 f"{expected[first]!r} but the batch did not raise")
+        keep = [i for i in range(len(inputs)) if i not in set(bad)]
+        inputs = [inputs[i] for i in keep]
+        expected = [expected[i] for i in keep]
+    got = run(inputs) if inputs else []
+    if len(got) != len(expected):
+        raise AssertionError(f"got {len(got)} outputs for {len(expected)} inputs")
+    for i, (g, e) in enumerate(zip(got, expected)):
+        if not same_output(g, e):
+            raise AssertionError(f"input {inputs[i]!r}: got {g!r}, evaluate gives {e!r}")

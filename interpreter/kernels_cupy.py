@@ -1,0 +1,181 @@
+"""The CuPy backend: `NumpyBackend` with ``xp=cupy``, plus one fused CUDA kernel.
+
+Everything but Select + Aggregate and Select + SelectorWidth runs through the
+array-module code of `interpreter.kernels_numpy` (so the numpy tests cover its
+logic). The fused kernel below mirrors `interpreter.kernels_numba.aggregate_kernel`
+line for line, one CUDA thread per (sequence, query), so no ``[B, T, T]`` matrix is
+built on the GPU either. CuPy is imported when this backend is created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rasplang.interpreter.kernels_numpy import NumpyBackend
+from rasplang.interpreter.selectors import SelectorArgs
+from rasplang.interpreter.tables import NumericInfo
+
+#: Register file size of the CUDA selector interpreter; larger selector programs use the
+#: array-module path.
+MAX_OPS = 64
+
+_SOURCE = r"""
+extern "C" __global__ void fused_select(
+    const signed char* ops, const int* a0, const int* a1, const int n_ops,
+    const int* kcodes, const int* qcodes,
+    const signed char* pred, const long long* pred_off, const long long* pred_nq,
+    const unsigned char* cmats, const int csize,
+    const int may_error, const long long* lengths, const int causal,
+    const int n_batch, const int n_pos, const int width_only,
+    const int* vcodes, const int* remap, const unsigned char* isnum,
+    const long long* num, const double* fval, const long long denom, const int exact,
+    const int default_code, int* out, double* outf, unsigned char* err)
+{
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)n_batch * n_pos) return;
+    const int b = (int)(idx / n_pos);
+    const int q = (int)(idx % n_pos);
+    const int n = (int)lengths[b];
+    outf[idx] = 0.0;
+    if (q >= n) { out[idx] = 0; return; }
+    const long long plane = (long long)n_batch * n_pos;
+    unsigned char regs[64];
+    int count = 0, first = 0, same = 1, allnum = 1;
+    long long total = 0;
+    double fsum = 0.0, comp = 0.0;
+    const int stop = (may_error || !causal) ? n : q + 1;
+    for (int k = 0; k < stop; ++k) {
+        int bad = 0;
+        for (int i = 0; i < n_ops; ++i) {
+            const int op = ops[i];
+            unsigned char v;
+            if (op == 0) {
+                const int leaf = a0[i];
+                const long long kc = kcodes[leaf * plane + (long long)b * n_pos + k];
+                const long long qc = qcodes[leaf * plane + (long long)b * n_pos + q];
+                v = (unsigned char)pred[pred_off[leaf] + kc * pred_nq[leaf] + qc];
+                if (v == 2) { bad = 1; v = 0; }
+            } else if (op == 1) {
+                v = cmats[((long long)a0[i] * csize + q) * csize + k];
+            } else if (op == 2) {
+                v = regs[a0[i]] & regs[a1[i]];
+            } else if (op == 3) {
+                v = regs[a0[i]] | regs[a1[i]];
+            } else {
+                v = 1 - regs[a0[i]];
+            }
+            regs[i] = v;
+        }
+        if (bad) { err[b] = 1; continue; }
+        if (!regs[n_ops - 1] || (causal && k > q)) continue;
+        if (width_only) { ++count; continue; }
+        const int c = vcodes[(long long)b * n_pos + k];
+        if (count == 0) first = c; else if (c != first) same = 0;
+        if (isnum[c]) {
+            total += num[c];
+            const double x = fval[c];
+            const double t = fsum + x;
+            if (fabs(fsum) >= fabs(x)) comp += (fsum - t) + x; else comp += (x - t) + fsum;
+            fsum = t;
+        } else {
+            allnum = 0;
+        }
+        ++count;
+    }
+    if (width_only) { out[idx] = count; return; }
+    if (count == 0) out[idx] = default_code;
+    else if (count == 1) out[idx] = remap[first];
+    else if (allnum) {
+        if (exact) { outf[idx] = (double)total / (double)(count * denom); out[idx] = -1; }
+        else { outf[idx] = (fsum + comp) / count; out[idx] = -3; }
+    }
+    else if (same) out[idx] = remap[first];
+    else { err[b] = 1; out[idx] = 0; }
+}
+"""
+
+
+def cupy_available() -> bool:
+    """Whether CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+class CupyBackend(NumpyBackend):
+    """Chunks on the GPU; ``fused=False`` uses only the array-module path."""
+
+    name = "cupy"
+
+    def __init__(self, fused: bool = True):
+        import cupy
+
+        super().__init__(cupy)
+        self.fused = fused
+        self._kernel = cupy.RawKernel(_SOURCE, "fused_select") if fused else None
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """Copy a device array to the host."""
+        return self.xp.asnumpy(array)
+
+    def chunk_size(self, n_pos: int) -> int:
+        """Sequences per chunk: fused kernels need O(C * T) memory, so chunks are large."""
+        if self.fused:
+            return max(1, (1 << 22) // max(1, n_pos))
+        return max(1, (1 << 26) // max(1, n_pos * n_pos))
+
+    def _fused(self, sel: SelectorArgs, lengths: Any, causal: bool, width_only: bool,
+               vcodes: Any = None, remap: Any = None, info: NumericInfo | None = None,
+               default_code: int = 0) -> tuple[Any, Any, Any]:
+        cp = self.xp
+        n_leaves, n_batch, n_pos = sel.kcodes.shape
+        out = cp.empty((n_batch, n_pos), dtype=cp.int32)
+        outf = cp.empty((n_batch, n_pos), dtype=cp.float64)
+        err = cp.zeros(n_batch, dtype=cp.uint8)
+        if vcodes is None:
+            vcodes = cp.zeros((n_batch, n_pos), dtype=cp.int32)
+            remap = cp.zeros(1, dtype=cp.int32)
+            isnum, num, fval, denom, exact = (cp.zeros(1, cp.uint8), cp.zeros(1, cp.int64),
+                                              cp.zeros(1, cp.float64), 1, False)
+        else:
+            isnum, num, fval = (cp.asarray(info.isnum), cp.asarray(info.num),
+                                cp.asarray(info.fval))
+            denom, exact = info.denom, info.exact
+        kcodes = sel.kcodes if n_leaves else cp.zeros((1, n_batch, n_pos), cp.int32)
+        qcodes = sel.qcodes if n_leaves else kcodes
+        cmats = sel.cmats if sel.cmats.size else cp.zeros((1, 1, 1), cp.uint8)
+        total = n_batch * n_pos
+        threads = 128
+        blocks = (total + threads - 1) // threads
+        if blocks:
+            self._kernel(
+                (blocks,), (threads,),
+                (sel.ops, sel.a0, sel.a1, np.int32(len(sel.ops)),
+                 cp.ascontiguousarray(kcodes), cp.ascontiguousarray(qcodes),
+                 sel.pred, sel.pred_off, sel.pred_nq, cmats, np.int32(cmats.shape[-1]),
+                 np.int32(sel.may_error), lengths, np.int32(causal), np.int32(n_batch),
+                 np.int32(n_pos), np.int32(width_only), cp.ascontiguousarray(vcodes), remap,
+                 isnum, num, fval, np.int64(denom), np.int32(exact), np.int32(default_code),
+                 out, outf, err),
+            )
+        return out, outf, err
+
+    def width(self, sel: SelectorArgs, lengths: Any, causal: bool) -> tuple[Any, Any]:
+        """Fused CUDA kernel (array-module path for very large selector programs)."""
+        if not self.fused or len(sel.ops) > MAX_OPS:
+            return super().width(sel, lengths, causal)
+        out, _, err = self._fused(sel, lengths, causal, True)
+        return out, err
+
+    def aggregate(
+        self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any, remap: Any,
+        info: NumericInfo, default_code: int,
+    ) -> tuple[Any, Any, Any]:
+        """Fused CUDA kernel (array-module path for very large selector programs)."""
+        if not self.fused or len(sel.ops) > MAX_OPS:
+            return super().aggregate(sel, lengths, causal, vcodes, remap, info, default_code)
+        return self._fused(sel, lengths, causal, False, vcodes, remap, info, default_code)
