@@ -59,3 +59,15 @@ def test_plain_install_resolves_subpackages(tmp_path):
     paths = json.loads(probe.stdout)
     for name in ("rasplang", "rasplang.interpreter", "rasplang.backend"):
         assert paths[name].startswith(str(target.resolve())), (name, paths[name])
+
+
+def test_import_is_light():
+    """`import rasplang` does not import numba, matplotlib, CuPy, safetensors or torch."""
+    heavy = ["numba", "matplotlib", "cupy", "safetensors", "torch", "transformer_lens"]
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         f"import sys, rasplang; print([m for m in {heavy!r} if m in sys.modules])"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]"
