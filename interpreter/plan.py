@@ -330,7 +330,7 @@ class _Chunk:
         if isinstance(node, ConstantSelector):
             rows = node.value
             square = all(len(r) == len(rows) for r in rows)
-            self.flag(~square | (self.lengths != len(rows)))
+            self.flag((self.lengths != len(rows)) | (not square))
         if node in self.keep:
             matrix, err = self.be.selector(self.selector_args(self.plan._selectors[node]),
                                            self.dev_lengths, self.plan.causal)
