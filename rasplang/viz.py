@@ -41,12 +41,14 @@ NODE_COLORS = {
 }
 
 
-def _new_figure(width: float, height: float, dpi: float = 100) -> Figure:
+def _new_figure(
+    width: float, height: float, dpi: float = 100, layout: str | None = None
+) -> Figure:
     """A Figure on the Agg canvas, outside pyplot's global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -166,19 +168,20 @@ def plot_residual(model: Any, tokens: Sequence[Any], *, max_width: float = 40.0)
     """Heatmaps of the residual stream of ``model`` on ``tokens``, one per stage.
 
     ``model`` is a `rasplang.compile` result; the input is ``[bos, *tokens]``. Stage 0 is
-    the embedding, then one panel after each sublayer (attention, MLP, attention, ...).
+    the embedding, then one panel after each sublayer (attention, MLP, attention, ...),
+    from ``model.apply(...).residuals`` (each ``[1, seq, d_model]``).
     Rows are positions (labelled with their token), columns are residual dimensions
     (labelled with ``model.residual_labels``, e.g. ``tokens:a`` or ``frac``).
     """
     import numpy as np
 
     result, positions = _forward(model, tokens)
-    residuals = np.asarray(result.residuals, dtype=float)  # (stages, seq, d_model)
+    residuals = np.asarray(result.residuals, dtype=float)[:, 0]  # (stages, seq, d_model)
     names = _stage_names(len(residuals))
     labels = list(model.residual_labels)
     n_stages, seq, d_model = residuals.shape
     width = min(max_width, 2.0 + 0.22 * d_model)
-    fig = _new_figure(width, n_stages * (0.6 + 0.28 * seq) + 0.6)
+    fig = _new_figure(width, n_stages * (0.6 + 0.28 * seq) + 1.6, layout="constrained")
     axes = fig.subplots(n_stages, 1, squeeze=False)[:, 0]
     limit = float(np.abs(residuals).max()) or 1.0
     image = None
@@ -189,7 +192,7 @@ def plot_residual(model: Any, tokens: Sequence[Any], *, max_width: float = 40.0)
         ax.set_yticks(range(seq), positions, fontsize=7)
         ax.set_xticks([])
     axes[-1].set_xticks(range(d_model), labels, rotation=90, fontsize=7)
-    fig.colorbar(image, ax=list(axes), shrink=0.6, pad=0.01)
+    fig.colorbar(image, ax=list(axes), shrink=0.5, pad=0.01)
     return fig
 
 
@@ -207,15 +210,21 @@ def plot_attention(
     """The attention pattern of one head of ``model`` on ``[bos, *tokens]``.
 
     Rows are queries and columns keys, both labelled with their tokens; each cell is
-    the attention weight (rows sum to 1). Pass ``ax`` to draw into an existing axes.
+    the attention weight (rows sum to 1), from ``model.apply(...).attention[layer]``
+    (``[1, n_heads, query, key]``). Pass ``ax`` to draw into an existing axes.
     """
     import numpy as np
 
     result, positions = _forward(model, tokens)
-    pattern = np.asarray(result.attention[layer][head], dtype=float)  # (query, key)
+    n_layers, n_heads = len(result.attention), model.config.n_heads
+    if not 0 <= layer < n_layers or not 0 <= head < n_heads:
+        raise IndexError(
+            f"no head ({layer}, {head}): the model has {n_layers} layers of {n_heads} heads"
+        )
+    pattern = np.asarray(result.attention[layer], dtype=float)[0, head]  # (query, key)
     if ax is None:
         size = 1.5 + 0.4 * len(positions)
-        fig = _new_figure(size + 1.0, size)
+        fig = _new_figure(size + 1.0, size, layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = ax.figure

@@ -4,9 +4,9 @@ Used by the mkdocs hook (which builds the tutorials' figures from the pages' own
 and by ``tests/docs/test_docs_code.py``. The conventions, documented in docs/layout.md:
 
 - a ```` ```python ```` block is executed with ``exec``, statement by statement; a
-  statement whose last line ends with ``# -> TEXT`` must print TEXT, or, for an
-  expression, have TEXT as its repr (compared as doctest does: ``...`` matches
-  anything, runs of whitespace are equal);
+  statement whose last line ends with ``# -> TEXT`` (or is followed by a line holding
+  only that comment) must print TEXT, or, for an expression, have TEXT as its repr
+  (compared as doctest does: ``...`` matches anything, runs of whitespace are equal);
 - a ```` ```pycon ```` block (``>>>`` prompts and their output) is run with doctest,
   so the output shown on the page is checked (``ELLIPSIS`` and
   ``NORMALIZE_WHITESPACE`` are on);
@@ -157,11 +157,14 @@ def _run_python(block: Block, namespace: MutableMapping[str, Any]) -> None:
 
 
 def _arrow_comments(source: str) -> dict[int, str]:
-    """``{line: text}`` for every ``# -> text`` comment of ``source``."""
+    """``{line: text}`` for every ``# -> text`` comment of ``source``, keyed by the line
+    of the statement it belongs to: its own line, or the line above when the comment
+    stands alone on its line (for outputs too long to share a line)."""
     comments = {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT and tok.string.startswith(ARROW):
-            comments[tok.start[0]] = tok.string[len(ARROW):].strip()
+            line = tok.start[0] - 1 if tok.line.lstrip().startswith("#") else tok.start[0]
+            comments[line] = tok.string[len(ARROW):].strip()
     return comments
 
 

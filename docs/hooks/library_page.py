@@ -13,6 +13,7 @@ import html
 import importlib
 import inspect
 import textwrap
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,22 +37,24 @@ def library_entries() -> list[Any] | None:
 
 
 def compiled_size(program: Any, vocab: Any, max_seq_len: int) -> dict[str, Any] | str | None:
-    """``{"layers", "d_model", "parameters"}`` of the compiled model; the refusal
-    message if it cannot be compiled; None while ``rasplang.compile`` does not exist."""
+    """``{"layers", "d_model", "parameters", "warnings"}`` of the compiled model; the
+    refusal message if it cannot be compiled; None while ``rasplang.compile`` is missing."""
     import rasplang
 
     compile_ = getattr(rasplang, "compile", None)
     if compile_ is None:
         return None
-    try:
-        model = compile_(program, vocab, max_seq_len)
-    except NotImplementedError as exc:  # UnsupportedProgramError and friends
-        return f"{type(exc).__name__}: {exc}"
-    parameters = sum(int(getattr(w, "size", 0)) for w in model.weights.values())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = compile_(program, vocab, max_seq_len)
+        except NotImplementedError as exc:  # UnsupportedProgramError and friends
+            return f"{type(exc).__name__}: {exc}"
     return {
         "layers": int(model.config.n_layers),
         "d_model": int(model.config.d_model),
-        "parameters": parameters,
+        "parameters": sum(int(w.size) for w in model.weights.values()),
+        "warnings": [str(w.message) for w in caught],
     }
 
 
@@ -71,8 +74,8 @@ def build_expression(build: Callable[..., Any]) -> str | None:
 
 
 def source_of(entry: Any) -> str:
-    """The code shown for a library entry: the functions of its module that ``build``
-    calls (or ``build`` itself when it is a def), preceded by the build expression."""
+    """The code shown for a library entry: ``build`` itself when it is a def; for a
+    lambda, its expression followed by the rasplang functions it calls."""
     build = entry.build
     expression = build_expression(build)
     if expression is None:
@@ -81,10 +84,10 @@ def source_of(entry: Any) -> str:
     shown = []
     for name in build.__code__.co_names:
         fn = getattr(module, name, None)
-        if inspect.isfunction(fn) and fn.__module__ == build.__module__:
+        if inspect.isfunction(fn) and fn.__module__.partition(".")[0] == "rasplang":
             shown.append(textwrap.dedent(inspect.getsource(fn)).rstrip())
     header = f"# {entry.name} = {textwrap.dedent(expression)}"
-    return "\n\n\n".join([header, *shown]) + "\n"
+    return header + "\n\n" + "\n\n\n".join(shown) + "\n"
 
 
 def render_entry(entry: Any) -> str:
@@ -108,12 +111,18 @@ def render_entry(entry: Any) -> str:
     size = compiled_size(program, entry.vocab, entry.max_seq_len)
     if isinstance(size, dict):
         parts.append(
-            f"| compiled | {size['layers']} layers, d_model {size['d_model']}, "
+            f"| compiled | {_plural(size['layers'], 'layer')}, d_model {size['d_model']}, "
             f"{size['parameters']:,} parameters |"
         )
+        parts += [f"| compiler warning | {_cell(w)} |" for w in size["warnings"]]
     elif isinstance(size, str):
-        parts.append(f"| compiled | refused: {html.escape(size.splitlines()[0])} |")
+        parts.append(f"| compiled | refused: {_cell(' '.join(size.split()))} |")
     return "\n".join(parts) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Plain text for a table cell: HTML-escaped, no pipes."""
+    return html.escape(text).replace("|", "\\|")
 
 
 def _code(value: Any) -> str:
@@ -127,3 +136,8 @@ def render() -> str:
     if entries is None:
         return COMING_SOON
     return "\n".join(render_entry(entry) for entry in entries)
+
+
+def _plural(n: int, word: str) -> str:
+    """``1 layer``, ``2 layers``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

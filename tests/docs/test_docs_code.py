@@ -132,7 +132,7 @@ def test_arrow_comments_are_checked() -> None:
     """``# -> text`` checks what a statement prints, or an expression's repr."""
     ok = codeblocks.Block(
         page="p.md", lineno=1, language="python",
-        source="x = [1, 2, 3]\nprint(len(x))  # -> 3\nx  # -> [1, ..., 3]\n",
+        source="x = [1, 2, 3]\nprint(len(x))  # -> 3\nx  # -> [1, ..., 3]\nx[0]\n# -> 1\n",
     )
     codeblocks.run_block(ok, {})
     wrong = codeblocks.Block(page="p.md", lineno=4, language="python", source="1 + 1  # -> 3\n")
