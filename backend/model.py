@@ -99,6 +99,19 @@ class CompiledModel:
         """Total number of weight entries."""
         return int(sum(w.size for w in self.weights.values()))
 
+    def save(self, path: Any) -> Any:
+        """Write this model to one ``.safetensors`` file (see `rasplang.backend.io`)."""
+        from rasplang.backend.io import save
+
+        return save(self, path)
+
+    def to_transformer_lens(self, **kwargs: Any) -> Any:
+        """This model as a ``transformer_lens.HookedTransformer`` (extra ``transformer-lens``;
+        see `rasplang.backend.transformer_lens`)."""
+        from rasplang.backend.transformer_lens import to_transformer_lens
+
+        return to_transformer_lens(self, **kwargs)
+
     def _weights_for(self, xp: Any, dtype: Any) -> dict[str, Any]:
         key = (xp.__name__, np.dtype(dtype).str)
         if key not in self._cache:
