@@ -169,8 +169,12 @@ class _Builder:
             mlp = categorical_mlp.map_categorical_mlp(label, inp, out, lambda x: _safe(node.f, x),
                                                       self.bos_state, self.bos)
         else:
-            xs = [float(v) for v in inp.values if v is not None]
-            ys = [_safe(node.f, x) for x in self.a.value_sets[node.inner] if x is not None]
+            raw = [x for x in self.a.value_sets[node.inner] if x is not None]
+            xs = [float(v) for v in raw]
+            try:
+                ys = list(map(node.f, raw))
+            except Exception:
+                ys = [_safe(node.f, x) for x in raw]
             fit = numerical_mlp.affine_fit(xs, ys) if self.a.encodings[node] is \
                 Encoding.NUMERICAL else None
             if fit is not None:

@@ -40,6 +40,7 @@ class SOpSpace:
     bos: np.ndarray  # coordinates at the BOS position, one per direction
     scale: float = 1.0  # numerical only: value = coordinate * scale
     error: float = 0.0
+    _index: dict | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def space(self) -> VectorSpace:
@@ -57,12 +58,16 @@ class SOpSpace:
 
     def value_index(self, value: Any) -> int:
         """Position of ``value`` among the categorical values (compared with ==)."""
-        for i, v in enumerate(self.values):
-            if v == value and type(v) is type(value):
-                return i
-        for i, v in enumerate(self.values):
-            if v == value:
-                return i
+        index = self._index
+        if index is None:
+            index = {}
+            for i, v in enumerate(self.values):
+                index.setdefault((type(v), v), i)
+                index.setdefault(v, i)
+            object.__setattr__(self, "_index", index)
+        found = index.get((type(value), value), index.get(value))
+        if found is not None:
+            return found
         raise KeyError(f"{value!r} is not a value of {self.label!r}: {list(self.values)[:10]}")
 
     def readout(self) -> np.ndarray:

@@ -44,13 +44,13 @@ def map_categorical_mlp(
     """Map on a categorical input, to a categorical or numerical output."""
     groups: dict[int, list[int]] = defaultdict(list)
     outputs: list[Any] = []
+    seen: dict[tuple[type, Any], int] = {}
     for i, x in enumerate(inp.values):
         y = f(x)
         if y is None or (out.numerical and y == 0):
             continue
-        key = next((j for j, v in enumerate(outputs) if v == y and type(v) is type(y)), None)
-        if key is None:
-            key = len(outputs)
+        key = seen.setdefault((type(y), y), len(outputs))
+        if key == len(outputs):
             outputs.append(y)
         groups[key].append(i)
     w_in = np.zeros((len(inp.directions), len(outputs)))

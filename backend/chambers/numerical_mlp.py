@@ -33,18 +33,22 @@ from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.spaces import ONE, SOpSpace
 
 
-def _same(a: Any, b: Any) -> bool:
-    return a == b and type(a) is type(b)
+def changes(f_values: Sequence[Any]) -> np.ndarray:
+    """Indices ``i >= 1`` where ``f_values[i] != f_values[i - 1]`` (as the analysis's sets
+    compare values: with ``==``)."""
+    ys = np.empty(len(f_values), dtype=object)
+    ys[:] = list(f_values)
+    return np.flatnonzero(ys[1:] != ys[:-1]) + 1
 
 
 def discretisation_tolerance(xs: Sequence[float], f_values: Sequence[Any],
                              mlp_exactness: float) -> float:
     """The largest input error the discretising MLP absorbs exactly (inf: no steps)."""
-    tol = np.inf
-    for i in range(1, len(xs)):
-        if not _same(f_values[i], f_values[i - 1]):
-            tol = min(tol, (xs[i] - xs[i - 1]) / 2 * (1 - 1 / mlp_exactness))
-    return tol
+    idx = changes(f_values)
+    if not len(idx):
+        return np.inf
+    xa = np.asarray(xs, dtype=float)
+    return float((xa[idx] - xa[idx - 1]).min() / 2 * (1 - 1 / mlp_exactness))
 
 
 def discretising_mlp(
@@ -54,13 +58,13 @@ def discretising_mlp(
     """Map a numerical input with sorted value set ``xs`` through ``f``."""
     xs = np.asarray(xs, dtype=float)
     ys = [f(x) for x in xs.tolist()] if callable(f) else list(f)
-    changes = [i for i in range(1, len(xs)) if not _same(ys[i], ys[i - 1])]
-    n_units = 2 * len(changes) + 1
+    steps = changes(ys).tolist()
+    n_units = 2 * len(steps) + 1
     w_in = np.zeros((2, n_units))  # rows: the input coordinate, one
     w_out = np.zeros((n_units, len(out.directions)))
     w_in[1, 0] = 1.0  # base unit relu(one) = 1
     w_out[0] = out.encode(ys[0])
-    for k, i in enumerate(changes):
+    for k, i in enumerate(steps):
         slope = mlp_exactness / (xs[i] - xs[i - 1])
         mid = (xs[i] + xs[i - 1]) / 2
         delta = out.encode(ys[i]) - out.encode(ys[i - 1])
