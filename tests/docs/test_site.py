@@ -104,7 +104,7 @@ def test_library_page_lists_every_program(site: Path) -> None:
     html = built_page(site, "library.md").read_text(encoding="utf-8")
     for name in lib.PROGRAMS:
         assert f'id="{name}"' in html, f"library page has no section for {name}"
-    assert html.count("example input") == len(lib.PROGRAMS)
+    assert html.count("<td>example input</td>") == len(lib.PROGRAMS)
 
 
 def test_tutorial_figures_are_pngs(site: Path) -> None:
