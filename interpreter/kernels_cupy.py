@@ -173,7 +173,7 @@ class CupyBackend(NumpyBackend):
 
     def aggregate(
         self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any, remap: Any,
-        info: NumericInfo, default_code: int,
+        info: NumericInfo, default_code: int, means: Any = None,
     ) -> tuple[Any, Any, Any]:
         """Fused CUDA kernel (array-module path for very large selector programs)."""
         if not self.fused or len(sel.ops) > MAX_OPS:

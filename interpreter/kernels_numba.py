@@ -1,7 +1,10 @@
 """numba kernels: generic, table-driven, compiled once (``cache=True``) for every program.
 
-Each kernel loops over the batch with ``prange`` (the GIL is released) and over the
-positions below each sequence's length; padded positions get code 0. Errors never
+Each kernel loops over the batch rows it is given and over the positions below each
+sequence's length; padded positions get code 0. Kernels release the GIL, so the
+backend runs slices of the batch in parallel threads (numba's own ``parallel=True``
+depends on the threading layer; with the OpenMP layer on a 2-core machine each launch
+cost ~30 ms, so the backend splits the batch itself). Errors never
 raise inside a kernel: they set ``err[b]`` and the plan asks `rasplang.evaluate` for
 the exact exception of the first offending sequence.
 
@@ -13,7 +16,6 @@ so no ``[B, T, T]`` matrix is ever built.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from rasplang.interpreter._jit import jit
 
@@ -21,8 +23,10 @@ from rasplang.interpreter._jit import jit
 @jit()
 def _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, k, regs):
     """The selector's value at (b, q, k): 0, 1, or 2 if a predicate raised there."""
-    bad = False
     n_ops = ops.shape[0]
+    if n_ops == 1 and ops[0] == 0:  # one Select: the common case
+        return pred[pred_off[0] + kcodes[0, b, k] * pred_nq[0] + qcodes[0, b, q]]
+    bad = False
     for i in range(n_ops):
         op = ops[i]
         if op == 0:  # SELECT
@@ -45,11 +49,11 @@ def _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
     return regs[n_ops - 1]
 
 
-@jit(parallel=True)
+@jit()
 def map_kernel(lut, codes, lengths, out, err):
     """``out[b, t] = lut[codes[b, t]]``; a negative entry (f raised) flags ``err[b]``."""
     n_batch, n_pos = out.shape
-    for b in numba.prange(n_batch):
+    for b in range(n_batch):
         n = lengths[b]
         for t in range(n):
             c = lut[codes[b, t]]
@@ -61,11 +65,11 @@ def map_kernel(lut, codes, lengths, out, err):
             out[b, t] = 0
 
 
-@jit(parallel=True)
+@jit()
 def sequence_map_kernel(lut, fst, snd, lengths, out, err):
     """``out[b, t] = lut[fst[b, t], snd[b, t]]``; negative entries flag ``err[b]``."""
     n_batch, n_pos = out.shape
-    for b in numba.prange(n_batch):
+    for b in range(n_batch):
         n = lengths[b]
         for t in range(n):
             c = lut[fst[b, t], snd[b, t]]
@@ -77,22 +81,45 @@ def sequence_map_kernel(lut, fst, snd, lengths, out, err):
             out[b, t] = 0
 
 
-@jit(parallel=True)
+@jit(inline=True)
+def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, stop,
+              regs, row):
+    """``row[k]`` = the selector's value at (b, q, k) for ``k < stop`` (0, 1 or 2)."""
+    if ops.shape[0] == 1 and ops[0] == 0:  # one Select: a gather from its table
+        base = pred_off[0] + qcodes[0, b, q]
+        step = pred_nq[0]
+        kc = kcodes[0, b]
+        for k in range(stop):
+            row[k] = pred[base + kc[k] * step]
+    else:
+        for k in range(stop):
+            row[k] = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
+                               b, q, k, regs)
+
+
+@jit()
 def aggregate_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
     lengths, causal, vcodes, remap, isnum, num, fval, denom, exact, default_code,
-    out, outf, err,
+    mean_values, mean_codes, out, outf, err,
 ):
     """Fused Select + Aggregate, following `rasplang.evaluator.aggregate_row`.
 
-    ``out[b, q]``: a code of the Aggregate's table, or -1 (exact mean in ``outf``), or
-    -3 (approximate mean in ``outf``, to be resolved exactly by the plan).
+    ``out[b, q]``: a code of the Aggregate's table, or -1 (an exact mean, in ``outf``,
+    that is not among the table's floats ``mean_values`` (sorted, codes ``mean_codes``)),
+    or -3 (an approximate mean in ``outf``, resolved exactly by the plan).
     """
     n_batch, n_pos = out.shape
-    for b in numba.prange(n_batch):
+    regs = np.empty(ops.shape[0], np.uint8)
+    row = np.empty(n_pos, np.int8)
+    for b in range(n_batch):
         n = lengths[b]
-        regs = np.empty(ops.shape[0], np.uint8)
+        vc = vcodes[b]
         for q in range(n):
+            stop = n if (may_error or not causal) else q + 1
+            _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
+                      stop, regs, row)
+            limit = q + 1 if causal else n
             count = 0
             first = 0
             same = True
@@ -100,29 +127,31 @@ def aggregate_kernel(
             total = 0
             fsum = 0.0
             comp = 0.0
-            stop = n if (may_error or not causal) else q + 1
             for k in range(stop):
-                s = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
-                              b, q, k, regs)
+                s = row[k]
+                if s == 0:
+                    continue
                 if s == 2:
                     err[b] = 1
                     continue
-                if s == 0 or (causal and k > q):
+                if k >= limit:
                     continue
-                c = vcodes[b, k]
+                c = vc[k]
                 if count == 0:
                     first = c
                 elif c != first:
                     same = False
                 if isnum[c]:
-                    total += num[c]
-                    x = fval[c]
-                    t = fsum + x  # Neumaier's compensated sum
-                    if abs(fsum) >= abs(x):
-                        comp += (fsum - t) + x
+                    if exact:
+                        total += num[c]
                     else:
-                        comp += (x - t) + fsum
-                    fsum = t
+                        x = fval[c]
+                        t = fsum + x  # Neumaier's compensated sum
+                        if abs(fsum) >= abs(x):
+                            comp += (fsum - t) + x
+                        else:
+                            comp += (x - t) + fsum
+                        fsum = t
                 else:
                     allnum = False
                 count += 1
@@ -132,8 +161,13 @@ def aggregate_kernel(
                 out[b, q] = remap[first]
             elif allnum:
                 if exact:
-                    outf[b, q] = np.float64(total) / np.float64(count * denom)
-                    out[b, q] = -1
+                    m = np.float64(total) / np.float64(count * denom)
+                    outf[b, q] = m
+                    i = np.searchsorted(mean_values, m)
+                    if i < mean_values.shape[0] and mean_values[i] == m:
+                        out[b, q] = mean_codes[i]
+                    else:
+                        out[b, q] = -1
                 else:
                     outf[b, q] = (fsum + comp) / count
                     out[b, q] = -3
@@ -146,38 +180,42 @@ def aggregate_kernel(
             out[b, q] = 0
 
 
-@jit(parallel=True)
+@jit()
 def width_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
     lengths, causal, out, err,
 ):
     """Fused Select + SelectorWidth: the number of selected keys (= its code)."""
     n_batch, n_pos = out.shape
-    for b in numba.prange(n_batch):
+    regs = np.empty(ops.shape[0], np.uint8)
+    row = np.empty(n_pos, np.int8)
+    for b in range(n_batch):
         n = lengths[b]
-        regs = np.empty(ops.shape[0], np.uint8)
+        bad = 0
         for q in range(n):
-            count = 0
             stop = n if (may_error or not causal) else q + 1
+            _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
+                      stop, regs, row)
+            limit = q + 1 if causal else n
+            count = 0
             for k in range(stop):
-                s = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
-                              b, q, k, regs)
-                if s == 2:
-                    err[b] = 1
-                elif s == 1 and not (causal and k > q):
-                    count += 1
+                s = row[k]
+                bad |= s == 2
+                count += (s == 1) & (k < limit)
             out[b, q] = count
+        if bad:
+            err[b] = 1
         for q in range(n, n_pos):
             out[b, q] = 0
 
 
-@jit(parallel=True)
+@jit()
 def selector_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, lengths, causal, out, err,
 ):
     """The selector matrix ``out[b, q, k]`` (only for selectors a caller asked for)."""
     n_batch = out.shape[0]
-    for b in numba.prange(n_batch):
+    for b in range(n_batch):
         n = lengths[b]
         regs = np.empty(ops.shape[0], np.uint8)
         for q in range(n):

@@ -124,9 +124,13 @@ class NumpyBackend:
 
     def aggregate(
         self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any, remap: Any,
-        info: NumericInfo, default_code: int,
+        info: NumericInfo, default_code: int, means: Any = None,
     ) -> tuple[Any, Any, Any]:
-        """Select + Aggregate; codes -1/-3 mark means in the float output (as numba)."""
+        """Select + Aggregate; codes -1/-3 mark means in the float output (as numba).
+
+        ``means`` (the table's floats and codes) is used by the numba kernel only; here
+        the plan looks every exact mean up after the call.
+        """
         xp = self.xp
         matrix, err = self.selector(sel, lengths, causal)
         chosen = matrix != 0  # [C, Tq, Tk]

@@ -377,7 +377,7 @@ class _Chunk:
         out, outf, err = be.aggregate(
             self.selector_args(plan._selectors[node]), self.dev_lengths, plan.causal,
             self.values[node.sop], self.dev(("remap", node), state.remaps[node]), info,
-            state.default_code(node),
+            state.default_code(node), state.float_index(node),
         )
         self.flag(err)
         if bool((out < 0).any()):
@@ -397,6 +397,13 @@ class _Chunk:
         """
         state = self.state
         exact = out == -1
+        if exact.any():  # look up the table's floats first, then add the new ones
+            values, codes = state.float_index(node)
+            found = np.minimum(np.searchsorted(values, outf[exact]), max(len(values) - 1, 0))
+            hit = (values[found] == outf[exact]) if len(values) else np.zeros(0, bool)
+            if len(values):
+                out[exact] = np.where(hit, codes[found], -1)
+            exact = out == -1
         if exact.any():
             uniq, inverse = np.unique(outf[exact], return_inverse=True)
             codes = state.add_values(node, [float(u) for u in uniq.tolist()])

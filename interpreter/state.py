@@ -47,6 +47,7 @@ class TableState:
         self.luts: dict[Any, np.ndarray] = {}  # Map [n], SequenceMap [na, nb], Select [nk, nq]
         self.remaps: dict[Aggregate, np.ndarray] = {}
         self.numeric: dict[SOp, tuple[int, NumericInfo]] = {}
+        self.floats: dict[SOp, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
 
     def copy(self) -> TableState:
         """A copy whose dicts can grow without touching this state."""
@@ -55,6 +56,7 @@ class TableState:
         other.luts = dict(self.luts)
         other.remaps = dict(self.remaps)
         other.numeric = dict(self.numeric)
+        other.floats = dict(self.floats)
         return other
 
     # ------------------------------------------------------------------ tables
@@ -91,6 +93,19 @@ class TableState:
         if cached is None or cached[0] != len(table):
             cached = (len(table), numeric_info(table, self.max_seq_len))
             self.numeric[node] = cached
+        return cached[1]
+
+    def float_index(self, node: SOp) -> tuple[np.ndarray, np.ndarray]:
+        """``node``'s float values, sorted, and their codes (NaN left out)."""
+        table = self.tables[node]
+        cached = self.floats.get(node)
+        if cached is None or cached[0] != len(table):
+            pairs = sorted((v, c) for c, v in enumerate(table.values)
+                           if type(v) is float and v == v)
+            values = np.array([v for v, _ in pairs], dtype=np.float64).reshape(-1)
+            codes = np.array([c for _, c in pairs], dtype=np.int32).reshape(-1)
+            cached = (len(table), (values, codes))
+            self.floats[node] = cached
         return cached[1]
 
     # -------------------------------------------------------------- derivation
@@ -206,5 +221,9 @@ def _predicate(predicate: Any, key: Value, query: Value) -> int:
 
 
 def numeric_seeds(values: Iterable[Value]) -> list[float]:
-    """Float versions of the numbers in a numerical Aggregate's value set (its means)."""
-    return [float(v) for v in values if is_number(v) and not isinstance(v, bool)]
+    """Float versions of the numbers in a numerical Aggregate's value set.
+
+    A mean is always a float; the analysis's set may hold it as an equal int or bool
+    (``1.0 == 1 == True`` collapse in a set), so every number is seeded as a float.
+    """
+    return [float(v) for v in values if is_number(v)]

@@ -1,0 +1,166 @@
+"""Interpreter throughput, first-call overhead and peak memory (pytest-benchmark).
+
+Run: ``.venv/bin/python -m pytest benchmarks/bench_interpreter.py --benchmark-only``.
+Each case stores ``extra_info["batch"]``; throughput is ``batch / mean time``
+(docs/performance.md lists it in sequences per second). `evaluate` in a loop runs on a
+smaller batch (it is 2-4 orders of magnitude slower), which does not change its
+per-sequence rate. numba kernels are compiled (or loaded from the cache) by an explicit
+warm-up call before timing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from rasplang.interpreter import Plan
+from rasplang.interpreter.kernels_cupy import cupy_available
+
+import rasplang as rl
+from rasplang import lib
+
+BATCH = 10_000
+EVALUATE_BATCH = {16: 300, 64: 40}
+LENGTHS = (16, 64)
+
+
+def _program(name: str, n: int):
+    """(program, vocab, input generator) for a benchmark program at length ``n``."""
+    if name == "sort_unique":
+        vocab = tuple(range(n))
+        return lib.make_sort_unique(rl.tokens, rl.tokens), vocab, "permutation"
+    if name == "hist":
+        return lib.make_hist(), tuple("abcd"), "uniform"
+    if name == "reverse":
+        return lib.make_reverse(rl.tokens), tuple("abcd"), "uniform"
+    if name == "shuffle_dyck2":
+        return lib.make_shuffle_dyck2(), tuple("(){}"), "uniform"
+    if name == "frac_prevs":
+        return lib.make_frac_prevs(rl.tokens == "x"), tuple("xyz"), "uniform"
+    raise KeyError(name)
+
+
+def _inputs(vocab, kind: str, n: int, batch: int, seed: int = 0) -> list[list]:
+    rng = np.random.default_rng(seed)
+    if kind == "permutation":
+        return [list(rng.permutation(n)[: n].tolist()) for _ in range(batch)]
+    codes = rng.integers(len(vocab), size=(batch, n))
+    return [[vocab[c] for c in row] for row in codes.tolist()]
+
+
+PROGRAMS = ("sort_unique", "hist", "reverse", "shuffle_dyck2", "frac_prevs")
+BACKENDS = [
+    "numpy",
+    "numba",
+    pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not cupy_available(), reason="needs CuPy and a CUDA GPU")]),
+]
+_PLANS: dict = {}
+
+
+def _plan(name: str, n: int):
+    key = (name, n)
+    if key not in _PLANS:
+        program, vocab, kind = _program(name, n)
+        plan = Plan(program, vocab, n)
+        _PLANS[key] = (plan, _inputs(vocab, kind, n, BATCH))
+    return _PLANS[key]
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_evaluate_loop(benchmark, name, n):
+    """Baseline: rasplang.evaluate in a Python loop."""
+    plan, inputs = _plan(name, n)
+    batch = inputs[: EVALUATE_BATCH[n]]
+    benchmark.extra_info.update(batch=len(batch), program=name, n=n, backend="evaluate")
+    benchmark.pedantic(lambda: [rl.evaluate(plan.program, x) for x in batch], rounds=1,
+                       iterations=1)
+
+
+@pytest.mark.parametrize("mode", ["lists", "arrays"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_interpreter(benchmark, name, n, backend, mode):
+    """Plan.run on lists (encode + kernels + decode) or Plan.run_arrays on codes."""
+    plan, inputs = _plan(name, n)
+    codes, lengths = plan.encode(inputs)
+    if mode == "lists":
+        def fn():
+            return plan.run(inputs, backend=backend)
+    else:
+        def fn():
+            return plan.run_arrays(codes, lengths, backend=backend)
+    out = plan.run(inputs[:50], backend=backend)  # warm-up: compile or load kernels
+    assert out == [rl.evaluate(plan.program, x) for x in inputs[:50]]
+    benchmark.extra_info.update(batch=BATCH, program=name, n=n, backend=backend, mode=mode)
+    rounds = 1 if backend == "numpy" and n == 64 else 3
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+_FIRST_CALL = textwrap.dedent("""
+    import json, time
+    t0 = time.perf_counter()
+    import rasplang as rl
+    from rasplang import lib
+    from rasplang.interpreter import evaluate_batch
+    t1 = time.perf_counter()
+    prog = lib.make_sort_unique(rl.tokens, rl.tokens)
+    evaluate_batch(prog, [[3, 1, 2]], vocab=[1, 2, 3], max_seq_len=3)
+    t2 = time.perf_counter()
+    evaluate_batch(prog, [[3, 1, 2]], vocab=[1, 2, 3], max_seq_len=3)
+    t3 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "first_call_s": t2 - t1, "second_call_s": t3 - t2}))
+""")
+
+
+def test_first_call_overhead(benchmark):
+    """A fresh process: import, then the first numba evaluate_batch (kernel load/compile)."""
+    def fresh():
+        out = subprocess.run([sys.executable, "-c", _FIRST_CALL], capture_output=True,
+                             text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    cold_or_warm = fresh()  # fills numba's cache if it was empty
+    benchmark.extra_info.update({f"first_process_{k}": v for k, v in cold_or_warm.items()})
+    result = benchmark.pedantic(fresh, rounds=1, iterations=1)
+    benchmark.extra_info.update({f"warm_cache_{k}": v for k, v in result.items()})
+
+
+_MEMORY = textwrap.dedent("""
+    import json, resource, sys, time
+    import numpy as np
+    import rasplang as rl
+    from rasplang import lib
+    from rasplang.interpreter import Plan
+    backend, batch, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    plan = Plan(lib.make_sort_unique(rl.tokens, rl.tokens), range(n), n, backend=backend)
+    plan.run([[2, 1, 0]])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rng = np.random.default_rng(0)
+    inputs = [rng.permutation(n).tolist() for _ in range(batch)]
+    t0 = time.perf_counter()
+    out = plan.run(inputs)
+    t1 = time.perf_counter()
+    assert len(out) == batch
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"baseline_mib": base, "peak_mib": peak, "seconds": t1 - t0}))
+""")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_peak_memory_batch_100k(benchmark, backend):
+    """Peak RSS of a process running make_sort_unique on 100,000 sequences of length 64."""
+    def run():
+        out = subprocess.run([sys.executable, "-c", _MEMORY, backend, "100000", "64"],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    result = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(result, backend=backend, batch=100_000, n=64)
+    assert result["peak_mib"] > 0
