@@ -7,6 +7,7 @@ local http.server on 127.0.0.1 and checks for console errors and unloaded images
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -123,10 +124,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def served(site: Path) -> Iterator[str]:
-    """The built site over http on 127.0.0.1 (an ephemeral port), as its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(site))
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` over http on 127.0.0.1 (an ephemeral port); yield its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -136,6 +137,13 @@ def served(site: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def served(site: Path) -> Iterator[str]:
+    """The built site over http on 127.0.0.1, as its base URL."""
+    with serve(site) as url:
+        yield url
 
 
 IMAGES_JS = (
@@ -159,3 +167,20 @@ def test_page_in_browser(served: str, page: str, min_images: int) -> None:
     assert len(images) >= min_images, f"{url}: expected at least {min_images} image(s)"
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert broken == [], f"{url}: images that did not load: {broken}"
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
+def test_browser_check_catches_errors_and_broken_images(tmp_path: Path) -> None:
+    """The browser check itself fails on a console error, an exception or a missing image."""
+    (tmp_path / "bad.html").write_text(
+        '<html><body><img src="missing.png">'
+        '<script>console.error("boom"); undefined_function();</script></body></html>',
+        encoding="utf-8",
+    )
+    with serve(tmp_path) as url, Browser(find_chromium()) as browser:  # type: ignore[arg-type]
+        report = browser.load(url + "bad.html", IMAGES_JS)
+    text = "\n".join(report.errors)
+    assert "console.error: boom" in text
+    assert "undefined_function is not defined" in text
+    assert "missing.png" in text
+    assert report.value == [["missing.png", True, 0]]
