@@ -66,12 +66,14 @@ __all__ = [
 ]
 
 # Lazy re-exports: importing the compiler stays out of `import rasplang`.
-_LAZY = {"compile": "rasplang.backend"}
+_LAZY = {"compile": "rasplang.backend", "load": "rasplang.backend.io", "verify": "rasplang.verify"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        # Importing rasplang.verify binds that name to the module, which is callable.
+        return globals().get(name) or getattr(module, name)
     raise AttributeError(f"module 'rasplang' has no attribute {name!r}")

@@ -1,0 +1,443 @@
+"""Verification: is this compiled model exactly this program?
+
+`verify` runs the batched interpreter (`rasplang.interpreter.Plan`) and the model's
+batched forward pass on the same inputs and compares their outputs: categorical
+outputs exactly with ``==`` (the analysis's notion of one value: ``1``, ``1.0`` and
+``True`` are one value, which a compiled model stores in one direction; None matches
+only None), numerical ones within `NUMERICAL_TOLERANCE`. Inputs
+are every sequence of every length ``1..max_seq_len`` when there are at most
+`EXHAUSTIVE_LIMIT` of them, else a seeded random sample with lengths spread uniformly.
+They are generated batch by batch (memory does not grow with the number of inputs);
+each batch holds sequences of one length, so the model never sees padding.
+
+For the first `MAX_REPORTED` mismatching inputs the report locates the first node
+whose value, decoded from the residual stream right after the sublayer that writes
+it, differs from `rasplang.evaluate_all`'s: that node's layer is where the model and
+the program part.
+
+Ctrl-C during the run stops it and returns the report of the inputs checked so far
+(``interrupted=True``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import types
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from rasplang.evaluator import EvaluationError, evaluate, evaluate_all
+from rasplang.nodes import Encoding, RASPExpr, Selector
+
+#: At most this many inputs are enumerated when ``exhaustive=None``.
+EXHAUSTIVE_LIMIT = 10**6
+#: How many counterexamples a report keeps (all mismatches are counted).
+MAX_REPORTED = 20
+#: Numerical outputs agree when ``|got - expected| <= tol * max(1, |expected|)``.
+NUMERICAL_TOLERANCE = 1e-6
+#: The progress bar appears only after this many seconds (and only on a terminal).
+PROGRESS_DELAY_S = 1.0
+
+
+@attrs.frozen
+class Divergence:
+    """The first node whose value in the residual stream differs from the program's.
+
+    ``layer``/``sublayer`` name the sublayer that writes the node (``sublayer`` is
+    ``"embed"``, ``"attn"`` or ``"mlp"``; ``layer`` is None for the embedding);
+    ``position`` is the token position (0 = first token after BOS); ``got`` is the
+    value decoded from the residual stream right after that sublayer.
+    """
+
+    label: str
+    layer: int | None
+    sublayer: str
+    position: int
+    expected: Any
+    got: Any
+
+    def __str__(self) -> str:
+        where = "embedding" if self.layer is None else f"layer {self.layer} {self.sublayer}"
+        return (f"node {self.label!r} ({where}) at position {self.position}: expected "
+                f"{self.expected!r}, residual stream decodes {self.got!r}")
+
+
+@attrs.frozen
+class Mismatch:
+    """One input on which the model's output differs from the program's."""
+
+    input: list[Any]
+    expected: list[Any]
+    got: list[Any]
+    divergence: Divergence | None
+
+    def __str__(self) -> str:
+        text = f"input {self.input!r}: expected {self.expected!r}, got {self.got!r}"
+        if self.divergence is not None:
+            text += f"\n    first divergence: {self.divergence}"
+        return text
+
+
+@attrs.define(eq=False)
+class VerifyReport:
+    """What `verify` found.
+
+    ``checked`` inputs were compared (of ``total`` planned); ``n_mismatches`` of them
+    disagree and ``mismatches`` keeps the first `MAX_REPORTED`; ``skipped`` inputs make
+    `rasplang.evaluate` raise (they are outside the program's domain and are not
+    compared); ``interrupted`` is True after Ctrl-C. Times are in seconds.
+    """
+
+    program: str
+    vocab: tuple[Any, ...]
+    max_seq_len: int
+    causal: bool
+    exhaustive: bool
+    total: int
+    checked: int = 0
+    skipped: int = 0
+    n_mismatches: int = 0
+    mismatches: list[Mismatch] = attrs.field(factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    compile_seconds: float | None = None
+    model: Any = attrs.field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """No mismatch, and every planned input was checked (or skipped)."""
+        return (self.n_mismatches == 0 and not self.interrupted
+                and self.checked + self.skipped == self.total)
+
+    def summary(self) -> str:
+        """A few lines for people: counts, time, verdict, then the counterexamples."""
+        how = "every input" if self.exhaustive else "random inputs"
+        lines = [
+            f"verified {self.program!r} on {self.checked:,} of {self.total:,} inputs ({how} "
+            f"of length 1..{self.max_seq_len} over {len(self.vocab)} tokens"
+            f"{', causal' if self.causal else ''}) in {self.seconds:.2f} s: "
+            f"{self.n_mismatches:,} mismatches"
+            + (f", {self.skipped:,} inputs skipped (evaluate raises)" if self.skipped else "")
+            + (" [interrupted]" if self.interrupted else ""),
+            "OK" if self.ok else ("INCOMPLETE" if self.n_mismatches == 0 else "MISMATCH"),
+        ]
+        if self.n_mismatches > len(self.mismatches):
+            lines.append(f"first {len(self.mismatches)} counterexamples:")
+        lines += [f"  {m}" for m in self.mismatches]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def verify(
+    program: RASPExpr,
+    vocab: Iterable[Any],
+    max_seq_len: int,
+    *,
+    model: Any = None,
+    causal: bool = False,
+    exhaustive: bool | None = None,
+    samples: int = 10_000,
+    seed: int = 0,
+    batch_size: int = 8192,
+    progress: bool | None = None,
+) -> VerifyReport:
+    """Check that ``model`` (compiled from ``program`` when None) computes ``program``.
+
+    Compares the batched interpreter with the model's forward pass on every input of
+    length ``1..max_seq_len`` over ``vocab`` (``exhaustive=True``), on ``samples``
+    seeded random inputs (``False``), or, with ``exhaustive=None``, on every input when
+    there are at most `EXHAUSTIVE_LIMIT` of them and on samples otherwise. Returns a
+    `VerifyReport`; ``report.ok`` is the verdict. ``progress`` forces the progress bar
+    on or off (default: shown on a terminal when the run takes over a second).
+
+    >>> import rasplang as rl
+    >>> report = rl.verify(rl.Map(lambda x: x + 1, rl.tokens), [1, 2, 3], 3)
+    >>> report.ok, report.checked, report.n_mismatches
+    (True, 39, 0)
+    """
+    from rasplang.interpreter import Plan
+
+    if max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be at least 1, got {max_seq_len}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    plan = Plan(program, vocab, max_seq_len, causal)
+    compile_seconds = None
+    if model is None:
+        from rasplang.backend import compile as compile_program
+
+        start = time.perf_counter()
+        model = compile_program(program, plan.vocab, max_seq_len, causal=causal)
+        compile_seconds = time.perf_counter() - start
+    checker = _Checker(plan, model)
+    n_vocab = len(plan.vocab)
+    domain = sum(n_vocab**n for n in range(1, max_seq_len + 1))
+    if exhaustive is None:
+        exhaustive = domain <= EXHAUSTIVE_LIMIT
+    if samples < 0:
+        raise ValueError(f"samples must be non-negative, got {samples}")
+    if exhaustive:
+        batches, total = _all_inputs(n_vocab, max_seq_len, batch_size), domain
+    else:
+        batches, total = _random_inputs(n_vocab, max_seq_len, samples, seed, batch_size), samples
+    report = VerifyReport(plan.labels[program], plan.vocab, max_seq_len, bool(causal),
+                          bool(exhaustive), total, compile_seconds=compile_seconds, model=model)
+    bar = _progress_bar(total, progress)
+    start = time.perf_counter()
+    try:
+        for codes in batches:
+            bad, skipped = _check_batch(checker, codes)
+            report.checked += len(codes) - skipped
+            report.skipped += skipped
+            report.n_mismatches += len(bad)
+            for row in bad[: MAX_REPORTED - len(report.mismatches)]:
+                report.mismatches.append(checker.explain(codes[row]))
+            if bar is not None:
+                bar.update(len(codes))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+        report.seconds = time.perf_counter() - start
+    return report
+
+
+def _check_batch(checker: _Checker, codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows of ``codes`` whose outputs disagree, and how many rows were skipped."""
+    return checker.check(codes)
+
+
+# ------------------------------------------------------------------------- inputs
+
+
+def _all_inputs(n_vocab: int, max_seq_len: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Every sequence of codes ``[b, n]``, length by length, in lexicographic order."""
+    for n in range(1, max_seq_len + 1):
+        count = n_vocab**n
+        powers = n_vocab ** np.arange(n - 1, -1, -1, dtype=np.int64)  # (n,)
+        for start in range(0, count, batch_size):
+            index = np.arange(start, min(count, start + batch_size), dtype=np.int64)
+            yield ((index[:, None] // powers) % n_vocab).astype(np.int32)  # (b, n)
+
+
+def _random_inputs(n_vocab: int, max_seq_len: int, samples: int, seed: int,
+                   batch_size: int) -> Iterator[np.ndarray]:
+    """``samples`` random sequences of codes, lengths uniform in ``1..max_seq_len``."""
+    rng = np.random.default_rng(seed)
+    per_length = rng.multinomial(samples, [1 / max_seq_len] * max_seq_len)
+    for n, count in enumerate(per_length.tolist(), start=1):
+        for start in range(0, count, batch_size):
+            size = min(batch_size, count - start)
+            yield rng.integers(0, n_vocab, size=(size, n), dtype=np.int32)  # (b, n)
+
+
+def _progress_bar(total: int, progress: bool | None) -> Any:
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bar is a convenience
+        return None
+    return tqdm(total=total, unit="seq", unit_scale=True, delay=PROGRESS_DELAY_S,
+                desc="verify", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- comparing
+
+
+class _Checker:
+    """The program's interpreter plan and the model's weights, ready to compare batches."""
+
+    def __init__(self, plan: Any, model: Any):
+        from rasplang.backend.forward import forward
+
+        cfg = model.config
+        if bool(cfg.causal) != plan.causal:
+            raise ValueError(f"the model was compiled with causal={cfg.causal} but "
+                             f"verify was asked for causal={plan.causal}")
+        if plan.max_seq_len > cfg.max_seq_len:
+            raise ValueError(f"max_seq_len {plan.max_seq_len} exceeds the model's "
+                             f"max_seq_len {cfg.max_seq_len}")
+        ids = model.input_encoder.encoding_map
+        missing = [t for t in plan.vocab if t not in ids or t in (cfg.bos, cfg.pad)]
+        if missing:
+            raise ValueError(f"tokens {missing!r} are not in the model's vocabulary "
+                             f"{list(cfg.vocab)}")
+        self.plan = plan
+        self.model = model
+        self.forward = forward
+        self.weights = {k: np.asarray(v) for k, v in model.weights.items()}
+        self.token_ids = np.array([ids[t] for t in plan.vocab], dtype=np.int64)
+        self.bos_id = model.input_encoder.bos_id
+        self.numerical = cfg.output_encoding == "numerical"
+        self.values = tuple(model.output_encoder.values)
+        self._equal: tuple[Any, np.ndarray] | None = None
+
+    def logits(self, codes: np.ndarray) -> np.ndarray:
+        """The model's output logits ``[b, n, d_vocab_out]`` (BOS dropped)."""
+        ids = np.empty((codes.shape[0], codes.shape[1] + 1), dtype=np.int64)  # (b, 1 + n)
+        ids[:, 0] = self.bos_id
+        ids[:, 1:] = self.token_ids[codes]
+        logits, _ = self.forward(self.weights, self.model.config, ids, np)
+        return np.asarray(logits)[:, 1:]  # (b, n, d_vocab_out)
+
+    def check(self, codes: np.ndarray) -> tuple[np.ndarray, int]:
+        """Rows that disagree, and the number of rows skipped (evaluate raises there)."""
+        keep = np.arange(len(codes))
+        try:
+            out = self.plan.run_arrays(codes, np.full(len(codes), codes.shape[1])).output
+        except EvaluationError:
+            keep = np.array([i for i in range(len(codes)) if self._defined(codes[i])],
+                            dtype=np.int64)
+            if keep.size == 0:
+                return np.zeros(0, dtype=np.int64), len(codes)
+            out = self.plan.run_arrays(codes[keep], np.full(len(keep), codes.shape[1])).output
+        logits = self.logits(codes[keep])
+        if self.numerical:
+            expected = out.values  # (b, n), NaN for None
+            got = logits[..., 0]
+            tol = NUMERICAL_TOLERANCE * np.maximum(1.0, np.abs(expected))
+            close = np.abs(got - expected) <= tol
+            bad = ~close.all(axis=1)
+        else:
+            bad = ~self._agrees(logits, out).all(axis=1)
+        return keep[np.flatnonzero(bad)], len(codes) - len(keep)
+
+    def _agrees(self, logits: np.ndarray, out: Any) -> np.ndarray:
+        """``[b, n]`` bool: the model's decoded value ``==`` the interpreter's.
+
+        Categorical values compare with ``==``, the analysis's notion of one value (a
+        compiled model keeps one direction for ``1``, ``1.0`` and ``True``).
+        """
+        k = len(self.values)
+        if k == 0:
+            idx = np.full(logits.shape[:2], 0)
+        else:
+            idx = logits.argmax(axis=-1)  # (b, n)
+            best = np.take_along_axis(logits, idx[..., None], axis=-1)[..., 0]
+            idx = np.where(best > 0.5, idx, k)
+        return self._equal_table(out.table)[idx, out.codes]
+
+    def _equal_table(self, table: Any) -> np.ndarray:
+        """``[k + 1, len(table)]``: model value (None last) ``==`` table value."""
+        if self._equal is None or self._equal[0] is not table:
+            equal = np.array([[_same(t, v, False) for t in table.values]
+                              for v in (*self.values, None)], dtype=bool)
+            self._equal = (table, equal.reshape(len(self.values) + 1, len(table.values)))
+        return self._equal[1]
+
+    def _defined(self, row: np.ndarray) -> bool:
+        try:
+            evaluate(self.plan.program, self._tokens(row), causal=self.plan.causal)
+        except Exception:
+            return False
+        return True
+
+    def _tokens(self, row: np.ndarray) -> list[Any]:
+        return [self.plan.vocab[c] for c in row.tolist()]
+
+    def explain(self, row: np.ndarray) -> Mismatch:
+        """The counterexample for one input: outputs and the first divergence."""
+        xs = self._tokens(row)
+        expected = evaluate(self.plan.program, xs, causal=self.plan.causal)
+        logits = self.logits(row[None, :])
+        got = self.model.output_encoder.decode(logits)[0].tolist()
+        return Mismatch(xs, expected, got, first_divergence(self.model, self.plan.program, xs))
+
+
+def first_divergence(model: Any, program: RASPExpr, xs: Sequence[Any]) -> Divergence | None:
+    """The earliest node whose value in ``model``'s residual stream is not the program's.
+
+    Each SOp is decoded from the residual stream right after the sublayer that writes
+    it (categorical: the largest of its directions if above 1/2, else None; numerical:
+    its one coordinate), and compared with `rasplang.evaluate_all` on ``xs``. Nodes are
+    visited in the order the model computes them. Returns None when every node agrees.
+    """
+    from rasplang.analysis import analyze
+
+    cfg = model.config
+    analysis = analyze(program, cfg.vocab, cfg.max_seq_len)
+    values = evaluate_all(program, list(xs), causal=cfg.causal)
+    trace = model.apply([cfg.bos, *xs])
+    where = {label: i for i, label in enumerate(model.residual_labels)}
+    candidates = []
+    for order, node in enumerate(analysis.nodes):
+        label = analysis.labels[node]
+        steps = [s for s in model.circuit.get(label, ()) if s.writes]
+        if isinstance(node, Selector) or not steps:
+            continue
+        step = max(steps, key=_residual_index)
+        candidates.append((_residual_index(step), order, node, label, step))
+    for index, _, node, label, step in sorted(candidates, key=lambda c: c[:2]):
+        resid = trace.residuals[index][0, 1:]  # (n, d_model)
+        numerical = analysis.encodings[node] is Encoding.NUMERICAL
+        for pos, want in enumerate(values[node]):
+            have = _decode(resid[pos], label, analysis.value_sets[node], numerical, where)
+            if have is _UNREADABLE:
+                break
+            if not _same(have, want, numerical):
+                return Divergence(label, step.layer, step.sublayer, pos, want, have)
+    return None
+
+
+_UNREADABLE = object()
+
+
+def _residual_index(step: Any) -> int:
+    """Index into ``ApplyResult.residuals`` of the stream right after ``step``."""
+    if step.layer is None:
+        return 0
+    return 1 + 2 * step.layer + (1 if step.sublayer == "mlp" else 0)
+
+
+def _decode(vector: np.ndarray, label: str, value_set: Sequence[Any], numerical: bool,
+            where: dict[str, int]) -> Any:
+    if numerical:
+        i = where.get(label)
+        return _UNREADABLE if i is None else float(vector[i])
+    found = [(where[f"{label}:{v}"], v) for v in value_set
+             if v is not None and f"{label}:{v}" in where]
+    if not found:
+        return _UNREADABLE
+    coords = vector[[i for i, _ in found]]
+    best = int(np.argmax(coords))
+    return found[best][1] if coords[best] > 0.5 else None
+
+
+def _same(got: Any, expected: Any, numerical: bool) -> bool:
+    if numerical:
+        if expected is None or got is None:
+            return got is expected
+        e = float(expected)
+        return math.isclose(float(got), e, rel_tol=0.0,
+                            abs_tol=NUMERICAL_TOLERANCE * max(1.0, abs(e)))
+    if got is None or expected is None:
+        return got is expected
+    try:
+        return bool(got == expected)
+    except Exception:  # values whose == is not a bool (arrays) never match
+        return False
+
+
+
+class _CallableModule(types.ModuleType):
+    """``rasplang.verify`` is this module once imported; calling it calls `verify`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> VerifyReport:
+        return verify(*args, **kwargs)
+
+
+# Importing ``rasplang.verify`` binds the attribute ``rasplang.verify`` to this module,
+# replacing the lazily exported function; a callable module keeps ``rasplang.verify(...)``
+# working either way.
+sys.modules[__name__].__class__ = _CallableModule
