@@ -164,3 +164,35 @@ def test_peak_memory_batch_100k(benchmark, backend):
     result = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(result, backend=backend, batch=100_000, n=64)
     assert result["peak_mib"] > 0
+
+
+def summarize(path: str) -> str:
+    """A markdown table of sequences per second from a ``--benchmark-json`` file."""
+    with open(path) as fh:
+        data = json.load(fh)
+    rates: dict[tuple, float] = {}
+    extras = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "program" in info:
+            key = (info["program"], info["n"], info["backend"], info.get("mode", "lists"))
+            rates[key] = info["batch"] / bench["stats"]["mean"]
+        else:
+            extras.append(f"- {bench['name']}: " + ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
+    columns = sorted({(b, m) for (_, _, b, m) in rates}, key=lambda c: (c[0] != "evaluate", c))
+    lines = ["| program | T | " + " | ".join(f"{b} ({m})" if b != "evaluate" else "evaluate"
+                                              for b, m in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for program, n in sorted({(p, n) for (p, n, _, _) in rates}):
+        cells = [f"{rates[(program, n, b, m)]:,.0f}" if (program, n, b, m) in rates else "-"
+                 for b, m in columns]
+        lines.append(f"| {program} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", *extras]) + "\n"
+
+
+if __name__ == "__main__":  # python benchmarks/bench_interpreter.py summarize FILE.json
+    if len(sys.argv) == 3 and sys.argv[1] == "summarize":
+        print(summarize(sys.argv[2]))
+    else:
+        print("usage: python benchmarks/bench_interpreter.py summarize BENCH.json")

@@ -128,8 +128,11 @@ class NumbaBackend(NumpyBackend):
         return out, outf, err
 
 
-def get_backend(name: str) -> NumpyBackend:
-    """The backend called ``name`` (one of `BACKENDS`)."""
+def get_backend(name: str | NumpyBackend) -> NumpyBackend:
+    """The backend called ``name`` (one of `BACKENDS`); a backend object is returned as is
+    (e.g. ``CupyBackend(fused=False)``)."""
+    if isinstance(name, NumpyBackend):
+        return name
     if name == "numba":
         return NumbaBackend()
     if name == "numpy":
