@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo docs lint bench clean
+.PHONY: test test-browser demo docs lint bench clean
 
 # Create .venv when missing and (re)install the package with the extras the tests,
 # the docs and the figures need, whenever pyproject.toml changes.
@@ -20,6 +20,12 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -m "not slow and not gpu"
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+# The docs tests with a real browser and Graphviz (Debian packages; needs root).
+test-browser: $(STAMP)
+	apt-get install -y --no-install-recommends chromium graphviz || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium graphviz)
+	$(VENV)/bin/pytest tests/docs -q
 
 demo: $(STAMP)
 	$(PY) -m rasplang.demo
