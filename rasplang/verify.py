@@ -282,6 +282,7 @@ class _Checker:
         self.numerical = cfg.output_encoding == "numerical"
         self.values = tuple(model.output_encoder.values)
         self._equal: tuple[Any, np.ndarray] | None = None
+        self._analysis: Any = None
 
     def logits(self, codes: np.ndarray) -> np.ndarray:
         """The model's output logits ``[b, n, d_vocab_out]`` (BOS dropped)."""
@@ -352,21 +353,31 @@ class _Checker:
         expected = evaluate(self.plan.program, xs, causal=self.plan.causal)
         logits = self.logits(row[None, :])
         got = self.model.output_encoder.decode(logits)[0].tolist()
-        return Mismatch(xs, expected, got, first_divergence(self.model, self.plan.program, xs))
+        if self._analysis is None:
+            from rasplang.analysis import analyze
+
+            cfg = self.model.config
+            self._analysis = analyze(self.plan.program, cfg.vocab, cfg.max_seq_len)
+        divergence = first_divergence(self.model, self.plan.program, xs, analysis=self._analysis)
+        return Mismatch(xs, expected, got, divergence)
 
 
-def first_divergence(model: Any, program: RASPExpr, xs: Sequence[Any]) -> Divergence | None:
+def first_divergence(model: Any, program: RASPExpr, xs: Sequence[Any], *,
+                     analysis: Any = None) -> Divergence | None:
     """The earliest node whose value in ``model``'s residual stream is not the program's.
 
     Each SOp is decoded from the residual stream right after the sublayer that writes
     it (categorical: the largest of its directions if above 1/2, else None; numerical:
     its one coordinate), and compared with `rasplang.evaluate_all` on ``xs``. Nodes are
     visited in the order the model computes them. Returns None when every node agrees.
+    ``analysis`` is ``rasplang.analyze(program, model's vocab, model's max_seq_len)``
+    (computed when not given).
     """
     from rasplang.analysis import analyze
 
     cfg = model.config
-    analysis = analyze(program, cfg.vocab, cfg.max_seq_len)
+    if analysis is None:
+        analysis = analyze(program, cfg.vocab, cfg.max_seq_len)
     values = evaluate_all(program, list(xs), causal=cfg.causal)
     trace = model.apply([cfg.bos, *xs])
     where = {label: i for i, label in enumerate(model.residual_labels)}

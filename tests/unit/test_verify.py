@@ -1,0 +1,176 @@
+"""rasplang.verify: interpreter versus compiled model, inputs, counterexamples, Ctrl-C."""
+
+import itertools
+
+import attrs
+import numpy as np
+import pytest
+from rasplang.backend import CompilerWarning
+
+import rasplang as rl
+from rasplang import verify as verify_module
+from rasplang.lib import PROGRAMS, make_frac_prevs, make_sort_unique
+from rasplang.verify import _all_inputs, _random_inputs, first_divergence
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasplang.backend.compiler.CompilerWarning")
+
+
+def domain(n_vocab, max_seq_len):
+    return sum(n_vocab**n for n in range(1, max_seq_len + 1))
+
+
+def tampered(model, name, change):
+    """A copy of ``model`` whose weight ``name`` is ``change(copy of it)``."""
+    weights = dict(model.weights)
+    weights[name] = change(weights[name].copy())
+    return attrs.evolve(model, weights=weights, cache={})
+
+
+@pytest.fixture(scope="module")
+def sort_unique():
+    program = make_sort_unique(rl.tokens, rl.tokens)
+    with pytest.warns(CompilerWarning):
+        model = rl.compile(program, [1, 2, 3], 4)
+    return program, model
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_library_programs_verify_exhaustively(name):
+    """Every library program the compiler accepts verifies on every input of its domain."""
+    entry = PROGRAMS[name]
+    program = entry.build()
+    try:
+        report = rl.verify(program, entry.vocab, entry.max_seq_len)
+    except NotImplementedError as exc:
+        assert isinstance(exc, rl.UnsupportedProgramError)
+        pytest.skip(f"compiler refuses {name}: {exc}")
+    assert report.ok, report.summary()
+    assert report.exhaustive and report.checked + report.skipped == report.total
+    assert report.total == domain(len(entry.vocab), entry.max_seq_len)
+
+
+def test_all_inputs_enumerates_every_sequence_once():
+    """The exhaustive generator yields each sequence of each length exactly once."""
+    rows = [tuple(r) for batch in _all_inputs(3, 3, batch_size=5) for r in batch.tolist()]
+    expected = [p for n in (1, 2, 3) for p in itertools.product(range(3), repeat=n)]
+    assert rows == expected
+
+
+def test_random_inputs_are_seeded_and_spread_over_lengths():
+    """Random inputs: `samples` of them, same for the same seed, every length present."""
+    def draw(seed):
+        return [tuple(r) for b in _random_inputs(4, 6, 3000, seed, 128) for r in b.tolist()]
+
+    first = draw(1)
+    assert len(first) == 3000 and first == draw(1) and first != draw(2)
+    counts = np.bincount([len(r) for r in first], minlength=7)[1:]
+    assert counts.min() > 3000 / 6 * 0.8
+    assert all(0 <= t < 4 for r in first for t in r)
+
+
+def test_exhaustive_none_samples_large_domains(monkeypatch):
+    """Over the exhaustive limit, exhaustive=None checks `samples` random inputs."""
+    monkeypatch.setattr(verify_module, "EXHAUSTIVE_LIMIT", 100)
+    report = rl.verify(rl.tokens + 1, [1, 2, 3], 5, samples=250)
+    assert not report.exhaustive and report.total == report.checked == 250 and report.ok
+    small = rl.verify(rl.tokens + 1, [1, 2, 3], 3)
+    assert small.exhaustive and small.checked == domain(3, 3)
+
+
+def test_broken_mlp_is_located(sort_unique):
+    """A zeroed MLP is reported with counterexamples and the node and layer it computes."""
+    program, model = sort_unique
+    broken = tampered(model, "blocks.0.mlp.W_out", lambda w: w * 0)
+    report = rl.verify(program, [1, 2, 3], 4, model=broken)
+    assert not report.ok and report.n_mismatches == domain(3, 4)
+    assert len(report.mismatches) == verify_module.MAX_REPORTED
+    first = report.mismatches[0]
+    assert first.expected == rl.evaluate(program, first.input)
+    assert first.got == broken.run([first.input])[0] != first.expected
+    div = first.divergence
+    assert (div.label, div.layer, div.sublayer) == ("target_pos", 0, "mlp")
+    assert "target_pos" in report.summary() and "MISMATCH" in report.summary()
+
+
+def test_broken_unembedding_has_no_divergence(sort_unique):
+    """When only the unembedding is wrong, every node in the residual stream agrees."""
+    program, model = sort_unique
+    broken = tampered(model, "unembed.W_U", lambda w: w[:, ::-1])
+    report = rl.verify(program, [1, 2, 3], 4, model=broken)
+    assert report.n_mismatches > 0
+    assert all(m.divergence is None for m in report.mismatches)
+    assert first_divergence(model, program, [3, 1, 2]) is None
+
+
+def test_numerical_outputs_compare_within_tolerance():
+    """A numerical output off by 1e-3 is a mismatch; off by 1e-9 it is not."""
+    program = make_frac_prevs(rl.tokens == "x")
+    model = rl.compile(program, ["x", "y"], 4)
+    assert rl.verify(program, ["x", "y"], 4, model=model).ok
+    close = tampered(model, "unembed.b_U", lambda b: b + 1e-9)
+    assert rl.verify(program, ["x", "y"], 4, model=close).ok
+    off = tampered(model, "unembed.b_U", lambda b: b + 1e-3)
+    report = rl.verify(program, ["x", "y"], 4, model=off)
+    assert report.n_mismatches == domain(2, 4)
+    assert report.mismatches[0].divergence is None
+
+
+def test_ctrl_c_returns_partial_report(monkeypatch):
+    """KeyboardInterrupt inside the batch loop stops it and returns what was checked."""
+    calls = []
+    original = verify_module._check_batch
+
+    def interrupted_on_third(checker, codes):
+        calls.append(len(codes))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(checker, codes)
+
+    monkeypatch.setattr(verify_module, "_check_batch", interrupted_on_third)
+    report = rl.verify(rl.tokens + 1, [1, 2, 3], 4, batch_size=10, exhaustive=True)
+    assert report.interrupted and not report.ok
+    assert report.checked == sum(calls[:2]) == 3 + 9  # batches of length 1, then 2
+    assert report.n_mismatches == 0 and "interrupted" in report.summary()
+
+
+def test_progress_bar_on_request_only(capsys, monkeypatch):
+    """The progress bar is drawn when asked (after the delay), never on a non-terminal."""
+    monkeypatch.setattr(verify_module, "PROGRESS_DELAY_S", 0.0)
+    rl.verify(rl.tokens + 1, [1, 2, 3], 4, progress=True)
+    assert "verify" in capsys.readouterr().err
+    rl.verify(rl.tokens + 1, [1, 2, 3], 4)  # stderr is captured: not a terminal
+    assert capsys.readouterr().err == ""
+
+
+def test_inputs_where_evaluate_raises_are_skipped():
+    """Inputs outside the program's domain (evaluate raises) are counted as skipped."""
+    report = rl.verify(rl.Map(lambda x: 10 // x, rl.tokens), [0, 1, 2], 3)
+    without_zero = domain(2, 3)
+    assert (report.checked, report.skipped) == (without_zero, domain(3, 3) - without_zero)
+    assert report.ok and "skipped" in report.summary()
+
+
+def test_model_must_match_the_request(sort_unique):
+    """A model compiled for another vocabulary, length or masking is refused by name."""
+    program, model = sort_unique
+    with pytest.raises(ValueError, match=r"tokens \[4\] are not in the model's vocabulary"):
+        rl.verify(program, [1, 2, 3, 4], 4, model=model)
+    with pytest.raises(ValueError, match="max_seq_len 5 exceeds the model's max_seq_len 4"):
+        rl.verify(program, [1, 2, 3], 5, model=model)
+    with pytest.raises(ValueError, match="compiled with causal=False"):
+        rl.verify(program, [1, 2, 3], 4, model=model, causal=True)
+    assert rl.verify(program, [1, 2], 3, model=model).ok  # a sub-domain is fine
+
+
+def test_causal_models_verify():
+    """Causal compilation is verified with causal evaluation."""
+    program = make_frac_prevs(rl.tokens == "x")
+    report = rl.verify(program, ["x", "y"], 5, causal=True)
+    assert report.ok and report.causal and report.model.config.causal
+
+
+def test_rasplang_verify_is_callable_and_a_module():
+    """`rasplang.verify(...)` works whether or not the module was imported first."""
+    assert callable(rl.verify) and rl.verify.VerifyReport is verify_module.VerifyReport
+    report = rl.verify(rl.tokens, ["a"], 2)
+    assert report.ok and report.compile_seconds is not None and report.seconds >= 0
