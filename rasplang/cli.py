@@ -12,6 +12,8 @@ import importlib
 import importlib.util
 import pathlib
 import sys
+import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,19 +116,154 @@ def _cmd_lib(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_model_file(target: str) -> bool:
+    """Whether ``run``'s target names a model file rather than a program SPEC."""
+    return target.endswith(".safetensors") or (
+        pathlib.Path(target).is_file() and not target.endswith(".py"))
+
+
+def load_model(path: str) -> Any:
+    """Load a model file, turning a missing or damaged file into a UsageError."""
+    from rasplang.backend.io import ModelFileError
+
+    if not pathlib.Path(path).is_file():
+        raise UsageError(f"no such file: {path}")
+    try:
+        return rasplang.load(path)
+    except ModelFileError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _domain(args: argparse.Namespace, entry: Any, spec: str) -> tuple[tuple[Any, ...], int]:
+    """``--vocab`` and ``--max-seq-len``, defaulting to the library entry's."""
+    vocab = parse_vocab(args.vocab) if args.vocab else (entry.vocab if entry else None)
+    max_seq_len = args.max_seq_len if args.max_seq_len is not None else (
+        entry.max_seq_len if entry else None)
+    if vocab is None or max_seq_len is None:
+        raise UsageError(f"{spec} is not a library program: give --vocab and --max-seq-len")
+    if max_seq_len < 1:
+        raise UsageError(f"--max-seq-len must be at least 1, got {max_seq_len}")
+    return vocab, max_seq_len
+
+
+def _show(values: Sequence[Any]) -> str:
+    """Values separated by spaces; floats with 6 significant digits."""
+    return " ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def _compile(program: Any, vocab: Sequence[Any], max_seq_len: int, causal: bool,
+             command: str) -> tuple[Any, float]:
+    """Compile, printing each CompilerWarning as one stderr line; returns (model, seconds)."""
+    from rasplang.backend import CompilerWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CompilerWarning)
+        start = time.perf_counter()
+        model = rasplang.compile(program, vocab, max_seq_len, causal=causal)
+        seconds = time.perf_counter() - start
+    for w in caught:
+        print(f"rasplang {command}: warning: {w.message}", file=sys.stderr)
+    return model, seconds
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    program, entry = load_program(args.spec)
+    if _is_model_file(args.target):
+        model = load_model(args.target)
+        xs = parse_input(args.input, model.config.vocab)
+        if len(xs) > model.config.max_seq_len:
+            raise UsageError(f"input has {len(xs)} tokens; the model takes at most "
+                             f"{model.config.max_seq_len}")
+        if args.program is None:
+            print(_show(model.run([xs])[0]))
+            return 0
+        program, _ = load_program(args.program)
+        return _print_both(model.run([xs])[0], rasplang.evaluate(
+            program, xs, causal=model.config.causal))
+    program, entry = load_program(args.target)
     vocab = parse_vocab(args.vocab) if args.vocab else (entry.vocab if entry else None)
     xs = parse_input(args.input, vocab)
     output = rasplang.evaluate(program, xs, causal=args.causal)
-    print(" ".join(str(v) for v in output))
+    if not args.compare:
+        print(" ".join(str(v) for v in output))
+        return 0
+    vocab = vocab if vocab is not None else tuple(dict.fromkeys(xs))
+    max_seq_len = max(len(xs), entry.max_seq_len if entry else 1)
+    model, _ = _compile(program, vocab, max_seq_len, args.causal, "run")
+    return _print_both(model.run([xs])[0], output)
+
+
+def _print_both(got: Sequence[Any], expected: Sequence[Any]) -> int:
+    """The model's output above the program's; status 1 when they differ."""
+    from rasplang.verify import _same
+
+    print(f"model:   {_show(got)}")
+    print(f"program: {_show(expected)}")
+    numerical = any(isinstance(v, float) for v in got)
+    same = len(got) == len(expected) and all(
+        _same(g, e, numerical and isinstance(g, float)) for g, e in zip(got, expected))
+    return 0 if same else 1
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    program, entry = load_program(args.spec)
+    vocab, max_seq_len = _domain(args, entry, args.spec)
+    model, seconds = _compile(program, vocab, max_seq_len, args.causal, "compile")
+    cfg = model.config
+    print(f"compiled {args.spec}: {cfg.n_layers} layers, d_model {cfg.d_model}, "
+          f"{cfg.n_heads} heads of width {cfg.d_head}, d_mlp {cfg.d_mlp}, "
+          f"{model.n_params:,} parameters in {seconds * 1000:.1f} ms")
+    if args.output:
+        try:
+            path = model.save(args.output)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+        print(f"wrote {path}")
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    program, entry = load_program(args.spec)
+    vocab, max_seq_len = _domain(args, entry, args.spec)
+    if args.model:
+        model, seconds = load_model(args.model), None
+    else:
+        model, seconds = _compile(program, vocab, max_seq_len, args.causal, "verify")
+    exhaustive = True if args.exhaustive else (False if args.samples is not None else None)
+    try:
+        report = rasplang.verify(program, vocab, max_seq_len, model=model, causal=args.causal,
+                                 exhaustive=exhaustive, samples=args.samples or 10_000,
+                                 seed=args.seed)
+    except ValueError as exc:  # the model file does not fit the request
+        raise UsageError(str(exc)) from exc
+    if seconds is not None:
+        report.compile_seconds = seconds
+    print(report.summary())
+    if report.interrupted:
+        return 130
+    return 0 if report.ok else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rasplang.demo import main as demo_main
 
     return demo_main([])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_domain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocab", help="comma-separated vocabulary (default: the library's)")
+    p.add_argument("--max-seq-len", type=_positive_int,
+                   help="longest input (default: the library's)")
+    p.add_argument("--causal", action="store_true", help="compile with causal attention")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,14 +277,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lib", help="list the library programs")
     p.set_defaults(fn=_cmd_lib)
 
-    p = sub.add_parser("run", help="run a program on one input")
-    p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
+    p = sub.add_parser("run", help="run a program, or a model file, on one input")
+    p.add_argument("target", metavar="SPEC_OR_MODEL_FILE",
+                   help="library name, module:attr, path/to/file.py:attr, or model.safetensors")
     p.add_argument("--input", required=True, help='tokens separated by spaces, e.g. "a b c"')
     p.add_argument("--vocab", help="comma-separated vocabulary, e.g. a,b,c")
     p.add_argument("--causal", action="store_true", help="mask selectors causally")
+    p.add_argument("--compare", action="store_true",
+                   help="for a SPEC: also compile it and print the model's output above")
+    p.add_argument("--program", metavar="SPEC",
+                   help="for a model file: also print this program's output below")
     p.set_defaults(fn=_cmd_run)
 
-    p = sub.add_parser("demo", help="the README's demo")
+    p = sub.add_parser("compile", help="compile a program into a model file")
+    p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
+    _add_domain(p)
+    p.add_argument("-o", "--output", help="write the model to this .safetensors file")
+    p.set_defaults(fn=_cmd_compile)
+
+    p = sub.add_parser("verify", help="check a compiled model against its program")
+    p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
+    _add_domain(p)
+    p.add_argument("--model", help="verify this model file (default: compile SPEC)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--exhaustive", action="store_true", help="check every input")
+    how.add_argument("--samples", type=_positive_int, help="check this many random inputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.set_defaults(fn=_cmd_verify)
+
+    p = sub.add_parser("demo", help="compile, run and verify library programs; one table")
     p.set_defaults(fn=_cmd_demo)
     return parser
 
@@ -164,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (rasplang.EvaluationError, rasplang.AnalysisError) as exc:
         print(f"rasplang {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except rasplang.UnsupportedProgramError as exc:
+        print(f"rasplang {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -67,3 +67,131 @@ def test_parse_helpers():
     assert parse_vocab("a,b") == ("a", "b")
     assert parse_input("1 2", (1, 2)) == [1, 2]
     assert parse_input("x 3", None) == ["x", 3]
+
+
+# ------------------------------------------------- compile, run a model, verify, demo
+
+
+@pytest.fixture
+def model_file(tmp_path, capsys):
+    path = tmp_path / "sort.safetensors"
+    assert run(capsys, "compile", "sort_unique", "-o", str(path))[0] == 0
+    assert path.is_file()
+    return path
+
+
+def test_compile_prints_shape_and_writes_file(capsys, tmp_path):
+    """`rasplang compile` prints layers, width, parameters and time, and writes the file."""
+    path = tmp_path / "hist.safetensors"
+    code, out, err = run(capsys, "compile", "rasplang.lib:make_hist", "--vocab", "a,b",
+                         "--max-seq-len", "4", "-o", str(path))
+    assert code == 0 and err == ""
+    assert "1 layers, d_model" in out and "parameters in" in out and f"wrote {path}" in out
+    import rasplang as rl
+
+    assert rl.load(path).run([["a", "b", "a"]]) == [[2, 1, 2]]
+
+
+def test_compile_warnings_are_one_line(capsys, tmp_path):
+    """A CompilerWarning is one stderr line; compilation goes on."""
+    code, out, err = run(capsys, "compile", "sort_unique")
+    assert code == 0 and "compiled sort_unique" in out
+    assert err.startswith("rasplang compile: warning: sort: categorical Aggregate")
+    assert err.count("\n") == 1
+
+
+def test_run_model_file(capsys, model_file):
+    """`rasplang run model.safetensors` prints the model's decoded output."""
+    assert run(capsys, "run", str(model_file), "--input", "3 1 2")[:2] == (0, "1 2 3\n")
+
+
+def test_run_model_file_beside_program(capsys, model_file):
+    """--program prints the program's output below the model's; both agree."""
+    code, out, _ = run(capsys, "run", str(model_file), "--input", "5 4", "--program",
+                       "sort_unique")
+    assert code == 0 and out == "model:   4 5\nprogram: 4 5\n"
+
+
+def test_run_compare_compiles_the_program(capsys):
+    """--compare compiles a SPEC and prints the model's output above the program's."""
+    code, out, _ = run(capsys, "run", "frac_prevs", "--input", "x y x", "--compare")
+    assert code == 0
+    assert out == "model:   1 0.5 0.666667\nprogram: True 0.5 0.666667\n"
+
+
+def test_verify_library_program(capsys):
+    """`rasplang verify` prints the report and exits 0 when the model is exact."""
+    code, out, _ = run(capsys, "verify", "hist", "--exhaustive")
+    assert code == 0 and "1,364 of 1,364 inputs" in out and out.rstrip().endswith("OK")
+    code, out, _ = run(capsys, "verify", "sort_unique", "--vocab", "1,2,3,4,5",
+                       "--max-seq-len", "7", "--samples", "500", "--seed", "3")
+    assert code == 0 and "500 of 500 inputs (random inputs" in out
+
+
+def test_verify_mismatch_exits_1(capsys, tmp_path, monkeypatch):
+    """A model file that disagrees with the program: the report, then exit status 1."""
+    import rasplang as rl
+
+    model = rl.compile(rl.tokens + 1, [1, 2], 3)
+    model.weights["unembed.W_U"] = model.weights["unembed.W_U"][:, ::-1].copy()
+    path = tmp_path / "wrong.safetensors"
+    model.save(path)
+    prog = tmp_path / "prog.py"
+    prog.write_text("import rasplang as rl\nsucc = rl.tokens + 1\n")
+    code, out, _ = run(capsys, "verify", f"{prog}:succ", "--vocab", "1,2", "--max-seq-len",
+                       "3", "--model", str(path))
+    assert code == 1 and "14 mismatches" in out and "MISMATCH" in out
+    assert "input [1]: expected [2], got [3]" in out
+
+
+def test_verify_refused_program_exits_1(capsys):
+    """A program the compiler refuses: its problems on stderr, exit status 1."""
+    code, out, err = run(capsys, "verify", "dyck1")
+    assert code == 1 and out == ""
+    assert "cannot compile 2 node(s)" in err and "n_opens" in err
+
+
+def test_demo_prints_one_table(capsys):
+    """`rasplang demo` compiles, runs and verifies library programs with zero mismatches."""
+    code, out, _ = run(capsys, "demo")
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("program"))
+    for column in ("layers", "d_model", "params", "compile ms", "inputs verified",
+                   "mismatches"):
+        assert column in header
+    row = next(line for line in out.splitlines() if line.startswith("sort_unique "))
+    assert "[1 2 3 5]" in row and "3,905 all" in row and row.endswith(" 0")
+    assert "not compiled" in out and ", 0 mismatches" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "missing.safetensors", "--input", "a"], "no such file: missing.safetensors"),
+        (["compile", "rasplang.lib:make_hist"], "give --vocab and --max-seq-len"),
+        (["compile", "nope"], "unknown program 'nope'"),
+        (["compile", "hist", "--vocab", "a,a"], "a token is listed twice"),
+        (["verify", "hist", "--model", "absent.safetensors"], "no such file"),
+        (["compile", "hist", "-o", "/nonexistent-dir/m.safetensors"], "cannot write"),
+    ],
+)
+def test_new_commands_user_errors(capsys, argv, message):
+    """Bad arguments to compile/run/verify: one line on stderr, exit status 2."""
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_model_file_user_errors(capsys, model_file, tmp_path):
+    """A damaged model file, a token outside its vocabulary, an input too long: exit 2."""
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(model_file.read_bytes()[:100])
+    for argv, message in [
+        (["run", str(damaged), "--input", "1"], "damaged.safetensors: "),
+        (["run", str(model_file), "--input", "1 9"], "token '9' at position 1"),
+        (["run", str(model_file), "--input", "1 2 3 4 5 1"], "the model takes at most 5"),
+        (["verify", "sort_unique", "--model", str(model_file), "--max-seq-len", "6"],
+         "exceeds the model's max_seq_len 5"),
+    ]:
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
