@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-browser demo docs lint bench clean
+.PHONY: test test-browser test-interop fuzz demo docs lint bench clean
 
 # Create .venv when missing and (re)install the package with the extras the tests,
 # the docs and the figures need, whenever pyproject.toml changes.
@@ -26,6 +26,22 @@ test-browser: $(STAMP)
 	apt-get install -y --no-install-recommends chromium graphviz || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium graphviz)
 	$(VENV)/bin/pytest tests/docs -q
+
+# TransformerLens export tests. CPU torch first: a plain `torch` requirement pulls a
+# multi-GB CUDA build on Linux. Here torch==2.13.0 is a local CPU wheel; elsewhere run
+# make test-interop TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?=
+test-interop: $(STAMP)
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
+	$(PY) -m pip install --quiet -e ".[transformer-lens]"
+	$(VENV)/bin/pytest tests/interop -q
+
+# A longer fuzz campaign: COUNT random programs per masking, seeded by SEED.
+COUNT ?= 2000
+SEED  ?= 0
+fuzz: $(STAMP)
+	$(PY) tests/differential/test_fuzz.py --count $(COUNT) --seed $(SEED)
 
 demo: $(STAMP)
 	$(PY) -m rasplang.demo
