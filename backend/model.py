@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 from rasplang.backend.encoders import InputEncoder, OutputEncoder
-from rasplang.backend.forward import forward
+from rasplang.backend.forward import forward, trimmed
 
 
 @attrs.frozen
@@ -112,10 +112,11 @@ class CompiledModel:
 
         return to_transformer_lens(self, **kwargs)
 
-    def _weights_for(self, xp: Any, dtype: Any) -> dict[str, Any]:
-        key = (xp.__name__, np.dtype(dtype).str)
+    def _weights_for(self, xp: Any, dtype: Any, trim: bool = False) -> dict[str, Any]:
+        key = (xp.__name__, np.dtype(dtype).str, trim)
         if key not in self._cache:
-            self._cache[key] = {k: xp.asarray(v, dtype=dtype) for k, v in self.weights.items()}
+            source = trimmed(self.weights, self.config.n_layers) if trim else self.weights
+            self._cache[key] = {k: xp.asarray(v, dtype=dtype) for k, v in source.items()}
         return self._cache[key]
 
     def apply(self, tokens: Sequence[Any], *, dtype: Any = np.float64, xp: Any = np,
@@ -144,7 +145,7 @@ class CompiledModel:
         lengths = [len(s) for s in batch]
         for n in lengths:
             self._check_length(n)
-        weights = self._weights_for(xp, dtype)
+        weights = self._weights_for(xp, dtype, trim=True)
         out: list[list[Any]] = []
         bos = self.config.bos
         for start in range(0, len(batch), chunk):
