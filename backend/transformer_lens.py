@@ -15,6 +15,7 @@ padding; TransformerLens must not prepend its own BOS, hence
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,12 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
 
     tl = _import_transformer_lens()
     config = transformer_lens_config(model, dtype=dtype, device=device)
-    hooked = tl.HookedTransformer(config)
+    with warnings.catch_warnings():
+        # TransformerLens 3 deprecates HookedTransformer in favour of TransformerBridge,
+        # which wraps HuggingFace checkpoints; a compiled model is not one.
+        warnings.filterwarnings("ignore", "HookedTransformer is deprecated",
+                                DeprecationWarning)
+        hooked = tl.HookedTransformer(config)
     state = {name: torch.as_tensor(np.asarray(w), dtype=config.dtype, device=device)
              for name, w in model.weights.items()}
     missing, unexpected = hooked.load_state_dict(state, strict=False)
