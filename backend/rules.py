@@ -41,11 +41,14 @@ def backend_problems(analysis: Analysis, causal: bool) -> list[tuple[str, str]]:
         problems.append((labels[analysis.program],
                          f"the program's output is a {type(analysis.program).__name__}; "
                          "only an SOp can be compiled"))
-    consumers: dict[SOp, int] = {}
+    # Categorical SOps that read each SOp directly (a numerical None is encoded as an
+    # unspecified number, which only numerical consumers may carry on).
+    categorical_readers: dict[SOp, list[SOp]] = {}
     for node in analysis.nodes:
-        for child in node.children:
-            if isinstance(child, SOp):
-                consumers[child] = consumers.get(child, 0) + 1
+        if isinstance(node, SOp) and not is_num(node):
+            for child in node.children:
+                if isinstance(child, SOp):
+                    categorical_readers.setdefault(child, []).append(node)
     for node in analysis.nodes:
         label = labels[node]
         if isinstance(node, LengthType) and causal:
@@ -75,9 +78,10 @@ def backend_problems(analysis: Analysis, causal: bool) -> list[tuple[str, str]]:
                                             "numbers"))
         if isinstance(node, Map) and is_num(node.inner) and not analysis.value_sets[node.inner]:
             problems.append((label, f"input {labels[node.inner]!r} has no values"))
-        if (isinstance(node, SOp) and is_num(node) and consumers.get(node)
+        if (isinstance(node, SOp) and is_num(node) and categorical_readers.get(node)
                 and None in analysis.value_sets[node]):
-            problems.append((label, "numerical SOp that can be None (e.g. an Aggregate with "
-                                    "default None) feeds other nodes; a number cannot encode "
-                                    "None: give it a numeric default"))
+            reader = labels[categorical_readers[node][0]]
+            problems.append((label, f"numerical SOp that can be None feeds the categorical "
+                                    f"{reader!r}; a number cannot encode None (give the "
+                                    "Aggregate upstream a numeric default)"))
     return problems
