@@ -202,7 +202,7 @@ class _Builder:
                 if type(t) is type(x):
                     continue
                 other = _safe(f, t)
-                if not (other == y and type(other) is type(y)):
+                if other != y:
                     self.problems.append((label, f"f({x!r}) = {y!r} but f({t!r}) = {other!r}; "
                                                  "a numerical input cannot tell them apart"))
                     return

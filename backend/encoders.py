@@ -33,8 +33,11 @@ class InputEncoder:
         return len(self.vocab) + 1
 
     def encode(self, sequences: Sequence[Sequence[Any]], length: int | None = None,
-               ) -> np.ndarray:
-        """[B, T] ids for sequences that already start with BOS, padded with PAD."""
+               first_position: int = 0) -> np.ndarray:
+        """[B, T] ids for sequences that already start with BOS, padded with PAD.
+
+        Errors count positions from ``first_position`` (-1: the user's input had no BOS).
+        """
         table = self.encoding_map
         t = length if length is not None else max((len(s) for s in sequences), default=0)
         ids = np.full((len(sequences), t), self.pad_id, dtype=np.int64)
@@ -44,7 +47,8 @@ class InputEncoder:
                     ids[b, p] = table[tok]
                 except (KeyError, TypeError):
                     raise ValueError(
-                        f"token {tok!r} at position {p} of sequence {b} is not in the "
+                        f"token {tok!r} at position {p + first_position} of sequence {b} "
+                        "is not in the "
                         f"vocabulary {list(self.vocab)} (nor BOS {self.bos!r} / PAD "
                         f"{self.pad!r})") from None
         return ids

@@ -150,7 +150,8 @@ class CompiledModel:
         bos = self.config.bos
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
-            ids = xp.asarray(self.input_encoder.encode([[bos, *s] for s in part]))
+            ids = xp.asarray(self.input_encoder.encode([[bos, *s] for s in part],
+                                                       first_position=-1))
             logits, _ = forward(weights, self.config, ids, xp)
             decoded = self.output_encoder.decode(_to_numpy(logits)[:, 1:])
             out += [row[:len(s)] for row, s in zip(decoded.tolist(), part)]
