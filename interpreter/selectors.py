@@ -17,7 +17,6 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from rasplang.graph import topological_order
 from rasplang.nodes import (
     ConstantSelector,
     Select,
@@ -47,9 +46,29 @@ class SelectorProgram:
     constants: tuple[ConstantSelector, ...]
 
 
+def _selector_order(root: Selector) -> list[Selector]:
+    """The selector nodes under ``root``, children first, not entering SOps (iterative)."""
+    order: list[Selector] = []
+    seen: set[Selector] = set()
+    stack: list[tuple[Selector, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        if isinstance(node, (SelectorAnd, SelectorOr, SelectorNot)):
+            stack.extend((child, False) for child in reversed(node.children)
+                         if child not in seen)
+    return order
+
+
 def compile_selector(root: Selector) -> SelectorProgram:
     """Flatten the selector DAG under ``root`` into a `SelectorProgram`."""
-    order = [n for n in topological_order(root) if isinstance(n, Selector)]
+    order = _selector_order(root)
     register: dict[Selector, int] = {}
     leaves: list[Select] = []
     constants: list[ConstantSelector] = []

@@ -1,0 +1,144 @@
+"""Compiler speed and model size, and forward throughput of compiled models.
+
+Run: ``.venv/bin/python -m pytest benchmarks/bench_compiler.py --benchmark-only``.
+``python benchmarks/bench_compiler.py`` prints the tables of docs/performance.md
+(compile time, n_layers, d_model, d_mlp, parameters; throughput in sequences/s with the
+achieved FLOP/s beside a plain numpy matmul's).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from rasplang.backend import CompilerWarning, compile
+
+import rasplang as rl
+from rasplang import lib
+
+#: The programs and vocabularies of the tracr reference table in the issue.
+PROGRAMS = {
+    "length": (lib.make_length, tuple("abcd")),
+    "reverse": (lambda n: lib.make_reverse(rl.tokens), tuple("abcd")),
+    "hist": (lambda n: lib.make_hist(), tuple("abcd")),
+    "sort": (lambda n: lib.make_sort(rl.tokens, rl.tokens, max_seq_len=n, min_key=1),
+             (1, 2, 3, 4, 5)),
+    "sort_freq": (lambda n: lib.make_sort_freq(max_seq_len=n), (1, 2, 3)),
+    "frac_prevs": (lambda n: lib.make_frac_prevs(rl.tokens == "x"), ("x", "y", "z")),
+    "shuffle_dyck2": (lambda n: lib.make_shuffle_dyck2(), tuple("(){}a")),
+}
+PROGRAMS["length"] = (lambda n: lib.make_length(), tuple("abcd"))
+SIZES = (5, 10, 20, 40, 64)
+
+
+def _compile(name: str, n: int):
+    build, vocab = PROGRAMS[name]
+    program = build(n)
+    vocab = vocab if not (name == "shuffle_dyck2" and n >= 40) else tuple("(){}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompilerWarning)
+        return program, vocab, compile(program, vocab, n)
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_compile_time(benchmark, name, n):
+    """Wall time of rasplang.compile (analysis included)."""
+    program, vocab, model = _compile(name, n)
+    benchmark.extra_info.update(d_model=model.config.d_model, n_layers=model.config.n_layers,
+                                params=model.n_params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompilerWarning)
+        benchmark.pedantic(compile, args=(program, vocab, n), rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("batch", [256, 4096])
+@pytest.mark.parametrize("n", [10, 64])
+@pytest.mark.parametrize("name", ["sort", "hist", "reverse"])
+def test_run_throughput(benchmark, name, n, batch, dtype):
+    """model.run on full-length random inputs; extra_info has sequences/s."""
+    _, vocab, model = _compile(name, n)
+    rng = np.random.default_rng(0)
+    xs = [[vocab[i] for i in rng.integers(0, len(vocab), n)] for _ in range(batch)]
+    model.run(xs[:2], dtype=dtype)  # weights converted and trimmed once
+    benchmark.extra_info["batch"] = batch
+    benchmark.pedantic(model.run, args=(xs,), kwargs={"dtype": dtype}, rounds=3, iterations=1)
+
+
+# ------------------------------------------------------------------ tables for the docs
+
+
+def forward_flops(model, batch: int, t: int) -> float:
+    """Multiply-adds x 2 of one trimmed forward pass on [batch, t] (what run executes)."""
+    from rasplang.backend.forward import trimmed
+
+    w = trimmed(model.weights, model.config.n_layers)
+    rows = batch * t
+    flops = 0.0
+    for i in range(model.config.n_layers):
+        p = f"blocks.{i}."
+        h, d, e_qk = w[p + "attn.W_Q"].shape
+        e_ov = w[p + "attn.W_V"].shape[2]
+        flops += 2 * rows * d * h * (2 * e_qk + 2 * e_ov)  # Q, K, V, O projections
+        flops += 2 * batch * h * t * t * (e_qk + e_ov)     # scores and pattern @ V
+        flops += 4 * rows * d * w[p + "mlp.W_in"].shape[1]
+    return flops + 2 * rows * d * w["unembed.W_U"].shape[1]
+
+
+def _time(fn, repeat: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    """Print the markdown tables."""
+    print("| program | max_seq_len | compile s | n_layers | d_model | d_mlp | n_heads x d_head "
+          "| parameters | unpadded parameters |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    sizes = [int(a) for a in sys.argv[1:]] or SIZES
+    for name in PROGRAMS:
+        for n in sizes:
+            t = time.perf_counter()
+            _, _, m = _compile(name, n)
+            dt = time.perf_counter() - t
+            c = m.config
+            print(f"| {name} | {n} | {dt:.3f} | {c.n_layers} | {c.d_model} | {c.d_mlp} | "
+                  f"{c.n_heads} x {c.d_head} | {m.n_params:,} | {unpadded(m):,} |", flush=True)
+    a = np.random.default_rng(0).random((4096, 512))
+    b = np.random.default_rng(1).random((512, 512))
+    peak = {dt: 2 * 4096 * 512 * 512 / _time(lambda dt=dt: a.astype(dt) @ b.astype(dt))
+            for dt in (np.float32, np.float64)}
+    print("\n| program | max_seq_len | batch | dtype | sequences/s | GFLOP/s | numpy matmul "
+          "GFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("sort", "hist", "reverse"):
+        for n in (10, 64):
+            _, vocab, m = _compile(name, n)
+            rng = np.random.default_rng(0)
+            for batch in (256, 4096):
+                xs = [[vocab[i] for i in rng.integers(0, len(vocab), n)] for _ in range(batch)]
+                for dt in (np.float32, np.float64):
+                    m.run(xs[:2], dtype=dt)
+                    sec = _time(lambda xs=xs, dt=dt, m=m: m.run(xs, dtype=dt))
+                    gf = forward_flops(m, batch, n + 1) / sec / 1e9
+                    print(f"| {name} | {n} | {batch} | {np.dtype(dt).name} | {batch / sec:,.0f} "
+                          f"| {gf:.1f} | {peak[dt] / 1e9:.1f} |", flush=True)
+
+
+def unpadded(model) -> int:
+    """Parameters without padding: each head and MLP unit at its own size."""
+    from rasplang.backend.forward import trimmed
+
+    return int(sum(v.size for v in trimmed(model.weights, model.config.n_layers).values()))
+
+
+if __name__ == "__main__":
+    main()
