@@ -418,7 +418,7 @@ def _decode(vector: np.ndarray, label: str, value_set: Sequence[Any], numerical:
         return _UNREADABLE if i is None else float(vector[i])
     found = [(where[f"{label}:{v}"], v) for v in value_set
              if v is not None and f"{label}:{v}" in where]
-    if not found:
+    if not found or len({i for i, _ in found}) < len(found):  # none, or ambiguous names
         return _UNREADABLE
     coords = vector[[i for i, _ in found]]
     best = int(np.argmax(coords))
