@@ -40,6 +40,8 @@ EXHAUSTIVE_LIMIT = 10**6
 MAX_REPORTED = 20
 #: Numerical outputs agree when ``|got - expected| <= tol * max(1, |expected|)``.
 NUMERICAL_TOLERANCE = 1e-6
+#: Largest attention-score tensor (elements) one forward call may build.
+FORWARD_ELEMENTS = 1 << 22
 #: The progress bar appears only after this many seconds (and only on a terminal).
 PROGRESS_DELAY_S = 1.0
 
@@ -285,12 +287,23 @@ class _Checker:
         self._analysis: Any = None
 
     def logits(self, codes: np.ndarray) -> np.ndarray:
-        """The model's output logits ``[b, n, d_vocab_out]`` (BOS dropped)."""
-        ids = np.empty((codes.shape[0], codes.shape[1] + 1), dtype=np.int64)  # (b, 1 + n)
-        ids[:, 0] = self.bos_id
-        ids[:, 1:] = self.token_ids[codes]
-        logits, _ = self.forward(self.weights, self.model.config, ids, np)
-        return np.asarray(logits)[:, 1:]  # (b, n, d_vocab_out)
+        """The model's output logits ``[b, n, d_vocab_out]`` (BOS dropped).
+
+        Runs the forward pass on slices whose attention scores ``[b, H, T, T]`` stay
+        under `FORWARD_ELEMENTS`, so long sequences do not blow up memory.
+        """
+        cfg = self.model.config
+        n_pos = codes.shape[1] + 1
+        step = max(1, FORWARD_ELEMENTS // (max(1, cfg.n_heads) * n_pos * n_pos))
+        parts = []
+        for start in range(0, len(codes), step):
+            part = codes[start:start + step]
+            ids = np.empty((part.shape[0], n_pos), dtype=np.int64)  # (b, 1 + n)
+            ids[:, 0] = self.bos_id
+            ids[:, 1:] = self.token_ids[part]
+            logits, _ = self.forward(self.weights, cfg, ids, np)
+            parts.append(np.asarray(logits)[:, 1:])  # (b, n, d_vocab_out)
+        return np.concatenate(parts)
 
     def check(self, codes: np.ndarray) -> tuple[np.ndarray, int]:
         """Rows that disagree, and the number of rows skipped (evaluate raises there)."""
