@@ -261,7 +261,7 @@ class _Checker:
     """The program's interpreter plan and the model's weights, ready to compare batches."""
 
     def __init__(self, plan: Any, model: Any):
-        from rasplang.backend.forward import forward
+        from rasplang.backend.forward import forward, trimmed
 
         cfg = model.config
         if bool(cfg.causal) != plan.causal:
@@ -278,7 +278,11 @@ class _Checker:
         self.plan = plan
         self.model = model
         self.forward = forward
-        self.weights = {k: np.asarray(v) for k, v in model.weights.items()}
+        # The weights `CompiledModel.run` uses: padding heads and units dropped.
+        self.weights = trimmed({k: np.asarray(v) for k, v in model.weights.items()},
+                               cfg.n_layers)
+        self.n_heads = max(w.shape[0] for k, w in self.weights.items() if k.endswith("W_Q")) \
+            if cfg.n_layers else 1
         self.token_ids = np.array([ids[t] for t in plan.vocab], dtype=np.int64)
         self.bos_id = model.input_encoder.bos_id
         self.numerical = cfg.output_encoding == "numerical"
@@ -294,7 +298,7 @@ class _Checker:
         """
         cfg = self.model.config
         n_pos = codes.shape[1] + 1
-        step = max(1, FORWARD_ELEMENTS // (max(1, cfg.n_heads) * n_pos * n_pos))
+        step = max(1, FORWARD_ELEMENTS // (self.n_heads * n_pos * n_pos))
         parts = []
         for start in range(0, len(codes), step):
             part = codes[start:start + step]
