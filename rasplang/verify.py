@@ -170,6 +170,8 @@ def verify(
         raise ValueError(f"max_seq_len must be at least 1, got {max_seq_len}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if samples < 0:
+        raise ValueError(f"samples must be non-negative, got {samples}")
     plan = Plan(program, vocab, max_seq_len, causal)
     compile_seconds = None
     if model is None:
@@ -183,8 +185,6 @@ def verify(
     domain = sum(n_vocab**n for n in range(1, max_seq_len + 1))
     if exhaustive is None:
         exhaustive = domain <= EXHAUSTIVE_LIMIT
-    if samples < 0:
-        raise ValueError(f"samples must be non-negative, got {samples}")
     if exhaustive:
         batches, total = _all_inputs(n_vocab, max_seq_len, batch_size), domain
     else:
