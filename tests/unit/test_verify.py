@@ -174,3 +174,15 @@ def test_rasplang_verify_is_callable_and_a_module():
     assert callable(rl.verify) and rl.verify.VerifyReport is verify_module.VerifyReport
     report = rl.verify(rl.tokens, ["a"], 2)
     assert report.ok and report.compile_seconds is not None and report.seconds >= 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_seq_len": 0}, "max_seq_len must be at least 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+    ({"samples": -1}, "samples must be non-negative, got -1"),
+])
+def test_bad_arguments(kwargs, message):
+    """Out-of-range arguments are refused before any compilation, naming the argument."""
+    args = {"max_seq_len": 3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        rl.verify(rl.tokens, ["a"], **args)
