@@ -28,6 +28,7 @@ from fractions import Fraction
 from typing import Any
 
 import attrs
+import numpy as np
 
 from rasplang.graph import topological_order, unique_labels
 from rasplang.nodes import (
@@ -53,9 +54,13 @@ from rasplang.nodes import (
     get_encoding,
 )
 
-#: Largest value set the analysis builds for one node (numerical Aggregate means,
-#: SequenceMap products). Past it, `analyze` raises `ValueSetTooLarge` naming the node.
+#: Largest value set the analysis builds for one node by enumeration in Python
+#: (numerical Aggregate means, Map and SequenceMap results). Past it, `analyze` raises
+#: `ValueSetTooLarge` naming the node.
 MAX_VALUE_SET_SIZE = 100_000
+#: Largest number of input pairs a numerical LinearSequenceMap enumerates (with numpy:
+#: the sum of two independent means can take about a million values at length 64).
+MAX_LINEAR_PAIRS = 20_000_000
 
 
 class AnalysisError(ValueError):
@@ -78,8 +83,13 @@ class UnsupportedProgramError(NotImplementedError):
         super().__init__(f"cannot compile {len(self.problems)} node(s):\n{lines}")
 
 
+_PLAIN_NUMBERS = frozenset({int, float, bool})
+
+
 def sort_key(value: Any) -> tuple[int, Any]:
     """A total order over mixed values: None, then numbers, then str, then the rest."""
+    if type(value) in _PLAIN_NUMBERS:  # fast path for the large numeric sets
+        return (1, value)
     if value is None:
         return (0, 0)
     if isinstance(value, numbers.Real):
@@ -91,7 +101,23 @@ def sort_key(value: Any) -> tuple[int, Any]:
 
 def sorted_values(values: Iterable[Value]) -> tuple[Value, ...]:
     """Deduplicate (by ``==``/hash, as a set does) and sort with `sort_key`."""
-    return tuple(sorted(set(values), key=sort_key))
+    unique = set(values)
+    if all(type(v) in _PLAIN_NUMBERS for v in unique):
+        return tuple(sorted(unique))  # the same order, without a key per value
+    return tuple(sorted(unique, key=sort_key))
+
+
+def distinct_typed(values: Iterable[Value]) -> tuple[Value, ...]:
+    """Deduplicate keeping values that are equal but of different types (1, 1.0, True)."""
+    return tuple({(type(v), v): v for v in values}.values())
+
+
+def type_collisions(values: Iterable[Value]) -> tuple[tuple[Value, ...], ...]:
+    """Groups of values that compare equal but differ in type, e.g. ``(0, False)``."""
+    groups: dict[Value, list[Value]] = {}
+    for v in distinct_typed(values):
+        groups.setdefault(v, []).append(v)
+    return tuple(tuple(g) for g in groups.values() if len(g) > 1)
 
 
 @attrs.frozen
@@ -107,6 +133,12 @@ class Analysis:
     encodings: dict[SOp, Encoding]
     dropped: dict[SOp, tuple[str, ...]]
     spread_aggregates: tuple[SOp, ...]
+    #: Categorical SOps that can take values equal under ``==`` but of different types
+    #: (``1``, ``1.0``, ``True``): one value in ``value_sets``, so one direction in a
+    #: compiled model. `validate` refuses consumers whose function tells them apart.
+    type_collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = attrs.field(factory=dict)
+    #: Each SOp's values without merging equal values of different types.
+    typed_values: dict[SOp, tuple[Value, ...]] = attrs.field(factory=dict)
 
     def value_set(self, node: SOp) -> tuple[Value, ...]:
         """The sorted values ``node`` can take."""
@@ -129,6 +161,10 @@ class Analysis:
             f"{self.labels[node]}: categorical Aggregate may select several different values"
             for node in self.spread_aggregates
         ]
+        notes += [
+            f"{self.labels[node]}: values {list(group)} compare equal but differ in type"
+            for node, groups in self.type_collisions.items() for group in groups
+        ]
         return notes
 
 
@@ -138,6 +174,7 @@ class _Inference:
         self.max_seq_len = max_seq_len
         self.labels = labels
         self.sets: dict[SOp, tuple[Value, ...]] = {}
+        self.typed: dict[SOp, tuple[Value, ...]] = {}
         self.dropped: dict[SOp, list[str]] = {}
         self.spread: list[SOp] = []
 
@@ -149,21 +186,46 @@ class _Inference:
             )
 
     def apply(self, node: SOp, fn, args: Iterable[tuple[Value, ...]]) -> tuple[Value, ...]:
-        out: set[Value] = set()
+        """``fn`` over every argument tuple: the distinct (typed) results."""
+        out: dict[tuple[type, Value], Value] = {}
         drops = self.dropped.setdefault(node, [])
         for arg in args:
-            if any(a is None for a in arg):
-                out.add(None)
+            if None in arg:
+                out[type(None), None] = None
                 continue
             try:
-                out.add(fn(*arg))
+                value = fn(*arg)
+                out[type(value), value] = value
             except Exception as exc:  # evaluate would raise there too: drop, note it
                 if len(drops) < 10:
                     shown = ", ".join(repr(a) for a in arg)
                     drops.append(f"f({shown}) raised {type(exc).__name__}: {exc}; value dropped")
         if not drops:
             del self.dropped[node]
-        return sorted_values(out)
+        self.check_size(node, len(out))
+        return tuple(out.values())
+
+    def linear(self, node: LinearSequenceMap) -> tuple[Value, ...] | None:
+        """Numerical LinearSequenceMap of numbers: all sums at once with numpy.
+
+        ``fst_fac * x + snd_fac * y`` in float64 is what Python computes for floats, and
+        equal in value for ints; the set can be large (two independent means).
+        """
+        xs, ys = self.sets[node.fst], self.sets[node.snd]
+        if get_encoding(node) is not Encoding.NUMERICAL or not all(
+            isinstance(v, numbers.Real) for v in (*xs, *ys)
+        ):
+            return None
+        if len(xs) * len(ys) > MAX_LINEAR_PAIRS:
+            raise ValueSetTooLarge(
+                f"LinearSequenceMap {self.labels[node]!r}: {len(xs)} x {len(ys)} input "
+                f"values exceed MAX_LINEAR_PAIRS={MAX_LINEAR_PAIRS}"
+            )
+        sums = np.add.outer(
+            node.fst_fac * np.asarray(xs, dtype=np.float64),
+            node.snd_fac * np.asarray(ys, dtype=np.float64),
+        )
+        return tuple(np.unique(sums).tolist())
 
     def infer(self, node: SOp) -> tuple[Value, ...]:
         if isinstance(node, TokensType):
@@ -179,9 +241,11 @@ class _Inference:
         if isinstance(node, ConstantSOp):
             return sorted_values(node.value)
         if isinstance(node, Map):
-            return self.apply(node, node.f, ((x,) for x in self.sets[node.inner]))
+            return self.apply(node, node.f, ((x,) for x in self.typed[node.inner]))
+        if isinstance(node, LinearSequenceMap) and (fast := self.linear(node)) is not None:
+            return fast
         if isinstance(node, (SequenceMap, LinearSequenceMap)):
-            xs, ys = self.sets[node.fst], self.sets[node.snd]
+            xs, ys = self.typed[node.fst], self.typed[node.snd]
             return self.apply(node, node.f, ((x, y) for x in xs for y in ys))
         if isinstance(node, Aggregate):
             inputs = self.sets[node.sop]
@@ -189,7 +253,7 @@ class _Inference:
                 return self.numerical_means(node, inputs)
             if len(inputs) > 1 and not _selects_at_most_one(node.selector, self.sets):
                 self.spread.append(node)
-            return sorted_values((*inputs, node.default))
+            return distinct_typed((*self.typed[node.sop], node.default))
         raise NotImplementedError(f"no value-set rule for {type(node).__name__}")
 
     def numerical_means(self, node: Aggregate, inputs: tuple[Value, ...]) -> tuple[Value, ...]:
@@ -254,10 +318,17 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
     labels = unique_labels(nodes)
     inference = _Inference(vocab, max_seq_len, labels)
     encodings: dict[SOp, Encoding] = {}
+    collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = {}
     for node in nodes:
         if isinstance(node, SOp):
-            inference.sets[node] = inference.infer(node)
+            typed = inference.infer(node)
+            inference.typed[node] = typed
+            inference.sets[node] = sorted_values(typed)
             encodings[node] = get_encoding(node)
+            if encodings[node] is Encoding.CATEGORICAL and len(typed) > len(
+                inference.sets[node]
+            ):
+                collisions[node] = type_collisions(typed)
     return Analysis(
         program=program,
         vocab=vocab,
@@ -268,6 +339,8 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
         encodings=encodings,
         dropped={node: tuple(msgs) for node, msgs in inference.dropped.items()},
         spread_aggregates=tuple(inference.spread),
+        type_collisions=collisions,
+        typed_values=inference.typed,
     )
 
 
@@ -292,7 +365,52 @@ def validate(analysis: Analysis) -> list[tuple[str, str]]:
             elif any(isinstance(v, float) and not math.isfinite(v)
                      for v in analysis.value_sets[node]):
                 problems.append((label, "numerical encoding needs finite values"))
+        reason = _tells_twins_apart(analysis, node)
+        if reason:
+            problems.append((label, reason))
     return problems
+
+
+def _outcome(fn: Any, *args: Value) -> tuple[type, Any]:
+    """``fn(*args)`` keyed by type, so ``1`` and ``True`` differ; an exception is a value."""
+    try:
+        value = fn(*args)
+    except Exception as exc:
+        return (type(exc), None)
+    return (type(value), value)
+
+
+def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
+    """Why ``node`` cannot be compiled exactly because it tells equal values apart by type.
+
+    A categorical input that can be both ``1`` and ``True`` (say) has one direction for
+    both in a compiled model, so a Map, SequenceMap or Select predicate that gives
+    different results for them cannot be compiled exactly.
+    """
+    if isinstance(node, Map):
+        operands = [(node.inner, lambda a: _outcome(node.f, a))]
+    elif isinstance(node, (SequenceMap, LinearSequenceMap)):
+        snd_values, fst_values = analysis.typed_values[node.snd], analysis.typed_values[node.fst]
+        operands = [
+            (node.fst, lambda a: tuple(_outcome(node.f, a, y) for y in snd_values)),
+            (node.snd, lambda b: tuple(_outcome(node.f, x, b) for x in fst_values)),
+        ]
+    elif isinstance(node, Select):
+        queries, keys = analysis.typed_values[node.queries], analysis.typed_values[node.keys]
+        operands = [
+            (node.keys, lambda k: tuple(_outcome(node.predicate, k, q) for q in queries)),
+            (node.queries, lambda q: tuple(_outcome(node.predicate, k, q) for k in keys)),
+        ]
+    else:
+        return None
+    for child, results in operands:
+        for group in analysis.type_collisions.get(child, ()):
+            if len({results(v) for v in group}) > 1:
+                twins = " or ".join(map(repr, group))
+                return (f"its input {analysis.labels[child]!r} can be {twins} (equal values "
+                        "of different types, one value in a compiled model) and its function "
+                        "gives different results for them")
+    return None
 
 
 def raise_if_unsupported(problems: Sequence[tuple[str, str]]) -> None:

@@ -240,3 +240,43 @@ def test_library_value_sets_are_sound(name):
     ) <= 1500:
         max_len += 1
     assert_sound(entry.build(), vocab, max_len)
+
+
+def test_type_collisions_are_found_and_kept_apart():
+    """A categorical node that can be 1 or True keeps both in typed_values."""
+    mixed = Map(lambda x: True if x == "a" else 1, tokens).named("mixed")
+    analysis = analyze(mixed, "ab", 2)
+    assert analysis.value_set(mixed) == (True,) or analysis.value_set(mixed) == (1,)
+    assert set(map(type, analysis.typed_values[mixed])) == {bool, int}
+    assert analysis.type_collisions[mixed] == ((True, 1),)
+    assert any("mixed: values [True, 1] compare equal" in d for d in analysis.diagnostics)
+
+
+@pytest.mark.parametrize(
+    ("consumer", "refused"),
+    [
+        (lambda m: Map(str, m, simplify=False), True),
+        (lambda m: Map(lambda x: x + 1, m, simplify=False), False),
+        (lambda m: SequenceMap(lambda x, y: f"{x}{y}", m, tokens), True),
+        (lambda m: SequenceMap(lambda x, y: x == y, tokens, m), False),
+        (lambda m: SelectorWidth(Select(m, m, lambda k, q: type(k) is type(q))), True),
+        (lambda m: SelectorWidth(Select(m, m, Comparison.EQ)), False),
+    ],
+)
+def test_validate_refuses_functions_that_tell_twins_apart(consumer, refused):
+    """Consumers of 1-or-True are refused exactly when their function tells them apart."""
+    mixed = Map(lambda x: True if x == "a" else 1, tokens).named("mixed")
+    program = consumer(mixed)
+    problems = validate(analyze(program, "ab", 2))
+    messages = [reason for _, reason in problems]
+    assert any("its input 'mixed' can be True or 1" in m for m in messages) == refused
+
+
+def test_numerical_linear_sequence_map_is_exact_and_fast_path_matches():
+    """The numpy path of LinearSequenceMap equals the generic enumeration."""
+    fp = frac_prevs()
+    lin = rl.numerical(rl.LinearSequenceMap(fp, fp * 1, 2, -0.5))
+    cat = rl.LinearSequenceMap(fp, fp * 1, 2, -0.5)  # categorical: generic path
+    fast = analyze(lin, "xy", 6).value_set(lin)
+    slow = analyze(cat, "xy", 6).value_set(cat)
+    assert fast == slow and len(fast) > 50
