@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -40,9 +41,14 @@ def test_version_is_defined_once():
 def test_plain_install_resolves_subpackages(tmp_path):
     """A plain (non-editable) install puts interpreter/ and backend/ under rasplang/."""
     target = tmp_path / "site"
+    # Build from a clean copy: a stale build/ folder in the checkout would hide a
+    # subpackage missing from pyproject.toml.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "site", "__pycache__", ".*_cache"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-         str(target), str(ROOT)],
+         str(target), str(source)],
         capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr
@@ -59,6 +65,12 @@ def test_plain_install_resolves_subpackages(tmp_path):
     paths = json.loads(probe.stdout)
     for name in ("rasplang", "rasplang.interpreter", "rasplang.backend"):
         assert paths[name].startswith(str(target.resolve())), (name, paths[name])
+    # Every module of the source folders is installed, subpackages included.
+    for folder, installed in (("rasplang", "rasplang"), ("interpreter", "rasplang/interpreter"),
+                              ("backend", "rasplang/backend")):
+        for source in (ROOT / folder).rglob("*.py"):
+            relative = source.relative_to(ROOT / folder)
+            assert (target / installed / relative).exists(), f"{folder}/{relative} not installed"
 
 
 def test_import_is_light():
