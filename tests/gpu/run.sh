@@ -9,6 +9,7 @@
 #   junit-gpu.xml     the GPU tests (tests/gpu and every test marked gpu)
 #   pytest-gpu.txt    their console output
 #   bench-gpu.json    pytest-benchmark results (cupy, numba and numpy backends)
+#   forward.txt       compiled-model forward throughput, xp=cupy beside numpy
 #   summary.txt       what ran, what failed, and a throughput table (sequences/s)
 # Every step runs even if an earlier one failed; the exit status is that of the tests.
 set -u
@@ -91,4 +92,8 @@ log "benchmarks exit status $?"
 if [ -s "$OUT/bench-gpu.json" ]; then
     "$PY" benchmarks/bench_interpreter.py summarize "$OUT/bench-gpu.json" >> "$SUMMARY" 2>&1
 fi
+log "compiled-model forward throughput (xp=cupy beside numpy)"
+timeout 300 "$PY" tests/gpu/forward_bench.py > "$OUT/forward.txt" 2>&1
+log "forward benchmark exit status $?"
+cat "$OUT/forward.txt" >> "$SUMMARY"
 exit $TEST_STATUS
