@@ -66,14 +66,16 @@ __all__ = [
 ]
 
 # Lazy re-exports: importing the compiler stays out of `import rasplang`.
-_LAZY = {"compile": "rasplang.backend", "load": "rasplang.backend.io", "verify": "rasplang.verify"}
+_LAZY = {
+    "compile": "rasplang.backend",
+    "load": "rasplang.backend.io",
+    "verify": "rasplang.verification",
+}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        module = importlib.import_module(_LAZY[name])
-        # Importing rasplang.verify binds that name to the module, which is callable.
-        return globals().get(name) or getattr(module, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rasplang' has no attribute {name!r}")

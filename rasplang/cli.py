@@ -194,7 +194,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_both(got: Sequence[Any], expected: Sequence[Any]) -> int:
     """The model's output above the program's; status 1 when they differ."""
-    from rasplang.verify import _same
+    from rasplang.verification import _same
 
     print(f"model:   {_show(got)}")
     print(f"program: {_show(expected)}")

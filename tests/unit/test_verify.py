@@ -8,9 +8,9 @@ import pytest
 from rasplang.backend import CompilerWarning
 
 import rasplang as rl
-from rasplang import verify as verify_module
+from rasplang import verification as verify_module
 from rasplang.lib import PROGRAMS, make_frac_prevs, make_sort_unique
-from rasplang.verify import _all_inputs, _random_inputs, first_divergence
+from rasplang.verification import _all_inputs, _random_inputs, first_divergence
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasplang.backend.compiler.CompilerWarning")
 
@@ -169,9 +169,9 @@ def test_causal_models_verify():
     assert report.ok and report.causal and report.model.config.causal
 
 
-def test_rasplang_verify_is_callable_and_a_module():
-    """`rasplang.verify(...)` works whether or not the module was imported first."""
-    assert callable(rl.verify) and rl.verify.VerifyReport is verify_module.VerifyReport
+def test_rasplang_verify_is_the_function():
+    """`rasplang.verify` is the function of rasplang.verification, after imports too."""
+    assert rl.verify is verify_module.verify
     report = rl.verify(rl.tokens, ["a"], 2)
     assert report.ok and report.compile_seconds is not None and report.seconds >= 0
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import types
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -455,17 +454,3 @@ def _same(got: Any, expected: Any, numerical: bool) -> bool:
         return bool(got == expected)
     except Exception:  # values whose == is not a bool (arrays) never match
         return False
-
-
-
-class _CallableModule(types.ModuleType):
-    """``rasplang.verify`` is this module once imported; calling it calls `verify`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> VerifyReport:
-        return verify(*args, **kwargs)
-
-
-# Importing ``rasplang.verify`` binds the attribute ``rasplang.verify`` to this module,
-# replacing the lazily exported function; a callable module keeps ``rasplang.verify(...)``
-# working either way.
-sys.modules[__name__].__class__ = _CallableModule
