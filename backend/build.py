@@ -1,7 +1,12 @@
 """Pass 2: build one craft block (or two) per program node, in topological order.
 
 Each SOp gets an `SOpSpace`; each Map/SequenceMap an MLP; each Aggregate an attention
-head; each SelectorWidth (and `length`) a head plus an MLP. The pass also tracks every
+head; each SelectorWidth (and `length`) a head plus an MLP. Where a node reads a
+numerical SOp through a table (a SequenceMap, a Select, a categorical Aggregate), the
+pass inserts an `AsCategorical` conversion MLP first; where a selector combines Selects
+on different SOps with ``|`` or ``~``, it inserts `Product` MLPs for its keys and
+queries (see ``derived.py``). Inserted blocks come right before their first reader, so
+the block list stays in topological order. The pass also tracks every
 SOp's state at the BOS position and a bound on its error, and reports numerical
 problems (values too close together for the leakage allowed) instead of building
 something inexact.
@@ -9,6 +14,7 @@ something inexact.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -18,6 +24,7 @@ from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp
 from rasplang.backend.chambers.selector import Term, predicate_table, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP, AttentionHead
+from rasplang.backend.derived import AsCategorical, Product
 from rasplang.backend.spaces import (
     ONE,
     SOpSpace,
@@ -37,6 +44,7 @@ from rasplang.nodes import (
     Map,
     RASPExpr,
     Select,
+    Selector,
     SelectorWidth,
     SequenceMap,
     SOp,
@@ -76,24 +84,30 @@ def _safe(f: Any, *args: Any) -> Any:
         return None
 
 
-def _selector_leaves(selector: RASPExpr) -> tuple[list[SOp], list[RASPExpr]]:
-    sops: list[SOp] = []
-    sels: list[RASPExpr] = []
+def _selector_nodes(selector: RASPExpr) -> tuple[RASPExpr, ...]:
+    """Every selector node of a selector tree (for the circuit)."""
+    out: list[RASPExpr] = []
     stack = [selector]
     while stack:
         node = stack.pop()
-        sels.append(node)
-        if isinstance(node, Select):
-            sops += [node.keys, node.queries]
-        else:
+        out.append(node)
+        if not isinstance(node, Select):
             stack.extend(node.children)
-    return sops, sels
+    return tuple(out)
+
+
+def _term_sops(terms: list[Term]) -> tuple[SOp, ...]:
+    """The SOps a head's terms read (what must be computed before it)."""
+    return tuple(s for t in terms for s in (t.keys, t.queries))
 
 
 class _Builder:
     def __init__(self, analysis: Analysis, causal: bool, bos: Any, mlp_exactness: float):
         self.a = analysis
-        self.labels = analysis.labels
+        self.labels: dict[RASPExpr, str] = dict(analysis.labels)
+        self.taken = set(self.labels.values())
+        self.derived: dict[tuple[int, ...], SOp] = {}
+        self.pending: list[NodeBlock] = []  # inserted blocks, emitted before the next node
         self.n = analysis.max_seq_len
         self.causal = causal
         self.bos = bos_direction(bos)
@@ -118,10 +132,74 @@ class _Builder:
             if d != ONE:
                 self.bos_state[d] = float(z)
 
-    def terms(self, selector: RASPExpr) -> list[Term]:
-        return selector_terms(
-            selector, lambda s: self.spaces[s].numerical, self.labels,
-            lambda s: predicate_table(s, self.spaces[s.keys], self.spaces[s.queries]))
+    # ------------------------------------------------------- selectors, inserted SOps
+
+    def terms(self, selector: Selector) -> list[Term]:
+        return selector_terms(selector, self)
+
+    def resolve(self, sop: SOp) -> SOp:
+        """SelectorContext: the categorical SOp a table reads for ``sop``."""
+        return self.categorical(sop)
+
+    def size(self, sop: SOp) -> int:
+        """SelectorContext: the number of values of a categorical SOp."""
+        return len(self.spaces[sop].values)
+
+    def table(self, select: Select, keys: SOp, queries: SOp) -> np.ndarray:
+        """SelectorContext: ``select``'s 0/1 table over resolved values."""
+        return predicate_table(select, self.spaces[keys], self.spaces[queries])
+
+    def label(self, node: RASPExpr) -> str:
+        """SelectorContext: the node's label."""
+        return self.labels[node]
+
+    def fresh_label(self, wanted: str) -> str:
+        label, k = wanted, 2
+        while label in self.taken:
+            label, k = f"{wanted}#{k}", k + 1
+        self.taken.add(label)
+        return label
+
+    def categorical(self, sop: SOp) -> SOp:
+        """``sop`` itself if categorical, else its `AsCategorical` conversion (built once):
+        a discretising MLP from the exact value set to one direction per value."""
+        space = self.spaces[sop]
+        if not space.numerical:
+            return sop
+        key = (0, id(sop))
+        if key in self.derived:
+            return self.derived[key]
+        node = AsCategorical(sop)
+        label = self.fresh_label(f"{self.labels[sop]}:categorical")
+        self.labels[node] = label
+        raw = [v for v in self.a.value_sets[sop] if v is not None]
+        xs = [float(v) for v in raw]
+        self.check_tolerance(label, space, xs, raw)
+        out = categorical_space(label, tuple(raw))
+        mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, self.m,
+                                             self.bos_state, self.bos)
+        self.register(node, out)
+        self.derived[key] = node
+        self.pending.append(NodeBlock(node, label, mlp=mlp, deps=(sop,)))
+        return node
+
+    def product(self, parts: tuple[SOp, ...]) -> SOp:
+        """SelectorContext: the `Product` of categorical ``parts`` (built once)."""
+        key = (1, *map(id, parts))
+        if key in self.derived:
+            return self.derived[key]
+        node = Product(parts)
+        label = self.fresh_label("(" + ", ".join(self.labels[p] for p in parts) + ")")
+        self.labels[node] = label
+        spaces = [self.spaces[p] for p in parts]
+        values = tuple(itertools.product(*(s.values for s in spaces)))
+        out = categorical_space(label, values,
+                                error=sum(len(s.values) * s.error for s in spaces))
+        mlp = categorical_mlp.product_mlp(label, spaces, out, self.bos_state, self.bos)
+        self.register(node, out)
+        self.derived[key] = node
+        self.pending.append(NodeBlock(node, label, mlp=mlp, deps=parts))
+        return node
 
     # ---------------------------------------------------------------- per node kind
 
@@ -215,9 +293,12 @@ class _Builder:
                                          "discretise it exactly"))
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap, label: str) -> NodeBlock:
-        fst, snd = self.spaces[node.fst], self.spaces[node.snd]
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
-        if isinstance(node, LinearSequenceMap) and numerical_out:
+        affine = (isinstance(node, LinearSequenceMap) and numerical_out
+                  and all(self.spaces[c].numerical or self.spaces[c].is_numeric_valued()
+                          for c in (node.fst, node.snd)))
+        if affine:
+            fst, snd = self.spaces[node.fst], self.spaces[node.snd]
             if node.fst is node.snd:
                 terms = [(fst, node.fst_fac + node.snd_fac, _range(fst))]
             else:
@@ -226,23 +307,29 @@ class _Builder:
                       for s, a, _ in terms)
             out = self.out_space(node, error=err)
             mlp = numerical_mlp.affine_mlp(label, terms, 0.0, out, self.bos_state, self.bos)
-        elif node.fst is node.snd:
+            self.register(node, out)
+            return NodeBlock(node, label, mlp=mlp, deps=(node.fst, node.snd))
+        # A lookup table: numerical inputs are converted to categorical first.
+        x, y = self.categorical(node.fst), self.categorical(node.snd)
+        fst, snd = self.spaces[x], self.spaces[y]
+        if x is y:
             out = self.out_space(node, error=len(fst.values) * fst.error)
             mlp = categorical_mlp.map_categorical_mlp(
-                label, fst, out, lambda x: _safe(node.f, x, x), self.bos_state, self.bos)
+                label, fst, out, lambda v: _safe(node.f, v, v), self.bos_state, self.bos)
         else:
             err = len(fst.values) * fst.error + len(snd.values) * snd.error
             out = self.out_space(node, error=len(fst.values) * len(snd.values) * err)
             mlp = categorical_mlp.sequence_map_categorical_mlp(
-                label, fst, snd, out, lambda x, y: _safe(node.f, x, y), self.bos_state,
+                label, fst, snd, out, lambda a, b: _safe(node.f, a, b), self.bos_state,
                 self.bos)
         self.register(node, out)
-        return NodeBlock(node, label, mlp=mlp, deps=(node.fst, node.snd))
+        return NodeBlock(node, label, mlp=mlp, deps=(x, y))
 
     def aggregate(self, node: Aggregate, label: str) -> NodeBlock:
         terms = self.terms(node.selector)
-        value = self.spaces[node.sop]
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
+        source = node.sop if numerical_out else self.categorical(node.sop)
+        value = self.spaces[source]
         if numerical_out:
             mags = [abs(float(v)) for v in (*value.values, node.default) if v is not None]
             vmax = max([1.0, *mags])
@@ -256,8 +343,8 @@ class _Builder:
         self.register(node, out)
         head = attention.aggregate_head(label, terms, self.spaces, value, out, node.default,
                                         scale, self.causal, self.bos_state, self.bos)
-        sops, sels = _selector_leaves(node.selector)
-        return NodeBlock(node, label, head=head, deps=(*sops, node.sop), selectors=tuple(sels))
+        return NodeBlock(node, label, head=head, deps=(*_term_sops(terms), source),
+                         selectors=_selector_nodes(node.selector))
 
     def selector_width(self, node: SOp, label: str, terms: list[Term], widths: list[int],
                        selector: RASPExpr | None) -> NodeBlock:
@@ -280,9 +367,8 @@ class _Builder:
         self.register(node, out)
         if selector is None:
             return NodeBlock(node, label, head=head, mlp=mlp, scratch=scratch)
-        sops, sels = _selector_leaves(selector)
-        return NodeBlock(node, label, head=head, mlp=mlp, deps=tuple(sops),
-                         selectors=tuple(sels), scratch=scratch)
+        return NodeBlock(node, label, head=head, mlp=mlp, deps=_term_sops(terms),
+                         selectors=_selector_nodes(selector), scratch=scratch)
 
 
 def _range(space: SOpSpace) -> tuple[float, float]:
@@ -299,6 +385,8 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any,
     blocks = []
     for node in analysis.nodes:
         block = builder.build(node)
+        blocks += builder.pending  # inserted conversions and products come first
+        builder.pending.clear()
         if block is not None:
             blocks.append(block)
     return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos,

@@ -6,32 +6,54 @@ together with `rasplang.analysis.validate`'s problems in one UnsupportedProgramE
 
 from __future__ import annotations
 
-import numbers
+import math
 
 import numpy as np
 from rasplang.backend.chambers.selector import SelectorUnsupported, selector_terms
+from rasplang.backend.derived import Product
 
 from rasplang.analysis import Analysis
 from rasplang.nodes import (
     Aggregate,
     Encoding,
     LengthType,
-    LinearSequenceMap,
     Map,
+    RASPExpr,
+    Select,
     SelectorWidth,
-    SequenceMap,
     SOp,
 )
 
 
-def _numeric_values(analysis: Analysis, sop: SOp) -> bool:
-    return all(isinstance(v, numbers.Real) for v in analysis.value_sets[sop] if v is not None)
+class _Sizes:
+    """A `SelectorContext` that knows only value-set sizes (no weights are built)."""
+
+    def __init__(self, analysis: Analysis):
+        self.analysis = analysis
+
+    def resolve(self, sop: SOp) -> SOp:
+        return sop  # a conversion has the same (non-None) values
+
+    def size(self, sop: SOp) -> int:
+        if isinstance(sop, Product):
+            return math.prod(self.size(p) for p in sop.parts)
+        return sum(v is not None for v in self.analysis.value_sets[sop])
+
+    def table(self, select: Select, keys: SOp, queries: SOp) -> np.ndarray:
+        return np.zeros((self.size(queries), self.size(keys)), dtype=bool)
+
+    def product(self, parts: tuple[SOp, ...]) -> SOp:
+        return Product(parts)
+
+    def label(self, node: RASPExpr) -> str:
+        return self.analysis.labels[node]
 
 
 def backend_problems(analysis: Analysis, causal: bool) -> list[tuple[str, str]]:
     """``(label, reason)`` for every node this compiler refuses."""
     problems: list[tuple[str, str]] = []
     labels = analysis.labels
+    sizes = _Sizes(analysis)
     numerical = {n for n, e in analysis.encodings.items() if e is Encoding.NUMERICAL}
 
     def is_num(sop: SOp) -> bool:
@@ -56,26 +78,9 @@ def backend_problems(analysis: Analysis, causal: bool) -> list[tuple[str, str]]:
                                     "model cannot see; compile with causal=False"))
         if isinstance(node, (Aggregate, SelectorWidth)):
             try:
-                selector_terms(node.selector, is_num, labels, lambda s: np.ones((1, 1)))
+                selector_terms(node.selector, sizes)
             except SelectorUnsupported as exc:
                 problems.append((label, str(exc)))
-        if isinstance(node, Aggregate) and not is_num(node) and is_num(node.sop):
-            problems.append((label, f"categorical Aggregate of the numerical SOp "
-                                    f"{labels[node.sop]!r}; make the Aggregate numerical "
-                                    "or its input categorical"))
-        if isinstance(node, SequenceMap) and (is_num(node.fst) or is_num(node.snd)):
-            problems.append((label, "SequenceMap with a numerical input; use a "
-                                    "LinearSequenceMap for a linear function, or make both "
-                                    "inputs categorical"))
-        if isinstance(node, LinearSequenceMap):
-            if not is_num(node) and (is_num(node.fst) or is_num(node.snd)):
-                problems.append((label, "categorical LinearSequenceMap with a numerical "
-                                        "input; make the output numerical"))
-            for child in (node.fst, node.snd):
-                if is_num(node) and not is_num(child) and not _numeric_values(analysis, child):
-                    problems.append((label, f"numerical LinearSequenceMap of "
-                                            f"{labels[child]!r}, whose values are not all "
-                                            "numbers"))
         if isinstance(node, Map) and is_num(node.inner) and not analysis.value_sets[node.inner]:
             problems.append((label, f"input {labels[node.inner]!r} has no values"))
         if (isinstance(node, SOp) and is_num(node) and categorical_readers.get(node)

@@ -16,6 +16,15 @@ or one unit per ``(a, z)``, ``relu(e_a + sum_{b: f(a,b)=z} e_b - 1) = [x=a][f(x,
 when its condition holds and 0 otherwise, and for each input pair exactly one unit of
 each group fires, so the output is ``enc(f(x, y))``. When both inputs are the same SOp
 the SequenceMap is the Map ``v -> f(v, v)``.
+
+Product (the keys or queries of an ``|``/``~`` selector on several SOps, see
+``selector.py``). For ``k`` categorical inputs and every tuple ``(v_1, ..., v_k)`` of
+their values one unit ``relu(e_{v_1} + ... + e_{v_k} - (k - 1))``: the sum of ``k``
+indicators, each 0 or 1, minus ``k - 1`` is 1 exactly when all hold and at most 0
+otherwise, so the unit is the tuple's indicator and writes the tuple's one-hot. A None
+input (the zero vector) fires no unit: the product is None, as a Select on a None key
+or query is an error in `evaluate`. Error: inputs off by ``e`` per coordinate give an
+output off by at most ``sum_i |V_i| e_i``. Units: the number of tuples.
 """
 
 from __future__ import annotations
@@ -102,3 +111,22 @@ def sequence_map_categorical_mlp(
         w_in[-1, u] = -1.0
     return gated_mlp(label, in_dirs, w_in, out.directions,
                      _out_columns(out, [y for _, _, y in units]), bos_state, bos)
+
+
+def product_mlp(
+    label: str, parts: list[SOpSpace], out: SOpSpace,
+    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> MLP:
+    """The tuple of ``parts`` (categorical) as a one-hot over ``out.values``, which are
+    the cartesian product of the parts' values in C order."""
+    sizes = [len(p.values) for p in parts]
+    n_units = len(out.values)
+    grids = np.unravel_index(np.arange(n_units), sizes) if n_units else [[]] * len(parts)
+    in_dirs = [d for p in parts for d in p.directions] + [ONE]
+    w_in = np.zeros((len(in_dirs), n_units))
+    offset = 0
+    for size, grid in zip(sizes, grids):
+        w_in[offset + np.asarray(grid, dtype=np.intp), np.arange(n_units)] = 1.0
+        offset += size
+    w_in[-1] = -(len(parts) - 1.0)
+    return gated_mlp(label, in_dirs, w_in, out.directions, np.eye(n_units), bos_state, bos)
