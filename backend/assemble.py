@@ -114,10 +114,12 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
         w[p + "mlp.W_out"], w[p + "mlp.b_out"] = w_out, np.zeros(d)
 
     out_space = built.spaces[analysis.program]
-    if out_space.numerical:
-        w_u = np.zeros((d, 1))
+    if out_space.numerical:  # the value, and the None flag when the output can be None
+        w_u = np.zeros((d, len(out_space.directions)))
         w_u[res.index_of(out_space.directions[0]), 0] = out_space.scale
-        enc_out = OutputEncoder(True)
+        if out_space.nullable:
+            w_u[res.index_of(out_space.directions[1]), 1] = 1.0
+        enc_out = OutputEncoder(True, (None,) if out_space.nullable else ())
     else:
         w_u = np.zeros((d, len(out_space.values)))
         w_u[res.indices(out_space.space), np.arange(len(out_space.values))] = 1.0

@@ -175,7 +175,7 @@ class _Builder:
         raw = [v for v in self.a.value_sets[sop] if v is not None]
         xs = [float(v) for v in raw]
         self.check_tolerance(label, space, xs, raw)
-        out = categorical_space(label, tuple(raw))
+        out = categorical_space(label, self.a.value_sets[sop])  # None: the zero vector
         mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, self.m,
                                              self.bos_state, self.bos)
         self.register(node, out)
@@ -339,7 +339,8 @@ class _Builder:
         leak = (self.n + 1) * math.exp(-scale / 2)
         eta = scale * attention.logit_error(terms, self.spaces)
         err = value.error + 2 * vmax * (leak + math.expm1(min(2 * eta, 50.0)))
-        out = self.out_space(node, bos_value=node.default, error=err)
+        out = self.out_space(node, error=err)
+        out = attrs.evolve(out, bos=out.encode(node.default))
         self.register(node, out)
         head = attention.aggregate_head(label, terms, self.spaces, value, out, node.default,
                                         scale, self.causal, self.bos_state, self.bos)

@@ -57,7 +57,8 @@ class InputEncoder:
 @attrs.frozen
 class OutputEncoder:
     """Logits -> values. Categorical: argmax over ``values`` (all below 1/2 -> None).
-    Numerical: the single logit is the value."""
+    Numerical: the first logit is the value; with ``values == (None,)`` (an output that
+    can be None) a second logit is the None flag, and above 1/2 decodes to None."""
 
     numerical: bool
     values: tuple[Any, ...] = ()
@@ -66,7 +67,12 @@ class OutputEncoder:
         """[..., d_vocab_out] logits -> [...] decoded values (float or object array)."""
         logits = np.asarray(logits)
         if self.numerical:
-            return logits[..., 0].astype(float)
+            value = logits[..., 0].astype(float)
+            if not self.values:
+                return value
+            out = value.astype(object)
+            out[logits[..., 1] > 0.5] = None
+            return out
         table = np.empty(len(self.values) + 1, dtype=object)
         table[:-1] = list(self.values)
         table[-1] = None

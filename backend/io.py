@@ -337,7 +337,7 @@ class _Reader:
         if numerical is not (cfg.output_encoding == "numerical"):
             raise self.error("output_encoder", f"numerical={numerical!r} but the config's "
                              f"output_encoding is {cfg.output_encoding!r}")
-        width = 1 if numerical else len(values)
+        width = 1 + len(values) if numerical else len(values)  # numerical: value, None flag
         if width != cfg.d_vocab_out:
             raise self.error("output_encoder", f"{len(values)} values for d_vocab_out "
                              f"{cfg.d_vocab_out}")

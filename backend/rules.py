@@ -63,14 +63,6 @@ def backend_problems(analysis: Analysis, causal: bool) -> list[tuple[str, str]]:
         problems.append((labels[analysis.program],
                          f"the program's output is a {type(analysis.program).__name__}; "
                          "only an SOp can be compiled"))
-    # Categorical SOps that read each SOp directly (a numerical None is encoded as an
-    # unspecified number, which only numerical consumers may carry on).
-    categorical_readers: dict[SOp, list[SOp]] = {}
-    for node in analysis.nodes:
-        if isinstance(node, SOp) and not is_num(node):
-            for child in node.children:
-                if isinstance(child, SOp):
-                    categorical_readers.setdefault(child, []).append(node)
     for node in analysis.nodes:
         label = labels[node]
         if isinstance(node, LengthType) and causal:
@@ -83,10 +75,4 @@ def backend_problems(analysis: Analysis, causal: bool) -> list[tuple[str, str]]:
                 problems.append((label, str(exc)))
         if isinstance(node, Map) and is_num(node.inner) and not analysis.value_sets[node.inner]:
             problems.append((label, f"input {labels[node.inner]!r} has no values"))
-        if (isinstance(node, SOp) and is_num(node) and categorical_readers.get(node)
-                and None in analysis.value_sets[node]):
-            reader = labels[categorical_readers[node][0]]
-            problems.append((label, f"numerical SOp that can be None feeds the categorical "
-                                    f"{reader!r}; a number cannot encode None (give the "
-                                    "Aggregate upstream a numeric default)"))
     return problems

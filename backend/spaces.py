@@ -1,8 +1,13 @@
 """How each SOp lives in the residual stream: its directions, values and BOS state.
 
-Categorical SOps get one direction ``BasisDirection(label, value)`` per value (None
-gets no direction: it is the zero vector). Numerical SOps get one direction
-``BasisDirection(label)`` whose coordinate times ``scale`` is the value. A categorical
+Categorical SOps get one direction ``BasisDirection(label, value)`` per value. None
+is the zero vector: its direction is implicit, the indicator ``1 - sum_v e_v`` (exactly
+0 or 1 on a one-hot or zero vector), which any reader computes linearly from the
+``one`` direction, and which the unembedding decodes as None (no logit above 1/2).
+Numerical SOps get one direction ``BasisDirection(label)`` whose coordinate times
+``scale`` is the value; one that can be None (``nullable``) gets a second direction
+``BasisDirection(label, NONE_FLAG)``, 1 exactly where the value is None, and its value
+coordinate is 0 there (a number alone cannot encode None). A categorical
 `Full` is the ``one`` direction itself and a numerical one is ``one`` scaled by the
 fill, so constants cost no residual dimensions.
 
@@ -22,6 +27,8 @@ import numpy as np
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace
 
 ONE = BasisDirection("one")
+#: The value of a nullable numerical SOp's second direction (``label:is_none``).
+NONE_FLAG = "is_none"
 
 
 def bos_direction(bos: Any) -> BasisDirection:
@@ -40,6 +47,7 @@ class SOpSpace:
     bos: np.ndarray  # coordinates at the BOS position, one per direction
     scale: float = 1.0  # numerical only: value = coordinate * scale
     error: float = 0.0
+    nullable: bool = False  # whether the SOp can be None
     _index: dict | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -52,6 +60,8 @@ class SOpSpace:
         out = np.zeros(len(self.directions))
         if self.numerical:
             out[0] = 0.0 if value is None else float(value) / (self.scale or 1.0)
+            if value is None and self.nullable:
+                out[1] = 1.0
         elif value is not None:
             out[self.value_index(value)] = 1.0
         return out
@@ -73,8 +83,17 @@ class SOpSpace:
     def readout(self) -> np.ndarray:
         """Coefficients turning the coordinates into the numeric value (linear)."""
         if self.numerical:
-            return np.array([self.scale])
+            return np.array([self.scale] + [0.0] * (len(self.directions) - 1))
         return np.array([float(v) for v in self.values])
+
+    def none_indicator(self) -> tuple[tuple[BasisDirection, ...], np.ndarray, float] | None:
+        """``(directions, weights, constant)`` with ``weights . x + constant`` equal to 1
+        where the SOp is None and 0 elsewhere; None if the SOp is never None."""
+        if not self.nullable:
+            return None
+        if self.numerical:
+            return (self.directions[1],), np.ones(1), 0.0
+        return self.directions, -np.ones(len(self.directions)), 1.0
 
     def is_numeric_valued(self) -> bool:
         """Whether every (non-None) value is a real number."""
@@ -86,12 +105,17 @@ def categorical_space(label: str, values: tuple[Any, ...], bos_value: Any = None
     """A fresh one-hot space for ``values`` (None dropped), holding ``bos_value`` at BOS."""
     kept = tuple(v for v in values if v is not None)
     space = SOpSpace(label, False, kept, tuple(BasisDirection(label, v) for v in kept),
-                     np.zeros(len(kept)), error=error)
+                     np.zeros(len(kept)), error=error, nullable=len(kept) < len(values))
     return attrs.evolve(space, bos=space.encode(bos_value))
 
 
 def numerical_space(label: str, values: tuple[Any, ...], bos_value: Any = None,
                     error: float = 0.0) -> SOpSpace:
-    """A fresh one-dimensional space, holding ``bos_value`` (None -> 0) at BOS."""
-    bos = 0.0 if bos_value is None else float(bos_value)
-    return SOpSpace(label, True, values, (BasisDirection(label),), np.array([bos]), error=error)
+    """A fresh numerical space (a value direction, and a None flag if ``values`` holds
+    None), holding ``bos_value`` (None -> all zeros) at BOS."""
+    nullable = any(v is None for v in values)
+    directions = (BasisDirection(label),) + ((BasisDirection(label, NONE_FLAG),) if nullable
+                                             else ())
+    bos = np.zeros(len(directions))
+    bos[0] = 0.0 if bos_value is None else float(bos_value)
+    return SOpSpace(label, True, values, directions, bos, error=error, nullable=nullable)

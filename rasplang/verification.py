@@ -323,8 +323,9 @@ class _Checker:
         if self.numerical:
             expected = out.values  # (b, n), NaN for None
             got = logits[..., 0]
+            none = logits[..., 1] > 0.5 if logits.shape[-1] > 1 else np.isnan(got)  # flag
             tol = NUMERICAL_TOLERANCE * np.maximum(1.0, np.abs(expected))
-            close = np.abs(got - expected) <= tol
+            close = np.where(np.isnan(expected), none, ~none & (np.abs(got - expected) <= tol))
             bad = ~close.all(axis=1)
         else:
             bad = ~self._agrees(logits, out).all(axis=1)
@@ -430,7 +431,9 @@ def _residual_index(step: Any) -> int:
 def _decode(vector: np.ndarray, label: str, value_set: Sequence[Any], numerical: bool,
             where: dict[str, int]) -> Any:
     if numerical:
-        i = where.get(label)
+        i, flag = where.get(label), where.get(f"{label}:is_none")  # the None flag, if any
+        if flag is not None and vector[flag] > 0.5:
+            return None
         return _UNREADABLE if i is None else float(vector[i])
     found = [(where[f"{label}:{v}"], v) for v in value_set
              if v is not None and f"{label}:{v}" in where]

@@ -23,6 +23,13 @@ that ``2 V delta <= 1e-12`` (``C ~ 2 ln((n + 1) 2V / 1e-12)``, about 60 to 80), 
 far inside what discretising MLPs absorb and far below the 1e-6 the tests allow; in
 float32 the leakage underflows relative to the selected weights.
 
+None. A nullable numerical output gets the mean of the selected None indicators on
+its flag direction (the source's flag for a numerical source, ``1 - sum_v e_v`` through
+the ``one`` direction for a categorical one) and, at BOS, the flag of the default. So
+the flag is 1 exactly where every selected value is None or nothing is selected and
+the default is None, which is where `evaluate` returns None; where it would mix None
+with values `evaluate` raises. None values read as 0 in the value coordinate.
+
 Categorical Aggregate. The output is the mean of the selected one-hots: exact whenever
 the selected values agree (the program's result), which is all a categorical
 Aggregate may do; otherwise the evaluator raises or returns a mean of numbers and the
@@ -100,15 +107,23 @@ def aggregate_head(
 ) -> AttentionHead:
     """The head of an Aggregate: mean of the selected values, ``default`` if none."""
     w_qk = selector_logits(terms, spaces, len(terms) - 0.5, scale, bos_state, bos)
-    in_space = join(value.space, VectorSpace([bos]))
+    in_space = join(value.space, VectorSpace([ONE, bos]))
     w = np.zeros((in_space.dim, out.space.dim))
     vi = in_space.indices(value.space)
     if out.numerical:
         w[vi, 0] = value.readout() / out.scale
+        indicator = value.none_indicator()
+        if out.nullable and indicator is not None:  # the mean of the None indicators
+            dirs, weights, const = indicator
+            w[in_space.indices(list(dirs)), 1] += weights
+            w[in_space.index_of(ONE), 1] += const
     else:
         for i, v in zip(vi, value.values):
             w[i] = out.encode(v)
-    w[in_space.index_of(bos)] = out.encode(default) - value.bos @ w[vi]
+    at_bos = np.array([bos_state.get(d, 0.0) for d in in_space.basis])
+    at_bos[in_space.index_of(ONE)] = 1.0
+    at_bos[in_space.index_of(bos)] = 0.0
+    w[in_space.index_of(bos)] = out.encode(default) - at_bos @ w
     return AttentionHead(w_qk, LinearMap(in_space, out.space, w), causal=causal, label=label)
 
 

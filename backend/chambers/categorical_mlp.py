@@ -5,7 +5,10 @@ value ``x`` (None is the zero vector). For every output value ``y`` one hidden u
 reads the indicator of the preimage, ``h_y = relu(sum_{x: f(x)=y} e_x)``, which is
 exactly ``[f(x) = y]`` because the preimages are disjoint; the unit writes the
 encoding of ``y`` (its one-hot, or the number ``y`` for a numerical output). So the
-output is exactly ``enc(f(x))``, and ``enc(None) = 0`` for ``x = None``. Hidden units:
+output is exactly ``enc(f(x))``, and for ``x = None`` (the zero vector) no unit fires;
+when the output is numerical and nullable, ``none_flags.none_units`` add the unit that
+writes its None flag there (``f(x) = None`` for a value ``x`` is written by the
+value's own unit: ``enc(None)`` is the flag). Hidden units:
 the number of distinct outputs (tracr uses one per input value). Error: an input
 off by ``e`` per coordinate gives an output off by at most ``|X| e``.
 
@@ -35,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from rasplang.backend.chambers.gated_mlp import gated_mlp
+from rasplang.backend.chambers.none_flags import with_none_units
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.spaces import ONE, SOpSpace
@@ -56,7 +60,7 @@ def map_categorical_mlp(
     seen: dict[tuple[type, Any], int] = {}
     for i, x in enumerate(inp.values):
         y = f(x)
-        if y is None or (out.numerical and y == 0):
+        if not out.encode(y).any():
             continue
         key = seen.setdefault((type(y), y), len(outputs))
         if key == len(outputs):
@@ -65,8 +69,9 @@ def map_categorical_mlp(
     w_in = np.zeros((len(inp.directions), len(outputs)))
     for unit, rows in groups.items():
         w_in[rows, unit] = 1.0
-    return gated_mlp(label, inp.directions, w_in, out.directions, _out_columns(out, outputs),
-                     bos_state, bos)
+    in_dirs, w_in, w_out = with_none_units(list(inp.directions), w_in,
+                                           _out_columns(out, outputs), [inp], out)
+    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)
 
 
 def sequence_map_categorical_mlp(
@@ -79,7 +84,7 @@ def sequence_map_categorical_mlp(
     for i, a in enumerate(fst.values):
         for j, b in enumerate(snd.values):
             y = f(a, b)
-            if y is None or (out.numerical and y == 0):
+            if not out.encode(y).any():
                 continue
             table[i, j] = y
 
@@ -109,8 +114,10 @@ def sequence_map_categorical_mlp(
             w_in[anchor, u] = 1.0
             w_in[[n_fst + r for r in rows], u] = 1.0
         w_in[-1, u] = -1.0
-    return gated_mlp(label, in_dirs, w_in, out.directions,
-                     _out_columns(out, [y for _, _, y in units]), bos_state, bos)
+    dirs, w_in, w_out = with_none_units(list(in_dirs), w_in,
+                                        _out_columns(out, [y for _, _, y in units]),
+                                        [fst, snd], out)
+    return gated_mlp(label, dirs, w_in, out.directions, w_out, bos_state, bos)
 
 
 def product_mlp(

@@ -19,6 +19,14 @@ Affine. When ``f(x) = a x + c`` on every value of the set (checked to 1e-12
 relative), or for a LinearSequenceMap, the output is ``sum_j a_j x_j + c`` with units
 ``relu(x_j)`` and ``relu(-x_j)`` (one of them dropped when the sign of ``x_j`` is fixed)
 and ``relu(one)`` for ``c``: exact, and the error is ``sum_j |a_j| e_j``.
+
+None. Where an input is None (a nullable numerical input: its flag is 1 and its value
+coordinate 0), every unit above is switched off by ``none_flags.gate``: for the
+discretising MLP the bound is the unit's pre-activation at coordinate 0 plus the
+input's error times the slope; for the affine MLP the largest ``|value_j|`` any input
+can hold (``max(|min_j|, |max_j|)``, and 1 for the constant unit). Then
+``none_flags.none_units`` write ``enc(None)``: the output is None exactly where an input
+is, with value coordinate 0, as `evaluate` gives.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from rasplang.backend.chambers.gated_mlp import gated_mlp
+from rasplang.backend.chambers.none_flags import gate, with_none_units
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.spaces import ONE, SOpSpace
@@ -72,8 +81,12 @@ def discretising_mlp(
             w_in[0, u] = slope * inp.scale
             w_in[1, u] = shift - slope * mid
             w_out[u] = sign * delta
-    return gated_mlp(label, (inp.directions[0], ONE), w_in, out.directions, w_out,
-                     bos_state, bos)
+    in_dirs = [inp.directions[0], ONE]
+    if inp.nullable:  # off where the input is None (coordinate 0 +- its error)
+        bound = w_in[1] + np.abs(w_in[0]) * (inp.error + 1e-12)
+        in_dirs, w_in = gate(in_dirs, w_in, [inp], bound)
+        in_dirs, w_in, w_out = with_none_units(in_dirs, w_in, w_out, [inp], out)
+    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)
 
 
 def affine_fit(xs: Sequence[float], ys: Sequence[Any]) -> tuple[float, float] | None:
@@ -100,6 +113,7 @@ def affine_mlp(
     A categorical term is read linearly as ``sum_v v e_v`` (its values must be numbers).
     """
     units: list[tuple[tuple[BasisDirection, ...], np.ndarray, float]] = []
+    bound: list[float] = []  # of each unit's pre-activation where an input is None
     for space, a, (lo, hi) in terms:
         if a == 0:
             continue
@@ -107,6 +121,7 @@ def affine_mlp(
         for sign, needed in ((1.0, hi > 0), (-1.0, lo < 0)):
             if needed:  # relu(sign * value) contributes sign * a * relu(sign * value)
                 units.append((space.directions, sign * readout, sign * a))
+                bound.append(max(abs(lo), abs(hi)) * (1 + space.error) + space.error)
     all_dirs = [*dict.fromkeys(d for dirs, _, _ in units for d in dirs), ONE]
     index = {d: i for i, d in enumerate(all_dirs)}
     n_units = len(units) + (1 if const != 0 else 0)
@@ -119,4 +134,9 @@ def affine_mlp(
     if const != 0:
         w_in[index[ONE], -1] = 1.0
         w_out[-1, 0] = const / out.scale
-    return gated_mlp(label, all_dirs, w_in, out.directions, w_out, bos_state, bos)
+        bound.append(1.0)
+    w_out = np.hstack([w_out, np.zeros((n_units, len(out.directions) - 1))])
+    spaces = [space for space, _, _ in terms]
+    in_dirs, w_in = gate(all_dirs, w_in, spaces, np.asarray(bound))
+    in_dirs, w_in, w_out = with_none_units(in_dirs, w_in, w_out, spaces, out)
+    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)

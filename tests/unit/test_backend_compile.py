@@ -12,14 +12,15 @@ from rasplang import lib
 
 def test_refusals_list_every_node_with_its_reason():
     """One UnsupportedProgramError names every offending node before building weights."""
-    num = rl.numerical(rl.Map(lambda x: 1, rl.tokens)).named("num")
-    bad_seq = rl.SequenceMap(lambda x, y: x * y, num, num).named("bad_seq")
-    bad_sel = rl.Aggregate(rl.select(num, rl.tokens, "=="), rl.tokens).named("bad_sel")
-    prog = rl.SequenceMap(lambda x, y: (x, y), bad_seq, bad_sel)
+    shout = rl.numerical(rl.Map(lambda t: t.upper(), rl.tokens)).named("shout")
+    fixed = rl.ConstantSOp(["a", "b", "a"]).named("fixed")
+    whole = (rl.length + 0).named("whole")
+    prog = rl.SequenceMap(lambda x, y: (x, y), rl.SequenceMap(lambda a, b: a, shout, fixed),
+                          whole)
     with pytest.raises(rl.UnsupportedProgramError) as info:
-        compile(prog, "ab", 4)
+        compile(prog, "ab", 3, causal=True)
     labels = {label for label, _ in info.value.problems}
-    assert {"bad_seq", "bad_sel"} <= labels
+    assert {"shout", "fixed", "length"} <= labels
     assert isinstance(info.value, NotImplementedError)
 
 
@@ -29,10 +30,24 @@ def test_length_is_refused_under_causal_masking():
         compile(rl.length + 0, "ab", 4, causal=True)
 
 
-def test_selector_or_across_sops_is_refused():
-    """An `or` of selectors on different SOps is named as unsupported."""
+def test_selector_or_across_sops_compiles_exactly():
+    """An `or` of selectors on different SOps compiles on product keys and queries."""
     sel = rl.select(rl.tokens, rl.tokens, "==") | rl.select(rl.indices, rl.indices, "<")
-    with pytest.raises(rl.UnsupportedProgramError, match="SelectorOr"):
+    prog = rl.selector_width(sel).named("width")
+    model = compile(prog, "ab", 4)
+    assert "(tokens, indices)" in model.circuit  # the inserted product, in the layer map
+    xs = ["abab", "bbba", "a", "aab"]
+    assert model.run(xs) == [rl.evaluate(prog, list(x)) for x in xs]
+
+
+def test_product_beyond_the_limit_is_refused(monkeypatch):
+    """A product selector past MAX_PRODUCT_VALUES is refused, naming the selector."""
+    from rasplang.backend.chambers import selector
+
+    monkeypatch.setattr(selector, "MAX_PRODUCT_VALUES", 7)
+    sel = (rl.select(rl.tokens, rl.tokens, "==") | rl.select(rl.indices, rl.indices, "<")
+           ).named("either")
+    with pytest.raises(rl.UnsupportedProgramError, match=r"either.*8 values"):
         compile(rl.selector_width(sel), "ab", 4)
 
 
