@@ -35,7 +35,9 @@ __all__ = [
     "detect_pattern",
     "get_program",
     "length",
+    "make_above_mean",
     "make_count",
+    "make_count_distinct",
     "make_count_less_freq",
     "make_double_hist",
     "make_dyck",
@@ -46,7 +48,10 @@ __all__ = [
     "make_length",
     "make_nary_sequencemap",
     "make_pair_balance",
+    "make_prev_sum",
     "make_reverse",
+    "make_same_frac",
+    "make_shift_fill",
     "make_shuffle_dyck",
     "make_shuffle_dyck2",
     "make_sort",
@@ -342,6 +347,81 @@ def make_nary_sequencemap(f: Callable[..., rasp.Value], *sops: rasp.SOp) -> rasp
     return rasp.Map(lambda args: f(*args), values)
 
 
+# ------------------------------ programs tracr refuses to compile (rasplang compiles them)
+
+
+def make_count_distinct() -> rasp.SOp:
+    """How many distinct tokens the input holds, at every position.
+
+    A token is counted at its first occurrence: the positions with no earlier copy,
+    found with ``select(tokens, tokens, ==) & select(indices, indices, <)`` (an `and` of
+    selectors on different SOps).
+
+    >>> make_count_distinct()("abcab")
+    [3, 3, 3, 3, 3]
+    """
+    earlier_copy = (rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ)
+                    & rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LT)
+                    ).named("earlier_copy")
+    has_earlier = (rasp.SelectorWidth(earlier_copy) > 0).named("has_earlier")
+    first_copies = rasp.Select(has_earlier, has_earlier, lambda key, query: not key).named(
+        "first_copies")
+    return rasp.SelectorWidth(first_copies).named("count_distinct")
+
+
+def make_same_frac(token: rasp.Value = "x") -> rasp.SOp:
+    """How many positions have the same running fraction of ``token`` as this one.
+
+    The fractions are numerical (`make_frac_prevs`), and the Select compares them
+    directly: numerical keys and queries.
+
+    >>> make_same_frac()("xyxy")
+    [1, 2, 1, 2]
+    """
+    frac = make_frac_prevs(rasp.tokens == token)
+    same = rasp.Select(frac, frac, rasp.Comparison.EQ).named("same_frac_sel")
+    return rasp.SelectorWidth(same).named("same_frac")
+
+
+def make_shift_fill(offset: int = 1, fill: rasp.Value = "_") -> rasp.SOp:
+    """The tokens shifted right by ``offset``, the first positions holding ``fill``
+    (a categorical Aggregate with a default other than None).
+
+    >>> make_shift_fill()("abc")
+    ['_', 'a', 'b']
+    """
+    shift = rasp.Select(rasp.indices, rasp.indices, lambda k, q: q == k + offset)
+    return rasp.Aggregate(shift, rasp.tokens, default=fill).named("shift_fill")
+
+
+def make_above_mean() -> rasp.SOp:
+    """Whether each token is above the mean token value (numbers as tokens).
+
+    The mean over every position is a numerical Aggregate of non-binary values; the
+    comparison is a SequenceMap with a numerical input.
+
+    >>> make_above_mean()([1, 2, 5])
+    [False, False, True]
+    """
+    select_all = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.TRUE).named(
+        "select_all")
+    mean = rasp.numerical(rasp.Aggregate(select_all, rasp.numerical(rasp.tokens), default=0)
+                          ).named("mean")
+    return rasp.SequenceMap(lambda t, m: t > m, rasp.tokens, mean).named("above_mean")
+
+
+def make_prev_sum() -> rasp.SOp:
+    """Each token plus the one before it; None at the first position (None kept in a
+    numerical SOp: the shifted token is a numerical Aggregate with default None).
+
+    >>> make_prev_sum()([1, 2, 5])
+    [None, 3, 7]
+    """
+    value = rasp.numerical(rasp.tokens)
+    prev = rasp.numerical(shift_by(1, value)).named("prev")
+    return rasp.numerical(rasp.LinearSequenceMap(value, prev, 1, 1)).named("prev_sum")
+
+
 # ----------------------------------------------------------------------- registry
 
 
@@ -445,6 +525,26 @@ _ENTRIES = (
         "dyck2", make_dyck2,
         "Dyck-2 over () and {} per prefix: T, P or F (RASP paper)",
         _PAREN2, 5, tuple("({})("), causal_safe=True),
+    LibraryProgram(
+        "count_distinct", make_count_distinct,
+        "how many distinct tokens occur (an and of selectors on different SOps)",
+        tuple("abc"), 5, tuple("abcab"), causal_safe=True),
+    LibraryProgram(
+        "same_frac", make_same_frac,
+        'how many positions share this running fraction of "x" (numerical Select)',
+        ("x", "y"), 6, tuple("xyxyyx"), causal_safe=True),
+    LibraryProgram(
+        "shift_fill", make_shift_fill,
+        'the tokens shifted right by one, "_" first (Aggregate default)',
+        tuple("abc"), 5, tuple("abca"), causal_safe=True),
+    LibraryProgram(
+        "above_mean", make_above_mean,
+        "whether each token is above the mean token (numerical mean into a SequenceMap)",
+        (1, 2, 3, 5), 5, (1, 5, 2, 3), causal_safe=True),
+    LibraryProgram(
+        "prev_sum", make_prev_sum,
+        "each token plus the previous one, None first (numerical None)",
+        (1, 2, 3), 5, (1, 2, 3, 1), causal_safe=True),
 )
 
 #: Every library program by name: the one registry the CLI, demo, docs and tests use.

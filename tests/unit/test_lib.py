@@ -96,6 +96,14 @@ REFERENCES: dict[str, Callable[[list], list]] = {
     "sort_by_most_freq": _sort_by_most_freq_ref,
     "dyck1": lambda xs: _dyck_ptf(xs, ["()"]),
     "dyck2": lambda xs: _dyck_ptf(xs, ["()", "{}"]),
+    "count_distinct": lambda xs: [len(set(xs))] * len(xs),
+    "same_frac": lambda xs: [
+        [xs[: j + 1].count("x") / (j + 1) for j in range(len(xs))].count(
+            xs[: i + 1].count("x") / (i + 1)) for i in range(len(xs))
+    ],
+    "shift_fill": lambda xs: ["_", *xs[:-1]],
+    "above_mean": lambda xs: [x > sum(xs) / len(xs) for x in xs],
+    "prev_sum": lambda xs: [None, *(a + b for a, b in zip(xs[1:], xs))],
 }
 
 
