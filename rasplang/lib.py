@@ -390,7 +390,8 @@ def make_shift_fill(offset: int = 1, fill: rasp.Value = "_") -> rasp.SOp:
     >>> make_shift_fill()("abc")
     ['_', 'a', 'b']
     """
-    shift = rasp.Select(rasp.indices, rasp.indices, lambda k, q: q == k + offset)
+    shift = rasp.Select(rasp.indices, (rasp.indices - offset).named("source"),
+                        rasp.Comparison.EQ).named("shift")  # selects at most one key
     return rasp.Aggregate(shift, rasp.tokens, default=fill).named("shift_fill")
 
 
