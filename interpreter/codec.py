@@ -22,7 +22,7 @@ def encode(
     sequence and position of a token outside ``vocab``, or the index and length of a
     sequence longer than ``max_seq_len``.
     """
-    lengths = np.fromiter((len(seq) for seq in inputs), dtype=np.int64, count=len(inputs))
+    lengths = np.fromiter(map(len, inputs), dtype=np.int64, count=len(inputs))
     too_long = np.flatnonzero(lengths > max_seq_len)
     if too_long.size:
         i = int(too_long[0])
@@ -32,15 +32,17 @@ def encode(
     n_pos = max(1, int(lengths.max(initial=0)))
     index = {token: code for code, token in enumerate(vocab)}
     total = int(lengths.sum())
-    try:
-        flat = np.fromiter(
-            map(index.__getitem__, itertools.chain.from_iterable(inputs)),
-            dtype=np.int32,
-            count=total,
-        )
+    tokens = itertools.chain.from_iterable(inputs)
+    try:  # one dict lookup per token, in C (map), collected without boxing the codes
+        if len(vocab) <= 256:
+            flat = np.frombuffer(bytearray(map(index.__getitem__, tokens)), dtype=np.uint8)
+        else:
+            flat = np.fromiter(map(index.__getitem__, tokens), dtype=np.int32, count=total)
     except (KeyError, TypeError):
         _raise_bad_token(inputs, index, vocab)
         raise
+    if total == len(inputs) * n_pos:  # every sequence has the longest length
+        return flat.reshape(len(inputs), n_pos).astype(np.int32), lengths
     codes = np.zeros((len(inputs), n_pos), dtype=np.int32)
     codes[np.arange(n_pos)[None, :] < lengths[:, None]] = flat
     return codes, lengths
@@ -60,12 +62,28 @@ def _raise_bad_token(inputs: Sequence[Sequence[Value]], index: dict, vocab: Sequ
                 )
 
 
+def _lookup_array(table: Table) -> np.ndarray:
+    """``table.values`` as an array whose ``tolist`` gives back equal values of the same
+    types: int64, bool or float64 when every value is exactly that type, else objects."""
+    kinds = set(map(type, table.values))
+    if kinds == {int} and all(-(2**63) <= v < 2**63 for v in table.values):
+        return np.array(table.values, dtype=np.int64)
+    if kinds == {bool}:
+        return np.array(table.values, dtype=bool)
+    if kinds == {float}:
+        return np.array(table.values, dtype=np.float64)
+    return table.as_object_array()
+
+
 def decode(codes: np.ndarray, lengths: np.ndarray, table: Table) -> list[list[Value]]:
     """Codes ``[B, T]`` -> one list of values per sequence, cut to its length."""
-    values = table.as_object_array()
-    mask = np.arange(codes.shape[1])[None, :] < lengths[:, None]
-    flat = iter(values[codes[mask]].tolist())
-    return [list(itertools.islice(flat, int(n))) for n in lengths]
+    rows = _lookup_array(table)[codes].tolist()  # [B][T] values, in C
+    if not rows or int(lengths.min()) == codes.shape[1]:
+        return rows
+    short = np.flatnonzero(lengths < codes.shape[1])
+    for b, n in zip(short.tolist(), lengths[short].tolist()):
+        del rows[b][n:]
+    return rows
 
 
 def decode_matrices(matrices: np.ndarray, lengths: np.ndarray) -> list[list[list[bool]]]:

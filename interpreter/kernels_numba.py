@@ -50,6 +50,19 @@ def _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
 
 
 @jit()
+def positions_kernel(lengths, offset, per_sequence, out):
+    """``out[b, t]`` = ``t`` (``indices``) or ``lengths[b] + offset`` (``length``, with
+    ``per_sequence``) below each length, 0 after it."""
+    n_batch, n_pos = out.shape
+    for b in range(n_batch):
+        n = lengths[b]
+        for t in range(n):
+            out[b, t] = n + offset if per_sequence else t
+        for t in range(n, n_pos):
+            out[b, t] = 0
+
+
+@jit()
 def map_kernel(lut, codes, lengths, out, err):
     """``out[b, t] = lut[codes[b, t]]``; a negative entry (f raised) flags ``err[b]``."""
     n_batch, n_pos = out.shape
@@ -97,6 +110,82 @@ def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
                                b, q, k, regs)
 
 
+@jit(inline=True)
+def mean_code(total, count, denom, mean_values, mean_codes):
+    """The exact mean ``total / (count * denom)`` and its code among the table's floats
+    ``mean_values`` (sorted, codes ``mean_codes``), or -1 when it is not there."""
+    m = np.float64(total) / np.float64(count * denom)
+    i = np.searchsorted(mean_values, m)
+    if i < mean_values.shape[0] and mean_values[i] == m:
+        return m, mean_codes[i]
+    return m, -1
+
+
+@jit(inline=True)
+def reduce_row(row, stop, limit, vc, remap, isnum, num, fval, denom, exact, default_code,
+               mean_values, mean_codes, out, outf, b, q):
+    """One query of an Aggregate, following `rasplang.evaluator.aggregate_row`.
+
+    ``row[k]`` (``k < stop``) is the selector's value at key ``k`` (0, 1, or 2 where a
+    predicate raised); keys at or after ``limit`` are masked (causal). Writes ``out[b, q]``
+    (and ``outf[b, q]`` for a mean); returns whether the sequence is an error.
+    """
+    count = 0
+    first = 0
+    same = True
+    allnum = True
+    bad = False
+    total = 0
+    fsum = 0.0
+    comp = 0.0
+    for k in range(stop):
+        s = row[k]
+        if s == 0:
+            continue
+        if s == 2:
+            bad = True
+            continue
+        if k >= limit:
+            continue
+        c = vc[k]
+        if count == 0:
+            first = c
+        elif c != first:
+            same = False
+        if isnum[c]:
+            if exact:
+                total += num[c]
+            else:
+                x = fval[c]
+                t = fsum + x  # Neumaier's compensated sum
+                if abs(fsum) >= abs(x):
+                    comp += (fsum - t) + x
+                else:
+                    comp += (x - t) + fsum
+                fsum = t
+        else:
+            allnum = False
+        count += 1
+    if count == 0:
+        out[b, q] = default_code
+    elif count == 1:
+        out[b, q] = remap[first]
+    elif allnum:
+        if exact:
+            m, code = mean_code(total, count, denom, mean_values, mean_codes)
+            outf[b, q] = m
+            out[b, q] = code
+        else:
+            outf[b, q] = (fsum + comp) / count
+            out[b, q] = -3
+    elif same:
+        out[b, q] = remap[first]
+    else:
+        bad = True
+        out[b, q] = 0
+    return bad
+
+
 @jit()
 def aggregate_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
@@ -120,62 +209,9 @@ def aggregate_kernel(
             _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
                       stop, regs, row)
             limit = q + 1 if causal else n
-            count = 0
-            first = 0
-            same = True
-            allnum = True
-            total = 0
-            fsum = 0.0
-            comp = 0.0
-            for k in range(stop):
-                s = row[k]
-                if s == 0:
-                    continue
-                if s == 2:
-                    err[b] = 1
-                    continue
-                if k >= limit:
-                    continue
-                c = vc[k]
-                if count == 0:
-                    first = c
-                elif c != first:
-                    same = False
-                if isnum[c]:
-                    if exact:
-                        total += num[c]
-                    else:
-                        x = fval[c]
-                        t = fsum + x  # Neumaier's compensated sum
-                        if abs(fsum) >= abs(x):
-                            comp += (fsum - t) + x
-                        else:
-                            comp += (x - t) + fsum
-                        fsum = t
-                else:
-                    allnum = False
-                count += 1
-            if count == 0:
-                out[b, q] = default_code
-            elif count == 1:
-                out[b, q] = remap[first]
-            elif allnum:
-                if exact:
-                    m = np.float64(total) / np.float64(count * denom)
-                    outf[b, q] = m
-                    i = np.searchsorted(mean_values, m)
-                    if i < mean_values.shape[0] and mean_values[i] == m:
-                        out[b, q] = mean_codes[i]
-                    else:
-                        out[b, q] = -1
-                else:
-                    outf[b, q] = (fsum + comp) / count
-                    out[b, q] = -3
-            elif same:
-                out[b, q] = remap[first]
-            else:
+            if reduce_row(row, stop, limit, vc, remap, isnum, num, fval, denom, exact,
+                          default_code, mean_values, mean_codes, out, outf, b, q):
                 err[b] = 1
-                out[b, q] = 0
         for q in range(n, n_pos):
             out[b, q] = 0
 

@@ -100,6 +100,10 @@ class Plan:
                 state.default_code(node)
                 if self.analysis.encodings[node] is Encoding.NUMERICAL:
                     state.add_values(node, numeric_seeds(self.analysis.value_sets[node]))
+        for node in self.nodes:  # cached here so that runs do not recompute them
+            if isinstance(node, Aggregate):
+                state.numeric_info(node.sop)
+                state.float_index(node)
         return state
 
     def table(self, label: str) -> tuple[Value, ...]:
@@ -127,8 +131,8 @@ class Plan:
         inputs = list(inputs)
         if not inputs:
             return []
-        codes, lengths = self.encode(inputs)
-        return self.run_arrays(codes, lengths, backend=backend).output.tolist()
+        codes, lengths = self.encode(inputs)  # valid by construction: no _check_arrays
+        return self._run(codes, lengths, [self.program], backend).output.tolist()
 
     def run_arrays(
         self,
@@ -145,7 +149,11 @@ class Plan:
         `BatchArrays` with codes into each node's table (`NodeArrays`).
         """
         codes, lengths = self._check_arrays(codes, lengths)
-        keep = self._keep(outputs)
+        return self._run(codes, lengths, self._keep(outputs), backend)
+
+    def _run(self, codes: np.ndarray, lengths: np.ndarray, keep: list[RASPExpr],
+             backend: str | None) -> BatchArrays:
+        """`run_arrays` on checked arrays (zero-padded int32 codes, int64 lengths)."""
         chosen = get_backend(backend or self.backend)
         state = self._state.copy()
         for node in keep:
@@ -171,7 +179,10 @@ class Plan:
                 arrays[self.labels[node]] = NodeArrays(self.labels[node], node, lengths,
                                                        matrix=stacked)
             else:
-                stacked = np.concatenate(parts) if parts else np.zeros((0, n_pos), np.int32)
+                stacked = (parts[0] if len(parts) == 1 else np.concatenate(parts) if parts
+                           else np.zeros((0, n_pos), np.int32))
+                if np.may_share_memory(stacked, codes):  # tokens: never alias the input
+                    stacked = stacked.copy()
                 arrays[self.labels[node]] = NodeArrays(self.labels[node], node, lengths,
                                                        table=state.tables[node], codes=stacked)
         return BatchArrays(output=arrays[self.labels[self.program]], nodes=arrays)
@@ -189,6 +200,9 @@ class Plan:
             i = int(bad[0])
             raise ValueError(f"sequence {i} has length {int(lengths[i])}; lengths must be in "
                              f"0..{min(codes.shape[1], self.max_seq_len)}")
+        if (codes.size and codes.min() >= 0 and codes.max() < len(self.vocab)
+                and lengths.min(initial=codes.shape[1]) == codes.shape[1]):
+            return codes, lengths  # the common case: nothing to check or clear
         valid = np.arange(codes.shape[1])[None, :] < lengths[:, None]
         out_of_range = valid & ((codes < 0) | (codes >= len(self.vocab)))
         if out_of_range.any():
@@ -363,13 +377,20 @@ class _Chunk:
             self._device[key] = cached
         (ops, a0, a1, flat, off, nq, cmats), may_error = cached[1]
         xp = be.xp
-        if prog.leaves:
+        if len(prog.leaves) == 1:  # [1, C, T] views, no copies
+            kcodes = self.values[prog.leaves[0].keys][None]
+            qcodes = self.values[prog.leaves[0].queries][None]
+        elif prog.leaves:
             kcodes = xp.stack([self.values[leaf.keys] for leaf in prog.leaves])
             qcodes = xp.stack([self.values[leaf.queries] for leaf in prog.leaves])
         else:
             kcodes = qcodes = xp.zeros((0, n_batch, self.n_pos), dtype=xp.int32)
+        single = len(prog.ops) == 1 and prog.leaves
         return SelectorArgs(ops=ops, a0=a0, a1=a1, kcodes=kcodes, qcodes=qcodes, pred=flat,
-                            pred_off=off, pred_nq=nq, cmats=cmats, may_error=may_error)
+                            pred_off=off, pred_nq=nq, cmats=cmats, may_error=may_error,
+                            runs=state.runs.get(prog.leaves[0]) if single else None,
+                            keys_are_positions=bool(single) and isinstance(
+                                prog.leaves[0].keys, IndicesType))
 
     def aggregate(self, node: Aggregate) -> None:
         plan, state, be = self.plan, self.state, self.be

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
+from rasplang.interpreter.runs import KeyRuns
 
 from rasplang.nodes import (
     ConstantSelector,
@@ -114,7 +115,10 @@ class SelectorArgs:
     or saw None), leaf ``l``'s entry for key code ``k`` and query code ``q`` at
     ``pred_off[l] + k * pred_nq[l] + q``; ``cmats``: ``[n_constants, T, T]`` uint8
     constant matrices (length checks happen outside the kernels); ``may_error``: whether
-    any predicate entry is 2 (else causal kernels may skip keys after the query).
+    any predicate entry is 2 (else causal kernels may skip keys after the query);
+    ``runs``: for a program that is one Select, its rows as runs of key codes (None when
+    its table has error entries), for the counting kernels (`interpreter.runs`);
+    ``keys_are_positions``: that Select's keys are ``indices``.
     """
 
     ops: np.ndarray
@@ -127,3 +131,5 @@ class SelectorArgs:
     pred_nq: np.ndarray
     cmats: np.ndarray
     may_error: bool
+    runs: KeyRuns | None = None
+    keys_are_positions: bool = False

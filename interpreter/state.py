@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.interpreter.tables import NumericInfo, Table, is_number, numeric_info
 
 from rasplang.nodes import (
@@ -46,6 +47,7 @@ class TableState:
         self.tables: dict[SOp, Table] = {}
         self.luts: dict[Any, np.ndarray] = {}  # Map [n], SequenceMap [na, nb], Select [nk, nq]
         self.remaps: dict[Aggregate, np.ndarray] = {}
+        self.runs: dict[Select, KeyRuns | None] = {}  # of luts[select], for counting kernels
         self.numeric: dict[SOp, tuple[int, NumericInfo]] = {}
         self.floats: dict[SOp, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
 
@@ -55,6 +57,7 @@ class TableState:
         other.tables = dict(self.tables)
         other.luts = dict(self.luts)
         other.remaps = dict(self.remaps)
+        other.runs = dict(self.runs)
         other.numeric = dict(self.numeric)
         other.floats = dict(self.floats)
         return other
@@ -184,6 +187,7 @@ class TableState:
                     continue
                 out[i, j] = _predicate(node.predicate, key, query)
         self.luts[node] = out
+        self.runs[node] = key_runs(out)
 
     def _ensure_aggregate(self, node: Aggregate) -> None:
         sop_values = self.tables[node.sop].values
