@@ -84,6 +84,10 @@ TEST_STATUS=$?
 tail -n 15 "$OUT/pytest-gpu.txt" >> "$SUMMARY"
 log "GPU tests exit status $TEST_STATUS"
 
+log "compiled-model forward throughput (xp=cupy beside numpy)"
+timeout ${FORWARD_TIMEOUT:-300} "$PY" tests/gpu/forward_bench.py > "$OUT/forward.txt" 2>&1
+log "forward benchmark exit status $?"
+cat "$OUT/forward.txt" >> "$SUMMARY"
 log "benchmarks (cupy, numba, numpy; batch 10,000; T = 16, 64)"
 "$PY" -m pytest -q -p no:cacheprovider benchmarks/bench_interpreter.py --benchmark-only \
     -k "(test_interpreter and (cupy or numba)) or first_call" --benchmark-json="$OUT/bench-gpu.json" \
@@ -92,8 +96,4 @@ log "benchmarks exit status $?"
 if [ -s "$OUT/bench-gpu.json" ]; then
     "$PY" benchmarks/bench_interpreter.py summarize "$OUT/bench-gpu.json" >> "$SUMMARY" 2>&1
 fi
-log "compiled-model forward throughput (xp=cupy beside numpy)"
-timeout 300 "$PY" tests/gpu/forward_bench.py > "$OUT/forward.txt" 2>&1
-log "forward benchmark exit status $?"
-cat "$OUT/forward.txt" >> "$SUMMARY"
 exit $TEST_STATUS
