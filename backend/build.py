@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 import numpy as np
-from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp
+from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
 from rasplang.backend.chambers.selector import Term, predicate_table, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP, AttentionHead
@@ -322,8 +322,27 @@ class _Builder:
             mlp = categorical_mlp.sequence_map_categorical_mlp(
                 label, fst, snd, out, lambda a, b: _safe(node.f, a, b), self.bos_state,
                 self.bos)
+            separable = self.separable(node, label, fst, snd, lambda a, b: _safe(node.f, a, b))
+            if separable is not None and separable[0].hidden_dim <= mlp.hidden_dim:
+                mlp, out = separable
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(x, y))
+
+    def separable(self, node: SOp, label: str, fst: SOpSpace, snd: SOpSpace,
+                  f: Any) -> tuple[MLP, SOpSpace] | None:
+        """``f`` on two categorical inputs as ``u(x) + v(y)`` read linearly (and
+        discretised for a categorical output), if it is exactly that on the value sets and
+        the margin holds; else None (the caller keeps the lookup table)."""
+        split = separable_mlp.split(fst.values, snd.values, f)
+        numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
+        if split is None or separable_mlp.margin_problem(split, fst, snd, self.m,
+                                                         not numerical_out):
+            return None
+        error = separable_mlp.output_error(split, fst, snd) if numerical_out else 0.0
+        out = self.out_space(node, error=error)
+        mlp = separable_mlp.separable_mlp(label, fst, snd, split, out, self.m, self.bos_state,
+                                          self.bos)
+        return mlp, out
 
     def aggregate(self, node: Aggregate, label: str) -> NodeBlock:
         terms = self.terms(node.selector)
