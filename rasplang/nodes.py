@@ -210,45 +210,36 @@ def _elementwise(op: str, sop: SOp, other: Any, *, reverse: bool = False) -> SOp
 
 
 @attrs.define(frozen=True, eq=False, repr=False)
-class TokensType(SOp):
+class _Primitive(SOp):
+    """A primitive SOp (abstract): labelled and shown by its name, with no children."""
+
+    @property
+    def label(self) -> str:
+        return self.name or self._default_name
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+@attrs.define(frozen=True, eq=False, repr=False)
+class TokensType(_Primitive):
     """The input tokens (primitive)."""
 
     _default_name = "tokens"
 
-    @property
-    def label(self) -> str:
-        return self.name or "tokens"
-
-    def __repr__(self) -> str:
-        return self.label
-
 
 @attrs.define(frozen=True, eq=False, repr=False)
-class IndicesType(SOp):
+class IndicesType(_Primitive):
     """The position of each token, 0..n-1 (primitive)."""
 
     _default_name = "indices"
 
-    @property
-    def label(self) -> str:
-        return self.name or "indices"
-
-    def __repr__(self) -> str:
-        return self.label
-
 
 @attrs.define(frozen=True, eq=False, repr=False)
-class LengthType(SOp):
+class LengthType(_Primitive):
     """The input length n at every position (primitive)."""
 
     _default_name = "length"
-
-    @property
-    def label(self) -> str:
-        return self.name or "length"
-
-    def __repr__(self) -> str:
-        return self.label
 
 
 tokens = TokensType()
@@ -561,17 +552,15 @@ class ConstantSelector(Selector):
 
 
 @attrs.define(frozen=True, eq=False, repr=False)
-class SelectorAnd(Selector):
-    """Elementwise ``fst and snd`` of two selectors."""
+class _SelectorPair(Selector):
+    """Two selectors combined elementwise (abstract)."""
 
     fst: Selector
     snd: Selector
 
-    _default_name = "selector_and"
-
     def __attrs_post_init__(self) -> None:
-        _check_selector(self.fst, "SelectorAnd's fst")
-        _check_selector(self.snd, "SelectorAnd's snd")
+        _check_selector(self.fst, f"{type(self).__name__}'s fst")
+        _check_selector(self.snd, f"{type(self).__name__}'s snd")
 
     @property
     def children(self) -> tuple[RASPExpr, ...]:
@@ -582,24 +571,17 @@ class SelectorAnd(Selector):
 
 
 @attrs.define(frozen=True, eq=False, repr=False)
-class SelectorOr(Selector):
+class SelectorAnd(_SelectorPair):
+    """Elementwise ``fst and snd`` of two selectors."""
+
+    _default_name = "selector_and"
+
+
+@attrs.define(frozen=True, eq=False, repr=False)
+class SelectorOr(_SelectorPair):
     """Elementwise ``fst or snd`` of two selectors."""
 
-    fst: Selector
-    snd: Selector
-
     _default_name = "selector_or"
-
-    def __attrs_post_init__(self) -> None:
-        _check_selector(self.fst, "SelectorOr's fst")
-        _check_selector(self.snd, "SelectorOr's snd")
-
-    @property
-    def children(self) -> tuple[RASPExpr, ...]:
-        return (self.fst, self.snd)
-
-    def _args_repr(self) -> str:
-        return f"{self.fst.label}, {self.snd.label}"
 
 
 @attrs.define(frozen=True, eq=False, repr=False)
