@@ -153,3 +153,21 @@ def test_split_is_exact():
     assert all(s.u[i] + s.v[j] == x + 2 * y for i, x in enumerate((0.5, 1.25))
                for j, y in enumerate((0, 3)))
     assert split((0.1, 0.7), (0.2, 0.4), lambda x, y: x + y) is None
+
+
+def test_margin_refused_falls_back_to_table():
+    """Values 1 apart at a range of 10^10 are past the float32 margin: the lookup table
+    is used although the linear MLP would be smaller, and the model is still exact."""
+    from rasplang.backend.chambers.separable_mlp import margin_problem
+    from rasplang.backend.spaces import categorical_space
+
+    big = 10**9
+    f = lambda t, y: t * big + t % 2 + y * big
+    xs, ys = tuple(range(10)), tuple(range(8))
+    s = split(xs, ys, f)
+    assert s is not None and 2 * len(s.outputs) - 1 < len(xs) * len(ys)
+    assert margin_problem(s, categorical_space("t", xs), categorical_space("y", ys), 100,
+                          True) is not None
+    program = sequence_map(f, rl.tokens, rl.Map(lambda t: t % 8, rl.tokens))
+    model = check(program, xs, 2, causal=False)
+    assert units(model, "sm") == len(xs) * len(ys)
