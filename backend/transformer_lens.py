@@ -24,23 +24,24 @@ _EXTRA_HINT = ("install the extra: pip install 'rasplang[transformer-lens]' "
                "(on CPU, install torch's CPU wheel first)")
 
 
-def _import_transformer_lens() -> Any:
+def _import_transformer_lens() -> tuple[Any, Any]:
+    """``(transformer_lens, torch)``, or an ImportError that says how to install them."""
     try:
+        import torch
         import transformer_lens
     except ImportError as exc:
-        raise ImportError(f"to_transformer_lens needs transformer_lens: {_EXTRA_HINT}") from exc
+        raise ImportError(f"to_transformer_lens needs transformer_lens and torch ({exc}): "
+                          f"{_EXTRA_HINT}") from exc
     if not hasattr(transformer_lens, "HookedTransformerConfig"):
         raise ImportError(f"transformer_lens {getattr(transformer_lens, '__version__', '?')} "
                           "has no HookedTransformer (removed in 4.0); install "
                           "'transformer-lens>=2,<4'")
-    return transformer_lens
+    return transformer_lens, torch
 
 
 def transformer_lens_config(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
     """The ``HookedTransformerConfig`` matching ``model.config`` (float32 by default)."""
-    import torch
-
-    tl = _import_transformer_lens()
+    tl, torch = _import_transformer_lens()
     cfg = model.config
     return tl.HookedTransformerConfig(
         n_layers=cfg.n_layers,
@@ -71,9 +72,7 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
     usual, e.g. ``run_with_cache`` gives ``blocks.0.attn.hook_pattern`` and the residual
     stream ``blocks.0.hook_resid_post``, whose dimensions ``model.residual_labels`` name.
     """
-    import torch
-
-    tl = _import_transformer_lens()
+    tl, torch = _import_transformer_lens()
     config = transformer_lens_config(model, dtype=dtype, device=device)
     with warnings.catch_warnings():
         # TransformerLens 3 deprecates HookedTransformer in favour of TransformerBridge,
