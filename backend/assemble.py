@@ -15,6 +15,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from rasplang.analysis import Analysis
 from rasplang.backend.build import Built, NodeBlock
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.maps import factor_linear
@@ -22,8 +24,6 @@ from rasplang.backend.encoders import InputEncoder, OutputEncoder
 from rasplang.backend.model import CircuitStep, CompiledModel, ModelConfig
 from rasplang.backend.schedule import Schedule
 from rasplang.backend.spaces import ONE
-
-from rasplang.analysis import Analysis
 from rasplang.nodes import SOp, TokensType
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 import numpy as np
+
+from rasplang.analysis import Analysis, sorted_values
 from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
 from rasplang.backend.chambers.selector import Term, predicate_table, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
@@ -32,8 +34,6 @@ from rasplang.backend.spaces import (
     categorical_space,
     numerical_space,
 )
-
-from rasplang.analysis import Analysis, sorted_values
 from rasplang.nodes import (
     Aggregate,
     Encoding,

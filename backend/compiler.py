@@ -6,13 +6,12 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
+from rasplang.analysis import analyze, raise_if_unsupported, validate
 from rasplang.backend.assemble import assemble
 from rasplang.backend.build import build_blocks
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
 from rasplang.backend.schedule import schedule
-
-from rasplang.analysis import analyze, raise_if_unsupported, validate
 from rasplang.nodes import RASPExpr
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from rasplang.backend.encoders import InputEncoder, OutputEncoder
 from rasplang.backend.model import CircuitStep, CompiledModel, ModelConfig
 

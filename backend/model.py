@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from rasplang.backend.encoders import InputEncoder, OutputEncoder
 from rasplang.backend.forward import forward, trimmed
 

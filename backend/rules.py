@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from rasplang.backend.chambers.selector import SelectorUnsupported, selector_terms
-from rasplang.backend.derived import Product
 
 from rasplang.analysis import Analysis
+from rasplang.backend.chambers.selector import SelectorUnsupported, selector_terms
+from rasplang.backend.derived import Product
 from rasplang.nodes import (
     Aggregate,
     Encoding,

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import attrs
-from rasplang.backend.build import NodeBlock
 
+from rasplang.backend.build import NodeBlock
 from rasplang.nodes import SOp
 
 

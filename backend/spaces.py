@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace
 
 ONE = BasisDirection("one")

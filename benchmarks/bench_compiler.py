@@ -14,10 +14,10 @@ import warnings
 
 import numpy as np
 import pytest
-from rasplang.backend import CompilerWarning, compile
 
 import rasplang as rl
 from rasplang import lib
+from rasplang.backend import CompilerWarning, compile
 
 #: The programs and vocabularies of the tracr reference table in the issue.
 PROGRAMS = {

@@ -17,11 +17,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from rasplang.interpreter import Plan
-from rasplang.interpreter.kernels_cupy import cupy_available
 
 import rasplang as rl
 from rasplang import lib
+from rasplang.interpreter import Plan
+from rasplang.interpreter.kernels_cupy import cupy_available
 
 BATCH = 10_000
 EVALUATE_BATCH = {16: 300, 64: 40}

@@ -12,9 +12,9 @@ import itertools
 import warnings
 
 import pytest
-from rasplang.backend import CompilerWarning
 
 import rasplang as rl
+from rasplang.backend import CompilerWarning
 from rasplang.lib import make_sort_unique
 
 VOCAB = (1, 2, 3, 4, 5)

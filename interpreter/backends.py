@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
 from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.runs import counting_pays
 from rasplang.interpreter.selectors import SelectorArgs

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.selectors import SelectorArgs
 from rasplang.interpreter.tables import NumericInfo

@@ -17,6 +17,7 @@ so no ``[B, T, T]`` matrix is ever built.
 from __future__ import annotations
 
 import numpy as np
+
 from rasplang.interpreter._jit import jit
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from rasplang.interpreter.selectors import AND, CONST, NOT, OR, SELECT, SelectorArgs
 from rasplang.interpreter.tables import NumericInfo
 

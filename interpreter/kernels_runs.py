@@ -25,6 +25,7 @@ identical. Predicate tables with error entries never come here (see `key_runs`).
 from __future__ import annotations
 
 import numpy as np
+
 from rasplang.interpreter._jit import jit
 from rasplang.interpreter.kernels_numba import reduce_row
 

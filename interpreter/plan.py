@@ -17,15 +17,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from rasplang.analysis import analyze, sorted_values
+from rasplang.evaluator import EvaluationError, evaluate, evaluate_all
 from rasplang.interpreter.backends import get_backend
 from rasplang.interpreter.codec import encode
 from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.result import BatchArrays, NodeArrays
 from rasplang.interpreter.selectors import SelectorArgs, SelectorProgram, compile_selector
 from rasplang.interpreter.state import TableState, numeric_seeds
-
-from rasplang.analysis import analyze, sorted_values
-from rasplang.evaluator import EvaluationError, evaluate, evaluate_all
 from rasplang.nodes import (
     Aggregate,
     ConstantSelector,

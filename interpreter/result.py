@@ -6,9 +6,9 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from rasplang.interpreter.codec import decode, decode_matrices
 from rasplang.interpreter.tables import Table
-
 from rasplang.nodes import RASPExpr
 
 

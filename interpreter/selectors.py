@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-from rasplang.interpreter.runs import KeyRuns
 
+from rasplang.interpreter.runs import KeyRuns
 from rasplang.nodes import (
     ConstantSelector,
     Select,

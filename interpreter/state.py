@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
 from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.interpreter.tables import NumericInfo, Table, is_number, numeric_info
-
 from rasplang.nodes import (
     Aggregate,
     ConstantSOp,

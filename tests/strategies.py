@@ -48,6 +48,7 @@ def inputs(
 def backend_params() -> list[Any]:
     """``numpy``, ``numba`` and ``cupy`` (marked gpu, skipped without CuPy and a GPU)."""
     import pytest
+
     from rasplang.interpreter.kernels_cupy import cupy_available
 
     return [

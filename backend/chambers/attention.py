@@ -47,12 +47,12 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from rasplang.backend.chambers.selector import Term
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import AttentionHead
 from rasplang.backend.craft.maps import BilinearMap, LinearMap
 from rasplang.backend.spaces import ONE, SOpSpace
-
 from rasplang.nodes import SOp
 
 #: Target bound on the softmax leakage's effect on any output coordinate.

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import LinearMap

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.spaces import ONE, SOpSpace
 

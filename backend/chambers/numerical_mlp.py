@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.chambers.none_flags import gate, with_none_units
 from rasplang.backend.craft.bases import BasisDirection

@@ -31,8 +31,8 @@ from typing import Protocol
 
 import attrs
 import numpy as np
-from rasplang.backend.spaces import SOpSpace
 
+from rasplang.backend.spaces import SOpSpace
 from rasplang.nodes import (
     RASPExpr,
     Select,

@@ -67,6 +67,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.chambers.none_flags import gate, with_none_units
 from rasplang.backend.craft.bases import BasisDirection

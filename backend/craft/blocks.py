@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
+
 from rasplang.backend.craft.bases import VectorInBasis, VectorSpace, join
 from rasplang.backend.craft.maps import BilinearMap, LinearMap
 

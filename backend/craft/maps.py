@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
+
 from rasplang.backend.craft.bases import VectorInBasis, VectorSpace
 
 

@@ -7,11 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
-from rasplang.backend import CompilerWarning, compile
-from rasplang.interpreter import evaluate_batch
 
 import rasplang as rl
 from rasplang import lib
+from rasplang.backend import CompilerWarning, compile
+from rasplang.interpreter import evaluate_batch
 
 #: Library programs this compiler refuses, with the node it names (none since `|`/`~` of
 #: selectors on different SOps and numerical SequenceMap inputs compile; see

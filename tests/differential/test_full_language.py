@@ -12,10 +12,10 @@ import itertools
 import warnings
 
 import pytest
-from rasplang.backend import CompilerWarning
 
 import rasplang as rl
 from rasplang import lib
+from rasplang.backend import CompilerWarning
 
 CAUSAL = pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 

@@ -21,9 +21,9 @@ import warnings
 import attrs
 import numpy as np
 import pytest
-from rasplang.backend import CompilerWarning
 
 import rasplang as rl
+from rasplang.backend import CompilerWarning
 from rasplang.testing import random_program
 
 VOCABS = (("a", "b", "c"), (1, 2, 3), (0, 1, 2, 3))

@@ -14,8 +14,8 @@ import zlib
 
 import numpy as np
 import pytest
-from rasplang.interpreter import evaluate_batch
 
+from rasplang.interpreter import evaluate_batch
 from rasplang.lib import PROGRAMS
 from rasplang.testing import assert_batch_matches_oracle, oracle_outputs
 from tests.strategies import backend_params

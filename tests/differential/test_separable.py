@@ -9,10 +9,10 @@ import warnings
 
 import numpy as np
 import pytest
-from rasplang.backend import CompilerWarning, compile
-from rasplang.backend.chambers.separable_mlp import split
 
 import rasplang as rl
+from rasplang.backend import CompilerWarning, compile
+from rasplang.backend.chambers.separable_mlp import split
 
 CAUSAL = pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 SHIFT = rl.select(rl.indices, rl.indices, lambda k, q: k == q - 1)

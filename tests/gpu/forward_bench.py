@@ -11,10 +11,10 @@ import warnings
 
 import cupy
 import numpy as np
-from rasplang.backend import CompilerWarning
 
 import rasplang as rl
 from rasplang import lib
+from rasplang.backend import CompilerWarning
 
 PROGRAMS = {
     "sort": (lambda n: lib.make_sort(rl.tokens, rl.tokens, max_seq_len=n, min_key=1),

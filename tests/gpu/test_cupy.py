@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rasplang.interpreter import Plan, evaluate_batch
 
 import rasplang as rl
 from rasplang import lib
+from rasplang.interpreter import Plan, evaluate_batch
 from rasplang.lib import PROGRAMS
 from rasplang.testing import assert_batch_matches_oracle, oracle_outputs, random_program
 

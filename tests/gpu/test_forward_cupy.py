@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
-from rasplang.backend import CompilerWarning
 
 import rasplang as rl
+from rasplang.backend import CompilerWarning
 from rasplang.lib import PROGRAMS
 
 NAMES = ["hist", "reverse", "sort_unique", "frac_prevs", "shuffle_dyck2", "pair_balance"]

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rasplang.backend import CompilerWarning, compile
 
 import rasplang as rl
+from rasplang.backend import CompilerWarning, compile
 from tests.strategies import programs
 
 MAX_SEQ_LEN = 6

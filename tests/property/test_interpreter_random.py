@@ -7,9 +7,9 @@ import contextlib
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rasplang.interpreter import evaluate_batch
 
 from rasplang.analysis import AnalysisError
+from rasplang.interpreter import evaluate_batch
 from rasplang.testing import assert_batch_matches_oracle, oracle_outputs
 from tests.strategies import backend_params, inputs, programs
 

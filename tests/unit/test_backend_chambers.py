@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+
+import rasplang as rl
 from rasplang.backend.chambers.categorical_mlp import map_categorical_mlp, product_mlp
 from rasplang.backend.chambers.numerical_mlp import discretising_mlp
 from rasplang.backend.chambers.selector import selector_terms
@@ -13,8 +15,6 @@ from rasplang.backend.craft.bases import VectorInBasis, join
 from rasplang.backend.derived import Product
 from rasplang.backend.encoders import OutputEncoder
 from rasplang.backend.spaces import ONE, bos_direction, categorical_space, numerical_space
-
-import rasplang as rl
 
 BOS = bos_direction("BOS")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rasplang.backend import CompilerWarning, compile, compile_rasp_to_model
 
 import rasplang as rl
 from rasplang import lib
+from rasplang.backend import CompilerWarning, compile, compile_rasp_to_model
 
 
 def test_refusals_list_every_node_with_its_reason():

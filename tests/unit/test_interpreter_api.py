@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rasplang.interpreter import Plan, evaluate_batch
 
 import rasplang as rl
 from rasplang import Aggregate, Map, Select, SelectorWidth, indices, numerical, select, tokens
+from rasplang.interpreter import Plan, evaluate_batch
 from rasplang.lib import PROGRAMS
 
 BACKENDS = ["numpy", "numba"]

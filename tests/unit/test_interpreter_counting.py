@@ -12,14 +12,14 @@ import itertools
 
 import numpy as np
 import pytest
+
+from rasplang import Aggregate, Comparison, Map, Select, SelectorWidth, indices, tokens
 from rasplang.interpreter import Plan, backends, evaluate_batch
 from rasplang.interpreter.codec import decode, encode
 from rasplang.interpreter.kernels_numba import mean_code
 from rasplang.interpreter.kernels_runs import REDUCE, answer_table
 from rasplang.interpreter.runs import counting_pays, key_runs
 from rasplang.interpreter.tables import Table, numeric_info
-
-from rasplang import Aggregate, Comparison, Map, Select, SelectorWidth, indices, tokens
 from rasplang.testing import assert_batch_matches_oracle, oracle_outputs, same_output
 
 VOCAB = (0, 1, 3)

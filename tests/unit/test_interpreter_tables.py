@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rasplang.interpreter.selectors import AND, NOT, OR, SELECT, compile_selector
-from rasplang.interpreter.tables import Table, numeric_info, typed_key
 
 from rasplang import Comparison, Select, indices, tokens
 from rasplang.evaluator import mean
+from rasplang.interpreter.selectors import AND, NOT, OR, SELECT, compile_selector
+from rasplang.interpreter.tables import Table, numeric_info, typed_key
 
 
 def test_table_keeps_one_true_and_one_point_zero_apart():

@@ -8,9 +8,9 @@ import struct
 import attrs
 import numpy as np
 import pytest
-from rasplang.backend.io import FORMAT_VERSION, ModelFileError, load, save
 
 import rasplang as rl
+from rasplang.backend.io import FORMAT_VERSION, ModelFileError, load, save
 from rasplang.lib import PROGRAMS
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasplang.backend.compiler.CompilerWarning")

@@ -5,10 +5,10 @@ import itertools
 import attrs
 import numpy as np
 import pytest
-from rasplang.backend import CompilerWarning
 
 import rasplang as rl
 from rasplang import verification as verify_module
+from rasplang.backend import CompilerWarning
 from rasplang.lib import PROGRAMS, make_frac_prevs, make_sort_unique
 from rasplang.verification import _all_inputs, _random_inputs, first_divergence
 
