@@ -91,7 +91,9 @@ class VerifyReport:
     ``checked`` inputs were compared (of ``total`` planned); ``n_mismatches`` of them
     disagree and ``mismatches`` keeps the first `MAX_REPORTED`; ``skipped`` inputs make
     `rasplang.evaluate` raise (they are outside the program's domain and are not
-    compared); ``interrupted`` is True after Ctrl-C. Times are in seconds.
+    compared; ``undefined`` keeps the first `MAX_REPORTED` of them with the error, e.g.
+    a categorical Aggregate that selects several different values); ``interrupted`` is
+    True after Ctrl-C. Times are in seconds.
     """
 
     program: str
@@ -104,6 +106,7 @@ class VerifyReport:
     skipped: int = 0
     n_mismatches: int = 0
     mismatches: list[Mismatch] = attrs.field(factory=list)
+    undefined: list[tuple[list[Any], str]] = attrs.field(factory=list)
     interrupted: bool = False
     seconds: float = 0.0
     compile_seconds: float | None = None
@@ -130,6 +133,9 @@ class VerifyReport:
         if self.n_mismatches > len(self.mismatches):
             lines.append(f"first {len(self.mismatches)} counterexamples:")
         lines += [f"  {m}" for m in self.mismatches]
+        if self.undefined:
+            lines.append(f"first {len(self.undefined)} inputs where evaluate raises:")
+            lines += [f"  {xs!r}: {error}" for xs, error in self.undefined]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -195,11 +201,13 @@ def verify(
     try:
         for codes in batches:
             bad, skipped = _check_batch(checker, codes)
-            report.checked += len(codes) - skipped
-            report.skipped += skipped
+            report.checked += len(codes) - len(skipped)
+            report.skipped += len(skipped)
             report.n_mismatches += len(bad)
             for row in bad[: MAX_REPORTED - len(report.mismatches)]:
                 report.mismatches.append(checker.explain(codes[row]))
+            for row in skipped[: MAX_REPORTED - len(report.undefined)]:
+                report.undefined.append(checker.undefined(codes[row]))
             if bar is not None:
                 bar.update(len(codes))
     except KeyboardInterrupt:
@@ -211,8 +219,8 @@ def verify(
     return report
 
 
-def _check_batch(checker: _Checker, codes: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rows of ``codes`` whose outputs disagree, and how many rows were skipped."""
+def _check_batch(checker: _Checker, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``codes`` whose outputs disagree, and the rows skipped (evaluate raises)."""
     return checker.check(codes)
 
 
@@ -308,8 +316,8 @@ class _Checker:
             parts.append(np.asarray(logits)[:, 1:])  # (b, n, d_vocab_out)
         return np.concatenate(parts)
 
-    def check(self, codes: np.ndarray) -> tuple[np.ndarray, int]:
-        """Rows that disagree, and the number of rows skipped (evaluate raises there)."""
+    def check(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows that disagree, and the rows skipped (evaluate raises there)."""
         keep = np.arange(len(codes))
         try:
             out = self.plan.run_arrays(codes, np.full(len(codes), codes.shape[1])).output
@@ -317,7 +325,7 @@ class _Checker:
             keep = np.array([i for i in range(len(codes)) if self._defined(codes[i])],
                             dtype=np.int64)
             if keep.size == 0:
-                return np.zeros(0, dtype=np.int64), len(codes)
+                return np.zeros(0, dtype=np.int64), np.arange(len(codes))
             out = self.plan.run_arrays(codes[keep], np.full(len(keep), codes.shape[1])).output
         logits = self.logits(codes[keep])
         if self.numerical:
@@ -329,7 +337,7 @@ class _Checker:
             bad = ~close.all(axis=1)
         else:
             bad = ~self._agrees(logits, out).all(axis=1)
-        return keep[np.flatnonzero(bad)], len(codes) - len(keep)
+        return keep[np.flatnonzero(bad)], np.setdiff1d(np.arange(len(codes)), keep)
 
     def _agrees(self, logits: np.ndarray, out: Any) -> np.ndarray:
         """``[b, n]`` bool: the model's decoded value ``==`` the interpreter's.
@@ -355,11 +363,19 @@ class _Checker:
         return self._equal[1]
 
     def _defined(self, row: np.ndarray) -> bool:
+        return self._error(row) is None
+
+    def _error(self, row: np.ndarray) -> str | None:
+        """What `evaluate` raises on this input, or None where it is defined."""
         try:
             evaluate(self.plan.program, self._tokens(row), causal=self.plan.causal)
-        except Exception:
-            return False
-        return True
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def undefined(self, row: np.ndarray) -> tuple[list[Any], str]:
+        """A skipped input and the error `evaluate` raises on it."""
+        return self._tokens(row), self._error(row) or "evaluate raised"
 
     def _tokens(self, row: np.ndarray) -> list[Any]:
         return [self.plan.vocab[c] for c in row.tolist()]

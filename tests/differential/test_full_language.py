@@ -216,6 +216,8 @@ def test_spread_aggregate_exact_where_values_agree():
                             rl.tokens).named("everyone")
     report = verified(everyone, "abc", 4, causal=False)  # different letters: evaluate raises
     assert report.skipped == sum(len(set(x)) > 1 for x in inputs("abc", 4))
+    assert report.undefined and all(len(set(xs)) > 1 and "different non-numeric" in error
+                                    for xs, error in report.undefined)
     numbers = rl.Aggregate(rl.select(rl.indices, rl.indices, "<="), rl.tokens).named("avg")
     with pytest.warns(CompilerWarning, match="avg"):
         model = rl.compile(numbers, [1, 2], 4)

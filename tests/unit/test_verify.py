@@ -148,6 +148,12 @@ def test_inputs_where_evaluate_raises_are_skipped():
     without_zero = domain(2, 3)
     assert (report.checked, report.skipped) == (without_zero, domain(3, 3) - without_zero)
     assert report.ok and "skipped" in report.summary()
+    # the first ones are listed with evaluate's error
+    assert len(report.undefined) == verify_module.MAX_REPORTED
+    xs, error = report.undefined[0]
+    assert xs == [0] and "ZeroDivisionError" in error
+    assert all(0 in xs for xs, _ in report.undefined)
+    assert "inputs where evaluate raises" in report.summary()
 
 
 def test_model_must_match_the_request(sort_unique):
