@@ -251,7 +251,7 @@ class _Inference:
             inputs = self.sets[node.sop]
             if get_encoding(node) is Encoding.NUMERICAL:
                 return self.numerical_means(node, inputs)
-            if len(inputs) > 1 and not _selects_at_most_one(node.selector, self.sets):
+            if len(inputs) > 1 and not _selects_at_most_one(node.selector):
                 self.spread.append(node)
             return distinct_typed((*self.typed[node.sop], node.default))
         raise NotImplementedError(f"no value-set rule for {type(node).__name__}")
@@ -280,7 +280,7 @@ class _Inference:
         return sorted_values(out)
 
 
-def _selects_at_most_one(selector: Selector, sets: dict[SOp, tuple[Value, ...]]) -> bool:
+def _selects_at_most_one(selector: Selector) -> bool:
     """A cheap sufficient test that a selector selects at most one key per query.
 
     True for ``Select(k, q, EQ)`` whose keys are ``indices`` (all different), and for a
@@ -289,9 +289,7 @@ def _selects_at_most_one(selector: Selector, sets: dict[SOp, tuple[Value, ...]])
     if isinstance(selector, Select):
         return selector.predicate is Comparison.EQ and isinstance(selector.keys, IndicesType)
     if isinstance(selector, SelectorAnd):
-        return _selects_at_most_one(selector.fst, sets) or _selects_at_most_one(
-            selector.snd, sets
-        )
+        return _selects_at_most_one(selector.fst) or _selects_at_most_one(selector.snd)
     return False
 
 
