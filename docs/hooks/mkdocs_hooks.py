@@ -1,8 +1,7 @@
 """mkdocs hooks of the rasplang site (listed under ``hooks:`` in mkdocs.yml).
 
 - `on_files`: runs the code of every page that shows a generated image and adds the
-  figures that code saved (``fig.savefig("name.png")``) to the site, next to the page;
-  adds a placeholder Performance page while docs/performance.md does not exist.
+  figures that code saved (``fig.savefig("name.png")``) to the site, next to the page.
 - `on_page_markdown`: expands ``<!-- rasplang:library -->`` into the program library,
   generated from ``rasplang.lib.PROGRAMS`` (see library_page.py).
 
@@ -26,13 +25,6 @@ from mkdocs.structure.pages import Page
 log = logging.getLogger("mkdocs.plugins.rasplang")
 HERE = Path(__file__).resolve().parent
 LIBRARY_MARKER = "<!-- rasplang:library -->"
-PERFORMANCE_PAGE = "performance.md"
-PERFORMANCE_PLACEHOLDER = """# Performance
-
-!!! note "Coming soon"
-    The benchmark tables (interpreter, compile time, forward throughput, model size)
-    are written by the interpreter and compiler work and land in `docs/performance.md`.
-"""
 
 
 def load_sibling(name: str) -> ModuleType:
@@ -72,10 +64,7 @@ def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, byte
 
 
 def on_files(files: Files, *, config: MkDocsConfig) -> Files:
-    """Add the figures the pages' code makes, and the Performance placeholder."""
-    if files.get_file_from_path(PERFORMANCE_PAGE) is None:
-        log.info("docs/%s is missing: adding a placeholder page", PERFORMANCE_PAGE)
-        files.append(File.generated(config, PERFORMANCE_PAGE, content=PERFORMANCE_PLACEHOLDER))
+    """Add the figures the pages' code makes."""
     for file in list(files.documentation_pages()):
         if file.abs_src_path is None:
             continue
