@@ -258,9 +258,9 @@ class _Inference:
 
     def numerical_means(self, node: Aggregate, inputs: tuple[Value, ...]) -> tuple[Value, ...]:
         """Every mean of 1..max_seq_len input values (a multiset), plus the default."""
-        numbers_in = [v for v in inputs if v is not None and isinstance(v, numbers.Real)]
-        others = [v for v in inputs if v is None or not isinstance(v, numbers.Real)]
-        if [v for v in others if v is not None]:
+        numbers_in = [v for v in inputs if isinstance(v, numbers.Real)]
+        others = [v for v in inputs if v is not None and not isinstance(v, numbers.Real)]
+        if others:
             raise AnalysisError(
                 f"Aggregate {self.labels[node]!r} is numerical but its input can take "
                 f"non-numeric values {others[:5]}"
