@@ -34,24 +34,65 @@ class InputEncoder:
 
     def encode(self, sequences: Sequence[Sequence[Any]], length: int | None = None,
                first_position: int = 0) -> np.ndarray:
-        """[B, T] ids for sequences that already start with BOS, padded with PAD.
+        """[B, T] ids for sequences that start with BOS, padded with PAD.
 
-        Errors count positions from ``first_position`` (-1: the user's input had no BOS).
+        BOS must come first and nowhere else, and every other token must be in the
+        vocabulary (PAD never is). Raises ValueError naming the sequence, the position
+        and the token of the first few that are not, before returning anything; positions
+        count from ``first_position`` (-1: the user's input had no BOS).
         """
-        table = self.encoding_map
+        table = {t: i for i, t in enumerate(self.vocab)}
         t = length if length is not None else max((len(s) for s in sequences), default=0)
         ids = np.full((len(sequences), t), self.pad_id, dtype=np.int64)
+        bad: list[tuple[int, int, Any]] = []  # (sequence, position, token), the first few
+        n_bad = 0
         for b, seq in enumerate(sequences):
-            for p, tok in enumerate(seq):
-                try:
-                    ids[b, p] = table[tok]
-                except (KeyError, TypeError):
-                    raise ValueError(
-                        f"token {tok!r} at position {p + first_position} of sequence {b} "
-                        "is not in the "
-                        f"vocabulary {list(self.vocab)} (nor BOS {self.bos!r} / PAD "
-                        f"{self.pad!r})") from None
+            if not len(seq) or lookup({self.bos: 0}, seq[0]) is None:
+                got = repr(seq[0]) if len(seq) else "an empty sequence"
+                raise ValueError(f"sequence {b}: expected BOS {self.bos!r} at position "
+                                 f"{first_position}, got {got}")
+            ids[b, 0] = self.bos_id
+            for p in range(1, len(seq)):
+                i = lookup(table, seq[p])
+                if i is not None:
+                    ids[b, p] = i
+                    continue
+                n_bad += 1
+                if len(bad) < _SHOWN_BAD:
+                    bad.append((b, p + first_position, seq[p]))
+        if bad:
+            raise ValueError(self._describe(bad, n_bad))
         return ids
+
+    def _describe(self, bad: list[tuple[int, int, Any]], n_bad: int) -> str:
+        """One message for tokens outside the vocabulary: the first in full, then a few."""
+        b, p, tok = bad[0]
+        vocab = list(self.vocab[:_SHOWN_VOCAB])
+        shown = (str(vocab) if len(self.vocab) <= _SHOWN_VOCAB
+                 else f"{str(vocab)[:-1]}, ...] ({len(self.vocab)} tokens)")
+        message = f"sequence {b}, position {p}: token {tok!r} is not in the vocabulary {shown}"
+        if any(lookup({self.bos: 0, self.pad: 0}, x) is not None for _, _, x in bad):
+            message += (f" (the model adds BOS {self.bos!r} and PAD {self.pad!r} itself; "
+                        "neither may appear in an input)")
+        if len(bad) > 1:
+            message += "; also " + "; ".join(f"sequence {b}, position {p}: {tok!r}"
+                                             for b, p, tok in bad[1:])
+        if n_bad > len(bad):
+            message += f"; {n_bad - len(bad)} more"
+        return message
+
+
+_SHOWN_VOCAB = 20  # vocabulary tokens shown in an error
+_SHOWN_BAD = 5     # tokens outside the vocabulary listed in an error
+
+
+def lookup(table: dict[Any, int], token: Any) -> int | None:
+    """``table[token]`` (found by ``==``, as a dict lookup), or None for a token that is
+    absent or unhashable."""
+    try:
+        return table.get(token)
+    except TypeError:
+        return None
 
 
 @attrs.frozen

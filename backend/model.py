@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
-from rasplang.backend.encoders import InputEncoder, OutputEncoder
+from rasplang.backend.encoders import InputEncoder, OutputEncoder, lookup
 from rasplang.backend.forward import forward, trimmed
+
+ACT_FNS = ("relu",)  # the MLP activations `forward` computes
+OUTPUT_ENCODINGS = ("categorical", "numerical")
 
 
 @attrs.frozen
@@ -34,8 +38,8 @@ class ModelConfig:
     bos: Any
     pad: Any
     max_seq_len: int
-    output_encoding: str  # "categorical" or "numerical"
-    act_fn: str = "relu"
+    output_encoding: str  # one of OUTPUT_ENCODINGS
+    act_fn: str = "relu"  # one of ACT_FNS
     normalization_type: None = None
 
     @property
@@ -124,13 +128,21 @@ class CompiledModel:
               ) -> ApplyResult:
         """Run one sequence that starts with BOS; keep every intermediate.
 
-        ``decoded[0]`` is BOS (as in tracr); the rest are the program's outputs.
+        ``decoded[0]`` is BOS (as in tracr); the rest are the program's outputs. Raises
+        ValueError, before running anything, for a sequence that does not start with BOS,
+        holds a token outside the vocabulary (BOS or PAD after position 0 included) or is
+        longer than ``max_seq_len + 1``, and for a ``dtype`` other than float64 or float32.
         """
+        dtype = _checked_dtype(dtype)
+        if isinstance(tokens, (str, bytes)):
+            raise ValueError(f"apply takes one sequence of tokens starting with BOS, got the "
+                             f"{type(tokens).__name__} {tokens!r}; write "
+                             f"[{self.config.bos!r}, *{tokens!r}] to run its characters")
         tokens = list(tokens)
-        if not tokens or tokens[0] != self.config.bos:
+        if not tokens or lookup({self.config.bos: 0}, tokens[0]) is None:
             raise ValueError(f"apply expects the sequence to start with BOS "
                              f"{self.config.bos!r}, got {tokens[:1]!r}")
-        self._check_length(len(tokens) - 1)
+        self._check_length(0, len(tokens) - 1)
         ids = xp.asarray(self.input_encoder.encode([tokens]))
         logits, trace = forward(self._weights_for(xp, dtype), self.config, ids, xp, keep=True)
         host = _to_numpy(logits)
@@ -141,27 +153,92 @@ class CompiledModel:
 
     def run(self, batch: Sequence[Sequence[Any]], *, dtype: Any = np.float64, xp: Any = np,
             chunk: int = 4096) -> list[list[Any]]:
-        """Decoded outputs for a batch of sequences *without* BOS (lengths may differ)."""
-        batch = [list(s) for s in batch]
-        lengths = [len(s) for s in batch]
-        for n in lengths:
-            self._check_length(n)
+        """Decoded outputs for a batch of sequences *without* BOS (lengths may differ).
+
+        ``batch`` is a list of sequences, each a list, tuple or 1-D array of vocabulary
+        tokens, or a str read as its characters: one sequence is
+        ``model.run([['a', 'b', 'c']])`` or ``model.run(["abc"])``. Raises ValueError,
+        before running anything, for a str batch (``run("abc")``), a batch of tokens
+        (``run(list("abc"))``), an element that is one token (a tuple or a str of several
+        characters that is in the vocabulary is a token, not a sequence), a token outside
+        the vocabulary (BOS and PAD included), a sequence longer than ``max_seq_len``, or a
+        ``dtype`` other than float64 or float32. An empty sequence gives ``[]``.
+        """
+        dtype = _checked_dtype(dtype)
+        batch = self._sequences(batch)
+        for i, s in enumerate(batch):
+            self._check_length(i, len(s))
+        bos = self.config.bos
+        ids = self.input_encoder.encode([[bos, *s] for s in batch], first_position=-1)
         weights = self._weights_for(xp, dtype, trim=True)
         out: list[list[Any]] = []
-        bos = self.config.bos
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
-            ids = xp.asarray(self.input_encoder.encode([[bos, *s] for s in part],
-                                                       first_position=-1))
-            logits, _ = forward(weights, self.config, ids, xp)
+            width = 1 + max(len(s) for s in part)           # BOS + the longest in the chunk
+            logits, _ = forward(weights, self.config, xp.asarray(ids[start:start + chunk, :width]),
+                                xp)
             decoded = self.output_encoder.decode(_to_numpy(logits)[:, 1:])
             out += [row[:len(s)] for row, s in zip(decoded.tolist(), part)]
         return out
 
-    def _check_length(self, n: int) -> None:
+    def _sequences(self, batch: Any) -> list[list[Any]]:
+        """``batch`` as a list of lists of tokens, or a ValueError showing how to write it."""
+        if isinstance(batch, (str, bytes)):
+            raise ValueError(f"run takes a batch of sequences, got the {type(batch).__name__} "
+                             f"{batch!r}; to run it as one sequence, wrap it: "
+                             f"model.run([{reprlib.repr(list(batch))}])")
+        try:
+            batch = batch.tolist() if isinstance(batch, np.ndarray) and batch.ndim else list(batch)
+        except TypeError:
+            raise ValueError(f"run takes a batch of sequences (a list of lists of tokens), "
+                             f"got {type(batch).__name__} {reprlib.repr(batch)}") from None
+        tokens = self.input_encoder.encoding_map
+
+        def is_token(x: Any) -> bool:
+            return not isinstance(x, (list, np.ndarray)) and lookup(tokens, x) is not None
+
+        if len(batch) > 1 and all(map(is_token, batch)):
+            raise ValueError(f"run takes a batch of sequences; {reprlib.repr(batch)} is a "
+                             "list of tokens: to run it as one sequence, wrap it: "
+                             f"model.run([{reprlib.repr(batch)}])")
+        out = []
+        for i, seq in enumerate(batch):
+            where = f"run takes a batch of sequences of tokens; element {i} of the batch"
+            if isinstance(seq, str) and (len(seq) == 1 or not is_token(seq)):
+                out.append(list(seq))  # "abc" is the sequence 'a', 'b', 'c'
+            elif isinstance(seq, bytes):
+                raise ValueError(f"{where} is the bytes {reprlib.repr(seq)}, not a sequence "
+                                 "of tokens")
+            elif isinstance(seq, np.ndarray) and seq.ndim != 1:
+                raise ValueError(f"{where} is a {seq.ndim}-D array, not a 1-D sequence")
+            elif not isinstance(seq, (list, tuple, np.ndarray)) or is_token(seq):
+                raise ValueError(f"{where}, {reprlib.repr(seq)}, is a single token, not a "
+                                 "sequence (a list, tuple, 1-D array or str of tokens); the "
+                                 f"sequence of this one token is [{reprlib.repr(seq)}]")
+            else:
+                out.append(seq.tolist() if isinstance(seq, np.ndarray) else list(seq))
+        return out
+
+    def _check_length(self, index: int, n: int) -> None:
         if n > self.config.max_seq_len:
-            raise ValueError(f"input of length {n} exceeds max_seq_len "
+            raise ValueError(f"sequence {index} has length {n}, longer than the max_seq_len "
                              f"{self.config.max_seq_len} the model was compiled for")
+
+
+_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))  # what `forward` computes exactly in
+
+
+def _checked_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a numpy dtype if it is float64 or float32, else a ValueError."""
+    try:
+        got = np.dtype(dtype)
+    except (TypeError, ValueError):
+        got = None
+    if got is None or got not in _DTYPES:  # (a dtype == None compares as float64)
+        name = got.name if got is not None else repr(dtype)
+        raise ValueError(f"dtype {name} is not supported: the forward pass is exact in "
+                         "float64 (the default) and float32 only")
+    return got
 
 
 def _to_numpy(a: Any) -> np.ndarray:
