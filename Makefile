@@ -37,11 +37,18 @@ test-interop: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[transformer-lens]"
 	$(VENV)/bin/pytest tests/interop -q
 
-# A longer fuzz campaign: COUNT random programs per masking, seeded by SEED.
-COUNT ?= 2000
-SEED  ?= 0
+# A longer fuzz campaign: COUNT random programs per masking, then CORNER_COUNT
+# adversarial corner cases (tests/differential/test_fuzz_corners.py), seeded by SEED.
+# Both campaigns run; the target fails if either finds a problem.
+COUNT        ?= 2000
+CORNER_COUNT ?= 300
+SEED         ?= 0
 fuzz: $(STAMP)
-	$(PY) tests/differential/test_fuzz.py --count $(COUNT) --seed $(SEED)
+	status=0; \
+	$(PY) tests/differential/test_fuzz.py --count $(COUNT) --seed $(SEED) || status=1; \
+	$(PY) tests/differential/test_fuzz_corners.py --count $(CORNER_COUNT) --seed $(SEED) \
+		|| status=1; \
+	exit $$status
 
 demo: $(STAMP)
 	$(PY) -m rasplang.demo
