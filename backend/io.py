@@ -6,25 +6,39 @@ Layout: the weights, under their TransformerLens names, as float32 or float64 te
 - ``format`` (``"rasplang-model"``) and ``format_version`` (`FORMAT_VERSION`);
 - ``config``: the `ModelConfig` fields as JSON;
 - ``residual_labels``, ``input_encoder``, ``output_encoder``, ``circuit`` as JSON;
-- ``sha256``: each tensor's SHA-256 (of its little-endian bytes), so a flipped byte in
-  the data is found, not silently computed with;
-- ``rasplang_version``, for people.
+- ``sha256``: each tensor's SHA-256 (of its little-endian bytes);
+- ``rasplang_version``, for people;
+- ``metadata_sha256``: the SHA-256 of each field above (of its UTF-8 text), so that a
+  flipped byte or an edit anywhere, in the data or in a field such as ``causal``, is
+  found instead of silently computed with.
+
+The hashes find corruption and hand edits; they are not a signature (whoever can write
+the file can recompute them). Version 1 files had no ``metadata_sha256``; they are
+refused with a request to save the model again.
 
 Tokens and values are stored as JSON with their types (``1``, ``1.0``, ``true``,
-``"1"`` stay apart; tuples are tagged). Loading parses the header itself, checks every
-field and every tensor's name, shape, dtype and hash against the config, and raises
-`ModelFileError` naming the file and the field; it never executes code from the file.
-Saving writes a temporary file next to the target and renames it into place
-(`os.replace`), so an interrupted save never leaves a half-written model there.
+``"1"`` stay apart; tuples are tagged). Loading parses the header itself, checks the
+hashes, every field and its type, and every tensor's name, shape, dtype and hash
+against the config, and raises `ModelFileError` naming the file and the field; it never
+executes code from the file.
+
+Saving writes ``.<name>.<host>-<pid>.<random>.tmp`` next to the target, with the mode
+``open`` would give (``0o666`` less the umask), and renames it into place
+(`os.replace`), so an interrupted save never leaves a half-written model there. A save
+first removes the temporaries of the same target whose writer (a process on this host)
+no longer exists, e.g. after a ``kill -9``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
+import socket
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +46,20 @@ import attrs
 import numpy as np
 
 from rasplang.backend.encoders import InputEncoder, OutputEncoder
-from rasplang.backend.model import CircuitStep, CompiledModel, ModelConfig
+from rasplang.backend.model import (
+    ACT_FNS,
+    OUTPUT_ENCODINGS,
+    CircuitStep,
+    CompiledModel,
+    ModelConfig,
+)
 
 FORMAT = "rasplang-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DTYPES = {"F32": np.float32, "F64": np.float64}
+_HASHED = ("format", "format_version", "config", "residual_labels", "input_encoder",
+           "output_encoder", "circuit", "sha256", "rasplang_version")  # in metadata_sha256
+_MAX_HEADER = 100_000_000  # the largest header safetensors itself reads
 
 
 class ModelFileError(ValueError):
@@ -73,7 +96,11 @@ def _from_json(value: Any, where: str) -> Any:
 
 
 def save(model: CompiledModel, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` (one safetensors file) atomically; returns the path."""
+    """Write ``model`` to ``path`` (one safetensors file) atomically; returns the path.
+
+    The file gets the mode ``open`` would give it (``0o666`` less the umask). Temporary
+    files that an earlier, killed save to the same path left behind are removed first.
+    """
     from safetensors.numpy import save as to_bytes
 
     path = Path(path)
@@ -106,8 +133,24 @@ def save(model: CompiledModel, path: str | os.PathLike) -> Path:
         "sha256": json.dumps({name: _digest(w) for name, w in tensors.items()}),
         "rasplang_version": _version(),
     }
-    data = to_bytes(tensors, metadata=metadata)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    metadata["metadata_sha256"] = json.dumps({f: _text_digest(metadata[f]) for f in _HASHED})
+    _write_atomically(path, to_bytes(tensors, metadata=metadata))
+    return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a fresh temporary file next to ``path``, then rename it there."""
+    _remove_stale_temporaries(path)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    for attempt in range(100):
+        tmp = path.with_name(f".{path.name}.{_host()}-{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for open(path, "wb")
+            break
+        except FileExistsError:
+            if attempt == 99:
+                raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -115,9 +158,53 @@ def save(model: CompiledModel, path: str | os.PathLike) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+    if os.name == "posix":  # make the rename itself survive a power loss
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``path``'s temporaries left by a writer on this host that no longer runs.
+
+    Only POSIX can ask whether a process exists (``os.kill(pid, 0)``); elsewhere, and
+    for other hosts' temporaries (a shared folder), nothing is removed.
+    """
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)"
+                         r"\.[0-9a-f]+\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and match["host"] == _host() and not _process_exists(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                (path.parent / name).unlink()
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # e.g. PermissionError: it exists, as another user
+        return True
+    return True
+
+
+def _host() -> str:
+    """This machine's name with only letters, digits and ``-`` (for temporary names)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
 def _step_json(step: CircuitStep) -> list[Any]:
@@ -134,6 +221,10 @@ def _digest(w: np.ndarray) -> str:
                           ).hexdigest()
 
 
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _version() -> str:
     from rasplang import __version__
 
@@ -147,27 +238,21 @@ def load(path: str | os.PathLike) -> CompiledModel:
     """Read a model written by `save`; its outputs are identical to the saved model's.
 
     Raises FileNotFoundError for a missing file and `ModelFileError` (naming the file
-    and the field) for a truncated, corrupted or tampered one. The loaded model has no
-    ``program`` (programs hold Python functions, which a model file never stores).
+    and the field) for a truncated, corrupted or edited one, a file that is not a model
+    file, and a format version 1 file (whose metadata has no checksum: save the model
+    again). Every metadata field is checked against its SHA-256 and every tensor against
+    its own. The loaded model has no ``program`` (programs hold Python functions, which a
+    model file never stores).
     """
     path = Path(path)
     data = path.read_bytes()
     header, metadata = _read_header(path, data)
     reader = _Reader(path, metadata)
-    version = reader.text("format_version")
-    if reader.text("format") != FORMAT:
-        raise reader.error("format", f"expected {FORMAT!r}, got {metadata['format']!r}")
-    if version != str(FORMAT_VERSION):
-        raise reader.error("format_version", f"unknown format version {version!r}; this "
-                           f"rasplang reads version {FORMAT_VERSION}")
+    reader.check_format()
+    reader.check_hashes()
     config = reader.config()
     weights = _read_tensors(path, data, header, reader, config)
-    labels = reader.json("residual_labels")
-    if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
-        raise reader.error("residual_labels", "expected a list of strings")
-    if len(labels) != config.d_model:
-        raise reader.error("residual_labels", f"{len(labels)} labels for d_model "
-                           f"{config.d_model}")
+    labels = reader.residual_labels(config)
     enc_in = reader.input_encoder(config)
     enc_out = reader.output_encoder(config)
     circuit = reader.circuit(config)
@@ -181,11 +266,18 @@ def _read_header(path: Path, data: bytes) -> tuple[dict[str, Any], dict[str, str
                              "header (truncated?)")
     (size,) = struct.unpack("<Q", data[:8])
     if size > len(data) - 8:
+        if size > _MAX_HEADER or data[8:9] not in (b"", b"{"):
+            raise ModelFileError(f"{path}: not a safetensors model file: its first 8 bytes "
+                                 f"give a header length of {size} bytes, larger than the file "
+                                 f"({len(data)} bytes)")
         raise ModelFileError(f"{path}: header claims {size} bytes but only {len(data) - 8} "
                              "follow (truncated?)")
     try:
         header = json.loads(data[8:8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise ModelFileError(f"{path}: header is not valid JSON: nested too deeply "
+                             "(corrupted, or not a model file)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
         raise ModelFileError(f"{path}: header is not valid JSON (corrupted?): {exc}") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: header is not a JSON object (corrupted?)")
@@ -219,9 +311,7 @@ def _read_tensors(path: Path, data: bytes, header: dict[str, Any], reader: _Read
         if name not in expected:
             raise ModelFileError(f"{path}: tensor {name!r} is not a weight of a model with "
                                  f"n_layers={cfg.n_layers}")
-    hashes = reader.json("sha256")
-    if not isinstance(hashes, dict):
-        raise reader.error("sha256", "expected a map from tensor name to hex digest")
+    hashes = reader.tensor_hashes()
     start = 8 + struct.unpack("<Q", data[:8])[0]
     body = memoryview(data)[start:]
     weights, dtypes = {}, set()
@@ -251,6 +341,9 @@ def _read_tensors(path: Path, data: bytes, header: dict[str, Any], reader: _Read
         dtypes.add(np.dtype(dtype))
     if len(dtypes) > 1:
         raise ModelFileError(f"{path}: tensors mix dtypes {sorted(map(str, dtypes))}")
+    extra = sorted(set(hashes) - set(expected))
+    if extra:
+        raise reader.error("sha256", f"names {extra[:5]}, which are not tensors of the model")
     return weights
 
 
@@ -260,6 +353,7 @@ class _Reader:
     def __init__(self, path: Path, metadata: dict[str, str]):
         self.path = path
         self.metadata = metadata
+        self.raw_config: dict[str, Any] = {}
 
     def error(self, field: str, message: str) -> ModelFileError:
         return ModelFileError(f"{self.path}: metadata field {field!r}: {message}")
@@ -272,14 +366,51 @@ class _Reader:
     def json(self, field: str) -> Any:
         try:
             return json.loads(self.text(field))
-        except json.JSONDecodeError as exc:
+        except RecursionError:
+            raise self.error(field, "not valid JSON: nested too deeply") from None
+        except ValueError as exc:
             raise self.error(field, f"not valid JSON: {exc}") from None
 
     def value(self, field: str, raw: Any) -> Any:
         try:
             return _from_json(raw, field)
+        except RecursionError:
+            raise self.error(field, "nested too deeply") from None
         except ValueError as exc:
             raise self.error(field, str(exc)) from None
+
+    def check_format(self) -> None:
+        """The format name and version, before anything else is read."""
+        if self.text("format") != FORMAT:
+            raise self.error("format", f"expected {FORMAT!r}, got {self.metadata['format']!r}")
+        version = self.text("format_version")
+        if version == "1":
+            written = self.metadata.get("rasplang_version", "an older version")
+            raise self.error("format_version", f"format version 1 (written by rasplang "
+                             f"{written}) has no checksum over its metadata, so it cannot be "
+                             "checked; compile the program again and save it with this "
+                             f"rasplang (format version {FORMAT_VERSION})")
+        if version != str(FORMAT_VERSION):
+            raise self.error("format_version", f"unknown format version {version!r}; this "
+                             f"rasplang reads version {FORMAT_VERSION}")
+
+    def check_hashes(self) -> None:
+        """Every hashed field against its SHA-256 in ``metadata_sha256``."""
+        hashes = self.json("metadata_sha256")
+        if not isinstance(hashes, dict):
+            raise self.error("metadata_sha256", "expected a map from field to hex digest")
+        for field in _HASHED:
+            if field not in hashes:
+                raise self.error("metadata_sha256", f"has no checksum for {field!r}")
+            if hashes[field] != _text_digest(self.text(field)):
+                raise self.error(field, "does not match its checksum in 'metadata_sha256' "
+                                 "(corrupted or modified)")
+
+    def tensor_hashes(self) -> dict[str, str]:
+        hashes = self.json("sha256")
+        if not (isinstance(hashes, dict) and all(isinstance(v, str) for v in hashes.values())):
+            raise self.error("sha256", "expected a map from tensor name to hex digest")
+        return hashes
 
     def config(self) -> ModelConfig:
         raw = self.json("config")
@@ -292,52 +423,70 @@ class _Reader:
         missing = [n for n, f in fields.items() if n not in raw and f.default is attrs.NOTHING]
         if missing:
             raise self.error("config", f"missing keys {missing}")
-        if not isinstance(raw.get("vocab"), list):
-            raise self.error("config", "'vocab' must be a list")
+        self.raw_config = dict(raw)
+        for name, f in fields.items():
+            if name in raw and name not in ("vocab", "bos", "pad"):
+                want = _JSON_TYPES[str(f.type)]
+                if type(raw[name]) is not want or (want is int and raw[name] < 0):
+                    kind = "a non-negative integer" if want is int else _TYPE_NAMES[want]
+                    raise self.error(f"config.{name}", f"expected {kind}, got {raw[name]!r}")
+        if not isinstance(raw["vocab"], list):
+            raise self.error("config.vocab", f"expected a list, got {raw['vocab']!r}")
         raw["vocab"] = tuple(self.value("config.vocab", v) for v in raw["vocab"])
-        raw["bos"] = self.value("config.bos", raw.get("bos"))
-        raw["pad"] = self.value("config.pad", raw.get("pad"))
-        ints = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab",
-                "d_vocab_out", "max_seq_len")
-        for key in ints:
-            if key in raw and (type(raw[key]) is not int or raw[key] < 0):
-                raise self.error("config", f"{key!r} must be a non-negative integer, "
-                                 f"got {raw[key]!r}")
+        raw["bos"] = self.value("config.bos", raw["bos"])
+        raw["pad"] = self.value("config.pad", raw["pad"])
         cfg = ModelConfig(**raw)
+        tokens = (*cfg.vocab, cfg.bos, cfg.pad)
+        if len(set(tokens)) != len(tokens):
+            raise self.error("config.vocab", f"vocab {list(cfg.vocab)}, bos {cfg.bos!r} and pad "
+                             f"{cfg.pad!r} are not all different")
         checks = [
             ("d_vocab", cfg.d_vocab, len(cfg.vocab) + 2, "len(vocab) + 2 (BOS, PAD)"),
             ("n_ctx", cfg.n_ctx, cfg.max_seq_len + 1, "max_seq_len + 1 (BOS)"),
         ]
         for key, got, want, why in checks:
             if got != want:
-                raise self.error("config", f"{key} is {got}, expected {want} = {why}")
-        if cfg.output_encoding not in ("categorical", "numerical"):
-            raise self.error("config", f"output_encoding {cfg.output_encoding!r} is not "
-                             "'categorical' or 'numerical'")
+                raise self.error(f"config.{key}", f"is {got}, expected {want} = {why}")
+        for key, allowed in (("output_encoding", OUTPUT_ENCODINGS), ("act_fn", ACT_FNS)):
+            if getattr(cfg, key) not in allowed:
+                raise self.error(f"config.{key}", f"{getattr(cfg, key)!r} is not one of "
+                                 f"{list(allowed)}")
         return cfg
+
+    def residual_labels(self, cfg: ModelConfig) -> list[str]:
+        labels = self.json("residual_labels")
+        if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise self.error("residual_labels", "expected a list of strings")
+        if len(labels) != cfg.d_model:
+            raise self.error("residual_labels", f"{len(labels)} labels for d_model "
+                             f"{cfg.d_model}")
+        return labels
 
     def input_encoder(self, cfg: ModelConfig) -> InputEncoder:
         raw = self.json("input_encoder")
-        try:
-            enc = InputEncoder(tuple(self.value("input_encoder", v) for v in raw["vocab"]),
-                               self.value("input_encoder", raw["bos"]),
-                               self.value("input_encoder", raw["pad"]))
-        except (KeyError, TypeError):
-            raise self.error("input_encoder", "expected {vocab, bos, pad}") from None
-        if (enc.vocab, enc.bos, enc.pad) != (cfg.vocab, cfg.bos, cfg.pad):
+        if not (isinstance(raw, dict) and set(raw) == {"vocab", "bos", "pad"}
+                and isinstance(raw["vocab"], list)):
+            raise self.error("input_encoder", "expected {vocab: [...], bos, pad}")
+        keys = ("vocab", "bos", "pad")
+        if not _same_json([raw[k] for k in keys], [self.raw_config[k] for k in keys]):
             raise self.error("input_encoder", "vocab, bos or pad differ from the config's")
-        return enc
+        return InputEncoder(cfg.vocab, cfg.bos, cfg.pad)
 
     def output_encoder(self, cfg: ModelConfig) -> OutputEncoder:
         raw = self.json("output_encoder")
-        try:
-            numerical = raw["numerical"]
-            values = tuple(self.value("output_encoder", v) for v in raw["values"])
-        except (KeyError, TypeError):
-            raise self.error("output_encoder", "expected {numerical, values}") from None
+        if not (isinstance(raw, dict) and set(raw) == {"numerical", "values"}
+                and isinstance(raw["values"], list)):
+            raise self.error("output_encoder", "expected {numerical, values: [...]}")
+        numerical = raw["numerical"]
+        values = tuple(self.value("output_encoder.values", v) for v in raw["values"])
         if numerical is not (cfg.output_encoding == "numerical"):
             raise self.error("output_encoder", f"numerical={numerical!r} but the config's "
                              f"output_encoding is {cfg.output_encoding!r}")
+        if numerical and values not in ((), (None,)):
+            raise self.error("output_encoder.values", f"{list(values)}: a numerical output "
+                             "has no values, or [None] when it can be None")
+        if not numerical and len(set(values)) != len(values):
+            raise self.error("output_encoder.values", f"{list(values)} holds a value twice")
         width = 1 + len(values) if numerical else len(values)  # numerical: value, None flag
         if width != cfg.d_vocab_out:
             raise self.error("output_encoder", f"{len(values)} values for d_vocab_out "
@@ -346,20 +495,47 @@ class _Reader:
 
     def circuit(self, cfg: ModelConfig) -> dict[str, tuple[CircuitStep, ...]]:
         raw = self.json("circuit")
+        if not isinstance(raw, dict):
+            raise self.error("circuit", "expected a map from node label to steps")
         out: dict[str, tuple[CircuitStep, ...]] = {}
-        try:
-            for label, steps in raw.items():
-                parsed = []
-                for layer, sublayer, head, hidden, reads, writes in steps:
-                    if layer is not None and not 0 <= layer < cfg.n_layers:
-                        raise ValueError(f"layer {layer} of {label!r}")
-                    dims = [*reads, *writes]
-                    if any(not 0 <= int(i) < cfg.d_model for i in dims):
-                        raise ValueError(f"a residual dimension of {label!r} is outside "
-                                         f"0..{cfg.d_model - 1}")
-                    parsed.append(CircuitStep(layer, sublayer, head, tuple(hidden),
-                                              tuple(reads), tuple(writes)))
-                out[label] = tuple(parsed)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise self.error("circuit", f"malformed: {exc}") from None
+        for label, steps in raw.items():
+            if not isinstance(steps, list):
+                raise self.error("circuit", f"steps of {label!r}: expected a list")
+            out[label] = tuple(self._step(cfg, f"step {i} of {label!r}", step)
+                               for i, step in enumerate(steps))
         return out
+
+    def _step(self, cfg: ModelConfig, where: str, step: Any) -> CircuitStep:
+        """One ``[layer, sublayer, head, hidden, reads, writes]``, checked against ``cfg``."""
+        def fail(message: str) -> ModelFileError:
+            return self.error("circuit", f"malformed: {where}: {message}")
+
+        def index(x: Any, n: int) -> bool:
+            return type(x) is int and 0 <= x < n
+
+        if not (isinstance(step, list) and len(step) == 6):
+            raise fail("expected [layer, sublayer, head, hidden, reads, writes]")
+        layer, sublayer, head, hidden, reads, writes = step
+        shapes = {"embed": (False, False), "attn": (True, True), "mlp": (True, False)}
+        if sublayer not in shapes:
+            raise fail(f"sublayer {sublayer!r} is not one of {list(shapes)}")
+        has_layer, has_head = shapes[sublayer]
+        if not (index(layer, cfg.n_layers) if has_layer else layer is None):
+            raise fail(f"layer {layer!r} for sublayer {sublayer!r} (n_layers {cfg.n_layers})")
+        if not (index(head, cfg.n_heads) if has_head else head is None):
+            raise fail(f"head {head!r} for sublayer {sublayer!r} (n_heads {cfg.n_heads})")
+        for name, dims, n in (("hidden", hidden, cfg.d_mlp if sublayer == "mlp" else 0),
+                              ("reads", reads, cfg.d_model), ("writes", writes, cfg.d_model)):
+            if not (isinstance(dims, list) and all(index(i, n) for i in dims)):
+                raise fail(f"{name} {dims!r} is not a list of indices below {n}" if n else
+                           f"{name} {dims!r} must be empty for sublayer {sublayer!r}")
+        return CircuitStep(layer, sublayer, head, tuple(hidden), tuple(reads), tuple(writes))
+
+
+_JSON_TYPES = {"int": int, "bool": bool, "str": str, "None": type(None)}  # ModelConfig's
+_TYPE_NAMES = {bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are equal with the same types throughout (1 is not 1.0)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

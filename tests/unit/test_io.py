@@ -1,9 +1,14 @@
 """Model files: safetensors round trips, clear errors for damaged files, atomic writes."""
 
+import hashlib
 import json
 import os
 import pickle
+import signal
+import stat
 import struct
+import subprocess
+import sys
 
 import attrs
 import numpy as np
@@ -47,13 +52,30 @@ def write_header(path, header, body):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
 
 
-def rewrite_metadata(path, field, change):
+def rewrite_metadata(path, field, change, rehash=True):
+    """Change (or, with ``change=None``, delete) one metadata field; with ``rehash``, also
+    its checksum, as a forger would, so that the field's own checks are reached."""
     header, body = read_header(path)
+    meta = header["__metadata__"]
     if change is None:
-        del header["__metadata__"][field]
+        del meta[field]
     else:
-        header["__metadata__"][field] = change(header["__metadata__"][field])
+        meta[field] = change(meta[field])
+    if rehash and change is not None and field != "metadata_sha256":
+        hashes = json.loads(meta["metadata_sha256"])
+        hashes[field] = hashlib.sha256(meta[field].encode()).hexdigest()
+        meta["metadata_sha256"] = json.dumps(hashes)
     write_header(path, header, body)
+
+
+def edit_json(key, change):
+    """A field change: the JSON object's ``key`` set to ``change(old value or None)``."""
+    def edit(text):
+        value = json.loads(text)
+        value[key] = change(value.get(key))
+        return json.dumps(value)
+
+    return edit
 
 
 def typed(values):
@@ -172,36 +194,144 @@ def test_wrong_shape_missing_and_extra_tensors(model, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("config", edit_json("causal", lambda v: not v)),
+        ("output_encoder", edit_json("values", lambda v: v[::-1])),
+        ("config", edit_json("act_fn", lambda v: "gelu")),
+        ("config", edit_json("d_mlp", lambda v: v + 1)),
+        ("residual_labels", lambda v: json.dumps(["x", *json.loads(v)[1:]])),
+        ("circuit", lambda v: v.replace('"attn", 0', '"attn", 1', 1)),
+        ("sha256", edit_json("unembed.b_U", lambda v: "0" * 64)),
+        ("rasplang_version", lambda v: "0.0.1"),
+    ],
+    ids=["causal", "output_values", "act_fn", "config_int", "residual_labels", "circuit",
+         "tensor_digest", "version"],
+)
+def test_tampered_metadata_fails_its_checksum(saved, field, change):
+    """An edited metadata field, even a consistent one, is refused by its checksum."""
+    before = saved.read_bytes()
+    rewrite_metadata(saved, field, change, rehash=False)
+    assert saved.read_bytes() != before
+    with pytest.raises(ModelFileError, match=rf"{saved.name}: metadata field '{field}': does "
+                                             "not match its checksum in 'metadata_sha256'"):
+        load(saved)
+
+
+@pytest.mark.parametrize(
     ("field", "change", "message"),
     [
         ("format_version", lambda v: "99", "'format_version': unknown format version '99'"),
         ("format", lambda v: "something-else", "'format': expected 'rasplang-model'"),
         ("residual_labels", lambda v: json.dumps(json.loads(v)[:-1]),
          "'residual_labels': 23 labels for d_model 24"),
-        ("config", lambda v: json.dumps(dict(json.loads(v), d_vocab=3)),
-         "'config': d_vocab is 3, expected 7"),
-        ("config", lambda v: json.dumps(dict(json.loads(v), n_layers=3)),
-         "tensor 'blocks.2.attn.W_Q' is missing"),
+        ("residual_labels", lambda v: json.dumps([1, *json.loads(v)[1:]]),
+         "'residual_labels': expected a list of strings"),
+        ("config", edit_json("d_vocab", lambda v: 3), "'config.d_vocab': is 3, expected 7"),
+        ("config", edit_json("n_layers", lambda v: 3), "tensor 'blocks.2.attn.W_Q' is missing"),
+        ("config", edit_json("d_mlp", lambda v: v + 1),
+         r"tensor 'blocks\.0\.mlp\.W_in' has shape .* expected"),
         ("config", lambda v: json.dumps(dict(json.loads(v), colour="red")),
          "'config': unknown keys \\['colour'\\]"),
-        ("output_encoder", lambda v: json.dumps(dict(json.loads(v), values=[1, 2])),
+        ("config", edit_json("causal", lambda v: 1), "'config.causal': expected true or false, "
+                                                    "got 1"),
+        ("config", edit_json("act_fn", lambda v: "gelu"),
+         r"'config\.act_fn': 'gelu' is not one of \['relu'\]"),
+        ("config", edit_json("output_encoding", lambda v: "ordinal"),
+         r"'config\.output_encoding': 'ordinal' is not one of"),
+        ("config", edit_json("d_model", lambda v: "24"),
+         "'config.d_model': expected a non-negative integer, got '24'"),
+        ("config", edit_json("n_heads", lambda v: -1),
+         "'config.n_heads': expected a non-negative integer, got -1"),
+        ("config", edit_json("n_heads", lambda v: True),
+         "'config.n_heads': expected a non-negative integer, got True"),
+        ("config", edit_json("normalization_type", lambda v: "LN"),
+         "'config.normalization_type': expected null, got 'LN'"),
+        ("config", edit_json("vocab", lambda v: 5), "'config.vocab': expected a list, got 5"),
+        ("config", edit_json("vocab", lambda v: [v[0], *v[:-1]]),
+         "'config.vocab': vocab .* are not all different"),
+        ("config", edit_json("bos", lambda v: 1), "'config.vocab': vocab .* bos 1 .* not all "
+                                                  "different"),
+        ("config", edit_json("vocab", lambda v: [{"set": 1}, *v[1:]]),
+         r"'config\.vocab': .*is not an encoded value"),
+        ("output_encoder", edit_json("values", lambda v: [1, 2]),
          "'output_encoder': 2 values for d_vocab_out 5"),
-        ("input_encoder", lambda v: json.dumps(dict(json.loads(v), bos="START")),
+        ("output_encoder", edit_json("values", lambda v: [v[0], *v[:-1]]),
+         r"'output_encoder\.values': \[1, 1, 2, 3, 4\] holds a value twice"),
+        ("output_encoder", edit_json("numerical", lambda v: 0),
+         "'output_encoder': numerical=0 but the config's output_encoding is 'categorical'"),
+        ("output_encoder", lambda v: "[]", "'output_encoder': expected"),
+        ("input_encoder", edit_json("bos", lambda v: "START"),
+         "'input_encoder': vocab, bos or pad differ from the config's"),
+        ("input_encoder", edit_json("vocab", lambda v: [float(x) for x in v]),
          "'input_encoder': vocab, bos or pad differ from the config's"),
         ("circuit", lambda v: json.dumps({"sort": [[9, "attn", 0, [], [], [1]]]}),
-         "'circuit': malformed: layer 9"),
+         r"'circuit': malformed: step 0 of 'sort': layer 9 for sublayer 'attn' \(n_layers 2\)"),
+        ("circuit", lambda v: json.dumps({"sort": [[0, "ffn", None, [], [], [1]]]}),
+         "'circuit': malformed: step 0 of 'sort': sublayer 'ffn' is not one of"),
+        ("circuit", lambda v: json.dumps({"sort": [[0, "attn", 7, [], [], [1]]]}),
+         "'circuit': malformed: step 0 of 'sort': head 7 for sublayer 'attn'"),
+        ("circuit", lambda v: json.dumps({"sort": [[0, "mlp", None, [10**6], [], [1]]]}),
+         r"'circuit': malformed: step 0 of 'sort': hidden \[1000000\] is not a list of indices"),
+        ("circuit", lambda v: json.dumps({"sort": [[None, "embed", None, [], [], [99]]]}),
+         r"'circuit': malformed: step 0 of 'sort': writes \[99\] is not a list of indices "
+         "below 24"),
+        ("circuit", lambda v: json.dumps({"sort": [[0, "attn", 0, [], [], [1.5]]]}),
+         r"'circuit': malformed: step 0 of 'sort': writes \[1\.5\]"),
+        ("circuit", lambda v: json.dumps({"sort": [[0, "attn", 0]]}),
+         r"'circuit': malformed: step 0 of 'sort': expected \[layer, sublayer"),
+        ("circuit", lambda v: "[]", "'circuit': expected a map"),
         ("sha256", lambda v: "[]", "'sha256': expected a map"),
+        ("sha256", edit_json("extra", lambda v: "0"),
+         r"'sha256': names \['extra'\], which are not tensors"),
+        ("metadata_sha256", edit_json("config", lambda v: None),
+         "'config': does not match its checksum"),
+        ("metadata_sha256", lambda v: json.dumps({}), "'metadata_sha256': has no checksum for "
+                                                      "'format'"),
+        ("metadata_sha256", None, "'metadata_sha256': missing"),
         ("config", lambda v: v[:-2], "'config': not valid JSON"),
+        ("config", lambda v: "[" * 200_000 + "]" * 200_000,
+         "'config': not valid JSON: nested too deeply"),
         ("config", None, "'config': missing"),
         ("circuit", None, "'circuit': missing"),
     ],
 )
-def test_tampered_metadata(saved, field, change, message):
-    """Metadata that contradicts itself or the tensors names the field."""
+def test_rehashed_metadata_is_still_checked(saved, field, change, message):
+    """A field edited together with its checksum is refused by the field's own checks."""
     rewrite_metadata(saved, field, change)
     with pytest.raises(ModelFileError, match=message) as info:
         load(saved)
     assert saved.name in str(info.value)
+
+
+def test_version_1_file_is_refused(saved):
+    """A format version 1 file (no metadata checksum) asks for the model to be saved again."""
+    rewrite_metadata(saved, "format_version", lambda v: "1", rehash=False)
+    with pytest.raises(ModelFileError, match=r"'format_version': format version 1 \(written by "
+                                             r"rasplang .*\) has no checksum over its metadata.*"
+                                             r"compile the program again and save it"):
+        load(saved)
+
+
+def test_deeply_nested_header(tmp_path):
+    """A header nested 200,000 deep is refused as invalid JSON, not a RecursionError."""
+    path = tmp_path / "deep.safetensors"
+    raw = b"[" * 200_000 + b"]" * 200_000
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(ModelFileError, match=r"deep\.safetensors: header is not valid JSON: "
+                                             "nested too deeply"):
+        load(path)
+
+
+def test_png_is_not_a_model_file(tmp_path):
+    """A PNG is reported as not a safetensors model file, not as a truncated one."""
+    path = tmp_path / "picture.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(40))
+    with pytest.raises(ModelFileError, match=r"picture\.png: not a safetensors model file: its "
+                                             r"first 8 bytes give a header length of "
+                                             r"727905341920923785 bytes, larger than the file "
+                                             r"\(56 bytes\)"):
+        load(path)
 
 
 def test_not_a_rasplang_file(tmp_path):
@@ -238,6 +368,48 @@ def test_interrupted_save_leaves_nothing_behind(model, saved, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save(model, fresh)
     assert not fresh.exists() and os.listdir(saved.parent) == [saved.name]
+
+
+KILLED_SAVE = """
+import os, signal, sys
+import rasplang as rl
+model = rl.load(sys.argv[1])
+os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # die just before the rename
+model.save(sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kill -9 and os.kill(pid, 0) are POSIX")
+def test_save_removes_temporaries_of_a_killed_save(model, saved):
+    """A save killed before its rename leaves a temporary; the next save removes it."""
+    before = saved.read_bytes()
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(saved)])
+    assert writer.wait() == -signal.SIGKILL
+    assert saved.read_bytes() == before
+    (stale,) = (p for p in saved.parent.iterdir() if p.name.endswith(".tmp"))
+    assert stale.name.startswith(f".{saved.name}.") and stale.stat().st_size == len(before)
+    host, pid = stale.name[len(saved.name) + 2:].split(".")[0].rsplit("-", 1)
+    assert int(pid) == writer.pid
+    kept = [saved.parent / f".{saved.name}.{host}-{os.getpid()}.0a1b2c3d.tmp",  # a live writer
+            saved.parent / f".other.safetensors.{host}-{pid}.0a1b2c3d.tmp",     # another target
+            saved.parent / f".{saved.name}.elsewhere-{pid}.0a1b2c3d.tmp"]      # another host
+    for path in kept:
+        path.write_bytes(b"x")
+    save(model, saved)
+    assert not stale.exists() and all(path.exists() for path in kept)
+    assert load(saved).run([[2, 1]]) == [[1, 2]]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_file_has_the_umask_mode(model, tmp_path, umask):
+    """A saved file gets 0o666 less the umask (0644 under umask 022), as open() would."""
+    old = os.umask(umask)
+    try:
+        path = save(model, tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_unsavable_token(model, tmp_path):
