@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,14 +53,16 @@ class InputEncoder:
                 raise ValueError(f"sequence {b}: expected BOS {self.bos!r} at position "
                                  f"{first_position}, got {got}")
             ids[b, 0] = self.bos_id
+            try:  # one dict lookup per token, in C
+                ids[b, 1:len(seq)] = list(map(table.__getitem__, itertools.islice(seq, 1, None)))
+                continue
+            except (KeyError, TypeError):
+                pass
             for p in range(1, len(seq)):
-                i = lookup(table, seq[p])
-                if i is not None:
-                    ids[b, p] = i
-                    continue
-                n_bad += 1
-                if len(bad) < _SHOWN_BAD:
-                    bad.append((b, p + first_position, seq[p]))
+                if lookup(table, seq[p]) is None:
+                    n_bad += 1
+                    if len(bad) < _SHOWN_BAD:
+                        bad.append((b, p + first_position, seq[p]))
         if bad:
             raise ValueError(self._describe(bad, n_bad))
         return ids

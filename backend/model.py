@@ -185,7 +185,7 @@ class CompiledModel:
         """``batch`` as a list of lists of tokens, or a ValueError showing how to write it."""
         if isinstance(batch, (str, bytes)):
             raise ValueError(f"run takes a batch of sequences, got the {type(batch).__name__} "
-                             f"{batch!r}; to run it as one sequence, wrap it: "
+                             f"{reprlib.repr(batch)}; to run it as one sequence, wrap it: "
                              f"model.run([{reprlib.repr(list(batch))}])")
         try:
             batch = batch.tolist() if isinstance(batch, np.ndarray) and batch.ndim else list(batch)
@@ -203,26 +203,33 @@ class CompiledModel:
                              f"model.run([{reprlib.repr(batch)}])")
         out = []
         for i, seq in enumerate(batch):
-            where = f"run takes a batch of sequences of tokens; element {i} of the batch"
-            if isinstance(seq, str) and (len(seq) == 1 or not is_token(seq)):
+            if isinstance(seq, list):
+                out.append(seq)
+            elif isinstance(seq, str) and (len(seq) == 1 or not is_token(seq)):
                 out.append(list(seq))  # "abc" is the sequence 'a', 'b', 'c'
-            elif isinstance(seq, bytes):
-                raise ValueError(f"{where} is the bytes {reprlib.repr(seq)}, not a sequence "
-                                 "of tokens")
-            elif isinstance(seq, np.ndarray) and seq.ndim != 1:
-                raise ValueError(f"{where} is a {seq.ndim}-D array, not a 1-D sequence")
-            elif not isinstance(seq, (list, tuple, np.ndarray)) or is_token(seq):
-                raise ValueError(f"{where}, {reprlib.repr(seq)}, is a single token, not a "
-                                 "sequence (a list, tuple, 1-D array or str of tokens); the "
-                                 f"sequence of this one token is [{reprlib.repr(seq)}]")
+            elif isinstance(seq, np.ndarray) and seq.ndim == 1:
+                out.append(seq.tolist())
+            elif isinstance(seq, tuple) and not is_token(seq):
+                out.append(list(seq))
             else:
-                out.append(seq.tolist() if isinstance(seq, np.ndarray) else list(seq))
+                raise ValueError(f"run takes a batch of sequences of tokens; element {i} of the "
+                                 f"batch{_not_a_sequence(seq)}")
         return out
 
     def _check_length(self, index: int, n: int) -> None:
         if n > self.config.max_seq_len:
             raise ValueError(f"sequence {index} has length {n}, longer than the max_seq_len "
                              f"{self.config.max_seq_len} the model was compiled for")
+
+
+def _not_a_sequence(x: Any) -> str:
+    """Why a batch element ``x`` that `CompiledModel.run` refuses is not a sequence."""
+    if isinstance(x, bytes):
+        return f" is the bytes {reprlib.repr(x)}, not a sequence of tokens"
+    if isinstance(x, np.ndarray):
+        return f" is a {x.ndim}-D array, not a 1-D sequence"
+    return (f", {reprlib.repr(x)}, is a single token, not a sequence (a list, tuple, 1-D "
+            f"array or str of tokens); the sequence of this one token is [{reprlib.repr(x)}]")
 
 
 _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))  # what `forward` computes exactly in
