@@ -175,8 +175,8 @@ class CompiledModel:
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
             width = 1 + max(len(s) for s in part)           # BOS + the longest in the chunk
-            logits, _ = forward(weights, self.config, xp.asarray(ids[start:start + chunk, :width]),
-                                xp)
+            part_ids = xp.asarray(np.ascontiguousarray(ids[start:start + chunk, :width]))
+            logits, _ = forward(weights, self.config, part_ids, xp)
             decoded = self.output_encoder.decode(_to_numpy(logits)[:, 1:])
             out += [row[:len(s)] for row, s in zip(decoded.tolist(), part)]
         return out
