@@ -115,6 +115,7 @@ class _Builder:
         self.spaces: dict[SOp, SOpSpace] = {}
         self.bos_state: dict[BasisDirection, float] = {ONE: 1.0, self.bos: 1.0}
         self.problems: list[tuple[str, str]] = []
+        self.reader = ""  # the label of the node being built
         self.tokens = categorical_space("tokens", sorted_values(analysis.vocab))
         self.indices = categorical_space("indices", tuple(range(self.n)))
         self.base_tokens = TokensType()
@@ -174,7 +175,7 @@ class _Builder:
         self.labels[node] = label
         raw = [v for v in self.a.value_sets[sop] if v is not None]
         xs = [float(v) for v in raw]
-        self.check_tolerance(label, space, xs, raw)
+        self.check_tolerance(self.reader, space, xs, raw)  # the problem is the reader's
         out = categorical_space(label, self.a.value_sets[sop])  # None: the zero vector
         mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, self.m,
                                              self.bos_state, self.bos)
@@ -204,7 +205,7 @@ class _Builder:
     # ---------------------------------------------------------------- per node kind
 
     def build(self, node: RASPExpr) -> NodeBlock | None:
-        label = self.labels[node]
+        label = self.reader = self.labels[node]
         if not isinstance(node, SOp):
             return None
         numerical = self.a.encodings[node] is Encoding.NUMERICAL
@@ -258,7 +259,7 @@ class _Builder:
                 Encoding.NUMERICAL else None
             if fit is not None:
                 out = self.out_space(node, error=abs(fit[0]) * inp.error)
-                lohi = (min(xs), max(xs))
+                lohi = (min(xs, default=0.0), max(xs, default=0.0))
                 mlp = numerical_mlp.affine_mlp(label, [(inp, fit[0], lohi)], fit[1], out,
                                                self.bos_state, self.bos)
             else:
@@ -286,11 +287,9 @@ class _Builder:
                     return
 
     def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any]) -> None:
-        tol = numerical_mlp.discretisation_tolerance(xs, ys, self.m)
-        if inp.error >= tol / 2:
-            self.problems.append((label, f"input {inp.label!r} has values {tol:.3g} apart "
-                                         f"but may be off by {inp.error:.3g}; cannot "
-                                         "discretise it exactly"))
+        problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, self.m)
+        if problem:
+            self.problems.append((label, f"input {inp.label!r}: {problem}"))
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap, label: str) -> NodeBlock:
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL

@@ -8,6 +8,7 @@ from typing import Any
 
 from rasplang.analysis import analyze, raise_if_unsupported, validate
 from rasplang.backend.assemble import assemble
+from rasplang.backend.budget import DEFAULT_MAX_BYTES, ModelTooLarge, lower_bound, model_size
 from rasplang.backend.build import build_blocks
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
@@ -28,15 +29,22 @@ def compile(
     compiler_bos: Any = "BOS",
     compiler_pad: Any = "PAD",
     mlp_exactness: float = 100,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> CompiledModel:
     """Compile ``program`` for inputs over ``vocab`` of length 1..``max_seq_len``.
 
     The model agrees with `rasplang.evaluate` on every such input (numerical outputs
     to float rounding). Raises `UnsupportedProgramError` (a NotImplementedError) listing
-    every node it cannot build exactly, before building any weights. Warns
+    every node it cannot build exactly, before building any weights, and `ModelTooLarge`
+    (one of those) when the weights would take more than ``max_bytes`` (default 4 GiB),
+    naming the nodes that take the space, before allocating them. Warns
     (`CompilerWarning`) for each categorical Aggregate that may select several
     different values: it is compiled as a mean of one-hots, exact where they agree.
     """
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be True or False, got {causal!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
     vocab = tuple(vocab)
     for what, token in (("compiler_bos", compiler_bos), ("compiler_pad", compiler_pad)):
         if token in vocab:
@@ -47,6 +55,8 @@ def compile(
         raise ValueError(f"mlp_exactness must be > 1, got {mlp_exactness!r}")
     analysis = analyze(program, vocab, max_seq_len)
     raise_if_unsupported(validate(analysis) + backend_problems(analysis, causal))
+    if (size := lower_bound(analysis)).bytes > max_bytes:
+        raise ModelTooLarge(size, max_bytes)
     for node in analysis.spread_aggregates:
         warnings.warn(
             f"{analysis.labels[node]}: categorical Aggregate may select several different "
@@ -55,6 +65,9 @@ def compile(
     built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness)
     raise_if_unsupported(built.problems)
     plan = schedule(built.blocks, analysis.program)
+    size = model_size(analysis, built, plan)
+    if size.bytes > max_bytes:
+        raise ModelTooLarge(size, max_bytes)
     return assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
 
 

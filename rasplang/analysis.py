@@ -61,6 +61,16 @@ MAX_VALUE_SET_SIZE = 100_000
 #: Largest number of input pairs a numerical LinearSequenceMap enumerates (with numpy:
 #: the sum of two independent means can take about a million values at length 64).
 MAX_LINEAR_PAIRS = 20_000_000
+#: Largest number of input pairs on which the analysis calls a SequenceMap's ``f``
+#: (checked before the first call, so a huge table is refused in well under a second).
+MAX_TABLE_PAIRS = 4_000_000
+#: Largest number of exact additions the analysis spends on one numerical Aggregate's
+#: means (a few seconds of work); past it, `ValueSetTooLarge` names the node.
+MAX_MEAN_STEPS = 5_000_000
+#: Largest magnitude of a value a compiled model holds as a number (a numerical SOp, or
+#: the input of a numerical Aggregate or LinearSequenceMap): float64 holds every integer
+#: up to it exactly, and means and weighted sums of such values stay far from overflow.
+MAX_NUMERICAL_MAGNITUDE = 2**53
 
 
 class AnalysisError(ValueError):
@@ -195,25 +205,38 @@ class _Inference:
                 continue
             try:
                 value = fn(*arg)
-                out[type(value), value] = value
             except Exception as exc:  # evaluate would raise there too: drop, note it
                 if len(drops) < 10:
                     shown = ", ".join(repr(a) for a in arg)
                     drops.append(f"f({shown}) raised {type(exc).__name__}: {exc}; value dropped")
+                continue
+            try:
+                out[type(value), value] = value
+            except TypeError:
+                shown = ", ".join(repr(a) for a in arg)
+                raise AnalysisError(
+                    f"{type(node).__name__} {self.labels[node]!r}: f({shown}) returned "
+                    f"{value!r} (a {type(value).__name__}), which is not hashable; RASP values "
+                    "must be hashable (use a tuple instead of a list)") from None
         if not drops:
             del self.dropped[node]
         self.check_size(node, len(out))
         return tuple(out.values())
 
     def linear(self, node: LinearSequenceMap) -> tuple[Value, ...] | None:
-        """Numerical LinearSequenceMap of numbers: all sums at once with numpy.
+        """Numerical LinearSequenceMap of plain numbers: all sums at once with numpy.
 
-        ``fst_fac * x + snd_fac * y`` in float64 is what Python computes for floats, and
-        equal in value for ints; the set can be large (two independent means).
+        Values keep the types ``fst_fac * x + snd_fac * y`` has in Python: a pair of ints
+        (or bools) with integer factors gives an int, summed exactly in int64; any float
+        in the pair gives a float, and float64 products and sums round as Python's do
+        (every int involved is below 2**53, so converting it is exact). Anything else
+        (other number types, larger ints) takes the general path. The set can be large
+        (two independent means).
         """
-        xs, ys = self.sets[node.fst], self.sets[node.snd]
+        xs, ys = self.typed[node.fst], self.typed[node.snd]
+        a, b = node.fst_fac, node.snd_fac
         if get_encoding(node) is not Encoding.NUMERICAL or not all(
-            isinstance(v, numbers.Real) for v in (*xs, *ys)
+            type(v) in _PLAIN_NUMBERS for v in (*xs, *ys, a, b)
         ):
             return None
         if len(xs) * len(ys) > MAX_LINEAR_PAIRS:
@@ -221,11 +244,22 @@ class _Inference:
                 f"LinearSequenceMap {self.labels[node]!r}: {len(xs)} x {len(ys)} input "
                 f"values exceed MAX_LINEAR_PAIRS={MAX_LINEAR_PAIRS}"
             )
-        sums = np.add.outer(
-            node.fst_fac * np.asarray(xs, dtype=np.float64),
-            node.snd_fac * np.asarray(ys, dtype=np.float64),
-        )
-        return tuple(np.unique(sums).tolist())
+        xi, xf = _split_ints(xs)
+        yi, yf = _split_ints(ys)
+        int_products = [abs(a) * v for v in map(abs, xi)] + [abs(b) * v for v in map(abs, yi)]
+        if int_products and max(int_products) >= 2**53:
+            return None
+
+        def sums(fst: list, snd: list, dtype: type) -> list[Value]:
+            if not fst or not snd:
+                return []
+            outer = np.add.outer(a * np.asarray(fst, dtype), b * np.asarray(snd, dtype))
+            return np.unique(outer).tolist()
+
+        if type(a) is float or type(b) is float:
+            return tuple(sums(list(xs), list(ys), np.float64))
+        floats = sums(list(xs), yf, np.float64) + sums(xf, yi, np.float64)
+        return distinct_typed([*sums(xi, yi, np.int64), *floats])
 
     def infer(self, node: SOp) -> tuple[Value, ...]:
         if isinstance(node, TokensType):
@@ -246,38 +280,68 @@ class _Inference:
             return fast
         if isinstance(node, (SequenceMap, LinearSequenceMap)):
             xs, ys = self.typed[node.fst], self.typed[node.snd]
+            if len(xs) * len(ys) > MAX_TABLE_PAIRS:
+                raise ValueSetTooLarge(
+                    f"{type(node).__name__} {self.labels[node]!r}: f would be called on "
+                    f"{len(xs)} x {len(ys)} input pairs (limit MAX_TABLE_PAIRS="
+                    f"{MAX_TABLE_PAIRS})"
+                )
             return self.apply(node, node.f, ((x, y) for x in xs for y in ys))
         if isinstance(node, Aggregate):
-            inputs = self.sets[node.sop]
             if get_encoding(node) is Encoding.NUMERICAL:
-                return self.numerical_means(node, inputs)
-            if len(inputs) > 1 and not _selects_at_most_one(node.selector):
+                return self.numerical_means(node)
+            if len(self.sets[node.sop]) > 1 and not _selects_at_most_one(node.selector):
                 self.spread.append(node)
             return distinct_typed((*self.typed[node.sop], node.default))
         raise NotImplementedError(f"no value-set rule for {type(node).__name__}")
 
-    def numerical_means(self, node: Aggregate, inputs: tuple[Value, ...]) -> tuple[Value, ...]:
-        """Every mean of 1..max_seq_len input values (a multiset), plus the default."""
-        numbers_in = [v for v in inputs if isinstance(v, numbers.Real)]
-        others = [v for v in inputs if v is not None and not isinstance(v, numbers.Real)]
+    def numerical_means(self, node: Aggregate) -> tuple[Value, ...]:
+        """Every mean of 1..max_seq_len input values (a multiset), plus the default.
+
+        One selected value is returned as it is (with its type); a mean of several is a
+        float, the exact mean rounded once, as `evaluate` computes it. Sums are exact:
+        the inputs are scaled to integers by their common denominator.
+        """
+        typed = self.typed[node.sop]
+        numbers_in = [v for v in typed if isinstance(v, numbers.Real)]
+        others = [v for v in typed if v is not None and not isinstance(v, numbers.Real)]
         if others:
             raise AnalysisError(
                 f"Aggregate {self.labels[node]!r} is numerical but its input can take "
                 f"non-numeric values {others[:5]}"
             )
-        out: set[Value] = set(inputs) | {node.default}
+        out: list[Value] = [*typed, node.default]
         if numbers_in:
-            exact = sorted({Fraction(v) for v in numbers_in})
-            sums: set[Fraction] = set(exact)
+            exact = {Fraction(v) for v in numbers_in}
+            denominator = math.lcm(*(v.denominator for v in exact))
+            scaled = sorted(int(v * denominator) for v in exact)
+            sums: set[int] = set(scaled)
+            means: set[float] = set()
+            steps = 0
             for width in range(2, self.max_seq_len + 1):
-                grown: set[Fraction] = set()
+                grown: set[int] = set()
                 for s in sums:  # check as we go: an explosion stops early
-                    grown.update(s + v for v in exact)
-                    self.check_size(node, len(grown) + len(out))
+                    grown.update(s + v for v in scaled)
+                    steps += len(scaled)
+                    if steps > MAX_MEAN_STEPS:
+                        raise ValueSetTooLarge(
+                            f"Aggregate {self.labels[node]!r}: enumerating the means of up to "
+                            f"{self.max_seq_len} of its {len(scaled)} input values takes more "
+                            f"than MAX_MEAN_STEPS={MAX_MEAN_STEPS} steps (at width {width}, "
+                            f"{len(grown)} sums so far)")
+                    self.check_size(node, len(grown) + len(means))
                 sums = grown
-                out.update(float(s / width) for s in sums)  # as `evaluate`'s mean rounds
-                self.check_size(node, len(out))
-        return sorted_values(out)
+                # as `evaluate`'s mean rounds: int division rounds the exact quotient once
+                means.update(s / (denominator * width) for s in sums)
+                self.check_size(node, len(means) + len(out))
+            out += means
+        return distinct_typed(out)
+
+
+def _split_ints(values: Sequence[Value]) -> tuple[list[Value], list[Value]]:
+    """Plain numbers split into ints (and bools) and floats."""
+    return ([v for v in values if type(v) is not float],
+            [v for v in values if type(v) is float])
 
 
 def _selects_at_most_one(selector: Selector) -> bool:
@@ -303,7 +367,8 @@ def _check_vocab(vocab: Iterable[Value], max_seq_len: int) -> tuple[Value, ...]:
         raise ValueError("vocab must not contain None")
     if len(set(vocab)) != len(vocab):
         raise ValueError(f"vocab has duplicate tokens: {list(vocab)}")
-    if not isinstance(max_seq_len, numbers.Integral) or max_seq_len < 1:
+    if (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, numbers.Integral)
+            or max_seq_len < 1):
         raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
     return vocab
 
@@ -354,19 +419,53 @@ def validate(analysis: Analysis) -> list[tuple[str, str]]:
         if isinstance(node, (ConstantSOp, ConstantSelector)):
             problems.append((label, f"{type(node).__name__} depends on the input length; "
                                     "it exists for testing the evaluator and cannot be compiled"))
-        if isinstance(node, SOp) and analysis.encodings[node] is Encoding.NUMERICAL:
-            bad = [v for v in analysis.value_sets[node]
-                   if v is not None and not isinstance(v, numbers.Real)]
-            if bad:
-                problems.append((label, f"numerical encoding needs numbers, but the node can "
-                                        f"take {bad[:5]}"))
-            elif any(isinstance(v, float) and not math.isfinite(v)
-                     for v in analysis.value_sets[node]):
-                problems.append((label, "numerical encoding needs finite values"))
+        if isinstance(node, SOp):
+            problems += [(label, reason) for reason in _value_problems(analysis, node)]
+        if isinstance(node, Select):
+            for role, child in (("keys", node.keys), ("queries", node.queries)):
+                if all(v is None for v in analysis.value_sets[child]):
+                    problems.append((label, f"its {role} {analysis.labels[child]!r} can only be "
+                                            "None, so evaluate raises on every input"))
         reason = _tells_twins_apart(analysis, node)
         if reason:
             problems.append((label, reason))
     return problems
+
+
+def _value_problems(analysis: Analysis, node: SOp) -> list[str]:
+    """Why ``node``'s values cannot be held exactly in a compiled model."""
+    values = analysis.value_sets[node]
+    if any(isinstance(v, float) and math.isnan(v) for v in values):
+        return ["it can take NaN, which is not equal to itself, so no model output can "
+                "be checked against it"]
+    numerical = analysis.encodings[node] is Encoding.NUMERICAL
+    read_as_numbers = [node] if numerical else []
+    if numerical and isinstance(node, Aggregate):
+        read_as_numbers.append(node.sop)
+    if numerical and isinstance(node, LinearSequenceMap):
+        read_as_numbers += [node.fst, node.snd]
+    problems = []
+    for sop in read_as_numbers:
+        where = "it" if sop is node else f"its input {analysis.labels[sop]!r}"
+        bad = [v for v in analysis.value_sets[sop]
+               if v is not None and not isinstance(v, numbers.Real)]
+        if bad:
+            problems.append(f"numerical encoding needs numbers, but {where} can take {bad[:5]}")
+        elif any(isinstance(v, float) and not math.isfinite(v) for v in analysis.value_sets[sop]):
+            problems.append(f"numerical encoding needs finite values, but {where} can be "
+                            "infinite")
+        elif (big := [v for v in analysis.value_sets[sop]
+                      if v is not None and abs(v) > MAX_NUMERICAL_MAGNITUDE]):
+            problems.append(f"numerical encoding holds values up to MAX_NUMERICAL_MAGNITUDE "
+                            f"= 2**53 in magnitude (where float64 is exact on integers), but "
+                            f"{where} can take {_short(big[0])}")
+    return problems
+
+
+def _short(value: Value, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _outcome(fn: Any, *args: Value) -> tuple[type, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
+from rasplang.backend.craft.bases import BasisDirection, VectorSpace, add_rows, join
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import LinearMap
 
@@ -40,7 +40,7 @@ def gated_mlp(
     hidden = w_in.shape[1]
     in_space = join(VectorSpace(dict.fromkeys(in_dirs)), VectorSpace([bos]))
     first = np.zeros((in_space.dim, hidden))
-    np.add.at(first, in_space.indices(list(in_dirs)), w_in)
+    add_rows(first, in_space.indices(list(in_dirs)), w_in)
     at_bos = np.array([bos_state.get(d, 0.0) for d in in_space.basis])
     at_bos[in_space.index_of(bos)] = 0.0
     pre = at_bos @ first
@@ -49,6 +49,6 @@ def gated_mlp(
     out_space = VectorSpace(dict.fromkeys(out_dirs))
     second = np.zeros((hidden, out_space.dim))
     cols = out_space.indices(list(out_dirs))
-    np.add.at(second.T, cols, w_out.T)
+    add_rows(second.T, cols, w_out.T)
     return MLP(LinearMap(in_space, hidden_space, first),
                LinearMap(hidden_space, out_space, second), label=label)

@@ -51,14 +51,45 @@ def changes(f_values: Sequence[Any]) -> np.ndarray:
     return np.flatnonzero(ys[1:] != ys[:-1]) + 1
 
 
-def discretisation_tolerance(xs: Sequence[float], f_values: Sequence[Any],
-                             mlp_exactness: float) -> float:
-    """The largest input error the discretising MLP absorbs exactly (inf: no steps)."""
+#: Float rounding a numerical coordinate may carry, relative to the largest magnitude of
+#: its values (at least 1): about 10^5 float64 ulps, far more than the few operations
+#: of each layer accumulate, and far less than the gaps of value sets built from
+#: ordinary arithmetic. Values closer than this (e.g. ``0.6`` and ``0.6000000000000001``
+#: from two ways of rounding one sum) cannot be told apart by a threshold.
+ROUNDING = 2.0 ** -36
+
+
+def closest_step(xs: Sequence[float], f_values: Sequence[Any]) -> tuple[float, float] | None:
+    """The two adjacent inputs closest together between which ``f`` changes (None: f is
+    constant, so no step is needed)."""
     idx = changes(f_values)
     if not len(idx):
-        return np.inf
+        return None
     xa = np.asarray(xs, dtype=float)
-    return float((xa[idx] - xa[idx - 1]).min() / 2 * (1 - 1 / mlp_exactness))
+    i = int(idx[np.argmin(xa[idx] - xa[idx - 1])])
+    return float(xa[i - 1]), float(xa[i])
+
+
+def discretisation_problem(xs: Sequence[float], f_values: Sequence[Any], error: float,
+                           mlp_exactness: float) -> str | None:
+    """Why the discretising MLP may not be exact for inputs off by up to ``error`` plus
+    float rounding (see `ROUNDING`); None when every step is exactly 0 or 1.
+
+    A step between ``x_{i-1}`` and ``x_i`` absorbs an input error below
+    ``g_i / 2 * (1 - 1/mlp_exactness)`` (the module docstring); the check keeps the
+    error below half of that for the closest step.
+    """
+    step = closest_step(xs, f_values)
+    if step is None:
+        return None
+    lo, hi = step
+    tolerance = (hi - lo) / 2 * (1 - 1 / mlp_exactness)
+    rounding = ROUNDING * max(1.0, float(np.abs(np.asarray(xs, dtype=float)).max()))
+    if error + rounding < tolerance / 2:
+        return None
+    return (f"values {lo!r} and {hi!r} are {hi - lo:.3g} apart, but the input may be off by "
+            f"{error:.3g} (attention leakage) plus {rounding:.3g} (float rounding); "
+            "cannot discretise it exactly")
 
 
 def discretising_mlp(
@@ -73,7 +104,8 @@ def discretising_mlp(
     w_in = np.zeros((2, n_units))  # rows: the input coordinate, one
     w_out = np.zeros((n_units, len(out.directions)))
     w_in[1, 0] = 1.0  # base unit relu(one) = 1
-    w_out[0] = out.encode(ys[0])
+    if ys:  # else the input is always None: the None units below write the output
+        w_out[0] = out.encode(ys[0])
     for k, i in enumerate(steps):
         slope = mlp_exactness / (xs[i] - xs[i - 1])
         mid = (xs[i] + xs[i - 1]) / 2
@@ -95,6 +127,8 @@ def affine_fit(xs: Sequence[float], ys: Sequence[Any]) -> tuple[float, float] | 
     if any(y is None or isinstance(y, bool) or not isinstance(y, (int, float)) for y in ys):
         return None
     xa, ya = np.asarray(xs, float), np.asarray(ys, float)
+    if len(xa) == 0:  # the input is always None
+        return 0.0, 0.0
     if len(xa) == 1:
         return 0.0, float(ya[0])
     a = (ya[-1] - ya[0]) / (xa[-1] - xa[0])

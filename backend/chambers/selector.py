@@ -110,7 +110,8 @@ def selector_terms(selector: Selector, ctx: SelectorContext) -> list[Term]:
         queries = pred.queries[0] if len(pred.queries) == 1 else ctx.product(pred.queries)
         keys = pred.keys[0] if len(pred.keys) == 1 else ctx.product(pred.keys)
         n_q = math.prod(pred.table.shape[: len(pred.queries)])
-        terms.append(Term(keys, queries, pred.table.reshape(n_q, -1).astype(float)))
+        n_k = math.prod(pred.table.shape[len(pred.queries):])
+        terms.append(Term(keys, queries, pred.table.reshape(n_q, n_k).astype(float)))
     return terms
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from rasplang.backend.craft.bases import VectorInBasis, VectorSpace
+from rasplang.backend.craft.bases import VectorInBasis, VectorSpace, add_rows
 
 
 @attrs.define(eq=False)
@@ -28,7 +28,7 @@ class LinearMap:
     def embedded(self, residual: VectorSpace) -> np.ndarray:
         """The same map as a [residual.dim, output_space.dim] matrix (rows by index)."""
         out = np.zeros((residual.dim, self.output_space.dim))
-        np.add.at(out, residual.indices(self.input_space), self.matrix)
+        add_rows(out, residual.indices(self.input_space), self.matrix)
         return out
 
 
