@@ -397,9 +397,10 @@ def _classify_error(exc: BaseException, labels: set[str]) -> tuple[str, str]:
     if isinstance(exc, MemoryError):
         return "memory", text + where
     if isinstance(exc, UnsupportedProgramError):
-        # Problems may name a node's derived part, e.g. ``aggregate_5:categorical``.
-        named = exc.problems and all(str(label).split(":")[0] in labels
-                                     for label, _ in exc.problems)
+        # Problems may name a node's derived part, e.g. ``aggregate_5:categorical``, or
+        # a primitive the model always embeds (ModelTooLarge lists ``tokens``).
+        known = labels | {"tokens", "indices", "length"}
+        named = any(str(label).split(":")[0] in known for label, _ in exc.problems)
         return ("refused" if named else "crash"), text
     if isinstance(exc, (AnalysisError, ValueError, TypeError)):
         # A clear refusal names the node it cannot build, or the vocabulary it rejects.
