@@ -254,7 +254,6 @@ class _Builder:
                 ys = list(map(node.f, raw))
             except Exception:
                 ys = [_safe(node.f, x) for x in raw]
-            self.check_twins(label, node.f, raw, ys)
             fit = numerical_mlp.affine_fit(xs, ys) if self.a.encodings[node] is \
                 Encoding.NUMERICAL else None
             if fit is not None:
@@ -269,22 +268,6 @@ class _Builder:
                                                      self.bos_state, self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
-
-    def check_twins(self, label: str, f: Any, raw: list[Any], ys: list[Any]) -> None:
-        """A number cannot tell 1 from 1.0 from True: refuse an ``f`` that can."""
-        for x, y in zip(raw, ys):
-            fx = float(x)
-            if not fx.is_integer():
-                continue
-            twins = {fx, int(fx)} | ({bool(fx)} if fx in (0.0, 1.0) else set())
-            for t in twins:
-                if type(t) is type(x):
-                    continue
-                other = _safe(f, t)
-                if other != y:
-                    self.problems.append((label, f"f({x!r}) = {y!r} but f({t!r}) = {other!r}; "
-                                                 "a numerical input cannot tell them apart"))
-                    return
 
     def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any]) -> None:
         problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, self.m)

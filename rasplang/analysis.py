@@ -143,9 +143,10 @@ class Analysis:
     encodings: dict[SOp, Encoding]
     dropped: dict[SOp, tuple[str, ...]]
     spread_aggregates: tuple[SOp, ...]
-    #: Categorical SOps that can take values equal under ``==`` but of different types
-    #: (``1``, ``1.0``, ``True``): one value in ``value_sets``, so one direction in a
-    #: compiled model. `validate` refuses consumers whose function tells them apart.
+    #: SOps that can take values equal under ``==`` but of different types (``1``,
+    #: ``1.0``, ``True``): one value in ``value_sets``, so one direction (categorical) or
+    #: one number (numerical) in a compiled model. `validate` refuses consumers whose
+    #: function tells them apart.
     type_collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = attrs.field(factory=dict)
     #: Each SOp's values without merging equal values of different types.
     typed_values: dict[SOp, tuple[Value, ...]] = attrs.field(factory=dict)
@@ -388,9 +389,7 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
             inference.typed[node] = typed
             inference.sets[node] = sorted_values(typed)
             encodings[node] = get_encoding(node)
-            if encodings[node] is Encoding.CATEGORICAL and len(typed) > len(
-                inference.sets[node]
-            ):
+            if len(typed) > len(inference.sets[node]):
                 collisions[node] = type_collisions(typed)
     return Analysis(
         program=program,
@@ -468,35 +467,60 @@ def _short(value: Value, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
-def _outcome(fn: Any, *args: Value) -> tuple[type, Any]:
-    """``fn(*args)`` keyed by type, so ``1`` and ``True`` differ; an exception is a value."""
+def _typed(value: Value) -> tuple[type, Any]:
+    return (type(value), value)
+
+
+def _number(value: Value) -> tuple[str, Any]:
+    return ("value", value)  # a number in the model: 1, 1.0 and True are one value
+
+
+def _truth(value: Value) -> bool:
+    return bool(value)  # a selection: only truthiness counts
+
+
+def _outcome(fn: Any, *args: Value, key: Any = _typed) -> Any:
+    """``key(fn(*args))``, by default keyed by type so ``1`` and ``True`` differ; an
+    exception is an outcome of its own."""
     try:
         value = fn(*args)
     except Exception as exc:
         return (type(exc), None)
-    return (type(value), value)
+    try:
+        return key(value)
+    except Exception as exc:  # e.g. bool() of an array: evaluate raises too
+        return (type(exc), None)
 
 
 def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
     """Why ``node`` cannot be compiled exactly because it tells equal values apart by type.
 
-    A categorical input that can be both ``1`` and ``True`` (say) has one direction for
-    both in a compiled model, so a Map, SequenceMap or Select predicate that gives
-    different results for them cannot be compiled exactly.
+    An input that can be both ``1`` and ``True`` (say) has one direction (or one number)
+    for both in a compiled model, so a Map, SequenceMap or Select predicate that gives
+    different results for them cannot be compiled exactly. Results are compared as the
+    model holds them: a numerical node's by value (its output is a number either way,
+    and any twins it makes are checked where it is read), a Select's by truth, others
+    by value and type.
     """
+    if isinstance(node, SOp) and analysis.encodings[node] is Encoding.NUMERICAL:
+        key = _number
+    else:
+        key = _truth if isinstance(node, Select) else _typed
     if isinstance(node, Map):
-        operands = [(node.inner, lambda a: _outcome(node.f, a))]
+        operands = [(node.inner, lambda a: _outcome(node.f, a, key=key))]
     elif isinstance(node, (SequenceMap, LinearSequenceMap)):
         snd_values, fst_values = analysis.typed_values[node.snd], analysis.typed_values[node.fst]
         operands = [
-            (node.fst, lambda a: tuple(_outcome(node.f, a, y) for y in snd_values)),
-            (node.snd, lambda b: tuple(_outcome(node.f, x, b) for x in fst_values)),
+            (node.fst, lambda a: tuple(_outcome(node.f, a, y, key=key) for y in snd_values)),
+            (node.snd, lambda b: tuple(_outcome(node.f, x, b, key=key) for x in fst_values)),
         ]
     elif isinstance(node, Select):
         queries, keys = analysis.typed_values[node.queries], analysis.typed_values[node.keys]
         operands = [
-            (node.keys, lambda k: tuple(_outcome(node.predicate, k, q) for q in queries)),
-            (node.queries, lambda q: tuple(_outcome(node.predicate, k, q) for k in keys)),
+            (node.keys, lambda k: tuple(_outcome(node.predicate, k, q, key=key)
+                                        for q in queries)),
+            (node.queries, lambda q: tuple(_outcome(node.predicate, k, q, key=key)
+                                           for k in keys)),
         ]
     else:
         return None

@@ -1,0 +1,189 @@
+"""Corners where a compiled model used to be silently wrong, crash or run out of memory:
+each now compiles exactly (checked against `evaluate` on every input) or is refused
+with an error naming the node."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+
+import rasplang as rl
+from rasplang import lib, rasp
+from rasplang.analysis import AnalysisError, UnsupportedProgramError, ValueSetTooLarge
+from rasplang.backend import ModelTooLarge
+from rasplang.backend.budget import lower_bound, model_size
+from rasplang.backend.build import build_blocks
+from rasplang.backend.schedule import schedule
+from rasplang.testing import same_output
+
+N = rasp.numerical
+
+
+def _all_inputs(vocab, max_seq_len):
+    for n in range(1, max_seq_len + 1):
+        yield from (list(x) for x in itertools.product(vocab, repeat=n))
+
+
+def _assert_exact(program, vocab, max_seq_len, causal=False):
+    """Compile and compare with `evaluate` on every input of the domain."""
+    model = rl.compile(program, vocab, max_seq_len, causal=causal)
+    inputs = list(_all_inputs(vocab, max_seq_len))
+    for x, got in zip(inputs, model.run(inputs)):
+        expected = rl.evaluate(program, x, causal=causal)
+        assert same_output(got, expected), (x, got, expected)
+        # same types too: 5 is not '5.0' downstream
+        assert [type(v) for v in got] == [type(v) for v in expected] or any(
+            isinstance(v, float) for v in expected), (x, got, expected)
+    return model
+
+
+def _ulp_close():
+    n1 = rasp.SelectorWidth(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.NEQ))
+    n2 = N(rasp.LinearSequenceMap(n1, n1, 2, -1))
+    n3 = rasp.SequenceMap(lambda x, y: x * y, n2, n2)
+    n4 = N(rasp.SequenceMap(lambda x, y: x + 0.1 * y, n1, n3))
+    return n1, n3, n4
+
+
+@pytest.mark.parametrize("which", ["map", "sequence_map", "causal"])
+def test_ulp_close_values_read_by_a_threshold_are_refused(which):
+    """Values an ulp apart (0.1 and 0.09999999999999998) cannot be told apart by a model."""
+    n1, n3, n4 = _ulp_close()
+    program = {"map": rasp.Map(lambda x: x, n4),
+               "sequence_map": rasp.SequenceMap(lambda x, y: x * y, n1, n4),
+               "causal": rasp.SequenceMap(lambda x, y: x * y, n3, n4)}[which]
+    with pytest.raises(UnsupportedProgramError, match=r"float rounding") as info:
+        rl.compile(program, ["a"], 4, causal=which == "causal")
+    assert info.value.problems[0][0] == program.label
+
+
+def test_linear_sequence_map_of_ints_keeps_ints():
+    """2 * i + 3 * j of ints is an int, as `evaluate` gives, so str() of it is '5'."""
+    lin = N(rasp.LinearSequenceMap(rasp.indices, rasp.indices, 2, 3))
+    analysis = rl.analyze(lin, ["a"], 4)
+    expected = {v for xs in _all_inputs(["a"], 4) for v in rl.evaluate(lin, xs)}
+    assert expected <= set(analysis.typed_values[lin])
+    assert all(type(v) is int for v in analysis.typed_values[lin])
+    _assert_exact(rasp.Map(str, lin), ["a"], 4)
+    _assert_exact(rasp.Map(lambda x: isinstance(x, int), lin), ["a"], 4)
+
+
+def test_linear_sequence_map_mixed_types_are_typed_per_pair():
+    """An int pair gives an int, a pair with a float a float: both types are recorded."""
+    x = N(rasp.Map(lambda t: 1.0 if t == "a" else 2, rasp.tokens))
+    lin = N(rasp.LinearSequenceMap(x, rasp.indices, 1, 1))
+    analysis = rl.analyze(lin, ["a", "b"], 3)
+    expected = {(type(v), v) for xs in _all_inputs(["a", "b"], 3) for v in rl.evaluate(lin, xs)}
+    assert expected <= {(type(v), v) for v in analysis.typed_values[lin]}
+    twins = r"can be 2 or 2\.0 \(equal values of different types"
+    with pytest.raises(UnsupportedProgramError, match=twins):
+        rl.compile(rasp.Map(str, lin), ["a", "b"], 3)
+
+
+def test_means_near_float_overflow_are_refused():
+    """A mean of values around 1e300 overflowed to NaN; now the node is refused."""
+    big = N(rasp.Map(lambda t: 1e300 if t == "a" else 3e300, rasp.tokens)).named("big")
+    mean = N(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ), big,
+                            default=0)).named("mean")
+    with pytest.raises(UnsupportedProgramError, match=r"big: .*MAX_NUMERICAL_MAGNITUDE"):
+        rl.compile(mean, ["a", "b"], 3)
+
+
+def test_huge_ints_numerical_refused_categorical_exact():
+    """10**400 cannot be a number in a model, but is a fine categorical value."""
+    with pytest.raises(UnsupportedProgramError, match=r"huge: .*can take 1000000"):
+        rl.compile(N(rasp.Map(lambda t: 10**400, rasp.tokens)).named("huge"), ["a"], 2)
+    _assert_exact(rasp.Map(lambda t: 10**400 if t == "a" else 1, rasp.tokens), ["a", "b"], 3)
+
+
+def test_select_on_always_none_queries_is_refused():
+    """A Select whose queries are always None makes `evaluate` raise: refused, not a crash."""
+    queries = rasp.Map(lambda x: None, rasp.tokens).named("nothing")
+    program = rasp.Aggregate(rasp.Select(rasp.tokens, queries, rasp.Comparison.EQ), rasp.tokens)
+    with pytest.raises(UnsupportedProgramError, match=r"queries 'nothing' can only be None"):
+        rl.compile(program, ["a", "b"], 3)
+
+
+def test_nan_values_are_refused():
+    """NaN is not equal to itself, so no model output can agree with it."""
+    for program in (rasp.Map(lambda x: float("nan"), rasp.tokens).named("nan"),
+                    N(rasp.Map(lambda x: float("nan"), rasp.tokens)).named("nan")):
+        with pytest.raises(UnsupportedProgramError, match=r"nan: it can take NaN"):
+            rl.compile(program, ["a", "b"], 3)
+
+
+def test_unhashable_results_name_the_node():
+    """A Map returning a list is an AnalysisError naming the node, not a bare TypeError."""
+    program = rasp.Map(lambda x: [1, 2], rasp.tokens).named("listy")
+    with pytest.raises(AnalysisError, match=r"Map 'listy': f\('a'\) returned \[1, 2\] \(a list\)"):
+        rl.compile(program, ["a", "b"], 3)
+
+
+@pytest.mark.parametrize("encoding", [N, rasp.categorical])
+def test_maps_of_an_always_none_numerical_sop_compile_exactly(encoding):
+    """A numerical input that is always None used to crash the MLP builders."""
+    nothing = N(rasp.Map(lambda x: None, rasp.tokens))
+    always_none = N(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ),
+                                   nothing))
+    _assert_exact(encoding(rasp.Map(lambda x: x + 1, always_none)), ["a", "b"], 3)
+    _assert_exact(rasp.SequenceMap(lambda x, y: x, always_none, rasp.tokens), ["a", "b"], 3)
+
+
+def test_argument_types_are_checked():
+    """causal must be a bool and max_seq_len an int (True is not a length)."""
+    with pytest.raises(TypeError, match="causal must be True or False, got 'yes'"):
+        rl.compile(lib.make_hist(), ["a"], 3, causal="yes")
+    with pytest.raises(ValueError, match="max_seq_len must be a positive integer, got True"):
+        rl.compile(lib.make_hist(), ["a"], True)
+    with pytest.raises(ValueError, match="max_bytes must be a positive integer"):
+        rl.compile(lib.make_hist(), ["a"], 3, max_bytes=0)
+
+
+def test_huge_model_is_refused_before_building():
+    """hist at length 10,000 needs about 9 GiB: refused at once, naming hist."""
+    with pytest.raises(ModelTooLarge, match=r"at least 5\.\d+ GiB.*\n  - hist: ") as info:
+        rl.compile(lib.make_hist(), ["a", "b"], 10_000)
+    assert info.value.problems[0][0] == "hist"
+    assert not info.value.size.exact
+
+
+def test_max_bytes_is_the_limit():
+    """The exact size check refuses just below the model's size and passes at it."""
+    program, vocab = lib.make_hist(), ["a", "b", "c"]
+    size = rl.compile(program, vocab, 5).n_params * 8
+    assert rl.compile(program, vocab, 5, max_bytes=size).n_params * 8 == size
+    with pytest.raises(ModelTooLarge, match=r"over max_bytes=") as info:
+        rl.compile(program, vocab, 5, max_bytes=size - 1)
+    assert info.value.size.exact and info.value.size.bytes == size
+
+
+def test_huge_sequence_map_table_is_refused_early():
+    """reverse at 10,000 would call f on 10^8 pairs: refused before the first call."""
+    with pytest.raises(ValueSetTooLarge, match=r"'opp_idx'.*MAX_TABLE_PAIRS"):
+        rl.compile(lib.make_reverse(rasp.tokens), ["a", "b"], 10_000)
+
+
+def test_mean_enumeration_is_bounded():
+    """The means of many distinct values stop at MAX_MEAN_STEPS, naming the Aggregate."""
+    values = N(rasp.Map(lambda i: i * i, rasp.indices))
+    mean = N(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ),
+                            values, default=0)).named("mean")
+    with pytest.raises(ValueSetTooLarge, match=r"'mean'"):
+        rl.analyze(mean, ["a"], 300)
+
+
+@pytest.mark.parametrize("name", sorted(lib.PROGRAMS))
+def test_size_estimates_bound_the_model(name):
+    """`model_size` is the model's exact parameter count; `lower_bound` never exceeds it."""
+    entry = lib.PROGRAMS[name]
+    program = entry.build(max_seq_len=6)
+    analysis = rl.analyze(program, entry.vocab, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = rl.compile(program, entry.vocab, 6)
+    built = build_blocks(analysis, causal=False, bos="BOS", mlp_exactness=100)
+    assert model_size(analysis, built, schedule(built.blocks, program)).parameters == \
+        model.n_params
+    assert lower_bound(analysis).parameters <= model.n_params
