@@ -6,8 +6,9 @@ al. 2023), so code written against tracr's library runs unchanged. The paper's p
 (Weiss et al. 2021) live in `rasplang.paper` and are re-exported here.
 
 `PROGRAMS` is the one registry of example programs that the CLI, the demo, the docs and
-the differential tests share: each `LibraryProgram` carries a zero-argument builder, a
-small vocabulary, a maximum length and an example input.
+the differential tests share: each `LibraryProgram` carries a builder, a small
+vocabulary, a default maximum length and an example input. ``entry.build(n)`` builds the
+program for inputs up to length n (some programs, such as `make_sort`, depend on it).
 
 Unlike tracr, ``numerical``/``named`` return new nodes, so every step below uses the
 node they return.
@@ -15,6 +16,7 @@ node they return.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -430,6 +432,12 @@ def make_prev_sum() -> rasp.SOp:
 class LibraryProgram:
     """A library program with a small domain to run, compile and show it on.
 
+    ``make`` builds the program. Most programs are the same at every length and
+    ``make`` takes no argument; a program that depends on the longest input (e.g.
+    `make_sort`, whose tie-breaking keys are unique only up to ``max_seq_len``) takes
+    it as ``make(max_seq_len)``. Call `build` rather than ``make``: it passes the length
+    where it is needed.
+
     ``causal_safe`` is True when the program answers prefix questions under causal
     evaluation: for every input ``xs`` over ``vocab`` and every position i,
     ``evaluate(build(), xs, causal=True)[i] == evaluate(build(), xs[:i + 1])[i]``, so a
@@ -437,12 +445,35 @@ class LibraryProgram:
     """
 
     name: str
-    build: Callable[[], rasp.SOp]
+    make: Callable[..., rasp.SOp]
     description: str
     vocab: tuple[rasp.Value, ...]
     max_seq_len: int
     example: tuple[rasp.Value, ...]
     causal_safe: bool
+
+    @property
+    def length_dependent(self) -> bool:
+        """Whether the program depends on the longest input (``make`` takes ``max_seq_len``)."""
+        return "max_seq_len" in inspect.signature(self.make).parameters
+
+    def build(self, max_seq_len: int | None = None) -> rasp.SOp:
+        """The program, exact on inputs of length 1..``max_seq_len`` (default: the entry's).
+
+        Build for the length you run, compile or verify at: a length-dependent program
+        built for 5 can be wrong on longer inputs.
+
+        >>> PROGRAMS["sort"].build(7)([2, 1, 1, 1, 1, 1, 1])
+        [1, 1, 1, 1, 1, 1, 2]
+        """
+        if max_seq_len is None:
+            max_seq_len = self.max_seq_len
+        if not isinstance(max_seq_len, int) or isinstance(max_seq_len, bool) or max_seq_len < 1:
+            raise ValueError(f"{self.name}: max_seq_len must be a positive int, "
+                             f"got {max_seq_len!r}")
+        if self.length_dependent:
+            return self.make(max_seq_len=max_seq_len)
+        return self.make()
 
 
 _PAREN = ("(", ")")
@@ -463,11 +494,12 @@ _ENTRIES = (
         "the tokens sorted (tokens must be distinct)",
         (1, 2, 3, 4, 5), 5, (3, 1, 5, 2), causal_safe=False),
     LibraryProgram(
-        "sort", lambda: make_sort(rasp.tokens, rasp.tokens, max_seq_len=5, min_key=1),
+        "sort",
+        lambda max_seq_len: make_sort(rasp.tokens, rasp.tokens, max_seq_len=max_seq_len, min_key=1),
         "the tokens sorted, repeats allowed",
         (1, 2, 3, 4, 5), 5, (2, 4, 1, 2), causal_safe=False),
     LibraryProgram(
-        "sort_freq", lambda: make_sort_freq(max_seq_len=5),
+        "sort_freq", make_sort_freq,
         "the tokens sorted by frequency, most frequent first",
         (1, 2, 3), 5, (2, 3, 2, 1), causal_safe=False),
     LibraryProgram(
@@ -516,7 +548,7 @@ _ENTRIES = (
         "the tokens sorted, ties broken by position (RASP paper)",
         tuple("abcd"), 5, tuple("dbcab"), causal_safe=False),
     LibraryProgram(
-        "sort_by_most_freq", lambda: make_sort_by_most_freq(max_seq_len=5),
+        "sort_by_most_freq", make_sort_by_most_freq,
         "the distinct tokens, most frequent first (RASP paper)",
         tuple("abc"), 5, tuple("cabba"), causal_safe=False),
     LibraryProgram(

@@ -59,7 +59,8 @@ def compiled_size(program: Any, vocab: Any, max_seq_len: int) -> dict[str, Any] 
 
 
 def build_expression(build: Callable[..., Any]) -> str | None:
-    """The body of a ``lambda: ...`` build function as written, or None for a def."""
+    """The body of a ``lambda: ...`` (or ``lambda max_seq_len: ...``) build function as
+    written, or None for a def."""
     if build.__name__ != "<lambda>":
         return None
     path = inspect.getsourcefile(build)
@@ -68,25 +69,28 @@ def build_expression(build: Callable[..., Any]) -> str | None:
     source = Path(path).read_text(encoding="utf-8")
     line = build.__code__.co_firstlineno
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Lambda) and node.lineno == line and not node.args.args:
+        if isinstance(node, ast.Lambda) and node.lineno == line and len(node.args.args) <= 1:
             return ast.get_source_segment(source, node.body)
     return None
 
 
 def source_of(entry: Any) -> str:
-    """The code shown for a library entry: ``build`` itself when it is a def; for a
-    lambda, its expression followed by the rasplang functions it calls."""
-    build = entry.build
-    expression = build_expression(build)
+    """The code shown for a library entry: its builder ``make`` itself when it is a def;
+    for a lambda, its expression followed by the rasplang functions it calls. A builder
+    that takes the maximum length shows it: ``# sort(max_seq_len) = make_sort(...)``."""
+    make = entry.make
+    expression = build_expression(make)
     if expression is None:
-        return textwrap.dedent(inspect.getsource(build)).rstrip() + "\n"
-    module = inspect.getmodule(build)
+        return textwrap.dedent(inspect.getsource(make)).rstrip() + "\n"
+    module = inspect.getmodule(make)
     shown = []
-    for name in build.__code__.co_names:
+    for name in make.__code__.co_names:
         fn = getattr(module, name, None)
         if inspect.isfunction(fn) and fn.__module__.partition(".")[0] == "rasplang":
             shown.append(textwrap.dedent(inspect.getsource(fn)).rstrip())
-    header = f"# {entry.name} = {textwrap.dedent(expression)}"
+    params = inspect.signature(make).parameters
+    call = f"{entry.name}({', '.join(params)})" if params else entry.name
+    header = f"# {call} = {textwrap.dedent(expression)}"
     return header + "\n\n" + "\n\n\n".join(shown) + "\n"
 
 
@@ -94,7 +98,7 @@ def render_entry(entry: Any) -> str:
     """Markdown for one program: heading, description, code, example, size."""
     import rasplang
 
-    program = entry.build()
+    program = entry.build(entry.max_seq_len)
     example = list(entry.example)
     output = rasplang.evaluate(program, example)
     parts = [

@@ -118,7 +118,7 @@ def _domain(vocab: tuple, max_seq_len: int) -> list[tuple]:
 def _outputs(name: str) -> tuple[dict, dict]:
     """Non-causal and causal outputs of a registry program on its whole domain."""
     entry = PROGRAMS[name]
-    program = entry.build()
+    program = entry.build(entry.max_seq_len)
     domain = _domain(entry.vocab, entry.max_seq_len)
     plain = {xs: evaluate(program, xs) for xs in domain}
     causal = {xs: evaluate(program, xs, causal=True) for xs in domain}
@@ -391,7 +391,7 @@ LONGER = [
 @pytest.mark.parametrize(("name", "vocab", "max_len"), LONGER, ids=[c[0] for c in LONGER])
 def test_longer_inputs_exhaustively(name, vocab, max_len):
     """Bracket and fraction programs stay exact on every input past the registry length."""
-    program = PROGRAMS[name].build()
+    program = PROGRAMS[name].build(max_len)
     for xs in _domain(vocab, max_len):
         assert evaluate(program, xs) == REFERENCES[name](list(xs)), xs
 
@@ -404,7 +404,7 @@ def test_long_random_inputs(name):
 
     entry = PROGRAMS[name]
     rng = random.Random(0)
-    program = entry.build()
+    program = entry.build(64)
     for _ in range(6):
         n = rng.randint(40, 64)
         # Mostly balanced-looking inputs: a random bracket sequence, rarely perturbed.
@@ -414,3 +414,48 @@ def test_long_random_inputs(name):
             closer = {"(": ")", "{": "}"}
             xs = half + [closer[x] for x in reversed(half)]
         assert evaluate(program, xs) == REFERENCES[name](xs), xs
+
+
+# ------------------------------------------------------- building for another length
+
+LENGTH_DEPENDENT = {"sort", "sort_freq", "sort_by_most_freq"}
+
+
+def test_length_dependent_entries():
+    """Exactly the programs whose construction uses max_seq_len take it in their builder."""
+    assert {name for name, e in PROGRAMS.items() if e.length_dependent} == LENGTH_DEPENDENT
+
+
+@pytest.mark.parametrize("name", sorted(LENGTH_DEPENDENT))
+@pytest.mark.parametrize("max_len", [7, 9])
+def test_build_for_longer_inputs(name, max_len):
+    """build(n) agrees with the reference on random inputs of length up to n, where the
+    program built for the default length does not."""
+    import random
+
+    entry = PROGRAMS[name]
+    rng = random.Random(max_len)
+    inputs = [[rng.choice(entry.vocab) for _ in range(rng.randint(1, max_len))]
+              for _ in range(200)]
+    a, b = entry.vocab[:2]  # many repeats
+    inputs += [[b] + [a] * (max_len - 1), [a] * (max_len - 1) + [b]]
+    program = entry.build(max_len)
+    for xs in inputs:
+        assert evaluate(program, xs) == REFERENCES[name](xs), xs
+    default = entry.build()
+    assert any(evaluate(default, xs) != REFERENCES[name](xs) for xs in inputs)
+
+
+def test_build_defaults_to_the_entry_length():
+    """build() is build(entry.max_seq_len); a length-independent builder ignores n."""
+    sort = PROGRAMS["sort"]
+    xs = [2, 1, 1, 1, 1]
+    assert evaluate(sort.build(), xs) == evaluate(sort.build(sort.max_seq_len), xs) == sorted(xs)
+    assert evaluate(PROGRAMS["hist"].build(9), list("aab")) == [2, 2, 1]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_build_rejects_bad_lengths(bad):
+    """build refuses a length that is not a positive int, naming the program."""
+    with pytest.raises(ValueError, match=rf"sort: max_seq_len must be a positive int, got {bad}"):
+        PROGRAMS["sort"].build(bad)
