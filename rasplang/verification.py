@@ -7,6 +7,8 @@ outputs exactly with ``==`` (the analysis's notion of one value: ``1``, ``1.0`` 
 only None), numerical ones within `NUMERICAL_TOLERANCE`. Inputs
 are every sequence of every length ``1..max_seq_len`` when there are at most
 `EXHAUSTIVE_LIMIT` of them, else a seeded random sample with lengths spread uniformly.
+A run of more than `MAX_INPUTS` inputs (``4`` tokens up to length 20 is about 1.5e12)
+is refused before anything is compiled, unless ``max_inputs`` allows it.
 They are generated batch by batch (memory does not grow with the number of inputs);
 each batch holds sequences of one length, so the model never sees padding.
 
@@ -35,6 +37,10 @@ from rasplang.nodes import Encoding, RASPExpr, Selector
 
 #: At most this many inputs are enumerated when ``exhaustive=None``.
 EXHAUSTIVE_LIMIT = 10**6
+#: `verify` refuses to check more inputs than this (every input, or samples) unless its
+#: ``max_inputs`` is raised: about 10 minutes at the ~20,000 inputs a second of a small
+#: program on one busy core.
+MAX_INPUTS = 10_000_000
 #: How many counterexamples a report keeps (all mismatches are counted).
 MAX_REPORTED = 20
 #: Numerical outputs agree when ``|got - expected| <= tol * max(1, |expected|)``.
@@ -43,6 +49,66 @@ NUMERICAL_TOLERANCE = 1e-6
 FORWARD_ELEMENTS = 1 << 22
 #: The progress bar appears only after this many seconds (and only on a terminal).
 PROGRESS_DELAY_S = 1.0
+
+
+class TooManyInputsError(ValueError):
+    """`verify` was asked to check more than ``max_inputs`` inputs; nothing was run.
+
+    ``count`` inputs were asked for (every input when ``exhaustive``, else samples);
+    ``what`` says so in words, without the advice (the CLI gives its own).
+    """
+
+    def __init__(self, what: str, count: int, limit: int, exhaustive: bool):
+        self.what, self.count, self.limit, self.exhaustive = what, count, limit, exhaustive
+        raise_to = f"max_inputs={count} (or None for no limit)" if count < 10**15 else \
+            "max_inputs=None"
+        super().__init__(
+            f"{what}; pass {raise_to} to run it anyway"
+            + (", or exhaustive=False to check `samples` random inputs" if exhaustive else ""))
+
+
+def count_inputs(n_vocab: int, max_seq_len: int) -> int:
+    """How many inputs of length ``1..max_seq_len`` there are over ``n_vocab`` tokens."""
+    if n_vocab == 1:
+        return max_seq_len
+    return (n_vocab ** (max_seq_len + 1) - n_vocab) // (n_vocab - 1)
+
+
+def check_input_count(n_vocab: int, max_seq_len: int, exhaustive: bool | None,
+                      samples: int, max_inputs: int | None = MAX_INPUTS) -> tuple[bool, int]:
+    """How `verify` chooses its inputs: ``(exhaustive, how many)``.
+
+    ``exhaustive=None`` enumerates every input when there are at most `EXHAUSTIVE_LIMIT`
+    (and ``max_inputs``) of them, else samples. Raises `TooManyInputsError` when the
+    run would check more than ``max_inputs`` inputs (None: no limit).
+    """
+    if max_inputs is not None and max_inputs < 1:
+        raise ValueError(f"max_inputs must be a positive int or None, got {max_inputs!r}")
+    limit = math.inf if max_inputs is None else max_inputs
+    domain = count_inputs(n_vocab, max_seq_len)
+    if exhaustive is None:
+        exhaustive = domain <= min(EXHAUSTIVE_LIMIT, limit)
+    count = domain if exhaustive else samples
+    every = f"every input of length 1..{max_seq_len} over {n_vocab} tokens"
+    if count > limit:
+        what = (f"exhaustive verification would check {_count(count)} inputs ({every})"
+                if exhaustive else f"verification would check {count:,} random inputs")
+        raise TooManyInputsError(f"{what}, more than the limit of {max_inputs:,}", count,
+                                 max_inputs, exhaustive)
+    if exhaustive and n_vocab ** max_seq_len >= 2**63:
+        raise ValueError(f"{_count(count)} inputs ({every}) are too many to enumerate "
+                         "with 64-bit indices; check random samples instead")
+    return bool(exhaustive), count
+
+
+def _count(n: int) -> str:
+    """``1,234`` up to 10^15, else ``about 1.5e+22`` (no giant integer printed)."""
+    if n < 10**15:
+        return f"{n:,}"
+    exponent = (n.bit_length() - 1) * math.log10(2)
+    if exponent < 300:
+        return f"about {float(n):.2g}"
+    return f"about 10^{int(exponent)}"
 
 
 @attrs.frozen
@@ -154,6 +220,7 @@ def verify(
     seed: int = 0,
     batch_size: int = 8192,
     progress: bool | None = None,
+    max_inputs: int | None = MAX_INPUTS,
 ) -> VerifyReport:
     """Check that ``model`` (compiled from ``program`` when None) computes ``program``.
 
@@ -163,6 +230,11 @@ def verify(
     there are at most `EXHAUSTIVE_LIMIT` of them and on samples otherwise. Returns a
     `VerifyReport`; ``report.ok`` is the verdict. ``progress`` forces the progress bar
     on or off (default: shown on a terminal when the run takes over a second).
+
+    A run of more than ``max_inputs`` inputs (default `MAX_INPUTS`, 10^7; None for no
+    limit) raises `TooManyInputsError`, a ValueError that gives the count, before
+    anything is compiled or run: every input of length 1..20 over 4 tokens is about
+    1.5e12 inputs. Errors of the compiler (`UnsupportedProgramError`, ...) propagate.
 
     >>> import rasplang as rl
     >>> report = rl.verify(rl.Map(lambda x: x + 1, rl.tokens), [1, 2, 3], 3)
@@ -177,6 +249,9 @@ def verify(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if samples < 0:
         raise ValueError(f"samples must be non-negative, got {samples}")
+    vocab = tuple(vocab)
+    exhaustive, total = check_input_count(len(vocab), max_seq_len, exhaustive, samples,
+                                          max_inputs)
     plan = Plan(program, vocab, max_seq_len, causal)
     compile_seconds = None
     if model is None:
@@ -187,13 +262,10 @@ def verify(
         compile_seconds = time.perf_counter() - start
     checker = _Checker(plan, model)
     n_vocab = len(plan.vocab)
-    domain = sum(n_vocab**n for n in range(1, max_seq_len + 1))
-    if exhaustive is None:
-        exhaustive = domain <= EXHAUSTIVE_LIMIT
     if exhaustive:
-        batches, total = _all_inputs(n_vocab, max_seq_len, batch_size), domain
+        batches = _all_inputs(n_vocab, max_seq_len, batch_size)
     else:
-        batches, total = _random_inputs(n_vocab, max_seq_len, samples, seed, batch_size), samples
+        batches = _random_inputs(n_vocab, max_seq_len, samples, seed, batch_size)
     report = VerifyReport(plan.labels[program], plan.vocab, max_seq_len, bool(causal),
                           bool(exhaustive), total, compile_seconds=compile_seconds, model=model)
     bar = _progress_bar(total, progress)

@@ -38,7 +38,7 @@ def sort_unique():
 def test_library_programs_verify_exhaustively(name):
     """Every library program the compiler accepts verifies on every input of its domain."""
     entry = PROGRAMS[name]
-    program = entry.build()
+    program = entry.build(entry.max_seq_len)
     try:
         report = rl.verify(program, entry.vocab, entry.max_seq_len)
     except NotImplementedError as exc:
@@ -47,6 +47,20 @@ def test_library_programs_verify_exhaustively(name):
     assert report.ok, report.summary()
     assert report.exhaustive and report.checked + report.skipped == report.total
     assert report.total == domain(len(entry.vocab), entry.max_seq_len)
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_library_programs_verify_at_another_length(name):
+    """Every library program built for a longer length than its default verifies there."""
+    entry = PROGRAMS[name]
+    max_len = entry.max_seq_len + 2
+    try:
+        report = rl.verify(entry.build(max_len), entry.vocab, max_len, exhaustive=False,
+                           samples=300, seed=1)
+    except NotImplementedError as exc:
+        assert isinstance(exc, rl.UnsupportedProgramError)
+        pytest.skip(f"compiler refuses {name}: {exc}")
+    assert report.ok and report.n_mismatches == 0, report.summary()
 
 
 def test_all_inputs_enumerates_every_sequence_once():
@@ -192,3 +206,69 @@ def test_bad_arguments(kwargs, message):
     args = {"max_seq_len": 3, **kwargs}
     with pytest.raises(ValueError, match=message):
         rl.verify(rl.tokens, ["a"], **args)
+
+
+# -------------------------------------------------------------- how many inputs
+
+
+def test_count_inputs():
+    """count_inputs is the number of sequences of length 1..n, one token included."""
+    assert verify_module.count_inputs(3, 4) == domain(3, 4)
+    assert verify_module.count_inputs(1, 7) == 7
+    assert verify_module.count_inputs(4, 20) == domain(4, 20) == 1_466_015_503_700
+
+
+def test_exhaustive_beyond_the_limit_is_refused_before_compiling(monkeypatch):
+    """exhaustive=True over 4^20 inputs raises at once, with the count and how to go on."""
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled before refusing")
+
+    monkeypatch.setattr("rasplang.backend.compile", no_compile)
+    with pytest.raises(verify_module.TooManyInputsError,
+                       match=r"would check 1,466,015,503,700 inputs \(every input of length "
+                             r"1\.\.20 over 4 tokens\), more than the limit of 10,000,000; "
+                             r"pass max_inputs=1466015503700 \(or None for no limit\)"):
+        rl.verify(rl.tokens, list("abcd"), 20, exhaustive=True)
+
+
+def test_max_inputs_can_be_raised():
+    """Just over max_inputs is refused; max_inputs at the count, or None, runs it."""
+    program = rl.tokens + 1
+    with pytest.raises(ValueError, match=r"would check 14 inputs .* more than the limit of 13"):
+        rl.verify(program, [1, 2], 3, exhaustive=True, max_inputs=13)
+    assert rl.verify(program, [1, 2], 3, exhaustive=True, max_inputs=14).checked == 14
+    assert rl.verify(program, [1, 2], 3, exhaustive=True, max_inputs=None).checked == 14
+
+
+def test_too_many_samples_are_refused():
+    """samples beyond max_inputs are refused too, naming the count."""
+    with pytest.raises(verify_module.TooManyInputsError,
+                       match="would check 20,000,000 random inputs, more than the limit"):
+        rl.verify(rl.tokens, ["a", "b"], 3, exhaustive=False, samples=20_000_000)
+
+
+def test_default_never_enumerates_a_huge_domain():
+    """exhaustive=None samples when the domain is over EXHAUSTIVE_LIMIT or max_inputs."""
+    assert verify_module.EXHAUSTIVE_LIMIT <= verify_module.MAX_INPUTS
+    report = rl.verify(rl.tokens + 1, [1, 2, 3, 4], 20, samples=50)
+    assert not report.exhaustive and report.total == report.checked == 50
+    small = rl.verify(rl.tokens + 1, [1, 2], 3, samples=5, max_inputs=10)
+    assert not small.exhaustive and small.checked == 5
+
+
+def test_unenumerable_domain_is_refused_even_without_limit():
+    """Past 2^63 inputs of one length, exhaustive=True is refused even with no limit."""
+    with pytest.raises(ValueError, match=r"about 1\.6e\+24 inputs .* too many to enumerate"):
+        rl.verify(rl.tokens, list("abcd"), 40, exhaustive=True, max_inputs=None)
+
+
+def test_bad_max_inputs():
+    """max_inputs must be positive or None."""
+    with pytest.raises(ValueError, match="max_inputs must be a positive int or None, got 0"):
+        rl.verify(rl.tokens, ["a"], 2, max_inputs=0)
+
+
+def test_compile_errors_propagate():
+    """A program the compiler refuses raises its UnsupportedProgramError through verify."""
+    with pytest.raises(rl.UnsupportedProgramError, match=r"cannot compile 1 node\(s\)"):
+        rl.verify(rl.length + 1, ["a", "b"], 3, causal=True)
