@@ -167,29 +167,30 @@ class NumbaBackend(NumpyBackend):
         if means is None:
             means = (np.zeros(0, np.float64), np.zeros(0, np.int32))
         if self._counting(sel, causal):
-            outf = self._aggregate_counting(sel, lengths, causal, vcodes, remap, info,
-                                            default_code, means, out, err)
-            return out, outf, err
-        outf = np.zeros(vcodes.shape, dtype=np.float64)
+            acc = self._aggregate_counting(sel, lengths, causal, vcodes, remap, info,
+                                           default_code, means, out, err)
+            return out, acc, err
+        acc = np.empty((*vcodes.shape, 3), dtype=np.int64)  # read only where out is MEAN
 
         def run(r: slice) -> None:
             self.k.aggregate_kernel(
                 *self._sel(sel, r), sel.may_error, lengths[r], causal, vcodes[r], remap,
-                info.isnum, info.num, info.fval, info.denom, info.exact, default_code,
-                means[0], means[1], out[r], outf[r], err[r],
+                info.isnum, info.high, info.low, info.kernel_denom, info.exact,
+                info.fast, default_code, means[0], means[1], out[r], acc[r], err[r],
             )
 
         _split(len(lengths), out.size * out.shape[1], run)
-        return out, outf, err
+        return out, acc, err
 
     def _aggregate_counting(self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any,
                             remap: Any, info: NumericInfo, default_code: int,
                             means: tuple[np.ndarray, np.ndarray], out: np.ndarray,
                             err: np.ndarray) -> np.ndarray:
         """Counting kernel, then the queries it marked reduced key by key; returns the
-        float output (only reduced queries write means: else a read-only view of zeros)."""
+        sums of the means left to the plan (``acc [C, T, 3]``, read where ``out`` is
+        `MEAN`; a read-only view of zeros when no query was reduced)."""
         runs, kcodes, qcodes = sel.runs, sel.kcodes[0], sel.qcodes[0]
-        if info.exact:
+        if info.fast:
             tab, tmin = self.r.answer_table(info.num, info.denom, kcodes.shape[1], *means,
                                             default_code)
         else:
@@ -219,13 +220,13 @@ class NumbaBackend(NumpyBackend):
                     vcodes[r], remap, weight, tab, tmin, out[r], need[r])
         _split(len(lengths), out.size * (2 + runs.mean_runs), run)
         if not need.any():
-            return np.broadcast_to(np.float64(0.0), out.shape)
-        outf = np.zeros(out.shape, dtype=np.float64)
+            return np.broadcast_to(np.int64(0), (*out.shape, 3))
+        acc = np.empty((*out.shape, 3), dtype=np.int64)
         self.r.reduce_marked_kernel(
             kcodes, qcodes, sel.pred, int(sel.pred_nq[0]), lengths, causal, vcodes, remap,
-            info.isnum, info.num, info.fval, info.denom, info.exact, default_code,
-            means[0], means[1], need, out, outf, err)
-        return outf
+            info.isnum, info.high, info.low, info.kernel_denom, info.exact,
+            info.fast, default_code, means[0], means[1], need, out, acc, err)
+        return acc
 
 
 def get_backend(name: str | NumpyBackend) -> NumpyBackend:

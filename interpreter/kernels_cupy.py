@@ -4,7 +4,9 @@ Everything but Select + Aggregate and Select + SelectorWidth runs through the
 array-module code of `interpreter.kernels_numpy` (so the numpy tests cover its
 logic). The fused kernel below mirrors `interpreter.kernels_numba.aggregate_kernel`
 line for line, one CUDA thread per (sequence, query), so no ``[B, T, T]`` matrix is
-built on the GPU either. CuPy is imported when this backend is created.
+built on the GPU either; like the array-module path it leaves every mean to the plan
+as exact integer sums (`interpreter.tables.NumericInfo`), so no float is rounded on the
+GPU. CuPy is imported when this backend is created.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.selectors import SelectorArgs
-from rasplang.interpreter.tables import NumericInfo
+from rasplang.interpreter.tables import MEAN, REEVALUATE, NumericInfo
 
 #: Register file size of the CUDA selector interpreter; larger selector programs use the
 #: array-module path.
@@ -30,21 +32,19 @@ extern "C" __global__ void fused_select(
     const int may_error, const long long* lengths, const int causal,
     const int n_batch, const int n_pos, const int width_only,
     const int* vcodes, const int* remap, const unsigned char* isnum,
-    const long long* num, const double* fval, const long long denom, const int exact,
-    const int default_code, int* out, double* outf, unsigned char* err)
+    const long long* high, const long long* low, const int exact,
+    const int default_code, int* out, long long* acc, unsigned char* err)
 {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)n_batch * n_pos) return;
     const int b = (int)(idx / n_pos);
     const int q = (int)(idx % n_pos);
     const int n = (int)lengths[b];
-    outf[idx] = 0.0;
     if (q >= n) { out[idx] = 0; return; }
     const long long plane = (long long)n_batch * n_pos;
     unsigned char regs[64];
     int count = 0, first = 0, same = 1, allnum = 1;
-    long long total = 0;
-    double fsum = 0.0, comp = 0.0;
+    long long hsum = 0, lsum = 0;  // limbs of the scaled sum (NumericInfo)
     const int stop = (may_error || !causal) ? n : q + 1;
     for (int k = 0; k < stop; ++k) {
         int bad = 0;
@@ -74,11 +74,8 @@ extern "C" __global__ void fused_select(
         const int c = vcodes[(long long)b * n_pos + k];
         if (count == 0) first = c; else if (c != first) same = 0;
         if (isnum[c]) {
-            total += num[c];
-            const double x = fval[c];
-            const double t = fsum + x;
-            if (fabs(fsum) >= fabs(x)) comp += (fsum - t) + x; else comp += (x - t) + fsum;
-            fsum = t;
+            hsum += high[c];
+            lsum += low[c];
         } else {
             allnum = 0;
         }
@@ -87,9 +84,13 @@ extern "C" __global__ void fused_select(
     if (width_only) { out[idx] = count; return; }
     if (count == 0) out[idx] = default_code;
     else if (count == 1) out[idx] = remap[first];
-    else if (allnum) {
-        if (exact) { outf[idx] = (double)total / (double)(count * denom); out[idx] = -1; }
-        else { outf[idx] = (fsum + comp) / count; out[idx] = -3; }
+    else if (allnum) {  // the plan divides exactly (MEAN) or re-evaluates the sequence
+        if (exact) {
+            acc[3 * idx] = count; acc[3 * idx + 1] = hsum; acc[3 * idx + 2] = lsum;
+            out[idx] = MEAN;
+        } else {
+            out[idx] = REEVALUATE;
+        }
     }
     else if (same) out[idx] = remap[first];
     else { err[b] = 1; out[idx] = 0; }
@@ -117,7 +118,9 @@ class CupyBackend(NumpyBackend):
 
         super().__init__(cupy)
         self.fused = fused
-        self._kernel = cupy.RawKernel(_SOURCE, "fused_select") if fused else None
+        markers = (f"-DMEAN={MEAN}", f"-DREEVALUATE={REEVALUATE}")  # interpreter.tables
+        self._kernel = cupy.RawKernel(_SOURCE, "fused_select", options=markers) \
+            if fused else None
 
     def to_host(self, array: Any) -> np.ndarray:
         """Copy a device array to the host."""
@@ -135,17 +138,18 @@ class CupyBackend(NumpyBackend):
         cp = self.xp
         n_leaves, n_batch, n_pos = sel.kcodes.shape
         out = cp.empty((n_batch, n_pos), dtype=cp.int32)
-        outf = cp.empty((n_batch, n_pos), dtype=cp.float64)
         err = cp.zeros(n_batch, dtype=cp.uint8)
         if vcodes is None:
             vcodes = cp.zeros((n_batch, n_pos), dtype=cp.int32)
             remap = cp.zeros(1, dtype=cp.int32)
-            isnum, num, fval, denom, exact = (cp.zeros(1, cp.uint8), cp.zeros(1, cp.int64),
-                                              cp.zeros(1, cp.float64), 1, False)
+            isnum, high, low, exact = (cp.zeros(1, cp.uint8), cp.zeros(1, cp.int64),
+                                       cp.zeros(1, cp.int64), False)
+            acc = cp.zeros((1, 1, 3), dtype=cp.int64)  # never written
         else:
-            isnum, num, fval = (cp.asarray(info.isnum), cp.asarray(info.num),
-                                cp.asarray(info.fval))
-            denom, exact = info.denom, info.exact
+            isnum, high, low = (cp.asarray(info.isnum), cp.asarray(info.high),
+                                cp.asarray(info.low))
+            exact = info.exact
+            acc = cp.empty((n_batch, n_pos, 3), dtype=cp.int64)  # read where out is MEAN
         kcodes = sel.kcodes if n_leaves else cp.zeros((1, n_batch, n_pos), cp.int32)
         qcodes = sel.qcodes if n_leaves else kcodes
         cmats = sel.cmats if sel.cmats.size else cp.zeros((1, 1, 1), cp.uint8)
@@ -160,10 +164,9 @@ class CupyBackend(NumpyBackend):
                  sel.pred, sel.pred_off, sel.pred_nq, cmats, np.int32(cmats.shape[-1]),
                  np.int32(sel.may_error), lengths, np.int32(causal), np.int32(n_batch),
                  np.int32(n_pos), np.int32(width_only), cp.ascontiguousarray(vcodes), remap,
-                 isnum, num, fval, np.int64(denom), np.int32(exact), np.int32(default_code),
-                 out, outf, err),
+                 isnum, high, low, np.int32(exact), np.int32(default_code), out, acc, err),
             )
-        return out, outf, err
+        return out, acc, err
 
     def width(self, sel: SelectorArgs, lengths: Any, causal: bool) -> tuple[Any, Any]:
         """Fused CUDA kernel (array-module path for very large selector programs)."""

@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from rasplang.interpreter._jit import jit
+from rasplang.interpreter.tables import LIMB_BITS, MEAN, REEVALUATE
+
+LIMB = 1 << LIMB_BITS
 
 
 @jit()
@@ -114,31 +117,35 @@ def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
 @jit(inline=True)
 def mean_code(total, count, denom, mean_values, mean_codes):
     """The exact mean ``total / (count * denom)`` and its code among the table's floats
-    ``mean_values`` (sorted, codes ``mean_codes``), or -1 when it is not there."""
+    ``mean_values`` (sorted, codes ``mean_codes``), or `MEAN` (-1) when it is not there.
+
+    Exact only when ``total`` and ``count * denom`` are at most 2**53 (`NumericInfo.fast`).
+    """
     m = np.float64(total) / np.float64(count * denom)
     i = np.searchsorted(mean_values, m)
     if i < mean_values.shape[0] and mean_values[i] == m:
         return m, mean_codes[i]
-    return m, -1
+    return m, MEAN
 
 
 @jit(inline=True)
-def reduce_row(row, stop, limit, vc, remap, isnum, num, fval, denom, exact, default_code,
-               mean_values, mean_codes, out, outf, b, q):
+def reduce_row(row, stop, limit, vc, remap, isnum, high, low, denom, exact, fast,
+               default_code, mean_values, mean_codes, out, acc, b, q):
     """One query of an Aggregate, following `rasplang.evaluator.aggregate_row`.
 
     ``row[k]`` (``k < stop``) is the selector's value at key ``k`` (0, 1, or 2 where a
     predicate raised); keys at or after ``limit`` are masked (causal). Writes ``out[b, q]``
-    (and ``outf[b, q]`` for a mean); returns whether the sequence is an error.
+    and, for a mean left to the plan (`MEAN`), ``acc[b, q]`` = (count, high limb sum, low
+    limb sum) of the exact scaled sum (`interpreter.tables.NumericInfo`); returns whether
+    the sequence is an error.
     """
     count = 0
     first = 0
     same = True
     allnum = True
     bad = False
-    total = 0
-    fsum = 0.0
-    comp = 0.0
+    hsum = 0
+    lsum = 0
     for k in range(stop):
         s = row[k]
         if s == 0:
@@ -154,16 +161,8 @@ def reduce_row(row, stop, limit, vc, remap, isnum, num, fval, denom, exact, defa
         elif c != first:
             same = False
         if isnum[c]:
-            if exact:
-                total += num[c]
-            else:
-                x = fval[c]
-                t = fsum + x  # Neumaier's compensated sum
-                if abs(fsum) >= abs(x):
-                    comp += (fsum - t) + x
-                else:
-                    comp += (x - t) + fsum
-                fsum = t
+            hsum += high[c]
+            lsum += low[c]
         else:
             allnum = False
         count += 1
@@ -171,14 +170,17 @@ def reduce_row(row, stop, limit, vc, remap, isnum, num, fval, denom, exact, defa
         out[b, q] = default_code
     elif count == 1:
         out[b, q] = remap[first]
+    elif allnum and not exact:
+        out[b, q] = REEVALUATE
     elif allnum:
-        if exact:
-            m, code = mean_code(total, count, denom, mean_values, mean_codes)
-            outf[b, q] = m
-            out[b, q] = code
-        else:
-            outf[b, q] = (fsum + comp) / count
-            out[b, q] = -3
+        code = MEAN
+        if fast:  # one exact division, looked up among the table's floats
+            _, code = mean_code(hsum * LIMB + lsum, count, denom, mean_values, mean_codes)
+        if code == MEAN:  # not there (or not fast): the plan divides
+            acc[b, q, 0] = count
+            acc[b, q, 1] = hsum
+            acc[b, q, 2] = lsum
+        out[b, q] = code
     elif same:
         out[b, q] = remap[first]
     else:
@@ -190,14 +192,14 @@ def reduce_row(row, stop, limit, vc, remap, isnum, num, fval, denom, exact, defa
 @jit()
 def aggregate_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
-    lengths, causal, vcodes, remap, isnum, num, fval, denom, exact, default_code,
-    mean_values, mean_codes, out, outf, err,
+    lengths, causal, vcodes, remap, isnum, high, low, denom, exact, fast, default_code,
+    mean_values, mean_codes, out, acc, err,
 ):
     """Fused Select + Aggregate, following `rasplang.evaluator.aggregate_row`.
 
-    ``out[b, q]``: a code of the Aggregate's table, or -1 (an exact mean, in ``outf``,
-    that is not among the table's floats ``mean_values`` (sorted, codes ``mean_codes``)),
-    or -3 (an approximate mean in ``outf``, resolved exactly by the plan).
+    ``out[b, q]``: a code of the Aggregate's table, or `MEAN` (an exact mean the table's
+    floats ``mean_values`` (sorted, codes ``mean_codes``) do not hold, or that the
+    kernel cannot divide exactly; its sums in ``acc[b, q]``), or `REEVALUATE`.
     """
     n_batch, n_pos = out.shape
     regs = np.empty(ops.shape[0], np.uint8)
@@ -210,8 +212,8 @@ def aggregate_kernel(
             _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
                       stop, regs, row)
             limit = q + 1 if causal else n
-            if reduce_row(row, stop, limit, vc, remap, isnum, num, fval, denom, exact,
-                          default_code, mean_values, mean_codes, out, outf, b, q):
+            if reduce_row(row, stop, limit, vc, remap, isnum, high, low, denom, exact, fast,
+                          default_code, mean_values, mean_codes, out, acc, b, q):
                 err[b] = 1
         for q in range(n, n_pos):
             out[b, q] = 0

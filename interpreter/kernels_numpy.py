@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rasplang.interpreter.selectors import AND, CONST, NOT, OR, SELECT, SelectorArgs
-from rasplang.interpreter.tables import NumericInfo
+from rasplang.interpreter.tables import LIMB_BITS, MEAN, REEVALUATE, NumericInfo
 
 #: Elements of one ``[C, T, T]`` chunk matrix.
 PAIR_BUDGET = 1 << 20
@@ -127,32 +127,34 @@ class NumpyBackend:
         self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any, remap: Any,
         info: NumericInfo, default_code: int, means: Any = None,
     ) -> tuple[Any, Any, Any]:
-        """Select + Aggregate; codes -1/-3 mark means in the float output (as numba).
+        """Select + Aggregate: codes, the sums ``acc [C, T, 3]`` of means, error flags.
 
-        ``means`` (the table's floats and codes) is used by the numba kernel only; here
-        the plan looks every exact mean up after the call.
+        As the numba kernel, except that every mean is left to the plan: `MEAN` with
+        (count, high limb sum, low limb sum) in ``acc``, or `REEVALUATE` (see
+        `interpreter.tables.NumericInfo`). ``means`` is used by the numba kernel only.
         """
         xp = self.xp
         matrix, err = self.selector(sel, lengths, causal)
         chosen = matrix != 0  # [C, Tq, Tk]
         values = vcodes[:, None, :]  # [C, 1, Tk]
-        count = chosen.sum(axis=2)
+        count = chosen.sum(axis=2, dtype=xp.int64)  # [C, Tq]
         first = xp.take_along_axis(vcodes, chosen.argmax(axis=2), axis=1)  # [C, Tq]
         differs = (chosen & (values != first[:, :, None])).any(axis=2)
         isnum = xp.asarray(info.isnum)[values] != 0
         allnum = ~(chosen & ~isnum).any(axis=2)
-        if info.exact:
-            total = (chosen * xp.asarray(info.num)[values]).sum(axis=2)
-            mean = total.astype(xp.float64) / (xp.maximum(count, 1) * info.denom).astype(xp.float64)
-            mean_code = -1
+        mean = (count > 1) & allnum
+        if info.fast:  # one int64 sum below 2**53, split into limbs
+            total = (chosen * xp.asarray(info.num)[values]).sum(axis=2, dtype=xp.int64)
+            acc = xp.stack([count, total >> LIMB_BITS, total & ((1 << LIMB_BITS) - 1)], axis=2)
+        elif info.exact:
+            high = (chosen * xp.asarray(info.high)[values]).sum(axis=2, dtype=xp.int64)
+            low = (chosen * xp.asarray(info.low)[values]).sum(axis=2, dtype=xp.int64)
+            acc = xp.stack([count, high, low], axis=2)  # [C, Tq, 3]
         else:
-            total = (chosen * xp.asarray(info.fval)[values]).sum(axis=2)
-            mean = total / xp.maximum(count, 1)
-            mean_code = -3
+            acc = xp.zeros((*count.shape, 3), dtype=xp.int64)
         conflict = (count > 1) & ~allnum & differs
         out = xp.where(count == 0, default_code, remap[first])
-        out = xp.where((count > 1) & allnum, mean_code, out)
+        out = xp.where(mean, MEAN if info.exact else REEVALUATE, out)
         out = xp.where(conflict | ~self.valid(lengths, vcodes.shape[1]), 0, out)
         err = err | conflict.any(axis=1).astype(xp.uint8)
-        outf = xp.where((count > 1) & allnum, mean, 0.0)
-        return out.astype(xp.int32), outf, err
+        return out.astype(xp.int32), acc, err

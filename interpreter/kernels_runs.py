@@ -43,7 +43,8 @@ def answer_table(num: np.ndarray, denom: int, n_pos: int, mean_values: np.ndarra
     when that takes at most ``budget`` entries, else only ``count = 0`` (1 x 1).
 
     ``np.float64(total) / np.float64(count * denom)`` is the kernels' own division
-    (`kernels_numba.mean_code`), so the table holds the codes they would find.
+    (`kernels_numba.mean_code`), so the table holds the codes they would find. Only for
+    tables whose `NumericInfo.fast` holds (``num`` is the one-word scaled integer).
     """
     lo = n_pos * min(0, int(num.min(initial=0)))
     hi = n_pos * max(0, int(num.max(initial=0)))
@@ -339,8 +340,8 @@ def aggregate_running_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, vcode
 
 @jit()
 def reduce_marked_kernel(kcodes, qcodes, pred, pred_nq, lengths, causal, vcodes, remap,
-                         isnum, num, fval, denom, exact, default_code, mean_values,
-                         mean_codes, need, out, outf, err):
+                         isnum, high, low, denom, exact, fast, default_code, mean_values,
+                         mean_codes, need, out, acc, err):
     """Reduce every `REDUCE` query of the rows with ``need[b]`` key by key
     (`kernels_numba.reduce_row`); outputs and error flags as `aggregate_kernel`."""
     n_batch, n_pos = out.shape
@@ -356,7 +357,7 @@ def reduce_marked_kernel(kcodes, qcodes, pred, pred_nq, lengths, causal, vcodes,
             x = qcodes[b, q]
             for k in range(n):
                 row[k] = pred[kc[k] * pred_nq + x]
-            if reduce_row(row, n, q + 1 if causal else n, vcodes[b], remap, isnum, num, fval,
-                          denom, exact, default_code, mean_values, mean_codes, out, outf, b,
-                          q):
+            if reduce_row(row, n, q + 1 if causal else n, vcodes[b], remap, isnum, high, low,
+                          denom, exact, fast, default_code, mean_values, mean_codes, out, acc,
+                          b, q):
                 err[b] = 1

@@ -26,6 +26,7 @@ from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.result import BatchArrays, NodeArrays
 from rasplang.interpreter.selectors import SelectorArgs, SelectorProgram, compile_selector
 from rasplang.interpreter.state import TableState, numeric_seeds
+from rasplang.interpreter.tables import MEAN, REEVALUATE, NumericInfo, exact_means
 from rasplang.nodes import (
     Aggregate,
     ConstantSelector,
@@ -43,10 +44,6 @@ from rasplang.nodes import (
     TokensType,
     Value,
 )
-
-#: Relative distance within which an approximate mean snaps to a numerical
-#: Aggregate's exact table value (see `Plan._resolve_means`).
-SNAP_TOLERANCE = 1e-12
 
 
 class Plan:
@@ -395,7 +392,7 @@ class _Chunk:
     def aggregate(self, node: Aggregate) -> None:
         plan, state, be = self.plan, self.state, self.be
         info = state.numeric_info(node.sop)
-        out, outf, err = be.aggregate(
+        out, acc, err = be.aggregate(
             self.selector_args(plan._selectors[node]), self.dev_lengths, plan.causal,
             self.values[node.sop], self.dev(("remap", node), state.remaps[node]), info,
             state.default_code(node), state.float_index(node),
@@ -403,46 +400,34 @@ class _Chunk:
         self.flag(err)
         if bool((out < 0).any()):
             host = be.to_host(out).copy()
-            self.resolve_means(node, host, be.to_host(outf))
+            self.resolve_means(node, host, be.to_host(acc), info)
             out = be.asarray(host)
         self.values[node] = out
 
-    def resolve_means(self, node: Aggregate, out: np.ndarray, outf: np.ndarray) -> None:
+    def resolve_means(self, node: Aggregate, out: np.ndarray, acc: np.ndarray,
+                      info: NumericInfo) -> None:
         """Turn mean markers into codes of ``node``'s table, exactly.
 
-        -1: ``outf`` holds the exact mean (see `interpreter.tables.NumericInfo`); it is
-        looked up, or added to this run's table. -3: ``outf`` is within a few ulps of the
-        exact mean. A numerical Aggregate's table holds every exact mean (from the
-        analysis), so the single table float within `SNAP_TOLERANCE` is it; otherwise
+        `MEAN`: ``acc`` holds the count and the exact scaled sum; `exact_means` rounds
+        each mean once, as `rasplang.evaluator.mean` does, and the table is looked up or
+        grows. `REEVALUATE` (no exact integer form, e.g. an infinity among the values):
         the sequence is evaluated with `rasplang.evaluate_all` (slow, exact).
         """
         state = self.state
-        exact = out == -1
-        if exact.any():  # look up the table's floats first, then add the new ones
-            values, codes = state.float_index(node)
-            found = np.minimum(np.searchsorted(values, outf[exact]), max(len(values) - 1, 0))
-            hit = (values[found] == outf[exact]) if len(values) else np.zeros(0, bool)
-            if len(values):
-                out[exact] = np.where(hit, codes[found], -1)
-            exact = out == -1
-        if exact.any():
-            uniq, inverse = np.unique(outf[exact], return_inverse=True)
-            codes = state.add_values(node, [float(u) for u in uniq.tolist()])
-            out[exact] = codes[inverse.reshape(-1)]
-        approx = out == -3
-        if not approx.any():
-            return
-        if self.plan.analysis.encodings[node] is Encoding.NUMERICAL:
-            table = state.tables[node].values
-            floats = [(v, c) for c, v in enumerate(table) if type(v) is float]
-            fv = np.array([v for v, _ in floats], dtype=np.float64)
-            fc = np.array([c for _, c in floats], dtype=np.int32)
-            for b, q in np.argwhere(approx).tolist():
-                x = outf[b, q]
-                near = np.flatnonzero(np.abs(fv - x) <= SNAP_TOLERANCE * max(1.0, abs(x)))
-                if near.size == 1:
-                    out[b, q] = fc[near[0]]
-        for b in np.unique(np.argwhere(out == -3)[:, 0]).tolist():
+        marked = out == MEAN
+        if marked.any():
+            means = exact_means(acc[marked], info)  # [m] float64
+            values, codes = state.float_index(node)  # the table's floats first
+            at = np.minimum(np.searchsorted(values, means), max(len(values) - 1, 0))
+            found = (values[at].view(np.int64) == means.view(np.int64) if len(values)
+                     else np.zeros(len(means), bool))  # bit for bit: -0.0 is not 0.0
+            got = np.where(found, codes[at] if len(values) else -1, MEAN)
+            if not found.all():  # new means: add them to this run's table
+                bits, inverse = np.unique(means[~found].view(np.int64), return_inverse=True)
+                got[~found] = state.add_values(node, bits.view(np.float64).tolist())[
+                    inverse.reshape(-1)]
+            out[marked] = got
+        for b in np.unique(np.argwhere(out == REEVALUATE)[:, 0]).tolist():
             xs = self.plan._inputs_of(b, self.codes, self.lengths)
             try:
                 exact_values = evaluate_all(self.plan.program, xs, self.plan.causal)[node]
@@ -451,7 +436,7 @@ class _Chunk:
                 self.flag(np.arange(len(self.lengths)) == b)
                 continue
             row = out[b]
-            todo = np.flatnonzero(row == -3)
+            todo = np.flatnonzero(row == REEVALUATE)
             row[todo] = state.add_values(node, [exact_values[q] for q in todo.tolist()])
 
 

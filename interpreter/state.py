@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from rasplang.interpreter.runs import KeyRuns, key_runs
-from rasplang.interpreter.tables import NumericInfo, Table, is_number, numeric_info
+from rasplang.interpreter.tables import (
+    NumericInfo,
+    Table,
+    is_negative_zero,
+    is_number,
+    numeric_info,
+)
 from rasplang.nodes import (
     Aggregate,
     ConstantSOp,
@@ -99,12 +105,13 @@ class TableState:
         return cached[1]
 
     def float_index(self, node: SOp) -> tuple[np.ndarray, np.ndarray]:
-        """``node``'s float values, sorted, and their codes (NaN left out)."""
+        """``node``'s float values, sorted, and their codes, where the kernels look means
+        up: NaN and -0.0 (never a mean the kernels divide) are left out."""
         table = self.tables[node]
         cached = self.floats.get(node)
         if cached is None or cached[0] != len(table):
             pairs = sorted((v, c) for c, v in enumerate(table.values)
-                           if type(v) is float and v == v)
+                           if type(v) is float and v == v and not is_negative_zero(v))
             values = np.array([v for v, _ in pairs], dtype=np.float64).reshape(-1)
             codes = np.array([c for _, c in pairs], dtype=np.int32).reshape(-1)
             cached = (len(table), (values, codes))

@@ -28,9 +28,17 @@ Value = Any
 _EXACT = 2**53
 
 
-def typed_key(value: Value) -> tuple[type, Value]:
-    """The key that tells ``1``, ``1.0`` and ``True`` apart."""
+def typed_key(value: Value) -> tuple[Any, ...]:
+    """The key that tells ``1``, ``1.0`` and ``True`` apart (and ``-0.0`` from ``0.0``,
+    which are equal but print differently)."""
+    if is_negative_zero(value):
+        return (type(value), value, "-")
     return (type(value), value)
+
+
+def is_negative_zero(value: Value) -> bool:
+    """Whether ``value`` is the float ``-0.0``."""
+    return isinstance(value, float) and value == 0 and math.copysign(1.0, value) < 0
 
 
 def is_number(value: Value) -> bool:
@@ -43,7 +51,7 @@ class Table:
     """The values of one node, in code order, and the reverse index."""
 
     values: tuple[Value, ...]
-    index: dict[tuple[type, Value], int] = attrs.field(repr=False)
+    index: dict[tuple[Any, ...], int] = attrs.field(repr=False)
 
     @classmethod
     def of(cls, values: Iterable[Value]) -> Table:
@@ -93,58 +101,98 @@ class Table:
         ).reshape(-1)
 
 
+#: ``out`` markers of an Aggregate kernel for a query whose answer is a mean of several
+#: numbers and is not yet a code. `MEAN`: the mean is exact in ``acc[b, q]`` (count and
+#: the two limbs of the scaled sum, see `NumericInfo`); the plan divides. `REEVALUATE`:
+#: the input table has no exact integer form; the plan re-evaluates the sequence.
+MEAN, REEVALUATE = -1, -3
+#: A scaled sum is kept in two int64 limbs, ``high * 2**LIMB_BITS + low``.
+LIMB_BITS = 32
+_LIMB = 1 << LIMB_BITS
+_INT64_MAX = 2**63 - 1
+
+
 @attrs.frozen
 class NumericInfo:
     """What an Aggregate kernel needs to know about its input table.
 
     ``isnum[c]``: whether value ``c`` is a number. When ``exact``, every number is
-    ``num[c] / denom`` with integers small enough that a sum of ``max_seq_len`` of them
-    and ``count * denom`` stay below 2**53; then ``float(sum) / float(count * denom)`` is
-    one correctly rounded division, exactly the float `rasplang.evaluator.mean` returns.
-    Otherwise kernels sum ``fval`` and flag the result for exact resolution.
+    ``num / denom`` with an integer ``num = high[c] * 2**LIMB_BITS + low[c]``
+    (``0 <= low[c] < 2**LIMB_BITS``) such that the limbs of a sum of ``max_seq_len``
+    numbers fit in int64: a kernel sums both limbs exactly, and
+    ``sum / (count * denom)`` (`exact_means`, Python's correctly rounded int division)
+    is the float `rasplang.evaluator.mean` returns, whatever the values. Every float is
+    a dyadic rational, so thirds, means of means and 0.1 have such a form.
+
+    When also ``fast``, ``num[c]`` (one int64) and ``count * denom`` stay below 2**53 for
+    ``max_seq_len`` numbers, so ``float(sum) / float(count * denom)`` is one correctly
+    rounded division in the kernel. Without ``exact`` (infinities, NaN, a range of
+    magnitudes too wide for two limbs) kernels mark means `REEVALUATE`.
     """
 
     isnum: np.ndarray  # [n] uint8
-    num: np.ndarray  # [n] int64
-    fval: np.ndarray  # [n] float64
+    high: np.ndarray  # [n] int64
+    low: np.ndarray  # [n] int64
+    num: np.ndarray  # [n] int64 (``fast`` only, else zeros)
     denom: int
     exact: bool
+    fast: bool
+
+    @property
+    def kernel_denom(self) -> int:
+        """``denom`` as the kernels' int64 argument (1 unless ``fast``; it may be huge)."""
+        return self.denom if self.fast else 1
 
 
 def numeric_info(table: Table, max_seq_len: int) -> NumericInfo:
     """Build the `NumericInfo` of a table for sums of up to ``max_seq_len`` values."""
     n = len(table)
     isnum = np.zeros(n, dtype=np.uint8)
-    fval = np.zeros(n, dtype=np.float64)
     fractions: list[tuple[int, Fraction]] = []
     exact = True
     for code, value in enumerate(table.values):
         if not is_number(value):
             continue
         isnum[code] = 1
-        fval[code] = float(value)
         try:
-            frac = Fraction(value)
-        except (TypeError, ValueError, OverflowError):
+            fractions.append((code, Fraction(value)))
+        except (TypeError, ValueError, OverflowError):  # inf, nan
             exact = False
-            continue
-        fractions.append((code, frac))
+    denom = math.lcm(1, *(frac.denominator for _, frac in fractions)) if exact else 1
+    scaled = [(code, frac.numerator * (denom // frac.denominator)) for code, frac in fractions]
+    high = np.zeros(n, dtype=np.int64)
+    low = np.zeros(n, dtype=np.int64)
     num = np.zeros(n, dtype=np.int64)
-    denom = 1
+    if exact and scaled:
+        top = max(abs(s) for _, s in scaled)
+        exact = ((top >> LIMB_BITS) + 1) * max_seq_len <= _INT64_MAX \
+            and _LIMB * max_seq_len <= _INT64_MAX
+    fast = exact and denom * max_seq_len <= _EXACT \
+        and all(abs(s) * max_seq_len <= _EXACT for _, s in scaled)
     if exact:
-        for _, frac in fractions:
-            denom = math.lcm(denom, frac.denominator)
-            if denom * max_seq_len > _EXACT:
-                exact = False
-                break
-    if exact:
-        for code, frac in fractions:
-            scaled = frac * denom
-            if abs(scaled.numerator) * max_seq_len > _EXACT:
-                exact = False
-                break
-            num[code] = scaled.numerator
-    if not exact:
-        num[:] = 0
+        for code, s in scaled:
+            high[code] = s >> LIMB_BITS
+            low[code] = s & (_LIMB - 1)
+            if fast:
+                num[code] = s
+    else:
         denom = 1
-    return NumericInfo(isnum=isnum, num=num, fval=fval, denom=denom, exact=exact)
+    return NumericInfo(isnum=isnum, high=high, low=low, num=num, denom=denom, exact=exact,
+                       fast=fast)
+
+
+def exact_means(acc: np.ndarray, info: NumericInfo) -> np.ndarray:
+    """The correctly rounded means of kernel sums ``acc [m, 3]`` (count, high, low limbs
+    of the scaled sum; see `NumericInfo`), as float64 ``[m]``.
+
+    With ``info.fast`` the sum and ``count * denom`` are exact float64s and one division
+    rounds correctly; otherwise each distinct row is divided with Python ints.
+    """
+    acc = np.asarray(acc, dtype=np.int64).reshape(-1, 3)
+    if info.fast:
+        total = acc[:, 1] * _LIMB + acc[:, 2]
+        return total.astype(np.float64) / (acc[:, 0] * info.denom).astype(np.float64)
+    rows, inverse = np.unique(acc, axis=0, return_inverse=True)
+    means = np.array([((high << LIMB_BITS) + low) / (count * info.denom)
+                      for count, high, low in rows.tolist()], dtype=np.float64)
+    return means[inverse.reshape(-1)]
