@@ -1,8 +1,13 @@
 """The ``rasplang`` command line.
 
-User errors (an unknown program, a malformed vocabulary, a missing file, a token
-outside the vocabulary) print one line to stderr and exit with status 2, without a
-traceback.
+User errors (an unknown program, a malformed vocabulary, a vocabulary holding the
+compiler's BOS or PAD token, a missing or broken program file, an empty input, a token
+outside the vocabulary, too many inputs to verify) print one line to stderr and exit
+with status 2, without a traceback. A program the compiler refuses, or one too large to
+build, prints its reason and exits with status 1.
+
+A library program is built for the length it is run, compiled or verified at
+(`rasplang.lib.LibraryProgram.build`): some depend on it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import pathlib
 import sys
 import time
@@ -18,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import rasplang
+from rasplang.verification import MAX_INPUTS
 
 
 class UsageError(Exception):
@@ -32,6 +39,14 @@ def _parse_token(text: str) -> Any:
         return text
 
 
+def _compiler_tokens() -> dict[str, Any]:
+    """The tokens `rasplang.compile` reserves by default: ``{"BOS": "BOS", "PAD": "PAD"}``."""
+    from rasplang.backend.compiler import compile as compile_program
+
+    params = inspect.signature(compile_program).parameters
+    return {kind: params[f"compiler_{kind.lower()}"].default for kind in ("BOS", "PAD")}
+
+
 def parse_vocab(text: str) -> tuple[Any, ...]:
     """``"a,b,c"`` -> ('a', 'b', 'c'); ``"1,2,3"`` -> (1, 2, 3)."""
     parts = [p.strip() for p in text.split(",")]
@@ -43,9 +58,19 @@ def parse_vocab(text: str) -> tuple[Any, ...]:
     return vocab
 
 
+def check_compilable_vocab(vocab: Sequence[Any], where: str) -> None:
+    """Refuse a vocabulary holding a token the compiler reserves (BOS, PAD)."""
+    for kind, token in _compiler_tokens().items():
+        if token in vocab:
+            raise UsageError(f"{where} contains {token!r}, the compiler's {kind} token; "
+                             "rename that token")
+
+
 def parse_input(text: str, vocab: Sequence[Any] | None) -> list[Any]:
     """``"a b c"`` -> tokens, matched against ``vocab`` by their text when given."""
     words = text.split()
+    if not words:
+        raise UsageError("empty --input: give at least one token, e.g. --input \"a b c\"")
     if vocab is None:
         return [_parse_token(w) for w in words]
     by_text = {str(v): v for v in vocab}
@@ -64,24 +89,52 @@ def _as_program(obj: Any, spec: str) -> rasplang.SOp:
     if callable(obj) and not isinstance(obj, rasplang.RASPExpr):
         try:
             obj = obj()
-        except TypeError as exc:
-            raise UsageError(f"{spec}: calling it without arguments failed: {exc}") from exc
+        except Exception as exc:
+            raise UsageError(f"{spec}: calling it without arguments raised "
+                             f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, rasplang.SOp):
         raise UsageError(f"{spec} is a {type(obj).__name__}, not an SOp or a function "
                          "returning one")
     return obj
 
 
-def load_program(spec: str) -> tuple[rasplang.SOp, Any]:
+def library_entry(spec: str) -> Any:
+    """The `rasplang.lib.PROGRAMS` entry SPEC names (``sort`` or ``make_sort``), or None."""
+    from rasplang.lib import PROGRAMS
+
+    return PROGRAMS.get(spec.removeprefix("make_"))
+
+
+def _import_error(target: str, exc: BaseException) -> UsageError:
+    """One line for a program file or module that fails to import: where and why."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename or target}, line {exc.lineno}" if exc.lineno else target
+        return UsageError(f"syntax error in {where}: {exc.msg}")
+    # The deepest line of the traceback inside the user's file, if any.
+    frames = [f for f in _traceback_frames(exc) if f[0] == str(target)]
+    where = f"{target}, line {frames[-1][1]}" if frames else target
+    return UsageError(f"importing {where} raised {type(exc).__name__}: {exc}")
+
+
+def _traceback_frames(exc: BaseException) -> list[tuple[str, int]]:
+    tb, frames = exc.__traceback__, []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
+        tb = tb.tb_next
+    return frames
+
+
+def load_program(spec: str, max_seq_len: int | None = None) -> tuple[rasplang.SOp, Any]:
     """Resolve SPEC: a library name, ``module:attr`` or ``path/to/file.py:attr``.
 
-    Returns the program and its library entry (None when SPEC is not a library name).
+    Returns the program and its library entry (None when SPEC is not a library name). A
+    library program is built for inputs up to ``max_seq_len`` (default: the entry's).
     """
     from rasplang.lib import PROGRAMS
 
-    name = spec.removeprefix("make_")
-    if name in PROGRAMS:
-        return PROGRAMS[name].build(), PROGRAMS[name]
+    entry = library_entry(spec)
+    if entry is not None:
+        return entry.build(max_seq_len), entry
     if ":" not in spec:
         raise UsageError(
             f"unknown program {spec!r}: expected a library name ({', '.join(PROGRAMS)}), "
@@ -96,12 +149,17 @@ def load_program(spec: str) -> tuple[rasplang.SOp, Any]:
         if module_spec is None or module_spec.loader is None:
             raise UsageError(f"cannot load {target} as a Python module")
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise _import_error(str(path), exc) from exc
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise UsageError(f"cannot import module {target!r}: {exc}") from exc
+        except Exception as exc:
+            raise _import_error(target, exc) from exc
     if not hasattr(module, attr):
         raise UsageError(f"{target} has no attribute {attr!r}")
     return _as_program(getattr(module, attr), spec), None
@@ -141,6 +199,8 @@ def _domain(args: argparse.Namespace, entry: Any, spec: str) -> tuple[tuple[Any,
         entry.max_seq_len if entry else None)
     if vocab is None or max_seq_len is None:
         raise UsageError(f"{spec} is not a library program: give --vocab and --max-seq-len")
+    if args.vocab:
+        check_compilable_vocab(vocab, "--vocab")
     if max_seq_len < 1:
         raise UsageError(f"--max-seq-len must be at least 1, got {max_seq_len}")
     return vocab, max_seq_len
@@ -176,18 +236,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.program is None:
             print(_show(model.run([xs])[0]))
             return 0
-        program, _ = load_program(args.program)
+        program, _ = load_program(args.program, model.config.max_seq_len)
         return _print_both(model.run([xs])[0], rasplang.evaluate(
             program, xs, causal=model.config.causal))
-    program, entry = load_program(args.target)
+    entry = library_entry(args.target)
     vocab = parse_vocab(args.vocab) if args.vocab else (entry.vocab if entry else None)
     xs = parse_input(args.input, vocab)
+    # Long enough for the input, and for the library's domain when compared.
+    max_seq_len = max(len(xs), entry.max_seq_len if entry else 1)
+    program, entry = load_program(args.target, max_seq_len)
     output = rasplang.evaluate(program, xs, causal=args.causal)
     if not args.compare:
         print(" ".join(str(v) for v in output))
         return 0
-    vocab = vocab if vocab is not None else tuple(dict.fromkeys(xs))
-    max_seq_len = max(len(xs), entry.max_seq_len if entry else 1)
+    if vocab is None:
+        vocab = tuple(dict.fromkeys(xs))
+        check_compilable_vocab(vocab, "--input (the vocabulary when --vocab is not given)")
+    else:
+        check_compilable_vocab(vocab, "--vocab")
     model, _ = _compile(program, vocab, max_seq_len, args.causal, "run")
     return _print_both(model.run([xs])[0], output)
 
@@ -204,9 +270,21 @@ def _print_both(got: Sequence[Any], expected: Sequence[Any]) -> int:
     return 0 if same else 1
 
 
+def _program_and_domain(args: argparse.Namespace,
+                        spec: str) -> tuple[rasplang.SOp, tuple[Any, ...], int]:
+    """SPEC's program, vocabulary and length; a library program built for that length."""
+    entry = library_entry(spec)
+    if entry is None:
+        program, _ = load_program(spec)
+        vocab, max_seq_len = _domain(args, None, spec)
+    else:
+        vocab, max_seq_len = _domain(args, entry, spec)
+        program = entry.build(max_seq_len)
+    return program, vocab, max_seq_len
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
-    program, entry = load_program(args.spec)
-    vocab, max_seq_len = _domain(args, entry, args.spec)
+    program, vocab, max_seq_len = _program_and_domain(args, args.spec)
     model, seconds = _compile(program, vocab, max_seq_len, args.causal, "compile")
     cfg = model.config
     print(f"compiled {args.spec}: {cfg.n_layers} layers, d_model {cfg.d_model}, "
@@ -222,17 +300,29 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    program, entry = load_program(args.spec)
-    vocab, max_seq_len = _domain(args, entry, args.spec)
+    from rasplang.verification import TooManyInputsError, check_input_count
+
+    program, vocab, max_seq_len = _program_and_domain(args, args.spec)
+    exhaustive = True if args.exhaustive else (False if args.samples is not None else None)
+    samples = args.samples or 10_000
+    max_inputs = None if args.max_inputs == 0 else args.max_inputs
+    try:  # refuse too many inputs before compiling
+        check_input_count(len(vocab), max_seq_len, exhaustive, samples, max_inputs)
+    except TooManyInputsError as exc:
+        raise_to = f"{exc.count} (or 0 for no limit)" if exc.count < 10**15 else "0 (no limit)"
+        raise UsageError(f"{exc.what}; pass --max-inputs {raise_to} to run it anyway"
+                         + (", or --samples N to check N random inputs"
+                            if exc.exhaustive else "")) from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if args.model:
         model, seconds = load_model(args.model), None
     else:
         model, seconds = _compile(program, vocab, max_seq_len, args.causal, "verify")
-    exhaustive = True if args.exhaustive else (False if args.samples is not None else None)
     try:
         report = rasplang.verify(program, vocab, max_seq_len, model=model, causal=args.causal,
-                                 exhaustive=exhaustive, samples=args.samples or 10_000,
-                                 seed=args.seed)
+                                 exhaustive=exhaustive, samples=samples, seed=args.seed,
+                                 max_inputs=max_inputs)
     except ValueError as exc:  # the model file does not fit the request
         raise UsageError(str(exc)) from exc
     if seconds is not None:
@@ -256,6 +346,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
 
 
@@ -303,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--exhaustive", action="store_true", help="check every input")
     how.add_argument("--samples", type=_positive_int, help="check this many random inputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--max-inputs", type=_non_negative_int, default=MAX_INPUTS, metavar="N",
+                   help="refuse to check more than N inputs, 0 for no limit "
+                        f"(default {MAX_INPUTS:,})")
     p.set_defaults(fn=_cmd_verify)
 
     p = sub.add_parser("demo", help="compile, run and verify library programs; one table")
@@ -324,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except rasplang.UnsupportedProgramError as exc:
         print(f"rasplang {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:  # a model or a batch too large for this machine
+        print(f"rasplang {args.command}: error: out of memory: "
+              f"{exc or 'the model or a batch of inputs does not fit'}", file=sys.stderr)
         return 1
 
 

@@ -198,3 +198,109 @@ def test_model_file_user_errors(capsys, model_file, tmp_path):
     ]:
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
+
+
+# -------------------------------------------- library programs at another length
+
+
+def test_run_builds_library_program_for_the_input_length(capsys):
+    """`run sort` on 7 tokens (library length 5) sorts them; --compare agrees."""
+    assert run(capsys, "run", "sort", "--input", "2 1 1 1 1 1 1") == (0, "1 1 1 1 1 1 2\n", "")
+    code, out, _ = run(capsys, "run", "sort", "--input", "2 1 1 1 1 1 1", "--compare")
+    assert code == 0 and out == "model:   1 1 1 1 1 1 2\nprogram: 1 1 1 1 1 1 2\n"
+
+
+def test_verify_library_program_at_another_length(capsys):
+    """`verify sort --max-seq-len 7` builds sort for 7 and finds no mismatch."""
+    code, out, _ = run(capsys, "verify", "sort", "--max-seq-len", "7", "--samples", "300")
+    assert code == 0 and "0 mismatches" in out and out.rstrip().endswith("OK")
+
+
+# ------------------------------------------------------ one-line errors, exit 2
+
+
+def assert_one_line_exit_2(result, message):
+    code, out, err = result
+    assert code == 2 and out == "", (code, out, err)
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", ["compile", "verify"])
+def test_vocab_with_compiler_bos(capsys, command):
+    """--vocab holding the compiler's BOS token is refused, naming the token."""
+    assert_one_line_exit_2(run(capsys, command, "hist", "--vocab", "BOS,a"),
+                           "--vocab contains 'BOS', the compiler's BOS token")
+
+
+def test_empty_input_compare(capsys):
+    """run --input "" --compare is refused: the input is empty."""
+    assert_one_line_exit_2(run(capsys, "run", "hist", "--input", "", "--compare"),
+                           "empty --input")
+
+
+def test_empty_input(capsys):
+    """run --input "" (blank) is refused rather than printing an empty line."""
+    assert_one_line_exit_2(run(capsys, "run", "hist", "--input", "  "), "empty --input")
+
+
+def test_input_bos_compare(capsys):
+    """--input BOS --compare, the vocabulary taken from the input, names the BOS token."""
+    assert_one_line_exit_2(
+        run(capsys, "run", "rasplang.lib:make_length", "--input", "a BOS", "--compare"),
+        "--input (the vocabulary when --vocab is not given) contains 'BOS'")
+
+
+def test_program_file_with_syntax_error(capsys, tmp_path):
+    """A program file with a syntax error: the file, the line and the error."""
+    prog = tmp_path / "broken.py"
+    prog.write_text("import rasplang as rl\nsucc = (rl.tokens + 1\n")
+    assert_one_line_exit_2(run(capsys, "run", f"{prog}:succ", "--input", "1"),
+                           f"syntax error in {prog}, line 2: '(' was never closed")
+
+
+def test_program_file_raising_on_import(capsys, tmp_path):
+    """A program file that raises on import: the file, the line and the exception."""
+    prog = tmp_path / "raises.py"
+    prog.write_text("import rasplang as rl\n\nsucc = rl.tokens + 1 / 0\n")
+    assert_one_line_exit_2(run(capsys, "verify", f"{prog}:succ", "--vocab", "1,2",
+                               "--max-seq-len", "2"),
+                           f"importing {prog}, line 3 raised ZeroDivisionError: division by zero")
+
+
+def test_program_function_raising(capsys):
+    """A SPEC naming a function that raises when called: the spec and the exception."""
+    assert_one_line_exit_2(run(capsys, "run", "rasplang.lib:make_sort_freq", "--input", "1"),
+                           "rasplang.lib:make_sort_freq: calling it without arguments raised "
+                           "TypeError")
+
+
+def test_verify_too_many_inputs(capsys):
+    """verify --exhaustive over 4^20 inputs is refused with the count and the way on."""
+    assert_one_line_exit_2(
+        run(capsys, "verify", "hist", "--max-seq-len", "20", "--exhaustive"),
+        "would check 1,466,015,503,700 inputs (every input of length 1..20 over 4 tokens), "
+        "more than the limit of 10,000,000; pass --max-inputs 1466015503700")
+
+
+def test_verify_max_inputs(capsys):
+    """--max-inputs lowers or lifts the limit; the default choice samples a large domain."""
+    argv = ["verify", "hist", "--vocab", "a,b", "--max-seq-len", "3", "--exhaustive"]
+    assert_one_line_exit_2(run(capsys, *argv, "--max-inputs", "13"),
+                           "would check 14 inputs")
+    assert run(capsys, *argv, "--max-inputs", "14")[0] == 0
+    assert run(capsys, *argv, "--max-inputs", "0")[0] == 0
+    code, out, _ = run(capsys, "verify", "hist", "--max-seq-len", "20", "--samples", "50")
+    assert code == 0 and "50 of 50 inputs (random inputs" in out
+
+
+def test_out_of_memory_is_one_line_exit_1(capsys, monkeypatch):
+    """A MemoryError from the compiler is one stderr line with its message, exit 1."""
+    import rasplang
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("the model needs 3.2 TiB")
+
+    monkeypatch.setattr(rasplang, "compile", too_big)
+    code, out, err = run(capsys, "compile", "hist")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "error: out of memory: the model needs 3.2 TiB" in err
