@@ -175,7 +175,7 @@ class NumbaBackend(NumpyBackend):
         def run(r: slice) -> None:
             self.k.aggregate_kernel(
                 *self._sel(sel, r), sel.may_error, lengths[r], causal, vcodes[r], remap,
-                info.isnum, info.high, info.low, info.kernel_denom, info.exact,
+                info.kind, info.high, info.low, info.kernel_denom, info.exact,
                 info.fast, default_code, means[0], means[1], out[r], acc[r], err[r],
             )
 
@@ -195,7 +195,7 @@ class NumbaBackend(NumpyBackend):
                                             default_code)
         else:
             tab, tmin = np.full((1, 1), default_code, np.int32), 0
-        weight = self.r.value_weights(info.isnum, info.num, tab)
+        weight = self.r.value_weights(info.kind, info.num, tab)
         need = np.zeros(len(lengths), dtype=np.uint8)
         if sel.keys_are_positions:
             def run(r: slice) -> None:
@@ -224,7 +224,7 @@ class NumbaBackend(NumpyBackend):
         acc = np.empty((*out.shape, 3), dtype=np.int64)
         self.r.reduce_marked_kernel(
             kcodes, qcodes, sel.pred, int(sel.pred_nq[0]), lengths, causal, vcodes, remap,
-            info.isnum, info.high, info.low, info.kernel_denom, info.exact,
+            info.kind, info.high, info.low, info.kernel_denom, info.exact,
             info.fast, default_code, means[0], means[1], need, out, acc, err)
         return acc
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.selectors import SelectorArgs
-from rasplang.interpreter.tables import MEAN, REEVALUATE, NumericInfo
+from rasplang.interpreter.tables import MEAN, NUMBER, REEVALUATE, UNCOMPARABLE, NumericInfo
 
 #: Register file size of the CUDA selector interpreter; larger selector programs use the
 #: array-module path.
@@ -31,7 +31,7 @@ extern "C" __global__ void fused_select(
     const unsigned char* cmats, const int csize,
     const int may_error, const long long* lengths, const int causal,
     const int n_batch, const int n_pos, const int width_only,
-    const int* vcodes, const int* remap, const unsigned char* isnum,
+    const int* vcodes, const int* remap, const unsigned char* kind,
     const long long* high, const long long* low, const int exact,
     const int default_code, int* out, long long* acc, unsigned char* err)
 {
@@ -73,7 +73,7 @@ extern "C" __global__ void fused_select(
         if (width_only) { ++count; continue; }
         const int c = vcodes[(long long)b * n_pos + k];
         if (count == 0) first = c; else if (c != first) same = 0;
-        if (isnum[c]) {
+        if (kind[c] == NUMBER) {
             hsum += high[c];
             lsum += low[c];
         } else {
@@ -92,7 +92,7 @@ extern "C" __global__ void fused_select(
             out[idx] = REEVALUATE;
         }
     }
-    else if (same) out[idx] = remap[first];
+    else if (same) out[idx] = kind[first] == UNCOMPARABLE ? REEVALUATE : remap[first];
     else { err[b] = 1; out[idx] = 0; }
 }
 """
@@ -118,7 +118,9 @@ class CupyBackend(NumpyBackend):
 
         super().__init__(cupy)
         self.fused = fused
-        markers = (f"-DMEAN={MEAN}", f"-DREEVALUATE={REEVALUATE}")  # interpreter.tables
+        markers = tuple(f"-D{name}={value}" for name, value in (  # interpreter.tables
+            ("MEAN", MEAN), ("REEVALUATE", REEVALUATE), ("NUMBER", NUMBER),
+            ("UNCOMPARABLE", UNCOMPARABLE)))
         self._kernel = cupy.RawKernel(_SOURCE, "fused_select", options=markers) \
             if fused else None
 
@@ -142,11 +144,11 @@ class CupyBackend(NumpyBackend):
         if vcodes is None:
             vcodes = cp.zeros((n_batch, n_pos), dtype=cp.int32)
             remap = cp.zeros(1, dtype=cp.int32)
-            isnum, high, low, exact = (cp.zeros(1, cp.uint8), cp.zeros(1, cp.int64),
+            kind, high, low, exact = (cp.zeros(1, cp.uint8), cp.zeros(1, cp.int64),
                                        cp.zeros(1, cp.int64), False)
             acc = cp.zeros((1, 1, 3), dtype=cp.int64)  # never written
         else:
-            isnum, high, low = (cp.asarray(info.isnum), cp.asarray(info.high),
+            kind, high, low = (cp.asarray(info.kind), cp.asarray(info.high),
                                 cp.asarray(info.low))
             exact = info.exact
             acc = cp.empty((n_batch, n_pos, 3), dtype=cp.int64)  # read where out is MEAN
@@ -164,7 +166,7 @@ class CupyBackend(NumpyBackend):
                  sel.pred, sel.pred_off, sel.pred_nq, cmats, np.int32(cmats.shape[-1]),
                  np.int32(sel.may_error), lengths, np.int32(causal), np.int32(n_batch),
                  np.int32(n_pos), np.int32(width_only), cp.ascontiguousarray(vcodes), remap,
-                 isnum, high, low, np.int32(exact), np.int32(default_code), out, acc, err),
+                 kind, high, low, np.int32(exact), np.int32(default_code), out, acc, err),
             )
         return out, acc, err
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from rasplang.interpreter._jit import jit
-from rasplang.interpreter.tables import LIMB_BITS, MEAN, REEVALUATE
+from rasplang.interpreter.tables import LIMB_BITS, MEAN, NUMBER, REEVALUATE, UNCOMPARABLE
 
 LIMB = 1 << LIMB_BITS
 
@@ -129,7 +129,7 @@ def mean_code(total, count, denom, mean_values, mean_codes):
 
 
 @jit(inline=True)
-def reduce_row(row, stop, limit, vc, remap, isnum, high, low, denom, exact, fast,
+def reduce_row(row, stop, limit, vc, remap, kind, high, low, denom, exact, fast,
                default_code, mean_values, mean_codes, out, acc, b, q):
     """One query of an Aggregate, following `rasplang.evaluator.aggregate_row`.
 
@@ -160,7 +160,7 @@ def reduce_row(row, stop, limit, vc, remap, isnum, high, low, denom, exact, fast
             first = c
         elif c != first:
             same = False
-        if isnum[c]:
+        if kind[c] == NUMBER:
             hsum += high[c]
             lsum += low[c]
         else:
@@ -181,6 +181,8 @@ def reduce_row(row, stop, limit, vc, remap, isnum, high, low, denom, exact, fast
             acc[b, q, 1] = hsum
             acc[b, q, 2] = lsum
         out[b, q] = code
+    elif same and kind[first] == UNCOMPARABLE:  # equal as objects, maybe not in evaluate
+        out[b, q] = REEVALUATE
     elif same:
         out[b, q] = remap[first]
     else:
@@ -192,14 +194,15 @@ def reduce_row(row, stop, limit, vc, remap, isnum, high, low, denom, exact, fast
 @jit()
 def aggregate_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
-    lengths, causal, vcodes, remap, isnum, high, low, denom, exact, fast, default_code,
+    lengths, causal, vcodes, remap, kind, high, low, denom, exact, fast, default_code,
     mean_values, mean_codes, out, acc, err,
 ):
     """Fused Select + Aggregate, following `rasplang.evaluator.aggregate_row`.
 
     ``out[b, q]``: a code of the Aggregate's table, or `MEAN` (an exact mean the table's
     floats ``mean_values`` (sorted, codes ``mean_codes``) do not hold, or that the
-    kernel cannot divide exactly; its sums in ``acc[b, q]``), or `REEVALUATE`.
+    kernel cannot divide exactly; its sums in ``acc[b, q]``), or `REEVALUATE` (see
+    `interpreter.tables`).
     """
     n_batch, n_pos = out.shape
     regs = np.empty(ops.shape[0], np.uint8)
@@ -212,7 +215,7 @@ def aggregate_kernel(
             _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
                       stop, regs, row)
             limit = q + 1 if causal else n
-            if reduce_row(row, stop, limit, vc, remap, isnum, high, low, denom, exact, fast,
+            if reduce_row(row, stop, limit, vc, remap, kind, high, low, denom, exact, fast,
                           default_code, mean_values, mean_codes, out, acc, b, q):
                 err[b] = 1
         for q in range(n, n_pos):

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from rasplang.interpreter.selectors import AND, CONST, NOT, OR, SELECT, SelectorArgs
-from rasplang.interpreter.tables import LIMB_BITS, MEAN, REEVALUATE, NumericInfo
+from rasplang.interpreter.tables import (
+    LIMB_BITS,
+    MEAN,
+    NUMBER,
+    REEVALUATE,
+    UNCOMPARABLE,
+    NumericInfo,
+)
 
 #: Elements of one ``[C, T, T]`` chunk matrix.
 PAIR_BUDGET = 1 << 20
@@ -131,7 +138,7 @@ class NumpyBackend:
 
         As the numba kernel, except that every mean is left to the plan: `MEAN` with
         (count, high limb sum, low limb sum) in ``acc``, or `REEVALUATE` (see
-        `interpreter.tables.NumericInfo`). ``means`` is used by the numba kernel only.
+        `interpreter.tables`). ``means`` is used by the numba kernel only.
         """
         xp = self.xp
         matrix, err = self.selector(sel, lengths, causal)
@@ -140,7 +147,8 @@ class NumpyBackend:
         count = chosen.sum(axis=2, dtype=xp.int64)  # [C, Tq]
         first = xp.take_along_axis(vcodes, chosen.argmax(axis=2), axis=1)  # [C, Tq]
         differs = (chosen & (values != first[:, :, None])).any(axis=2)
-        isnum = xp.asarray(info.isnum)[values] != 0
+        kind = xp.asarray(info.kind)
+        isnum = kind[values] == NUMBER  # [C, 1, Tk]
         allnum = ~(chosen & ~isnum).any(axis=2)
         mean = (count > 1) & allnum
         if info.fast:  # one int64 sum below 2**53, split into limbs
@@ -153,8 +161,10 @@ class NumpyBackend:
         else:
             acc = xp.zeros((*count.shape, 3), dtype=xp.int64)
         conflict = (count > 1) & ~allnum & differs
+        uncomparable = (count > 1) & ~differs & (kind[first] == UNCOMPARABLE)
         out = xp.where(count == 0, default_code, remap[first])
         out = xp.where(mean, MEAN if info.exact else REEVALUATE, out)
+        out = xp.where(uncomparable, REEVALUATE, out)  # several copies: evaluate decides
         out = xp.where(conflict | ~self.valid(lengths, vcodes.shape[1]), 0, out)
         err = err | conflict.any(axis=1).astype(xp.uint8)
         return out.astype(xp.int32), acc, err

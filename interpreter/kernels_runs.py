@@ -28,6 +28,7 @@ import numpy as np
 
 from rasplang.interpreter._jit import jit
 from rasplang.interpreter.kernels_numba import reduce_row
+from rasplang.interpreter.tables import NUMBER
 
 #: ``out`` marker of a query left to `reduce_marked_kernel`.
 REDUCE = -4
@@ -61,11 +62,11 @@ def answer_table(num: np.ndarray, denom: int, n_pos: int, mean_values: np.ndarra
     return tab, lo
 
 
-def value_weights(isnum: np.ndarray, num: np.ndarray, tab: np.ndarray) -> np.ndarray:
+def value_weights(kind: np.ndarray, num: np.ndarray, tab: np.ndarray) -> np.ndarray:
     """Per value code, what the kernels sum into ``tot``: the scaled integer of a number,
     and for a non-number a weight larger than ``tab``'s span, so that any sum with a
     non-number in it falls outside the table (and the query is reduced key by key)."""
-    return np.where(isnum != 0, num, tab.shape[1] + 1).astype(np.int64)
+    return np.where(kind == NUMBER, num, tab.shape[1] + 1).astype(np.int64)
 
 
 @jit(inline=True)
@@ -340,7 +341,7 @@ def aggregate_running_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, vcode
 
 @jit()
 def reduce_marked_kernel(kcodes, qcodes, pred, pred_nq, lengths, causal, vcodes, remap,
-                         isnum, high, low, denom, exact, fast, default_code, mean_values,
+                         kind, high, low, denom, exact, fast, default_code, mean_values,
                          mean_codes, need, out, acc, err):
     """Reduce every `REDUCE` query of the rows with ``need[b]`` key by key
     (`kernels_numba.reduce_row`); outputs and error flags as `aggregate_kernel`."""
@@ -357,7 +358,7 @@ def reduce_marked_kernel(kcodes, qcodes, pred, pred_nq, lengths, causal, vcodes,
             x = qcodes[b, q]
             for k in range(n):
                 row[k] = pred[kc[k] * pred_nq + x]
-            if reduce_row(row, n, q + 1 if causal else n, vcodes[b], remap, isnum, high, low,
+            if reduce_row(row, n, q + 1 if causal else n, vcodes[b], remap, kind, high, low,
                           denom, exact, fast, default_code, mean_values, mean_codes, out, acc,
                           b, q):
                 err[b] = 1

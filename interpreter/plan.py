@@ -26,7 +26,13 @@ from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.result import BatchArrays, NodeArrays
 from rasplang.interpreter.selectors import SelectorArgs, SelectorProgram, compile_selector
 from rasplang.interpreter.state import TableState, numeric_seeds
-from rasplang.interpreter.tables import MEAN, REEVALUATE, NumericInfo, exact_means
+from rasplang.interpreter.tables import (
+    MEAN,
+    REEVALUATE,
+    NumericInfo,
+    exact_means,
+    identity_dependent,
+)
 from rasplang.nodes import (
     Aggregate,
     ConstantSelector,
@@ -38,6 +44,7 @@ from rasplang.nodes import (
     LinearSequenceMap,
     Map,
     RASPExpr,
+    Select,
     Selector,
     SelectorWidth,
     SequenceMap,
@@ -87,7 +94,7 @@ class Plan:
         self._state = self._initial_state()
 
     def _initial_state(self) -> TableState:
-        state = TableState(self.max_seq_len)
+        state = TableState(self.max_seq_len, self.labels)
         for node in self.nodes:
             if isinstance(node, (TokensType, IndicesType, LengthType, Full, ConstantSOp,
                                  SelectorWidth)):
@@ -234,8 +241,25 @@ class Plan:
         raise NotImplementedError(
             f"the interpreter flagged input {b} ({xs!r}) as an error but rasplang.evaluate "
             "returns a value; this program uses a construct the interpreter does not "
-            "support on this input (e.g. a constant of another length with check_length=False)"
+            f"support on this input: {self._unsupported_hint()}"
         )
+
+    def _unsupported_hint(self) -> str:
+        """What makes the interpreter refuse an input that `evaluate` accepts."""
+        state = self._state
+        for node in self.nodes:
+            if not isinstance(node, Select):
+                continue
+            for side in (node.keys, node.queries):
+                table = state.tables.get(side)
+                value = next((v for v in table.values if identity_dependent(v)), None) \
+                    if table is not None else None
+                if value is not None:
+                    return (f"Select {self.labels[node]!r} compares {value!r}, whose equality "
+                            "depends on object identity (a NaN inside a tuple equals only "
+                            "the same NaN object), so evaluate's answer depends on how many "
+                            "times f built it")
+        return "e.g. a constant of another length with check_length=False"
 
 
 class _Chunk:
@@ -450,6 +474,15 @@ def _consumer_counts(
     return counts
 
 
+def _raise_none_token(inputs: Sequence[Sequence[Value]]) -> None:
+    """Refuse the first None token (no vocabulary holds None), naming its position."""
+    for i, seq in enumerate(inputs):
+        for j, token in enumerate(seq):
+            if token is None:
+                raise ValueError(f"token None at (sequence {i}, position {j}): None cannot "
+                                 "be a token (it stands for 'no value' in RASP)")
+
+
 def evaluate_batch(
     program: RASPExpr,
     inputs: Sequence[Sequence[Value]],
@@ -473,6 +506,8 @@ def evaluate_batch(
         return []
     if vocab is None:
         vocab = sorted_values(token for seq in inputs for token in seq)
+        if any(token is None for token in vocab):
+            _raise_none_token(inputs)
         if not vocab:  # every sequence is empty
             return [evaluate(program, [], causal=causal) for _ in inputs]
     if max_seq_len is None:

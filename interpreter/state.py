@@ -15,16 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from rasplang.analysis import AnalysisError
 from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.interpreter.tables import (
     NumericInfo,
     Table,
+    identity_dependent,
     is_negative_zero,
     is_number,
     numeric_info,
 )
 from rasplang.nodes import (
     Aggregate,
+    Comparison,
     ConstantSOp,
     Full,
     IndicesType,
@@ -48,8 +51,9 @@ PRED_FALSE, PRED_TRUE, PRED_ERROR = 0, 1, 2
 class TableState:
     """Tables of every SOp and the arrays derived from them (see module docstring)."""
 
-    def __init__(self, max_seq_len: int):
+    def __init__(self, max_seq_len: int, labels: dict[Any, str] | None = None):
         self.max_seq_len = max_seq_len
+        self.labels = labels if labels is not None else {}  # node -> label, for errors
         self.tables: dict[SOp, Table] = {}
         self.luts: dict[Any, np.ndarray] = {}  # Map [n], SequenceMap [na, nb], Select [nk, nq]
         self.remaps: dict[Aggregate, np.ndarray] = {}
@@ -59,7 +63,7 @@ class TableState:
 
     def copy(self) -> TableState:
         """A copy whose dicts can grow without touching this state."""
-        other = TableState(self.max_seq_len)
+        other = TableState(self.max_seq_len, self.labels)
         other.tables = dict(self.tables)
         other.luts = dict(self.luts)
         other.remaps = dict(self.remaps)
@@ -145,8 +149,8 @@ class TableState:
         start = 0 if lut is None else len(lut)
         if lut is not None and start == len(inner):
             return
-        outs = [_apply(node.f, (x,)) for x in inner[start:]]
-        new = self._codes_for(node, outs)
+        args = [(x,) for x in inner[start:]]
+        new = self._codes_for(node, args, [_apply(node.f, a) for a in args])
         self.luts[node] = new if lut is None else np.concatenate([lut, new])
 
     def _ensure_sequence_map(self, node: SequenceMap | LinearSequenceMap) -> None:
@@ -162,16 +166,31 @@ class TableState:
         if lut is not None:
             out[:na, :nb] = lut
         cells = [(i, j) for i in range(len(xs)) for j in range(len(ys)) if i >= na or j >= nb]
-        codes = self._codes_for(node, [_apply(node.f, (xs[i], ys[j])) for i, j in cells])
+        args = [(xs[i], ys[j]) for i, j in cells]
+        codes = self._codes_for(node, args, [_apply(node.f, a) for a in args])
         if cells:
             rows, cols = np.array(cells, dtype=np.int64).T
             out[rows, cols] = codes
         self.luts[node] = out
 
-    def _codes_for(self, node: SOp, outs: list[tuple[bool, Value]]) -> np.ndarray:
-        """Codes of f's results (`RAISED` where f raised), extending ``node``'s table."""
+    def _codes_for(self, node: SOp, args: list[tuple[Value, ...]],
+                   outs: list[tuple[bool, Value]]) -> np.ndarray:
+        """Codes of f's results on ``args`` (`RAISED` where f raised), extending ``node``'s
+        table. An unhashable result is an `AnalysisError` naming the node, the arguments
+        and the value (as `rasplang.analyze` reports it for the values it knows)."""
         ok = [value for raised, value in outs if not raised]
-        codes = iter(self.add_values(node, ok))
+        try:
+            added = self.add_values(node, ok)
+        except TypeError:
+            arg, value = next((a, v) for a, (raised, v) in zip(args, outs)
+                              if not raised and not _hashable(v))
+            shown = ", ".join(repr(x) for x in arg)
+            label = self.labels.get(node, node.label)
+            raise AnalysisError(
+                f"{type(node).__name__} {label!r}: f({shown}) returned {value!r} (a "
+                f"{type(value).__name__}), which is not hashable; RASP values must be "
+                "hashable (use a tuple instead of a list)") from None
+        codes = iter(added)
         return np.fromiter(
             (RAISED if raised else next(codes) for raised, _ in outs),
             dtype=np.int32,
@@ -179,6 +198,9 @@ class TableState:
         )
 
     def _ensure_select(self, node: Select) -> None:
+        """The predicate table; `PRED_ERROR` where the predicate raised, saw None, or
+        compares a value whose equality depends on object identity (`identity_dependent`:
+        `evaluate` compares one object per position, the table one per value)."""
         keys = self.tables[node.keys].values
         queries = self.tables[node.queries].values
         pred = self.luts.get(node)
@@ -188,11 +210,15 @@ class TableState:
         out = np.empty((len(keys), len(queries)), dtype=np.int8)
         if pred is not None:
             out[:nk, :nq] = pred
+        blind = node.predicate in (Comparison.TRUE, Comparison.FALSE)  # never compares
+        kbad = [not blind and identity_dependent(k) for k in keys]
+        qbad = [not blind and identity_dependent(q) for q in queries]
         for i, key in enumerate(keys):
             for j, query in enumerate(queries):
                 if i < nk and j < nq:
                     continue
-                out[i, j] = _predicate(node.predicate, key, query)
+                out[i, j] = (PRED_ERROR if kbad[i] or qbad[j]
+                             else _predicate(node.predicate, key, query))
         self.luts[node] = out
         self.runs[node] = key_runs(out)
 
@@ -220,6 +246,14 @@ def _apply(f: Any, args: tuple[Value, ...]) -> tuple[bool, Value]:
         return False, f(*args)
     except Exception:
         return True, None
+
+
+def _hashable(value: Value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _predicate(predicate: Any, key: Value, query: Value) -> int:

@@ -36,6 +36,24 @@ def typed_key(value: Value) -> tuple[Any, ...]:
     return (type(value), value)
 
 
+def identity_dependent(value: Value) -> bool:
+    """Whether ``==`` between copies of ``value`` may depend on object identity.
+
+    True for a value not equal to itself, and for a tuple or frozenset holding a float
+    NaN (at any depth): ``(nan,) == (nan,)`` holds only when both hold the same NaN object,
+    and `evaluate` calls ``f`` once per position where the interpreter calls it once per
+    table value. A float NaN alone is not: ``nan == nan`` is always False.
+    """
+    if isinstance(value, float):
+        return False
+    if isinstance(value, (tuple, frozenset)):
+        return any(v != v if isinstance(v, float) else identity_dependent(v) for v in value)
+    try:
+        return not bool(value == value)
+    except Exception:
+        return True
+
+
 def is_negative_zero(value: Value) -> bool:
     """Whether ``value`` is the float ``-0.0``."""
     return isinstance(value, float) and value == 0 and math.copysign(1.0, value) < 0
@@ -101,11 +119,16 @@ class Table:
         ).reshape(-1)
 
 
-#: ``out`` markers of an Aggregate kernel for a query whose answer is a mean of several
-#: numbers and is not yet a code. `MEAN`: the mean is exact in ``acc[b, q]`` (count and
-#: the two limbs of the scaled sum, see `NumericInfo`); the plan divides. `REEVALUATE`:
-#: the input table has no exact integer form; the plan re-evaluates the sequence.
+#: ``out`` markers of an Aggregate kernel for a query whose answer is not yet a code.
+#: `MEAN`: a mean of several numbers, exact in ``acc[b, q]`` (count and the two limbs of
+#: the scaled sum, see `NumericInfo`); the plan divides. `REEVALUATE`: a mean over a table
+#: with no exact integer form, or several copies of an `UNCOMPARABLE` value; the plan
+#: re-evaluates the sequence with `rasplang.evaluate_all`.
 MEAN, REEVALUATE = -1, -3
+#: `NumericInfo.kind` of a value: not a number; a number (several are averaged); a
+#: non-number whose equality depends on object identity (`identity_dependent`), so that
+#: whether several selected copies of it are "the same" is left to `evaluate`.
+OTHER, NUMBER, UNCOMPARABLE = 0, 1, 2
 #: A scaled sum is kept in two int64 limbs, ``high * 2**LIMB_BITS + low``.
 LIMB_BITS = 32
 _LIMB = 1 << LIMB_BITS
@@ -116,8 +139,8 @@ _INT64_MAX = 2**63 - 1
 class NumericInfo:
     """What an Aggregate kernel needs to know about its input table.
 
-    ``isnum[c]``: whether value ``c`` is a number. When ``exact``, every number is
-    ``num / denom`` with an integer ``num = high[c] * 2**LIMB_BITS + low[c]``
+    ``kind[c]``: value ``c`` is `OTHER`, a `NUMBER` or `UNCOMPARABLE`. When ``exact``,
+    every number is ``num / denom`` with an integer ``num = high[c] * 2**LIMB_BITS + low[c]``
     (``0 <= low[c] < 2**LIMB_BITS``) such that the limbs of a sum of ``max_seq_len``
     numbers fit in int64: a kernel sums both limbs exactly, and
     ``sum / (count * denom)`` (`exact_means`, Python's correctly rounded int division)
@@ -130,7 +153,7 @@ class NumericInfo:
     magnitudes too wide for two limbs) kernels mark means `REEVALUATE`.
     """
 
-    isnum: np.ndarray  # [n] uint8
+    kind: np.ndarray  # [n] uint8
     high: np.ndarray  # [n] int64
     low: np.ndarray  # [n] int64
     num: np.ndarray  # [n] int64 (``fast`` only, else zeros)
@@ -147,13 +170,15 @@ class NumericInfo:
 def numeric_info(table: Table, max_seq_len: int) -> NumericInfo:
     """Build the `NumericInfo` of a table for sums of up to ``max_seq_len`` values."""
     n = len(table)
-    isnum = np.zeros(n, dtype=np.uint8)
+    kind = np.zeros(n, dtype=np.uint8)  # OTHER
     fractions: list[tuple[int, Fraction]] = []
     exact = True
     for code, value in enumerate(table.values):
         if not is_number(value):
+            if identity_dependent(value):
+                kind[code] = UNCOMPARABLE
             continue
-        isnum[code] = 1
+        kind[code] = NUMBER
         try:
             fractions.append((code, Fraction(value)))
         except (TypeError, ValueError, OverflowError):  # inf, nan
@@ -177,7 +202,7 @@ def numeric_info(table: Table, max_seq_len: int) -> NumericInfo:
                 num[code] = s
     else:
         denom = 1
-    return NumericInfo(isnum=isnum, high=high, low=low, num=num, denom=denom, exact=exact,
+    return NumericInfo(kind=kind, high=high, low=low, num=num, denom=denom, exact=exact,
                        fast=fast)
 
 

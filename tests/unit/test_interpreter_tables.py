@@ -82,7 +82,7 @@ def test_fast_path_needs_small_scaled_integers():
     assert not numeric_info(Table.of([1.0, float("nan")]), 8).exact
     assert not numeric_info(Table.of([1e-300, 1e300]), 8).exact  # too wide for two limbs
     info = numeric_info(Table.of(["a", None, 2]), 8)
-    assert info.exact and info.fast and info.isnum.tolist() == [0, 0, 1]
+    assert info.exact and info.fast and info.kind.tolist() == [0, 0, 1]
 
 
 def test_table_keeps_minus_zero_apart_from_zero():
