@@ -424,31 +424,36 @@ class _Chunk:
         self.flag(err)
         if bool((out < 0).any()):
             host = be.to_host(out).copy()
-            self.resolve_means(node, host, be.to_host(acc), info)
+            marked = host == MEAN
+            sums = be.to_host(acc[be.asarray(marked)]) if marked.any() else None  # [m, 3]
+            self.resolve_means(node, host, sums, info)
             out = be.asarray(host)
         self.values[node] = out
 
-    def resolve_means(self, node: Aggregate, out: np.ndarray, acc: np.ndarray,
+    def resolve_means(self, node: Aggregate, out: np.ndarray, sums: np.ndarray | None,
                       info: NumericInfo) -> None:
         """Turn mean markers into codes of ``node``'s table, exactly.
 
-        `MEAN`: ``acc`` holds the count and the exact scaled sum; `exact_means` rounds
-        each mean once, as `rasplang.evaluator.mean` does, and the table is looked up or
-        grows. `REEVALUATE` (no exact integer form, e.g. an infinity among the values):
-        the sequence is evaluated with `rasplang.evaluate_all` (slow, exact).
+        `MEAN`: ``sums`` holds, for each in row-major order, the count and the exact
+        scaled sum; `exact_means` rounds each mean once, as `rasplang.evaluator.mean`
+        does, and the table is looked up or grows. `REEVALUATE` (no exact integer form,
+        e.g. an infinity among the values, or copies of an identity-dependent value): the
+        sequence is evaluated with `rasplang.evaluate_all` (slow, exact).
         """
         state = self.state
         marked = out == MEAN
         if marked.any():
-            means = exact_means(acc[marked], info)  # [m] float64
-            values, codes = state.float_index(node)  # the table's floats first
-            at = np.minimum(np.searchsorted(values, means), max(len(values) - 1, 0))
-            found = (values[at].view(np.int64) == means.view(np.int64) if len(values)
-                     else np.zeros(len(means), bool))  # bit for bit: -0.0 is not 0.0
-            got = np.where(found, codes[at] if len(values) else -1, MEAN)
-            if not found.all():  # new means: add them to this run's table
-                bits, inverse = np.unique(means[~found].view(np.int64), return_inverse=True)
-                got[~found] = state.add_values(node, bits.view(np.float64).tolist())[
+            means = exact_means(sums, info)  # [m] float64
+            got = np.full(len(means), MEAN, dtype=np.int64)
+            values, codes = state.float_index(node)
+            if len(values):  # the table's floats, bit for bit (-0.0 is not 0.0)
+                at = np.minimum(np.searchsorted(values, means), len(values) - 1)
+                found = values[at].view(np.int64) == means.view(np.int64)
+                got[found] = codes[at[found]]
+            new = got == MEAN
+            if new.any():  # means this table lacks: this run's table grows
+                bits, inverse = np.unique(means[new].view(np.int64), return_inverse=True)
+                got[new] = state.add_values(node, bits.view(np.float64).tolist())[
                     inverse.reshape(-1)]
             out[marked] = got
         for b in np.unique(np.argwhere(out == REEVALUATE)[:, 0]).tolist():
