@@ -14,11 +14,11 @@ with `ModelTooLarge` at both points, before allocating the weights.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from rasplang.analysis import Analysis, UnsupportedProgramError
-from rasplang.backend.build import Built
-from rasplang.backend.schedule import Schedule
 from rasplang.backend.spaces import ONE
 from rasplang.nodes import (
     Aggregate,
@@ -34,6 +34,10 @@ from rasplang.nodes import (
     SOp,
     TokensType,
 )
+
+if TYPE_CHECKING:
+    from rasplang.backend.build import Built
+    from rasplang.backend.schedule import Schedule
 
 #: ``compile``'s default ``max_bytes``: 4 GiB of float64 weights (the forward pass needs
 #: its activations on top of that).
@@ -93,6 +97,15 @@ class ModelSize:
         """The ``k`` nodes charged the most bytes: ``(label, bytes, description)``."""
         ranked = sorted(self.shares.items(), key=lambda item: -item[1][0])[:k]
         return [(label, n * BYTES_PER_PARAMETER, what) for label, (n, what) in ranked]
+
+
+def mlp_bound(label: str, rows: int, units: int) -> ModelSize:
+    """A lower bound from one MLP block reading ``rows`` directions with ``units`` hidden
+    units: the model's ``W_in`` and ``W_out`` hold at least ``rows x units`` each."""
+    parameters = 2 * rows * units
+    return ModelSize(1, rows, 1, 1, units, parameters,
+                     {label: (parameters, f"an MLP of {units:,} hidden units reading "
+                                          f"{rows:,} directions")}, exact=False)
 
 
 def lower_bound(analysis: Analysis) -> ModelSize:

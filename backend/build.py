@@ -22,7 +22,9 @@ import attrs
 import numpy as np
 
 from rasplang.analysis import Analysis, sorted_values
+from rasplang.backend.budget import ModelTooLarge, mlp_bound
 from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
+from rasplang.backend.chambers.none_flags import none_unit_count
 from rasplang.backend.chambers.selector import Term, predicate_table, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP, AttentionHead
@@ -102,8 +104,10 @@ def _term_sops(terms: list[Term]) -> tuple[SOp, ...]:
 
 
 class _Builder:
-    def __init__(self, analysis: Analysis, causal: bool, bos: Any, mlp_exactness: float):
+    def __init__(self, analysis: Analysis, causal: bool, bos: Any, mlp_exactness: float,
+                 max_bytes: float):
         self.a = analysis
+        self.max_bytes = max_bytes
         self.labels: dict[RASPExpr, str] = dict(analysis.labels)
         self.taken = set(self.labels.values())
         self.derived: dict[tuple[int, ...], SOp] = {}
@@ -269,6 +273,13 @@ class _Builder:
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
 
+    def reserve(self, label: str, rows: int, units: int) -> None:
+        """Refuse now an MLP whose ``rows x units`` weights alone exceed ``max_bytes``:
+        the model's ``W_in`` holds at least that many."""
+        size = mlp_bound(label, rows, units)
+        if size.bytes > self.max_bytes:
+            raise ModelTooLarge(size, self.max_bytes)
+
     def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any]) -> None:
         problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, self.m)
         if problem:
@@ -301,12 +312,19 @@ class _Builder:
         else:
             err = len(fst.values) * fst.error + len(snd.values) * snd.error
             out = self.out_space(node, error=len(fst.values) * len(snd.values) * err)
-            mlp = categorical_mlp.sequence_map_categorical_mlp(
-                label, fst, snd, out, lambda a, b: _safe(node.f, a, b), self.bos_state,
-                self.bos)
-            separable = self.separable(node, label, fst, snd, lambda a, b: _safe(node.f, a, b))
-            if separable is not None and separable[0].hidden_dim <= mlp.hidden_dim:
+
+            def f(a: Any, b: Any) -> Any:
+                return _safe(node.f, a, b)
+
+            layout = categorical_mlp.table_layout(fst, snd, out, f)
+            table_units = len(layout.units) + none_unit_count([fst, snd], out)
+            separable = self.separable(node, label, fst, snd, f)
+            if separable is not None and separable[0].hidden_dim <= table_units:
                 mlp, out = separable
+            else:
+                self.reserve(label, len(fst.directions) + len(snd.directions) + 2, table_units)
+                mlp = categorical_mlp.sequence_map_categorical_mlp(
+                    label, fst, snd, out, layout, self.bos_state, self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(x, y))
 
@@ -380,10 +398,14 @@ def _range(space: SOpSpace) -> tuple[float, float]:
     return (min(vals), max(vals)) if vals else (0.0, 0.0)
 
 
-def build_blocks(analysis: Analysis, *, causal: bool, bos: Any,
-                 mlp_exactness: float) -> Built:
-    """Build every node's blocks; numerical problems are returned, not raised."""
-    builder = _Builder(analysis, causal, bos, mlp_exactness)
+def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: float,
+                 max_bytes: float = math.inf) -> Built:
+    """Build every node's blocks; numerical problems are returned, not raised.
+
+    Raises `ModelTooLarge` as soon as one block shows the model would exceed
+    ``max_bytes``, before allocating that block.
+    """
+    builder = _Builder(analysis, causal, bos, mlp_exactness, max_bytes)
     blocks = []
     for node in analysis.nodes:
         block = builder.build(node)

@@ -6,14 +6,15 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from rasplang.analysis import analyze, raise_if_unsupported, validate
+from rasplang.analysis import Analysis, analyze, raise_if_unsupported, validate
 from rasplang.backend.assemble import assemble
 from rasplang.backend.budget import DEFAULT_MAX_BYTES, ModelTooLarge, lower_bound, model_size
 from rasplang.backend.build import build_blocks
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
 from rasplang.backend.schedule import schedule
-from rasplang.nodes import RASPExpr
+from rasplang.evaluator import is_number
+from rasplang.nodes import Aggregate, RASPExpr
 
 
 class CompilerWarning(UserWarning):
@@ -39,7 +40,8 @@ def compile(
     (one of those) when the weights would take more than ``max_bytes`` (default 4 GiB),
     naming the nodes that take the space, before allocating them. Warns
     (`CompilerWarning`) for each categorical Aggregate that may select several
-    different values: it is compiled as a mean of one-hots, exact where they agree.
+    different values: it is compiled as a mean of one-hots, exact where one value is
+    selected or all selected values are the same non-number.
     """
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {causal!r}")
@@ -58,11 +60,9 @@ def compile(
     if (size := lower_bound(analysis)).bytes > max_bytes:
         raise ModelTooLarge(size, max_bytes)
     for node in analysis.spread_aggregates:
-        warnings.warn(
-            f"{analysis.labels[node]}: categorical Aggregate may select several different "
-            "values; compiled as a mean of one-hots, exact only where the selected values "
-            "agree (check with rasplang.verify)", CompilerWarning, stacklevel=2)
-    built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness)
+        warnings.warn(_spread_warning(analysis, node), CompilerWarning, stacklevel=2)
+    built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
+                         max_bytes=max_bytes)
     raise_if_unsupported(built.problems)
     plan = schedule(built.blocks, analysis.program)
     size = model_size(analysis, built, plan)
@@ -83,3 +83,15 @@ def compile_rasp_to_model(
     """tracr's ``compiling.compile_rasp_to_model`` signature; see `compile`."""
     return compile(program, vocab, max_seq_len, causal=causal, compiler_bos=compiler_bos,
                    compiler_pad=compiler_pad, mlp_exactness=mlp_exactness)
+
+
+def _spread_warning(analysis: Analysis, node: Aggregate) -> str:
+    """What a categorical Aggregate that may select several values computes."""
+    label = analysis.labels[node]
+    text = (f"{label}: categorical Aggregate may select several values; compiled as a mean "
+            "of one-hots, exact only where one value is selected or all selected values are "
+            "the same non-number")
+    if any(is_number(v) for v in analysis.value_sets[node.sop]):
+        text += (f". Its values are numbers, whose mean evaluate returns (a float, even of "
+                 f"equal numbers): did you mean numerical(Aggregate(...)) for {label!r}?")
+    return text

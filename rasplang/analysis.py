@@ -21,6 +21,7 @@ max_seq_len input values (computed with fractions), plus the default. tracr keep
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -117,9 +118,18 @@ def sorted_values(values: Iterable[Value]) -> tuple[Value, ...]:
     return tuple(sorted(unique, key=sort_key))
 
 
+def typed_key(value: Value) -> Any:
+    """A key equal for two values only if they are equal and of the same type, also
+    inside tuples: ``1``, ``1.0``, ``True`` are apart, and so are ``(1, 'a')`` and
+    ``(1.0, 'a')``."""
+    if type(value) is tuple:
+        return (tuple, tuple(typed_key(v) for v in value))
+    return (type(value), value)
+
+
 def distinct_typed(values: Iterable[Value]) -> tuple[Value, ...]:
     """Deduplicate keeping values that are equal but of different types (1, 1.0, True)."""
-    return tuple({(type(v), v): v for v in values}.values())
+    return tuple({typed_key(v): v for v in values}.values())
 
 
 def type_collisions(values: Iterable[Value]) -> tuple[tuple[Value, ...], ...]:
@@ -198,11 +208,11 @@ class _Inference:
 
     def apply(self, node: SOp, fn, args: Iterable[tuple[Value, ...]]) -> tuple[Value, ...]:
         """``fn`` over every argument tuple: the distinct (typed) results."""
-        out: dict[tuple[type, Value], Value] = {}
+        out: dict[Any, Value] = {}
         drops = self.dropped.setdefault(node, [])
         for arg in args:
             if None in arg:
-                out[type(None), None] = None
+                out[typed_key(None)] = None
                 continue
             try:
                 value = fn(*arg)
@@ -212,7 +222,7 @@ class _Inference:
                     drops.append(f"f({shown}) raised {type(exc).__name__}: {exc}; value dropped")
                 continue
             try:
-                out[type(value), value] = value
+                out[typed_key(value)] = value
             except TypeError:
                 shown = ", ".join(repr(a) for a in arg)
                 raise AnalysisError(
@@ -238,7 +248,7 @@ class _Inference:
         a, b = node.fst_fac, node.snd_fac
         if get_encoding(node) is not Encoding.NUMERICAL or not all(
             type(v) in _PLAIN_NUMBERS for v in (*xs, *ys, a, b)
-        ):
+        ) or max(abs(a), abs(b)) >= 2**53:
             return None
         if len(xs) * len(ys) > MAX_LINEAR_PAIRS:
             raise ValueSetTooLarge(
@@ -312,8 +322,10 @@ class _Inference:
                 f"non-numeric values {others[:5]}"
             )
         out: list[Value] = [*typed, node.default]
-        if numbers_in:
-            exact = {Fraction(v) for v in numbers_in}
+        # a mean with inf or NaN raises in `evaluate` (no exact value): alone they stay
+        finite = [v for v in numbers_in if not isinstance(v, float) or math.isfinite(v)]
+        if finite:
+            exact = {Fraction(v) for v in finite}
             denominator = math.lcm(*(v.denominator for v in exact))
             scaled = sorted(int(v * denominator) for v in exact)
             sums: set[int] = set(scaled)
@@ -333,7 +345,9 @@ class _Inference:
                     self.check_size(node, len(grown) + len(means))
                 sums = grown
                 # as `evaluate`'s mean rounds: int division rounds the exact quotient once
-                means.update(s / (denominator * width) for s in sums)
+                for s in sums:
+                    with contextlib.suppress(OverflowError):  # past floats: evaluate raises
+                        means.add(s / (denominator * width))
                 self.check_size(node, len(means) + len(out))
             out += means
         return distinct_typed(out)
@@ -428,6 +442,13 @@ def validate(analysis: Analysis) -> list[tuple[str, str]]:
         reason = _tells_twins_apart(analysis, node)
         if reason:
             problems.append((label, reason))
+    output = analysis.program
+    if isinstance(output, SOp) and analysis.encodings[output] is Encoding.CATEGORICAL:
+        for group in analysis.type_collisions.get(output, ()):
+            twins = " or ".join(map(repr, group))
+            problems.append((analysis.labels[output], f"the output can be {twins} (equal values "
+                             "of different types, one value in a compiled model), so the model "
+                             "cannot return the type evaluate returns"))
     return problems
 
 
@@ -441,9 +462,14 @@ def _value_problems(analysis: Analysis, node: SOp) -> list[str]:
     read_as_numbers = [node] if numerical else []
     if numerical and isinstance(node, Aggregate):
         read_as_numbers.append(node.sop)
+    problems = []
     if numerical and isinstance(node, LinearSequenceMap):
         read_as_numbers += [node.fst, node.snd]
-    problems = []
+        for what in ("fst_fac", "snd_fac"):
+            factor = getattr(node, what)
+            if not abs(factor) <= MAX_NUMERICAL_MAGNITUDE:  # also NaN
+                problems.append(f"its {what} {_short(factor)} is not a finite number of "
+                                "magnitude at most MAX_NUMERICAL_MAGNITUDE = 2**53")
     for sop in read_as_numbers:
         where = "it" if sop is node else f"its input {analysis.labels[sop]!r}"
         bad = [v for v in analysis.value_sets[sop]
@@ -467,10 +493,6 @@ def _short(value: Value, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
-def _typed(value: Value) -> tuple[type, Any]:
-    return (type(value), value)
-
-
 def _number(value: Value) -> tuple[str, Any]:
     return ("value", value)  # a number in the model: 1, 1.0 and True are one value
 
@@ -479,7 +501,7 @@ def _truth(value: Value) -> bool:
     return bool(value)  # a selection: only truthiness counts
 
 
-def _outcome(fn: Any, *args: Value, key: Any = _typed) -> Any:
+def _outcome(fn: Any, *args: Value, key: Any = typed_key) -> Any:
     """``key(fn(*args))``, by default keyed by type so ``1`` and ``True`` differ; an
     exception is an outcome of its own."""
     try:
@@ -505,7 +527,7 @@ def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
     if isinstance(node, SOp) and analysis.encodings[node] is Encoding.NUMERICAL:
         key = _number
     else:
-        key = _truth if isinstance(node, Select) else _typed
+        key = _truth if isinstance(node, Select) else typed_key
     if isinstance(node, Map):
         operands = [(node.inner, lambda a: _outcome(node.f, a, key=key))]
     elif isinstance(node, (SequenceMap, LinearSequenceMap)):

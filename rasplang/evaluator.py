@@ -151,7 +151,7 @@ class _Evaluation:
             selected = [values[k] for k in np.flatnonzero(row)]
             try:
                 out.append(aggregate_row(selected, node.default))
-            except ValueError as exc:
+            except (ValueError, ArithmeticError) as exc:  # also a mean with inf or NaN
                 raise self.fail(node, f"{exc} at query position {q}") from exc
         return out
 

@@ -36,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import numpy as np
 
 from rasplang.backend.chambers.gated_mlp import gated_mlp
@@ -75,12 +76,18 @@ def map_categorical_mlp(
     return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)
 
 
-def sequence_map_categorical_mlp(
-    label: str, fst: SOpSpace, snd: SOpSpace, out: SOpSpace,
-    f: Callable[[Any, Any], Any],
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
-) -> MLP:
-    """SequenceMap on two categorical inputs (different SOps)."""
+@attrs.frozen
+class TableLayout:
+    """The units of a SequenceMap's lookup table: ``(anchor, rows, output)`` each, in the
+    layout with the fewest (``name``: "pairs", "by_fst" or "by_snd")."""
+
+    name: str
+    units: list[tuple[int, tuple[int, ...], Any]]
+
+
+def table_layout(fst: SOpSpace, snd: SOpSpace, out: SOpSpace,
+                 f: Callable[[Any, Any], Any]) -> TableLayout:
+    """The smallest of the three exact layouts for ``f`` on two categorical inputs."""
     table = {}
     for i, a in enumerate(fst.values):
         for j, b in enumerate(snd.values):
@@ -103,7 +110,16 @@ def sequence_map_categorical_mlp(
         "by_snd": grouped(False),
     }
     name = min(layouts, key=lambda k: len(layouts[k]))
-    units = layouts[name]
+    return TableLayout(name, layouts[name])
+
+
+def sequence_map_categorical_mlp(
+    label: str, fst: SOpSpace, snd: SOpSpace, out: SOpSpace, layout: TableLayout,
+    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+) -> MLP:
+    """SequenceMap on two categorical inputs (different SOps), as `table_layout` laid it
+    out."""
+    name, units = layout.name, layout.units
     n_fst, n_snd = len(fst.directions), len(snd.directions)
     in_dirs = (*fst.directions, *snd.directions, ONE)
     w_in = np.zeros((n_fst + n_snd + 1, len(units)))

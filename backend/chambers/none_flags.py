@@ -72,6 +72,11 @@ def none_units(spaces: Sequence[SOpSpace], out: SOpSpace,
     return [*dirs, ONE], w_in, np.stack([none, -none])
 
 
+def none_unit_count(spaces: Sequence[SOpSpace], out: SOpSpace) -> int:
+    """How many units `with_none_units` adds for these inputs and output."""
+    return none_units(spaces, out)[1].shape[1]
+
+
 def with_none_units(in_dirs: list[BasisDirection], w_in: np.ndarray, w_out: np.ndarray,
                     spaces: Sequence[SOpSpace], out: SOpSpace,
                     ) -> tuple[list[BasisDirection], np.ndarray, np.ndarray]:
