@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from rasplang.analysis import AnalysisError
+from rasplang.analysis import AnalysisError, is_negative_zero
 from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.interpreter.tables import (
     NumericInfo,
     Table,
     identity_dependent,
-    is_negative_zero,
     is_number,
     numeric_info,
 )

@@ -4,7 +4,7 @@ The analysis (`rasplang.analyze`) gives each SOp its value set, deduplicated wit
 ``==``; there ``1``, ``1.0`` and ``True`` are one value. The interpreter must return
 exactly the object `rasplang.evaluate` returns (``True`` stays a bool, a mean stays a
 float), so its tables refine the analysis's sets by type: a value's key is
-``(type(value), value)``.
+`rasplang.analysis.typed_key`, the analysis's own typed identity.
 
 A `Table` is immutable; `Table.with_values` returns a longer copy when a run meets a
 value the plan did not know (e.g. the mean of a categorical Aggregate whose selection
@@ -14,7 +14,6 @@ holds several different numbers), so a plan can be shared by concurrent runs.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
@@ -22,18 +21,13 @@ from typing import Any
 import attrs
 import numpy as np
 
+from rasplang.analysis import typed_key
+from rasplang.evaluator import is_number
+
 Value = Any
 
 #: Largest integer a float64 holds exactly.
 _EXACT = 2**53
-
-
-def typed_key(value: Value) -> tuple[Any, ...]:
-    """The key that tells ``1``, ``1.0`` and ``True`` apart (and ``-0.0`` from ``0.0``,
-    which are equal but print differently)."""
-    if is_negative_zero(value):
-        return (type(value), value, "-")
-    return (type(value), value)
 
 
 def identity_dependent(value: Value) -> bool:
@@ -52,16 +46,6 @@ def identity_dependent(value: Value) -> bool:
         return not bool(value == value)
     except Exception:
         return True
-
-
-def is_negative_zero(value: Value) -> bool:
-    """Whether ``value`` is the float ``-0.0``."""
-    return isinstance(value, float) and value == 0 and math.copysign(1.0, value) < 0
-
-
-def is_number(value: Value) -> bool:
-    """Aggregate's notion of a number: int, float, bool (as `rasplang.evaluator`)."""
-    return isinstance(value, numbers.Real)
 
 
 @attrs.frozen

@@ -119,12 +119,19 @@ def sorted_values(values: Iterable[Value]) -> tuple[Value, ...]:
 
 
 def typed_key(value: Value) -> Any:
-    """A key equal for two values only if they are equal and of the same type, also
-    inside tuples: ``1``, ``1.0``, ``True`` are apart, and so are ``(1, 'a')`` and
-    ``(1.0, 'a')``."""
+    """A key equal for two values only if they are equal, of the same type and print the
+    same, also inside tuples: ``1``, ``1.0``, ``True`` are apart, and so are ``-0.0`` and
+    ``0.0``, and ``(1, 'a')`` and ``(1.0, 'a')``."""
     if type(value) is tuple:
         return (tuple, tuple(typed_key(v) for v in value))
+    if is_negative_zero(value):
+        return (type(value), value, "-")
     return (type(value), value)
+
+
+def is_negative_zero(value: Value) -> bool:
+    """Whether ``value`` is the float ``-0.0``."""
+    return isinstance(value, float) and value == 0 and math.copysign(1.0, value) < 0
 
 
 def distinct_typed(values: Iterable[Value]) -> tuple[Value, ...]:
@@ -183,7 +190,7 @@ class Analysis:
             for node in self.spread_aggregates
         ]
         notes += [
-            f"{self.labels[node]}: values {list(group)} compare equal but differ in type"
+            f"{self.labels[node]}: values {list(group)} compare equal but differ in type or sign"
             for node, groups in self.type_collisions.items() for group in groups
         ]
         return notes
@@ -447,8 +454,8 @@ def validate(analysis: Analysis) -> list[tuple[str, str]]:
         for group in analysis.type_collisions.get(output, ()):
             twins = " or ".join(map(repr, group))
             problems.append((analysis.labels[output], f"the output can be {twins} (equal values "
-                             "of different types, one value in a compiled model), so the model "
-                             "cannot return the type evaluate returns"))
+                             "told apart by type or sign, one value in a compiled model), so "
+                             "the model cannot return the value evaluate returns"))
     return problems
 
 
@@ -551,8 +558,8 @@ def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
             if len({results(v) for v in group}) > 1:
                 twins = " or ".join(map(repr, group))
                 return (f"its input {analysis.labels[child]!r} can be {twins} (equal values "
-                        "of different types, one value in a compiled model) and its function "
-                        "gives different results for them")
+                        "told apart by type or sign, one value in a compiled model) and its "
+                        "function gives different results for them")
     return None
 
 
