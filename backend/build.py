@@ -53,6 +53,13 @@ from rasplang.nodes import (
     TokensType,
 )
 
+#: Largest error bound a numerical output may carry (absolute: an output can be 0 where
+#: another is large). Attention leakage is held near 1e-12 per unit of value; input
+#: errors of keys and queries and large factors after a head amplify it. Half of what
+#: `rasplang.verify` accepts (1e-6 relative to ``max(1, |value|)``), so a model within
+#: its bound passes verify.
+OUTPUT_TOLERANCE = 5e-7
+
 
 @attrs.define(eq=False)
 class NodeBlock:
@@ -413,5 +420,10 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: f
         builder.pending.clear()
         if block is not None:
             blocks.append(block)
+    out = builder.spaces.get(analysis.program)
+    if out is not None and out.numerical and out.error > OUTPUT_TOLERANCE:
+        builder.problems.append((analysis.labels[analysis.program], (
+            f"the output may be off by {out.error:.3g} (attention leakage, amplified by the "
+            f"factors after it), more than OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}")))
     return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos,
                  builder.problems)

@@ -186,7 +186,7 @@ class Analysis:
             f"{self.labels[node]}: {msg}" for node, msgs in self.dropped.items() for msg in msgs
         ]
         notes += [
-            f"{self.labels[node]}: categorical Aggregate may select several different values"
+            f"{self.labels[node]}: categorical Aggregate may select several values"
             for node in self.spread_aggregates
         ]
         notes += [
@@ -264,9 +264,9 @@ class _Inference:
             )
         xi, xf = _split_ints(xs)
         yi, yf = _split_ints(ys)
-        int_products = [abs(a) * v for v in map(abs, xi)] + [abs(b) * v for v in map(abs, yi)]
-        if int_products and max(int_products) >= 2**53:
-            return None
+        big = max(map(abs, (*xi, *yi)), default=0)
+        if big >= 2**53 or max(abs(a), abs(b)) * big >= 2**53:
+            return None  # ints past float precision: the general path computes them
 
         def sums(fst: list, snd: list, dtype: type) -> list[Value]:
             if not fst or not snd:
@@ -308,7 +308,11 @@ class _Inference:
         if isinstance(node, Aggregate):
             if get_encoding(node) is Encoding.NUMERICAL:
                 return self.numerical_means(node)
-            if len(self.sets[node.sop]) > 1 and not _selects_at_most_one(node.selector):
+            # several selected numbers give their mean, a float even of equal ints
+            several = len(self.sets[node.sop]) > 1 or any(
+                isinstance(v, numbers.Real) and not isinstance(v, float)
+                for v in self.sets[node.sop])
+            if several and not _selects_at_most_one(node.selector):
                 self.spread.append(node)
             return distinct_typed((*self.typed[node.sop], node.default))
         raise NotImplementedError(f"no value-set rule for {type(node).__name__}")
@@ -478,7 +482,7 @@ def _value_problems(analysis: Analysis, node: SOp) -> list[str]:
                 problems.append(f"its {what} {_short(factor)} is not a finite number of "
                                 "magnitude at most MAX_NUMERICAL_MAGNITUDE = 2**53")
     for sop in read_as_numbers:
-        where = "it" if sop is node else f"its input {analysis.labels[sop]!r}"
+        where = "the node" if sop is node else f"its input {analysis.labels[sop]!r}"
         bad = [v for v in analysis.value_sets[sop]
                if v is not None and not isinstance(v, numbers.Real)]
         if bad:

@@ -132,6 +132,8 @@ def margin_problem(s: Split, fst: SOpSpace, snd: SOpSpace, mlp_exactness: float,
     values = sorted(s.outputs)
     if len(values) < 2:
         return None
+    if _bound(s) > 2**53:
+        return "its terms exceed 2**53 in magnitude, past exact float arithmetic"
     m = Fraction(mlp_exactness)
     gaps = [b - a for a, b in itertools.pairwise(values)]
     room = min(gaps) * (m - 1) / (4 * m)
