@@ -15,6 +15,9 @@ from rasplang.backend.forward import forward, trimmed
 
 ACT_FNS = ("relu",)  # the MLP activations `forward` computes
 OUTPUT_ENCODINGS = ("categorical", "numerical")
+#: Memory `CompiledModel.run` lets one chunk's activations take: long sequences of a
+#: wide model run fewer at a time.
+ACTIVATION_BYTES = 2**30
 
 
 @attrs.frozen
@@ -162,7 +165,9 @@ class CompiledModel:
         (``run(list("abc"))``), an element that is one token (a tuple or a str of several
         characters that is in the vocabulary is a token, not a sequence), a token outside
         the vocabulary (BOS and PAD included), a sequence longer than ``max_seq_len``, or a
-        ``dtype`` other than float64 or float32. An empty sequence gives ``[]``.
+        ``dtype`` other than float64 or float32. An empty sequence gives ``[]``. At most
+        ``chunk`` sequences run at once, fewer where their activations would take more
+        than `ACTIVATION_BYTES`.
         """
         dtype = _checked_dtype(dtype)
         batch = self._sequences(batch)
@@ -172,6 +177,7 @@ class CompiledModel:
         ids = self.input_encoder.encode([[bos, *s] for s in batch], first_position=-1)
         weights = self._weights_for(xp, dtype, trim=True)
         out: list[list[Any]] = []
+        chunk = min(chunk, self._rows_in(ACTIVATION_BYTES, np.dtype(dtype).itemsize))
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
             width = 1 + max(len(s) for s in part)           # BOS + the longest in the chunk
@@ -180,6 +186,15 @@ class CompiledModel:
             decoded = self.output_encoder.decode(_to_numpy(logits)[:, 1:])
             out += [row[:len(s)] for row, s in zip(decoded.tolist(), part)]
         return out
+
+    def _rows_in(self, budget: int, itemsize: int) -> int:
+        """How many sequences of full length the forward pass's activations fit in
+        ``budget`` bytes (at least one): the residual stream and its sublayer outputs,
+        the MLP's hidden units, queries, keys, values and the [T, T] scores per head."""
+        c, t = self.config, self.config.n_ctx
+        per_row = t * (4 * c.d_model + c.d_mlp + 3 * c.n_heads * c.d_head + 2 * c.n_heads * t
+                       + c.d_vocab_out)
+        return max(1, budget // (per_row * itemsize))
 
     def _sequences(self, batch: Any) -> list[list[Any]]:
         """``batch`` as a list of lists of tokens, or a ValueError showing how to write it."""

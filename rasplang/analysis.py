@@ -291,7 +291,7 @@ class _Inference:
         if isinstance(node, Full):
             return (node.fill,)
         if isinstance(node, ConstantSOp):
-            return sorted_values(node.value)
+            return tuple(node.value)  # an unhashable value is refused by the caller
         if isinstance(node, Map):
             return self.apply(node, node.f, ((x,) for x in self.typed[node.inner]))
         if isinstance(node, LinearSequenceMap) and (fast := self.linear(node)) is not None:
@@ -412,7 +412,14 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
         if isinstance(node, SOp):
             typed = inference.infer(node)
             inference.typed[node] = typed
-            inference.sets[node] = sorted_values(typed)
+            try:
+                inference.sets[node] = sorted_values(typed)
+            except TypeError:  # a Full or ConstantSOp of a list, say
+                bad = next(v for v in typed if not _hashable(v))
+                raise AnalysisError(
+                    f"{type(node).__name__} {labels[node]!r}: its value {_short(bad)} (a "
+                    f"{type(bad).__name__}) is not hashable; RASP values must be hashable "
+                    "(use a tuple instead of a list)") from None
             encodings[node] = get_encoding(node)
             if len(typed) > len(inference.sets[node]):
                 collisions[node] = type_collisions(typed)
@@ -496,6 +503,14 @@ def _value_problems(analysis: Analysis, node: SOp) -> list[str]:
                             f"= 2**53 in magnitude (where float64 is exact on integers), but "
                             f"{where} can take {_short(big[0])}")
     return problems
+
+
+def _hashable(value: Value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _short(value: Value, limit: int = 40) -> str:

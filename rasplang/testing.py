@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from rasplang.analysis import typed_key
 from rasplang.nodes import (
     Aggregate,
     Comparison,
@@ -278,8 +279,10 @@ def random_program(
 
 
 def same_output(got: Any, expected: Any, *, tol: float = 1e-12) -> bool:
-    """Whether two outputs of `rasplang.evaluate` agree exactly: same nesting, same types
-    (``True`` is not ``1``, ``1.0`` is not ``1``), equal values, floats within ``tol``."""
+    """Whether two outputs of `rasplang.evaluate` agree: same nesting, same types (``True``
+    is not ``1``, ``1.0`` is not ``1``), equal values, floats within ``tol`` relative to
+    ``max(1, |expected|)``. With ``tol=0`` the agreement is bit for bit: the sign of zero
+    and the types inside tuples count too (`rasplang.analysis.typed_key`)."""
     if isinstance(expected, list):
         return (isinstance(got, list) and len(got) == len(expected)
                 and all(same_output(g, e, tol=tol) for g, e in zip(got, expected)))
@@ -288,7 +291,11 @@ def same_output(got: Any, expected: Any, *, tol: float = 1e-12) -> bool:
     if isinstance(expected, float):
         if math.isnan(expected):
             return math.isnan(got)
+        if tol == 0:
+            return typed_key(got) == typed_key(expected)
         return got == expected or abs(got - expected) <= tol * max(1.0, abs(expected))
+    if tol == 0:
+        return bool(typed_key(got) == typed_key(expected))
     return bool(got == expected)
 
 
@@ -315,7 +322,7 @@ def assert_batch_matches_oracle(
     If some input makes `evaluate` raise, ``run(inputs)`` must raise a ValueError that
     names the first such input (``input {i} of the batch``) and repeats evaluate's
     message; then the inputs that do not raise are compared one by one with
-    `same_output`.
+    `same_output`, bit for bit (the interpreter's means are exact).
     """
     inputs = [list(x) for x in inputs]
     bad = [i for i, e in enumerate(expected) if isinstance(e, Exception)]
@@ -339,5 +346,5 @@ def assert_batch_matches_oracle(
     if len(got) != len(expected):
         raise AssertionError(f"got {len(got)} outputs for {len(expected)} inputs")
     for i, (g, e) in enumerate(zip(got, expected)):
-        if not same_output(g, e):
+        if not same_output(g, e, tol=0.0):
             raise AssertionError(f"input {inputs[i]!r}: got {g!r}, evaluate gives {e!r}")

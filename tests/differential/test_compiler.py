@@ -25,12 +25,8 @@ N_RANDOM = 2_000
 
 
 def build(name: str, max_seq_len: int) -> rl.SOp:
-    """The library program, rebuilt for ``max_seq_len`` where its definition uses it."""
-    if name == "sort":
-        return lib.make_sort(rl.tokens, rl.tokens, max_seq_len=max_seq_len, min_key=1)
-    if name == "sort_freq":
-        return lib.make_sort_freq(max_seq_len=max_seq_len)
-    return lib.PROGRAMS[name].build()
+    """The library program, built for ``max_seq_len`` where its definition uses it."""
+    return lib.PROGRAMS[name].build(max_seq_len)
 
 
 def domain(vocab, max_seq_len: int, seed: int = 0) -> list[list]:

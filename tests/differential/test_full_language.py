@@ -174,7 +174,7 @@ def test_dyck(name, causal):
     """The paper's Dyck programs (SequenceMaps of numerical counts) compile exactly."""
     entry = lib.PROGRAMS[name]
     verified(entry.build(), entry.vocab, entry.max_seq_len, causal=causal)
-    verified(entry.build(), entry.vocab, 12, causal=causal, samples=300)
+    verified(entry.build(12), entry.vocab, 12, causal=causal, samples=300)
 
 
 # ------------------------------------------------------------------- 6. None is kept

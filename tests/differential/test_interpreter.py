@@ -35,8 +35,8 @@ CASES = ("exhaustive", "random16", "random_subvocab")
 
 
 @functools.cache
-def _program(name: str):
-    return PROGRAMS[name].build()
+def _program(name: str, max_seq_len: int):
+    return PROGRAMS[name].build(max_seq_len)
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,7 +53,7 @@ def _case(name: str, case: str, causal: bool):
         max_seq_len = 16 if case == "random16" else 8
         inputs = [[vocab[i] for i in rng.integers(len(vocab), size=int(rng.integers(0, 17)))]
                   [:max_seq_len] for _ in range(500)]
-    return vocab, max_seq_len, inputs, oracle_outputs(_program(name), inputs, causal)
+    return vocab, max_seq_len, inputs, oracle_outputs(_program(name, max_seq_len), inputs, causal)
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -65,7 +65,8 @@ def test_library_program_matches_evaluate(name, case, causal, backend):
     vocab, max_seq_len, inputs, expected = _case(name, case, causal)
 
     def run(xs):
-        return evaluate_batch(_program(name), xs, vocab=vocab, max_seq_len=max_seq_len,
+        return evaluate_batch(_program(name, max_seq_len), xs, vocab=vocab,
+                              max_seq_len=max_seq_len,
                               causal=causal, backend=backend)
 
     assert_batch_matches_oracle(run, inputs, expected)

@@ -24,7 +24,7 @@ def _backends():
 def test_library_programs_on_gpu(name, causal, kind):
     """Every library program on 300 random inputs up to length 16 equals evaluate."""
     entry = PROGRAMS[name]
-    program = entry.build()
+    program = entry.build(16)
     rng = np.random.default_rng(len(name))
     inputs = [[entry.vocab[i] for i in rng.integers(len(entry.vocab), size=rng.integers(0, 17))]
               for _ in range(300)]

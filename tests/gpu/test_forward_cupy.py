@@ -19,7 +19,7 @@ def _compile(name: str, n: int):
     entry = PROGRAMS[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompilerWarning)
-        return entry, rl.compile(entry.build(), entry.vocab, n)
+        return entry, rl.compile(entry.build(n), entry.vocab, n)
 
 
 def _same(got, expected, tol):
@@ -50,7 +50,7 @@ def test_run_on_gpu_equals_numpy_and_program(name, dtype):
     on_gpu = model.run(inputs, dtype=dtype, xp=cupy)
     on_cpu = model.run(inputs, dtype=dtype)
     _same(on_gpu, on_cpu, 1e-6)
-    expected = [rl.evaluate(entry.build(), x) for x in inputs]
+    expected = [rl.evaluate(entry.build(10), x) for x in inputs]
     _same(on_gpu, expected, 1e-6 if dtype == np.float64 else 1e-4)
 
 

@@ -189,3 +189,11 @@ def test_size_estimates_bound_the_model(name):
     assert model_size(analysis, built, schedule(built.blocks, program)).parameters == \
         model.n_params
     assert lower_bound(analysis).parameters <= model.n_params
+
+
+@pytest.mark.parametrize("program", [rasp.Full([1]), rasp.ConstantSOp([(1, [2])])],
+                         ids=["full", "constant"])
+def test_unhashable_constants_name_the_node(program):
+    """A Full or ConstantSOp of a list is an AnalysisError naming it, not a TypeError."""
+    with pytest.raises(AnalysisError, match=rf"'{program.label}': its value .* is not hashable"):
+        rl.analyze(program, ["a"], 2)
