@@ -21,10 +21,10 @@ from rasplang.backend.build import Built, NodeBlock
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.maps import factor_linear
 from rasplang.backend.encoders import InputEncoder, OutputEncoder
-from rasplang.backend.model import CircuitStep, CompiledModel, ModelConfig
+from rasplang.backend.model import CircuitStep, CompiledModel, ModelConfig, Sublayer
 from rasplang.backend.schedule import Schedule
 from rasplang.backend.spaces import ONE
-from rasplang.nodes import SOp, TokensType
+from rasplang.nodes import Encoding, SOp, TokensType
 
 
 def residual_space(analysis: Analysis, built: Built, blocks: list[NodeBlock]) -> VectorSpace:
@@ -65,7 +65,7 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
         space = built.spaces.get(b.node)
         if b.head is None and b.mlp is None and space is not None:
             idx = tuple(int(i) for i in res.indices(space.space))
-            circuit[b.label] = [CircuitStep(None, "embed", None, (), (), idx)]
+            circuit[b.label] = [CircuitStep(None, Sublayer.EMBED, None, (), (), idx)]
             if space.numerical and space.directions[0] != ONE and space is not built.tokens:
                 col = res.index_of(space.directions[0])
                 if isinstance(b.node, TokensType):
@@ -87,13 +87,14 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
             wo[h, : o.shape[0], res.indices(head.w_ov.output_space)] = o.T
             reads = _union(res, head.w_qk.left_space, head.w_qk.right_space,
                            head.w_ov.input_space)
-            step = CircuitStep(i, "attn", h, (), reads, _union(res, head.w_ov.output_space))
+            step = CircuitStep(i, Sublayer.ATTN, h, (), reads,
+                               _union(res, head.w_ov.output_space))
             circuit.setdefault(b.label, []).append(step)
             for sel in b.selectors:
                 label = analysis.labels[sel]
                 circuit.setdefault(label, []).append(
-                    CircuitStep(i, "attn", h, (), _union(res, head.w_qk.left_space,
-                                                         head.w_qk.right_space), ()))
+                    CircuitStep(i, Sublayer.ATTN, h, (),
+                                _union(res, head.w_qk.left_space, head.w_qk.right_space), ()))
         w[p + "attn.W_Q"], w[p + "attn.W_K"], w[p + "attn.W_V"], w[p + "attn.W_O"] = \
             wq, wk, wv, wo
         for name in ("b_Q", "b_K", "b_V"):
@@ -107,8 +108,8 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
             w_in[:, off:off + n] = mlp.first.embedded(res)
             w_out[off:off + n, res.indices(mlp.second.output_space)] = mlp.second.matrix
             circuit.setdefault(b.label, []).append(CircuitStep(
-                i, "mlp", None, tuple(range(off, off + n)), _union(res, mlp.first.input_space),
-                _union(res, mlp.second.output_space)))
+                i, Sublayer.MLP, None, tuple(range(off, off + n)),
+                _union(res, mlp.first.input_space), _union(res, mlp.second.output_space)))
             off += n
         w[p + "mlp.W_in"], w[p + "mlp.b_in"] = w_in, np.zeros(d_mlp)
         w[p + "mlp.W_out"], w[p + "mlp.b_out"] = w_out, np.zeros(d)
@@ -130,7 +131,7 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
         n_layers=n_layers, d_model=d, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp,
         n_ctx=analysis.max_seq_len + 1, d_vocab=len(vocab) + 2, d_vocab_out=w_u.shape[1],
         causal=causal, vocab=vocab, bos=bos, pad=pad, max_seq_len=analysis.max_seq_len,
-        output_encoding="numerical" if out_space.numerical else "categorical")
+        output_encoding=Encoding.NUMERICAL if out_space.numerical else Encoding.CATEGORICAL)
     return CompiledModel(config, w, [_label(x) for x in res.basis], enc_in, enc_out,
                          {k: tuple(v) for k, v in circuit.items()}, analysis.program)
 

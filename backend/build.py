@@ -31,6 +31,7 @@ from rasplang.backend.craft.blocks import MLP, AttentionHead
 from rasplang.backend.derived import AsCategorical, Product
 from rasplang.backend.spaces import (
     ONE,
+    BosState,
     SOpSpace,
     bos_direction,
     categorical_space,
@@ -121,10 +122,9 @@ class _Builder:
         self.pending: list[NodeBlock] = []  # inserted blocks, emitted before the next node
         self.n = analysis.max_seq_len
         self.causal = causal
-        self.bos = bos_direction(bos)
+        self.bos = BosState(bos_direction(bos))
         self.m = float(mlp_exactness)
         self.spaces: dict[SOp, SOpSpace] = {}
-        self.bos_state: dict[BasisDirection, float] = {ONE: 1.0, self.bos: 1.0}
         self.problems: list[tuple[str, str]] = []
         self.reader = ""  # the label of the node being built
         self.tokens = categorical_space("tokens", sorted_values(analysis.vocab))
@@ -142,7 +142,7 @@ class _Builder:
         self.spaces[node] = space
         for d, z in zip(space.directions, space.bos):
             if d != ONE:
-                self.bos_state[d] = float(z)
+                self.bos.coords[d] = float(z)
 
     # ------------------------------------------------------- selectors, inserted SOps
 
@@ -189,7 +189,7 @@ class _Builder:
         self.check_tolerance(self.reader, space, xs, raw)  # the problem is the reader's
         out = categorical_space(label, self.a.value_sets[sop])  # None: the zero vector
         mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, self.m,
-                                             self.bos_state, self.bos)
+                                             self.bos)
         self.register(node, out)
         self.derived[key] = node
         self.pending.append(NodeBlock(node, label, mlp=mlp, deps=(sop,)))
@@ -207,7 +207,7 @@ class _Builder:
         values = tuple(itertools.product(*(s.values for s in spaces)))
         out = categorical_space(label, values,
                                 error=sum(len(s.values) * s.error for s in spaces))
-        mlp = categorical_mlp.product_mlp(label, spaces, out, self.bos_state, self.bos)
+        mlp = categorical_mlp.product_mlp(label, spaces, out, self.bos)
         self.register(node, out)
         self.derived[key] = node
         self.pending.append(NodeBlock(node, label, mlp=mlp, deps=parts))
@@ -257,7 +257,7 @@ class _Builder:
         if not inp.numerical:
             out = self.out_space(node, error=len(inp.values) * inp.error)
             mlp = categorical_mlp.map_categorical_mlp(label, inp, out, lambda x: _safe(node.f, x),
-                                                      self.bos_state, self.bos)
+                                                      self.bos)
         else:
             raw = [x for x in self.a.value_sets[node.inner] if x is not None]
             xs = [float(v) for v in raw]
@@ -271,12 +271,12 @@ class _Builder:
                 out = self.out_space(node, error=abs(fit[0]) * inp.error)
                 lohi = (min(xs, default=0.0), max(xs, default=0.0))
                 mlp = numerical_mlp.affine_mlp(label, [(inp, fit[0], lohi)], fit[1], out,
-                                               self.bos_state, self.bos)
+                                               self.bos)
             else:
                 self.check_tolerance(label, inp, xs, ys)
                 out = self.out_space(node)
                 mlp = numerical_mlp.discretising_mlp(label, inp, xs, ys, out, self.m,
-                                                     self.bos_state, self.bos)
+                                                     self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
 
@@ -306,7 +306,7 @@ class _Builder:
             err = sum(abs(a) * s.error * (1 if s.numerical else len(s.values))
                       for s, a, _ in terms)
             out = self.out_space(node, error=err)
-            mlp = numerical_mlp.affine_mlp(label, terms, 0.0, out, self.bos_state, self.bos)
+            mlp = numerical_mlp.affine_mlp(label, terms, 0.0, out, self.bos)
             self.register(node, out)
             return NodeBlock(node, label, mlp=mlp, deps=(node.fst, node.snd))
         # A lookup table: numerical inputs are converted to categorical first.
@@ -315,7 +315,7 @@ class _Builder:
         if x is y:
             out = self.out_space(node, error=len(fst.values) * fst.error)
             mlp = categorical_mlp.map_categorical_mlp(
-                label, fst, out, lambda v: _safe(node.f, v, v), self.bos_state, self.bos)
+                label, fst, out, lambda v: _safe(node.f, v, v), self.bos)
         else:
             err = len(fst.values) * fst.error + len(snd.values) * snd.error
             out = self.out_space(node, error=len(fst.values) * len(snd.values) * err)
@@ -331,7 +331,7 @@ class _Builder:
             else:
                 self.reserve(label, len(fst.directions) + len(snd.directions) + 2, table_units)
                 mlp = categorical_mlp.sequence_map_categorical_mlp(
-                    label, fst, snd, out, layout, self.bos_state, self.bos)
+                    label, fst, snd, out, layout, self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(x, y))
 
@@ -347,8 +347,7 @@ class _Builder:
             return None
         error = separable_mlp.output_error(split, fst, snd) if numerical_out else 0.0
         out = self.out_space(node, error=error)
-        mlp = separable_mlp.separable_mlp(label, fst, snd, split, out, self.m, self.bos_state,
-                                          self.bos)
+        mlp = separable_mlp.separable_mlp(label, fst, snd, split, out, self.m, self.bos)
         return mlp, out
 
     def aggregate(self, node: Aggregate, label: str) -> NodeBlock:
@@ -369,7 +368,7 @@ class _Builder:
         out = attrs.evolve(out, bos=out.encode(node.default))
         self.register(node, out)
         head = attention.aggregate_head(label, terms, self.spaces, value, out, node.default,
-                                        scale, self.causal, self.bos_state, self.bos)
+                                        scale, self.causal, self.bos)
         return NodeBlock(node, label, head=head, deps=(*_term_sops(terms), source),
                          selectors=_selector_nodes(node.selector))
 
@@ -382,15 +381,15 @@ class _Builder:
         scratch_space = SOpSpace(f"{label}:scratch", True, (), (scratch,), np.ones(1),
                                  error=n * math.exp(-scale) + math.expm1(min(2 * eta, 50.0)))
         head = attention.selector_width_head(label, terms, self.spaces, scratch, scale,
-                                             self.causal, self.bos_state, self.bos)
-        self.bos_state[scratch] = 1.0
+                                             self.causal, self.bos)
+        self.bos.coords[scratch] = 1.0
         pairs = sorted((1.0 / (w + 1), w) for w in widths)
         xs = [x for x, _ in pairs]
         ys = [w for _, w in pairs]
         self.check_tolerance(label, scratch_space, xs, ys)
         out = self.out_space(node)
         mlp = numerical_mlp.discretising_mlp(label, scratch_space, xs, ys, out, self.m,
-                                             self.bos_state, self.bos)
+                                             self.bos)
         self.register(node, out)
         if selector is None:
             return NodeBlock(node, label, head=head, mlp=mlp, scratch=scratch)
@@ -425,5 +424,5 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: f
         builder.problems.append((analysis.labels[analysis.program], (
             f"the output may be off by {out.error:.3g} (attention leakage, amplified by the "
             f"factors after it), more than OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}")))
-    return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos,
+    return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos.direction,
                  builder.problems)

@@ -52,7 +52,9 @@ from rasplang.backend.model import (
     CircuitStep,
     CompiledModel,
     ModelConfig,
+    Sublayer,
 )
+from rasplang.nodes import Encoding
 
 FORMAT = "rasplang-model"
 FORMAT_VERSION = 2
@@ -451,7 +453,7 @@ class _Reader:
             if getattr(cfg, key) not in allowed:
                 raise self.error(f"config.{key}", f"{getattr(cfg, key)!r} is not one of "
                                  f"{list(allowed)}")
-        return cfg
+        return attrs.evolve(cfg, output_encoding=Encoding(cfg.output_encoding))
 
     def residual_labels(self, cfg: ModelConfig) -> list[str]:
         labels = self.json("residual_labels")
@@ -481,7 +483,7 @@ class _Reader:
         values = tuple(self.value("output_encoder.values", v) for v in raw["values"])
         if numerical is not (cfg.output_encoding == "numerical"):
             raise self.error("output_encoder", f"numerical={numerical!r} but the config's "
-                             f"output_encoding is {cfg.output_encoding!r}")
+                             f"output_encoding is {str(cfg.output_encoding)!r}")
         if numerical and values not in ((), (None,)):
             raise self.error("output_encoder.values", f"{list(values)}: a numerical output "
                              "has no values, or [None] when it can be None")
@@ -516,9 +518,10 @@ class _Reader:
         if not (isinstance(step, list) and len(step) == 6):
             raise fail("expected [layer, sublayer, head, hidden, reads, writes]")
         layer, sublayer, head, hidden, reads, writes = step
-        shapes = {"embed": (False, False), "attn": (True, True), "mlp": (True, False)}
+        shapes = {Sublayer.EMBED: (False, False), Sublayer.ATTN: (True, True),
+                  Sublayer.MLP: (True, False)}
         if sublayer not in shapes:
-            raise fail(f"sublayer {sublayer!r} is not one of {list(shapes)}")
+            raise fail(f"sublayer {sublayer!r} is not one of {[str(s) for s in shapes]}")
         has_layer, has_head = shapes[sublayer]
         if not (index(layer, cfg.n_layers) if has_layer else layer is None):
             raise fail(f"layer {layer!r} for sublayer {sublayer!r} (n_layers {cfg.n_layers})")
@@ -529,10 +532,12 @@ class _Reader:
             if not (isinstance(dims, list) and all(index(i, n) for i in dims)):
                 raise fail(f"{name} {dims!r} is not a list of indices below {n}" if n else
                            f"{name} {dims!r} must be empty for sublayer {sublayer!r}")
-        return CircuitStep(layer, sublayer, head, tuple(hidden), tuple(reads), tuple(writes))
+        return CircuitStep(layer, Sublayer(sublayer), head, tuple(hidden), tuple(reads),
+                           tuple(writes))
 
 
-_JSON_TYPES = {"int": int, "bool": bool, "str": str, "None": type(None)}  # ModelConfig's
+# ModelConfig's field types as JSON holds them (an Encoding is its str value)
+_JSON_TYPES = {"int": int, "bool": bool, "str": str, "None": type(None), "Encoding": str}
 _TYPE_NAMES = {bool: "true or false", str: "a string", type(None): "null"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import reprlib
 from collections.abc import Sequence
@@ -12,9 +13,10 @@ import numpy as np
 
 from rasplang.backend.encoders import InputEncoder, OutputEncoder, lookup
 from rasplang.backend.forward import forward, trimmed
+from rasplang.nodes import Encoding
 
 ACT_FNS = ("relu",)  # the MLP activations `forward` computes
-OUTPUT_ENCODINGS = ("categorical", "numerical")
+OUTPUT_ENCODINGS = tuple(e.value for e in Encoding)
 #: Memory `CompiledModel.run` lets one chunk's activations take: long sequences of a
 #: wide model run fewer at a time.
 ACTIVATION_BYTES = 2**30
@@ -41,7 +43,7 @@ class ModelConfig:
     bos: Any
     pad: Any
     max_seq_len: int
-    output_encoding: str  # one of OUTPUT_ENCODINGS
+    output_encoding: Encoding  # of the output SOp
     act_fn: str = "relu"  # one of ACT_FNS
     normalization_type: None = None
 
@@ -56,16 +58,29 @@ class ModelConfig:
         return len(self.vocab) + 1
 
 
+class Sublayer(str, enum.Enum):
+    """Where a step of the circuit is: the embedding, an attention or an MLP sublayer
+    (a str, equal to its value)."""
+
+    EMBED = "embed"
+    ATTN = "attn"
+    MLP = "mlp"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @attrs.frozen
 class CircuitStep:
     """Where one program node is computed (or used, for selectors).
 
-    ``sublayer`` is "embed", "attn" or "mlp"; ``head`` the head index for "attn";
-    ``hidden`` the MLP hidden units for "mlp"; ``reads``/``writes`` residual dimensions.
+    ``sublayer`` is a `Sublayer` ("embed", "attn" or "mlp"); ``head`` the head index for
+    "attn"; ``hidden`` the MLP hidden units for "mlp"; ``reads``/``writes`` residual
+    dimensions.
     """
 
     layer: int | None
-    sublayer: str
+    sublayer: Sublayer
     head: int | None
     hidden: tuple[int, ...]
     reads: tuple[int, ...]

@@ -15,6 +15,7 @@ without adding layers.
 
 from __future__ import annotations
 
+import enum
 from collections import defaultdict
 
 import attrs
@@ -39,18 +40,40 @@ class Schedule:
     layers: list[Layer]
 
 
-def _kind(block: NodeBlock) -> str:
+class BlockKind(enum.Enum):
+    """What a node's block holds, which decides the sublayers it can go to."""
+
+    EMBED = "embed"  # nothing: the node is in the embedding
+    ATTN = "attn"  # an attention head
+    MLP = "mlp"  # an MLP
+    BOTH = "both"  # a head and the MLP right after it (SelectorWidth)
+
+    @property
+    def has_head(self) -> bool:
+        return self in (BlockKind.ATTN, BlockKind.BOTH)
+
+    @property
+    def has_mlp(self) -> bool:
+        return self in (BlockKind.MLP, BlockKind.BOTH)
+
+    @property
+    def parity(self) -> int:
+        """The sublayer parity it starts at: 0 attention, 1 MLP."""
+        return 1 if self is BlockKind.MLP else 0
+
+
+def _kind(block: NodeBlock) -> BlockKind:
     if block.head is not None and block.mlp is not None:
-        return "both"
+        return BlockKind.BOTH
     if block.head is not None:
-        return "attn"
+        return BlockKind.ATTN
     if block.mlp is not None:
-        return "mlp"
-    return "embed"
+        return BlockKind.MLP
+    return BlockKind.EMBED
 
 
-def _ready(kind: str, slot: int) -> int:
-    return slot + 1 if kind == "both" else slot
+def _ready(kind: BlockKind, slot: int) -> int:
+    return slot + 1 if kind is BlockKind.BOTH else slot
 
 
 def schedule(blocks: list[NodeBlock], output: SOp, *, balance: bool = True) -> Schedule:
@@ -60,11 +83,11 @@ def schedule(blocks: list[NodeBlock], output: SOp, *, balance: bool = True) -> S
     slot: dict[SOp, int] = {}
     ready: dict[SOp, int] = {}
     for b in blocks:
-        if kinds[b.node] == "embed":
+        if kinds[b.node] is BlockKind.EMBED:
             ready[b.node] = -1
             continue
         start = max((ready[d] for d in b.deps), default=-1) + 1
-        parity = 1 if kinds[b.node] == "mlp" else 0
+        parity = kinds[b.node].parity
         s = start if start % 2 == parity else start + 1
         slot[b.node] = s
         ready[b.node] = _ready(kinds[b.node], s)
@@ -75,11 +98,9 @@ def schedule(blocks: list[NodeBlock], output: SOp, *, balance: bool = True) -> S
     layers = [Layer([], []) for _ in range(n_layers)]
     for b in blocks:
         k = kinds[b.node]
-        if k in ("attn", "both"):
+        if k.has_head:
             layers[slot[b.node] // 2].heads.append(b)
-        if k == "mlp":
-            layers[slot[b.node] // 2].mlps.append(b)
-        if k == "both":
+        if k.has_mlp:  # a SelectorWidth's MLP follows its head in the same layer
             layers[slot[b.node] // 2].mlps.append(b)
     return Schedule(slot, layers)
 
@@ -94,11 +115,9 @@ def _balance(blocks, by_node, kinds, slot, ready, output, n_layers) -> None:
 
     def load(b: NodeBlock, s: int, sign: int) -> None:
         k = kinds[b.node]
-        if k in ("attn", "both"):
+        if k.has_head:
             heads[s // 2] += sign
-        if k == "mlp":
-            units[s // 2] += sign * b.mlp.hidden_dim
-        if k == "both":
+        if k.has_mlp:
             units[s // 2] += sign * b.mlp.hidden_dim
 
     for b in blocks:
@@ -109,7 +128,7 @@ def _balance(blocks, by_node, kinds, slot, ready, output, n_layers) -> None:
         if node not in slot:
             continue
         k = kinds[node]
-        parity = 1 if k == "mlp" else 0
+        parity = k.parity
         earliest = max((ready[d] for d in b.deps), default=-1) + 1
         if node is output or not consumers[node]:
             latest_ready = 2 * n_layers - 1
@@ -121,11 +140,11 @@ def _balance(blocks, by_node, kinds, slot, ready, output, n_layers) -> None:
             continue
         load(b, slot[node], -1)
 
-        def cost(s: int, k: str = k, b: NodeBlock = b) -> tuple[int, int, int]:
+        def cost(s: int, k: BlockKind = k, b: NodeBlock = b) -> tuple[int, int, int]:
             layer = s // 2
-            h = heads[layer] + (1 if k in ("attn", "both") else 0)
+            h = heads[layer] + (1 if k.has_head else 0)
             u = units[layer] + (b.mlp.hidden_dim if b.mlp is not None else 0)
-            if k == "mlp":
+            if k is BlockKind.MLP:
                 return (u, h, -s)
             return (h, u, -s)
 

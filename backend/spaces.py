@@ -20,6 +20,7 @@ exact value at real positions (from softmax leakage; rounding is not included).
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -35,6 +36,30 @@ NONE_FLAG = "is_none"
 def bos_direction(bos: Any) -> BasisDirection:
     """The direction set only at the BOS position (``tokens:BOS`` as in tracr)."""
     return BasisDirection("tokens", bos)
+
+
+@attrs.define(eq=False)
+class BosState:
+    """What the chambers know about the BOS position (position 0): the direction set only
+    there, and the coordinate every residual direction holds there, known exactly at
+    compile time (``one`` and the BOS direction are 1; an MLP's outputs 0; an
+    Aggregate's its default). The builder records each node's state as it registers
+    the node's space; every chamber reads it through this one object."""
+
+    direction: BasisDirection
+    coords: dict[BasisDirection, float] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.coords.setdefault(ONE, 1.0)
+        self.coords.setdefault(self.direction, 1.0)
+
+    def at(self, direction: BasisDirection) -> float:
+        """The coordinate of ``direction`` at BOS (0 for a direction never written)."""
+        return self.coords.get(direction, 0.0)
+
+    def vector(self, basis: Iterable[BasisDirection]) -> np.ndarray:
+        """The coordinates at BOS of each direction of ``basis``."""
+        return np.array([self.coords.get(d, 0.0) for d in basis])
 
 
 @attrs.frozen(eq=False)

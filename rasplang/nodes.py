@@ -38,11 +38,15 @@ def _freeze(annotations: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(annotations))
 
 
-class Encoding(enum.Enum):
-    """How the compiler encodes an SOp in the residual stream."""
+class Encoding(str, enum.Enum):
+    """How the compiler encodes an SOp in the residual stream (a str: equal to its value,
+    and written as it in JSON)."""
 
     CATEGORICAL = "categorical"
     NUMERICAL = "numerical"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @attrs.define(frozen=True, eq=False, repr=False)

@@ -52,7 +52,7 @@ from rasplang.backend.chambers.selector import Term
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import AttentionHead
 from rasplang.backend.craft.maps import BilinearMap, LinearMap
-from rasplang.backend.spaces import ONE, SOpSpace
+from rasplang.backend.spaces import ONE, BosState, SOpSpace
 from rasplang.nodes import SOp
 
 #: Target bound on the softmax leakage's effect on any output coordinate.
@@ -66,23 +66,24 @@ def coldness(max_seq_len: int, value_scale: float, margin: float) -> float:
 
 def selector_logits(
     terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace], bos_level: float, scale: float,
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    bos: BosState,
 ) -> BilinearMap:
     """The query-key bilinear map for ``terms`` with the BOS key at ``bos_level``."""
-    q_space = join(*(spaces[t.queries].space for t in terms), VectorSpace([ONE, bos]))
-    k_space = join(*(spaces[t.keys].space for t in terms), VectorSpace([bos]))
+    q_space = join(*(spaces[t.queries].space for t in terms), VectorSpace([ONE, bos.direction]))
+    k_space = join(*(spaces[t.keys].space for t in terms), VectorSpace([bos.direction]))
     m = np.zeros((q_space.dim, k_space.dim))
     for t in terms:
         qi = q_space.indices(spaces[t.queries].space)
         ki = k_space.indices(spaces[t.keys].space)
         m[np.ix_(qi, ki)] += t.table
-    i_one, i_bos_q, i_bos_k = q_space.index_of(ONE), q_space.index_of(bos), k_space.index_of(bos)
-    key_at_bos = np.array([bos_state.get(d, 0.0) for d in k_space.basis])
+    i_one, i_bos_q, i_bos_k = (q_space.index_of(ONE), q_space.index_of(bos.direction),
+                                  k_space.index_of(bos.direction))
+    key_at_bos = bos.vector(k_space.basis)
     key_at_bos[i_bos_k] = 1.0
     m[:, i_bos_k] -= m @ key_at_bos  # cancel what the keys' BOS state adds
     m[i_one, i_bos_k] += bos_level
     # The BOS query: make BOS beat every real key by at least 1/2.
-    query_at_bos = np.array([bos_state.get(d, 0.0) for d in q_space.basis])
+    query_at_bos = bos.vector(q_space.basis)
     query_at_bos[i_one] = query_at_bos[i_bos_q] = 1.0
     row = query_at_bos @ m
     best = sum(max(0.0, float(row[k_space.indices(spaces[key].space)].max(initial=0.0)))
@@ -103,11 +104,11 @@ def logit_error(terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace]) -> float:
 def aggregate_head(
     label: str, terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace], value: SOpSpace,
     out: SOpSpace, default: object, scale: float, causal: bool,
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    bos: BosState,
 ) -> AttentionHead:
     """The head of an Aggregate: mean of the selected values, ``default`` if none."""
-    w_qk = selector_logits(terms, spaces, len(terms) - 0.5, scale, bos_state, bos)
-    in_space = join(value.space, VectorSpace([ONE, bos]))
+    w_qk = selector_logits(terms, spaces, len(terms) - 0.5, scale, bos)
+    in_space = join(value.space, VectorSpace([ONE, bos.direction]))
     w = np.zeros((in_space.dim, out.space.dim))
     vi = in_space.indices(value.space)
     if out.numerical:
@@ -120,19 +121,19 @@ def aggregate_head(
     else:
         for i, v in zip(vi, value.values):
             w[i] = out.encode(v)
-    at_bos = np.array([bos_state.get(d, 0.0) for d in in_space.basis])
+    at_bos = bos.vector(in_space.basis)
     at_bos[in_space.index_of(ONE)] = 1.0
-    at_bos[in_space.index_of(bos)] = 0.0
-    w[in_space.index_of(bos)] = out.encode(default) - at_bos @ w
+    at_bos[in_space.index_of(bos.direction)] = 0.0
+    w[in_space.index_of(bos.direction)] = out.encode(default) - at_bos @ w
     return AttentionHead(w_qk, LinearMap(in_space, out.space, w), causal=causal, label=label)
 
 
 def selector_width_head(
     label: str, terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace],
     scratch: BasisDirection, scale: float, causal: bool,
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    bos: BosState,
 ) -> AttentionHead:
     """The head of a SelectorWidth: writes ``1 / (width + 1)`` to ``scratch``."""
-    w_qk = selector_logits(terms, spaces, float(len(terms)), scale, bos_state, bos)
-    w_ov = LinearMap(VectorSpace([bos]), VectorSpace([scratch]), np.ones((1, 1)))
+    w_qk = selector_logits(terms, spaces, float(len(terms)), scale, bos)
+    w_ov = LinearMap(VectorSpace([bos.direction]), VectorSpace([scratch]), np.ones((1, 1)))
     return AttentionHead(w_qk, w_ov, causal=causal, label=label)

@@ -33,7 +33,7 @@ output off by at most ``sum_i |V_i| e_i``. Units: the number of tuples.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -41,9 +41,8 @@ import numpy as np
 
 from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.chambers.none_flags import with_none_units
-from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP
-from rasplang.backend.spaces import ONE, SOpSpace
+from rasplang.backend.spaces import ONE, BosState, SOpSpace
 
 
 def _out_columns(out: SOpSpace, values: list[Any]) -> np.ndarray:
@@ -54,7 +53,7 @@ def _out_columns(out: SOpSpace, values: list[Any]) -> np.ndarray:
 
 def map_categorical_mlp(
     label: str, inp: SOpSpace, out: SOpSpace, f: Callable[[Any], Any],
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    bos: BosState,
 ) -> MLP:
     """Map on a categorical input, to a categorical or numerical output."""
     groups: dict[int, list[int]] = defaultdict(list)
@@ -73,7 +72,7 @@ def map_categorical_mlp(
         w_in[rows, unit] = 1.0
     in_dirs, w_in, w_out = with_none_units(list(inp.directions), w_in,
                                            _out_columns(out, outputs), [inp], out)
-    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)
+    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos)
 
 
 @attrs.frozen
@@ -115,7 +114,7 @@ def table_layout(fst: SOpSpace, snd: SOpSpace, out: SOpSpace,
 
 def sequence_map_categorical_mlp(
     label: str, fst: SOpSpace, snd: SOpSpace, out: SOpSpace, layout: TableLayout,
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    bos: BosState,
 ) -> MLP:
     """SequenceMap on two categorical inputs (different SOps), as `table_layout` laid it
     out."""
@@ -134,12 +133,12 @@ def sequence_map_categorical_mlp(
     dirs, w_in, w_out = with_none_units(list(in_dirs), w_in,
                                         _out_columns(out, [y for _, _, y in units]),
                                         [fst, snd], out)
-    return gated_mlp(label, dirs, w_in, out.directions, w_out, bos_state, bos)
+    return gated_mlp(label, dirs, w_in, out.directions, w_out, bos)
 
 
 def product_mlp(
     label: str, parts: list[SOpSpace], out: SOpSpace,
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    bos: BosState,
 ) -> MLP:
     """The tuple of ``parts`` (categorical) as a one-hot over ``out.values``, which are
     the cartesian product of the parts' values in C order."""
@@ -153,4 +152,4 @@ def product_mlp(
         w_in[offset + np.asarray(grid, dtype=np.intp), np.arange(n_units)] = 1.0
         offset += size
     w_in[-1] = -(len(parts) - 1.0)
-    return gated_mlp(label, in_dirs, w_in, out.directions, np.eye(n_units), bos_state, bos)
+    return gated_mlp(label, in_dirs, w_in, out.directions, np.eye(n_units), bos)

@@ -14,13 +14,14 @@ is the zero vector, which attention heads rely on (see ``attention.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, add_rows, join
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import LinearMap
+from rasplang.backend.spaces import BosState
 
 
 def gated_mlp(
@@ -29,22 +30,21 @@ def gated_mlp(
     w_in: np.ndarray,
     out_dirs: Sequence[BasisDirection],
     w_out: np.ndarray,
-    bos_state: Mapping[BasisDirection, float],
-    bos: BasisDirection,
+    bos: BosState,
 ) -> MLP:
     """An MLP ``relu(x @ w_in) @ w_out`` gated off at BOS.
 
     ``w_in`` is [len(in_dirs), hidden] (rows may repeat a direction; they are summed),
-    ``w_out`` is [hidden, len(out_dirs)]; ``bos_state`` gives input coordinates at BOS.
+    ``w_out`` is [hidden, len(out_dirs)]; ``bos`` gives input coordinates at BOS.
     """
     hidden = w_in.shape[1]
-    in_space = join(VectorSpace(dict.fromkeys(in_dirs)), VectorSpace([bos]))
+    in_space = join(VectorSpace(dict.fromkeys(in_dirs)), VectorSpace([bos.direction]))
     first = np.zeros((in_space.dim, hidden))
     add_rows(first, in_space.indices(list(in_dirs)), w_in)
-    at_bos = np.array([bos_state.get(d, 0.0) for d in in_space.basis])
-    at_bos[in_space.index_of(bos)] = 0.0
+    at_bos = bos.vector(in_space.basis)
+    at_bos[in_space.index_of(bos.direction)] = 0.0
     pre = at_bos @ first
-    first[in_space.index_of(bos)] -= np.maximum(pre, 0.0) + 1.0
+    first[in_space.index_of(bos.direction)] -= np.maximum(pre, 0.0) + 1.0
     hidden_space = VectorSpace(BasisDirection(f"{label}:hidden", i) for i in range(hidden))
     out_space = VectorSpace(dict.fromkeys(out_dirs))
     second = np.zeros((hidden, out_space.dim))

@@ -31,7 +31,7 @@ is, with value coordinate 0, as `evaluate` gives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.chambers.none_flags import gate, with_none_units
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP
-from rasplang.backend.spaces import ONE, SOpSpace
+from rasplang.backend.spaces import ONE, BosState, SOpSpace
 
 
 def changes(f_values: Sequence[Any]) -> np.ndarray:
@@ -94,7 +94,7 @@ def discretisation_problem(xs: Sequence[float], f_values: Sequence[Any], error: 
 
 def discretising_mlp(
     label: str, inp: SOpSpace, xs: Sequence[float], f: Callable[[Any], Any], out: SOpSpace,
-    mlp_exactness: float, bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    mlp_exactness: float, bos: BosState,
 ) -> MLP:
     """Map a numerical input with sorted value set ``xs`` through ``f``."""
     xs = np.asarray(xs, dtype=float)
@@ -119,7 +119,7 @@ def discretising_mlp(
         bound = w_in[1] + np.abs(w_in[0]) * (inp.error + 1e-12)
         in_dirs, w_in = gate(in_dirs, w_in, [inp], bound)
         in_dirs, w_in, w_out = with_none_units(in_dirs, w_in, w_out, [inp], out)
-    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)
+    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos)
 
 
 def affine_fit(xs: Sequence[float], ys: Sequence[Any]) -> tuple[float, float] | None:
@@ -141,7 +141,7 @@ def affine_fit(xs: Sequence[float], ys: Sequence[Any]) -> tuple[float, float] | 
 
 def affine_mlp(
     label: str, terms: Sequence[tuple[SOpSpace, float, tuple[float, float]]], const: float,
-    out: SOpSpace, bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    out: SOpSpace, bos: BosState,
 ) -> MLP:
     """``sum_j a_j value_j + const`` for terms ``(space, a_j, (min_j, max_j))``.
 
@@ -174,4 +174,4 @@ def affine_mlp(
     spaces = [space for space, _, _ in terms]
     in_dirs, w_in = gate(all_dirs, w_in, spaces, np.asarray(bound))
     in_dirs, w_in, w_out = with_none_units(in_dirs, w_in, w_out, spaces, out)
-    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)
+    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos)

@@ -61,7 +61,7 @@ no more units than the lookup table (``categorical_mlp``); otherwise the table.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -70,9 +70,8 @@ import numpy as np
 
 from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.chambers.none_flags import gate, with_none_units
-from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP
-from rasplang.backend.spaces import ONE, SOpSpace
+from rasplang.backend.spaces import ONE, BosState, SOpSpace
 
 #: Float32 unit roundoff: the margin check holds for float32 and hence float64.
 EPS32 = 2.0 ** -24
@@ -155,7 +154,7 @@ def output_error(s: Split, fst: SOpSpace, snd: SOpSpace) -> float:
 
 def separable_mlp(
     label: str, fst: SOpSpace, snd: SOpSpace, s: Split, out: SOpSpace, mlp_exactness: float,
-    bos_state: Mapping[BasisDirection, float], bos: BasisDirection,
+    bos: BosState,
 ) -> MLP:
     """``f = u + v`` on two categorical inputs (different SOps), to ``out``."""
     in_dirs = [*fst.directions, *snd.directions, ONE]
@@ -192,4 +191,4 @@ def separable_mlp(
                 bound[u] = float(slope * big + 1)
     in_dirs, w_in = gate(in_dirs, w_in, [fst, snd], bound)
     in_dirs, w_in, w_out = with_none_units(in_dirs, w_in, w_out, [fst, snd], out)
-    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos_state, bos)
+    return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos)

@@ -14,7 +14,13 @@ from rasplang.backend.chambers.selector import selector_terms
 from rasplang.backend.craft.bases import VectorInBasis, join
 from rasplang.backend.derived import Product
 from rasplang.backend.encoders import OutputEncoder
-from rasplang.backend.spaces import ONE, bos_direction, categorical_space, numerical_space
+from rasplang.backend.spaces import (
+    ONE,
+    BosState,
+    bos_direction,
+    categorical_space,
+    numerical_space,
+)
 
 BOS = bos_direction("BOS")
 
@@ -37,7 +43,7 @@ def test_product_mlp_is_the_tuple_one_hot():
     b = categorical_space("b", (0, 1, 2))
     values = tuple(itertools.product(a.values, b.values))
     out = categorical_space("ab", values)
-    mlp = product_mlp("ab", [a, b], out, {}, BOS)
+    mlp = product_mlp("ab", [a, b], out, BosState(BOS))
     rows = [{a.directions[i]: 1.0, b.directions[j]: 1.0} for i in range(2) for j in range(3)]
     got = run_mlp(mlp, rows).project(out.space).magnitudes
     assert np.array_equal(got, np.eye(6))
@@ -101,7 +107,7 @@ def test_discretising_mlp_keeps_none():
     out = numerical_space("y", (None, 1.0, 4.0))
     xs = [0.5, 1.0, 2.0]
     ys = [None, 1.0, 4.0]  # f(0.5) is None too
-    mlp = discretising_mlp("y", inp, xs, ys, out, 100.0, {}, BOS)
+    mlp = discretising_mlp("y", inp, xs, ys, out, 100.0, BosState(BOS))
     value, flag = inp.directions
     rows = [{value: x} for x in xs] + [{flag: 1.0}, {BOS: 1.0}]
     got = run_mlp(mlp, rows).project(out.space).magnitudes
@@ -112,7 +118,7 @@ def test_categorical_map_writes_a_numerical_none_flag():
     """A categorical None input (the zero vector) gives the numerical output's None flag."""
     inp = categorical_space("c", (None, "a", "b"))
     out = numerical_space("n", (None, 2.0, 3.0))
-    mlp = map_categorical_mlp("n", inp, out, lambda v: {"a": 2.0, "b": 3.0}[v], {}, BOS)
+    mlp = map_categorical_mlp("n", inp, out, lambda v: {"a": 2.0, "b": 3.0}[v], BosState(BOS))
     rows = [{inp.directions[0]: 1.0}, {inp.directions[1]: 1.0}, {}]
     got = run_mlp(mlp, rows).project(out.space).magnitudes
     assert np.allclose(got, [[2, 0], [3, 0], [0, 1]])
