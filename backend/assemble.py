@@ -27,7 +27,7 @@ from rasplang.backend.spaces import ONE
 from rasplang.nodes import Encoding, SOp, TokensType
 
 
-def residual_space(analysis: Analysis, built: Built, blocks: list[NodeBlock]) -> VectorSpace:
+def residual_space(built: Built, blocks: list[NodeBlock]) -> VectorSpace:
     """The residual stream's directions in the documented order."""
     parts = [VectorSpace([ONE, built.bos]), built.tokens.space, built.indices.space]
     for b in blocks:
@@ -41,7 +41,7 @@ def residual_space(analysis: Analysis, built: Built, blocks: list[NodeBlock]) ->
 def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool, bos: Any,
              pad: Any) -> CompiledModel:
     """Weights, config, encoders and circuit for a scheduled program."""
-    res = residual_space(analysis, built, built.blocks)
+    res = residual_space(built, built.blocks)
     d = res.dim
     n_layers = len(sched.layers)
     qk = {id(b): b.head.w_qk.factor() for layer in sched.layers for b in layer.heads}

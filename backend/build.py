@@ -216,41 +216,39 @@ class _Builder:
     # ---------------------------------------------------------------- per node kind
 
     def build(self, node: RASPExpr) -> NodeBlock | None:
+        """The node's block, by its type's rule in `_RULES` (selectors: None, they are
+        built into the heads that use them)."""
         label = self.reader = self.labels[node]
         if not isinstance(node, SOp):
             return None
-        numerical = self.a.encodings[node] is Encoding.NUMERICAL
-        if isinstance(node, TokensType) and not numerical:
-            self.register(node, self.tokens)
-            return NodeBlock(node, label)
-        if isinstance(node, IndicesType) and not numerical:
-            self.register(node, self.indices)
-            return NodeBlock(node, label)
-        if isinstance(node, (TokensType, IndicesType)):
+        rule = _RULES.get(type(node))
+        if rule is None:
+            raise NotImplementedError(f"no builder for {type(node).__name__} {label!r}")
+        return rule(self, node, label)
+
+    def primitive(self, node: TokensType | IndicesType, label: str) -> NodeBlock:
+        if self.a.encodings[node] is Encoding.NUMERICAL:
             self.register(node, numerical_space(label, self.a.value_sets[node]))
-            return NodeBlock(node, label)
-        if isinstance(node, Full):
-            values = (node.fill,)
-            if numerical:
-                space = SOpSpace(label, True, values, (ONE,), np.ones(1), scale=float(node.fill))
-            else:
-                space = SOpSpace(label, False, values, (ONE,), np.ones(1))
-            self.spaces[node] = space
-            return NodeBlock(node, label)
-        if isinstance(node, Map):
-            return self.map(node, label)
-        if isinstance(node, (SequenceMap, LinearSequenceMap)):
-            return self.sequence_map(node, label)
-        if isinstance(node, Aggregate):
-            return self.aggregate(node, label)
-        if isinstance(node, SelectorWidth):
-            return self.selector_width(node, label, self.terms(node.selector),
-                                       list(range(self.n + 1)), node.selector)
-        if isinstance(node, LengthType):
-            term = Term(self.base_tokens, self.base_tokens,
-                        np.ones((len(self.tokens.values),) * 2))
-            return self.selector_width(node, label, [term], list(range(1, self.n + 1)), None)
-        raise NotImplementedError(f"no builder for {type(node).__name__} {label!r}")
+        else:
+            self.register(node, self.tokens if isinstance(node, TokensType) else self.indices)
+        return NodeBlock(node, label)
+
+    def full(self, node: Full, label: str) -> NodeBlock:
+        if self.a.encodings[node] is Encoding.NUMERICAL:
+            space = SOpSpace(label, True, (node.fill,), (ONE,), np.ones(1),
+                             scale=float(node.fill))
+        else:
+            space = SOpSpace(label, False, (node.fill,), (ONE,), np.ones(1))
+        self.spaces[node] = space
+        return NodeBlock(node, label)
+
+    def width(self, node: SelectorWidth, label: str) -> NodeBlock:
+        return self.selector_width(node, label, self.terms(node.selector),
+                                   list(range(self.n + 1)), node.selector)
+
+    def length(self, node: LengthType, label: str) -> NodeBlock:
+        term = Term(self.base_tokens, self.base_tokens, np.ones((len(self.tokens.values),) * 2))
+        return self.selector_width(node, label, [term], list(range(1, self.n + 1)), None)
 
     def map(self, node: Map, label: str) -> NodeBlock:
         inp = self.spaces[node.inner]
@@ -395,6 +393,20 @@ class _Builder:
             return NodeBlock(node, label, head=head, mlp=mlp, scratch=scratch)
         return NodeBlock(node, label, head=head, mlp=mlp, deps=_term_sops(terms),
                          selectors=_selector_nodes(selector), scratch=scratch)
+
+
+#: The build rule of each SOp type (selectors are built into the heads that use them).
+_RULES: dict[type, Any] = {
+    TokensType: _Builder.primitive,
+    IndicesType: _Builder.primitive,
+    LengthType: _Builder.length,
+    Full: _Builder.full,
+    Map: _Builder.map,
+    SequenceMap: _Builder.sequence_map,
+    LinearSequenceMap: _Builder.sequence_map,
+    Aggregate: _Builder.aggregate,
+    SelectorWidth: _Builder.width,
+}
 
 
 def _range(space: SOpSpace) -> tuple[float, float]:

@@ -47,14 +47,14 @@ def forward(w: dict[str, Any], cfg: Any, ids: Any, xp: Any = np, keep: bool = Fa
         H, E = v.shape[1], v.shape[3]
         z = (pattern @ v).transpose(0, 2, 1, 3).reshape(B, T, H * E)  # (B, T, H*E)
         attn_out = _linear(z, w[p + "attn.W_O"].reshape(H * E, -1), w[p + "attn.b_O"])
-        x = x + attn_out                                          # (B, T, d_model)
+        x = mid = x + attn_out                                    # (B, T, d_model)
         hidden = xp.maximum(_linear(x, w[p + "mlp.W_in"], w[p + "mlp.b_in"]), 0)  # (B,T,d_mlp)
         mlp_out = _linear(hidden, w[p + "mlp.W_out"], w[p + "mlp.b_out"])
         x = x + mlp_out
         if keep:
             trace["attention"].append(pattern)
             trace["layer_outputs"] += [attn_out, mlp_out]
-            trace["residuals"] += [x - mlp_out, x]
+            trace["residuals"] += [mid, x]
     return _linear(x, w["unembed.W_U"], w["unembed.b_U"]), trace  # (B, T, d_vocab_out)
 
 

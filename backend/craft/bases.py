@@ -73,15 +73,6 @@ class VectorSpace:
         basis = sub.basis if isinstance(sub, VectorSpace) else sub
         return np.fromiter((self.index_of(d) for d in basis), dtype=np.intp, count=len(basis))
 
-    def issubspace(self, other: VectorSpace) -> bool:
-        """Whether every direction of this space is in ``other``."""
-        return all(d in other for d in self.basis)
-
-
-def direct_sum(*spaces: VectorSpace) -> VectorSpace:
-    """Concatenation of disjoint spaces (ValueError if a direction repeats)."""
-    return VectorSpace(d for space in spaces for d in space.basis)
-
 
 def join(*spaces: VectorSpace) -> VectorSpace:
     """Union of spaces, keeping the first occurrence order of each direction."""
@@ -110,15 +101,6 @@ class VectorInBasis:
     def zeros(cls, space: VectorSpace, shape: tuple[int, ...] = ()) -> VectorInBasis:
         """The zero vector (or batch) in ``space``."""
         return cls(space, np.zeros((*shape, space.dim)))
-
-    @classmethod
-    def from_directions(cls, space: VectorSpace, directions: Sequence[BasisDirection],
-                        weights: Sequence[float] | None = None) -> VectorInBasis:
-        """Sum of ``weights[i] * directions[i]`` (weights default to 1)."""
-        out = np.zeros(space.dim)
-        w = np.ones(len(directions)) if weights is None else np.asarray(weights, float)
-        add_rows(out, space.indices(directions), w)
-        return cls(space, out)
 
     def project(self, target: VectorSpace) -> VectorInBasis:
         """Coordinates on ``target``'s directions (absent ones read as 0)."""

@@ -9,10 +9,9 @@ from rasplang.backend.craft.bases import (
     BasisDirection,
     VectorInBasis,
     VectorSpace,
-    direct_sum,
     join,
 )
-from rasplang.backend.craft.blocks import MLP, Series
+from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import BilinearMap, LinearMap, factor_linear
 
 A, B, C = (BasisDirection("x", v) for v in "abc")
@@ -28,17 +27,17 @@ def test_space_index_lookup_and_index_arrays():
 
 
 def test_space_rejects_repeats_and_join_keeps_order():
-    """direct_sum refuses a repeated direction; join keeps first occurrences in order."""
+    """A space refuses a repeated direction; join keeps first occurrences in order."""
     with pytest.raises(ValueError, match="repeat"):
-        direct_sum(VectorSpace([A]), VectorSpace([A]))
+        VectorSpace([A, A])
     assert join(VectorSpace([B, A]), VectorSpace([A, C])).basis == (B, A, C)
 
 
 def test_vector_projection_and_sum():
     """Projection reads absent directions as 0; sums join the spaces."""
-    v = VectorInBasis.from_directions(VectorSpace([A, B]), [A, B], [1.0, 2.0])
+    v = VectorInBasis(VectorSpace([A, B]), np.array([1.0, 2.0]))
     assert v.project(VectorSpace([B, C])).magnitudes.tolist() == [2.0, 0.0]
-    w = v + VectorInBasis.from_directions(VectorSpace([C]), [C])
+    w = v + VectorInBasis(VectorSpace([C]), np.array([1.0]))
     assert w.project(VectorSpace([A, B, C])).magnitudes.tolist() == [1.0, 2.0, 1.0]
 
 
@@ -54,11 +53,11 @@ def test_bilinear_and_linear_factors_are_exact():
     assert a.shape[1] == 3 and np.array_equal(a @ b, m.T)
 
 
-def test_mlp_in_series_adds_to_residual():
-    """Series computes x + relu(x W1) W2 on the joined space."""
+def test_mlp_computes_relu_then_linear():
+    """An MLP computes relu(x W1) W2 on its output space."""
     hidden = VectorSpace([BasisDirection("h", 0)])
     mlp = MLP(LinearMap(VectorSpace([A]), hidden, np.array([[-1.0]])),
               LinearMap(hidden, VectorSpace([B]), np.array([[3.0]])))
     x = VectorInBasis(VectorSpace([A]), np.array([[-2.0], [5.0]]))
-    out = Series([mlp])(x).project(VectorSpace([A, B])).magnitudes
-    assert out.tolist() == [[-2.0, 6.0], [5.0, 0.0]]
+    out = mlp(x).project(VectorSpace([A, B])).magnitudes
+    assert out.tolist() == [[0.0, 6.0], [0.0, 0.0]]
