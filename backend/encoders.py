@@ -107,6 +107,12 @@ class OutputEncoder:
     numerical: bool
     values: tuple[Any, ...] = ()
 
+    @property
+    def decoding_map(self) -> dict[int, Any]:
+        """tracr's name: output logit index -> value (categorical outputs; empty for a
+        numerical output, whose first logit is the value itself)."""
+        return {} if self.numerical else dict(enumerate(self.values))
+
     def decode(self, logits: np.ndarray) -> np.ndarray:
         """[..., d_vocab_out] logits -> [...] decoded values (float or object array)."""
         logits = np.asarray(logits)

@@ -35,12 +35,15 @@ def forward(w: dict[str, Any], cfg: Any, ids: Any, xp: Any = np, keep: bool = Fa
     visible = (ids != cfg.pad_id)[:, None, None, :]               # (B, 1, 1, T) keys
     if cfg.causal:
         visible = visible & xp.tril(xp.ones((T, T), dtype=bool))  # (B, 1, T, T)
-    trace: dict[str, list[Any]] = {"residuals": [x], "layer_outputs": [], "attention": []}
+    trace: dict[str, list[Any]] = {"residuals": [x], "layer_outputs": [], "attention": [],
+                                   "attn_logits": []}
     for i in range(cfg.n_layers):
         p = f"blocks.{i}."
         q, k, v = (_heads(x, w[p + f"attn.W_{n}"], w[p + f"attn.b_{n}"]) for n in "QKV")
         scores = q @ k.transpose(0, 1, 3, 2) / cfg.attn_scale     # (B, H, T, T)
         scores = xp.where(visible, scores, -xp.inf)
+        if keep:
+            trace["attn_logits"].append(scores)
         scores = scores - scores.max(axis=-1, keepdims=True)
         pattern = xp.exp(scores)
         pattern /= pattern.sum(axis=-1, keepdims=True)

@@ -89,13 +89,37 @@ class CircuitStep:
 
 @attrs.frozen
 class ApplyResult:
-    """`CompiledModel.apply`'s result; arrays have a leading batch axis of size 1."""
+    """`CompiledModel.apply`'s result; arrays have a leading batch axis of size 1.
+
+    ``residuals`` holds the residual stream after the embedding and after every
+    sublayer; ``layer_outputs`` every sublayer's output; ``attention`` every layer's
+    attention pattern ``[1, n_heads, T, T]`` and ``attn_logits`` its scores before the
+    softmax (masked keys at ``-inf``). tracr's names are aliases: ``unembedded_output``
+    is ``logits``, ``transformer_output`` the last residual, ``input_embeddings`` the
+    first.
+    """
 
     decoded: list[Any]
     logits: np.ndarray
     residuals: list[np.ndarray]
     layer_outputs: list[np.ndarray]
     attention: list[np.ndarray]
+    attn_logits: list[np.ndarray] = attrs.field(factory=list)
+
+    @property
+    def unembedded_output(self) -> np.ndarray:
+        """tracr's name for ``logits``."""
+        return self.logits
+
+    @property
+    def transformer_output(self) -> np.ndarray:
+        """tracr's name for the residual stream after the last layer."""
+        return self.residuals[-1]
+
+    @property
+    def input_embeddings(self) -> np.ndarray:
+        """tracr's name for the residual stream after the embedding."""
+        return self.residuals[0]
 
 
 @attrs.define(eq=False)
@@ -121,6 +145,40 @@ class CompiledModel:
     def n_params(self) -> int:
         """Total number of weight entries."""
         return int(sum(w.size for w in self.weights.values()))
+
+    def __repr__(self) -> str:
+        c = self.config
+        name = getattr(self.program, "label", None)
+        return (f"CompiledModel({name!r}: {_count(c.n_layers, 'layer')}, d_model {c.d_model}, "
+                f"{_count(c.n_heads, 'head')} of {c.d_head}, d_mlp {c.d_mlp}, "
+                f"{self.n_params:,} parameters, {'causal' if c.causal else 'non-causal'}, "
+                f"max_seq_len {c.max_seq_len})")
+
+    @property
+    def params(self) -> dict[str, dict[str, np.ndarray]]:
+        """The weights as tracr's Haiku ``params`` name and shape them (copies):
+        ``token_embed/embeddings``, ``pos_embed/embeddings``,
+        ``transformer/layer_{i}/attn/{query,key,value}`` ``w [d_model, n_heads * d_head]``
+        and ``b``, ``transformer/layer_{i}/attn/linear`` ``w [n_heads * d_head, d_model]``,
+        ``transformer/layer_{i}/mlp/linear_1`` and ``linear_2``. tracr keeps the
+        unembedding outside ``params``; here it is ``weights["unembed.W_U"]``."""
+        w, out = self.weights, {}
+        out["token_embed"] = {"embeddings": w["embed.W_E"].copy()}
+        out["pos_embed"] = {"embeddings": w["pos_embed.W_pos"].copy()}
+        for i in range(self.config.n_layers):
+            p, t = f"blocks.{i}.", f"transformer/layer_{i}/"
+            for ours, theirs in (("Q", "query"), ("K", "key"), ("V", "value")):
+                h, d, e = w[p + f"attn.W_{ours}"].shape          # (n_heads, d_model, d_head)
+                out[t + f"attn/{theirs}"] = {
+                    "w": w[p + f"attn.W_{ours}"].transpose(1, 0, 2).reshape(d, h * e),
+                    "b": w[p + f"attn.b_{ours}"].reshape(h * e)}
+            h, e, d = w[p + "attn.W_O"].shape                      # (n_heads, d_head, d_model)
+            out[t + "attn/linear"] = {"w": w[p + "attn.W_O"].reshape(h * e, d),
+                                      "b": w[p + "attn.b_O"].copy()}
+            out[t + "mlp/linear_1"] = {"w": w[p + "mlp.W_in"].copy(), "b": w[p + "mlp.b_in"].copy()}
+            out[t + "mlp/linear_2"] = {"w": w[p + "mlp.W_out"].copy(),
+                                       "b": w[p + "mlp.b_out"].copy()}
+        return out
 
     def save(self, path: Any) -> Any:
         """Write this model to one ``.safetensors`` file (see `rasplang.backend.io`)."""
@@ -167,7 +225,8 @@ class CompiledModel:
         decoded = [self.config.bos, *self.output_encoder.decode(host[0, 1:]).tolist()]
         return ApplyResult(decoded, host, [_to_numpy(r) for r in trace["residuals"]],
                            [_to_numpy(r) for r in trace["layer_outputs"]],
-                           [_to_numpy(a) for a in trace["attention"]])
+                           [_to_numpy(a) for a in trace["attention"]],
+                           [_to_numpy(a) for a in trace["attn_logits"]])
 
     def run(self, batch: Sequence[Sequence[Any]], *, dtype: Any = np.float64, xp: Any = np,
             chunk: int = 4096) -> list[list[Any]]:
@@ -276,6 +335,10 @@ def _checked_dtype(dtype: Any) -> np.dtype:
         raise ValueError(f"dtype {name} is not supported: the forward pass is exact in "
                          "float64 (the default) and float32 only")
     return got
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _to_numpy(a: Any) -> np.ndarray:

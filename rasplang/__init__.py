@@ -60,9 +60,9 @@ __all__ = [
     "IndicesType", "LengthType", "LinearSequenceMap", "Map", "RASPExpr", "SOp", "Select",
     "Selector", "SelectorAnd", "SelectorNot", "SelectorOr", "SelectorWidth", "SequenceMap",
     "TokensType", "UnsupportedProgramError", "ValueSetTooLarge", "__version__", "aggregate",
-    "analyze", "categorical", "evaluate", "evaluate_all", "format_program", "get_encoding",
-    "indices", "is_categorical", "is_numerical", "length", "numerical", "select",
-    "selector_width", "to_dot", "tokens", "topological_order", "validate",
+    "analyze", "categorical", "compile", "evaluate", "evaluate_all", "format_program",
+    "get_encoding", "indices", "is_categorical", "is_numerical", "length", "load", "numerical",
+    "select", "selector_width", "to_dot", "tokens", "topological_order", "validate", "verify",
 ]
 
 # Lazy re-exports: importing the compiler stays out of `import rasplang`.
@@ -71,11 +71,20 @@ _LAZY = {
     "load": "rasplang.backend.io",
     "verify": "rasplang.verification",
 }
+# Subpackages and modules users reach for as attributes (``rl.lib``), imported on first use.
+_SUBMODULES = ("backend", "fuzzing", "interpreter", "lib", "paper", "rasp", "testing",
+               "verification", "viz")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"rasplang.{name}")
     raise AttributeError(f"module 'rasplang' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})
