@@ -213,25 +213,53 @@ def test_categorical_aggregate_copies_the_selected_value():
         assert np.allclose(got, one_hot, rtol=0, atol=1e-12)
 
 
-def test_nullable_numerical_aggregate_writes_the_mean_none_flag():
+@pytest.mark.parametrize("categorical_source", [False, True])
+def test_nullable_numerical_aggregate_writes_the_mean_none_flag(categorical_source):
     """A nullable numerical output's flag is 1 where every selected value is None or where
-    nothing is selected and the default is None; the value coordinate reads None as 0."""
-    value = numerical_space("x", (None, 2.0, 4.0))
+    nothing is selected and the default is None; the value coordinate reads None as 0.
+    The source's None is its flag, or 1 - sum_v e_v for a categorical source."""
+    make = categorical_space if categorical_source else numerical_space
+    value = make("x", (None, 2.0, 4.0))
     out = numerical_space("out", (None, 2.0, 3.0, 4.0))  # default None: zeros at BOS
-    flag = value.directions[1]
     scale = attention.coldness(N, 8.0, 0.5)
     eq = [Term(TOKS, TOKS, table(lambda k, q: k == q, TOKENS, TOKENS))]
     head = attention.aggregate_head("out", eq, {TOKS: TOK, X: value}, value, out, None, scale,
                                     False, at_bos())
     toks = ["a", "b", "a", "c", "b"]
     vals = [2.0, None, 4.0, None, None]
-    seq = token_rows(toks, [0.0 if v is None else v for v in vals], value)
+    seq = [{BasisDirection("tokens", t): 1.0} for t in toks]
     for row, v in zip(seq, vals):
-        row[flag] = float(v is None)
+        if categorical_source and v is not None:
+            row[BasisDirection("x", v)] = 1.0
+        elif not categorical_source:
+            row.update({BasisDirection("x"): v or 0.0, value.directions[1]: float(v is None)})
     got = head(stream(head, {}, [seq])).project(out.space).magnitudes[0]  # (T, 2)
     # a: mean(2, 4) = 3; b: only None values; c: only None
     want = [[0, 1], [3, 0], [0, 1], [3, 0], [0, 1], [0, 1]]
     assert np.allclose(got, want, rtol=0, atol=1e-11)
+
+
+def test_bos_query_attends_bos_whatever_its_state_selects():
+    """A query SOp whose BOS state would select real keys (an Aggregate holding its default
+    there) still attends BOS from the BOS position, by at least C/2, so the BOS position
+    holds the default."""
+    q_space = categorical_space("q", TOKENS, bos_value="a")
+    state = {BasisDirection("q", "a"): 1.0}
+    value = numerical_space("x", (1.0, 2.0))
+    out = numerical_space("out", (1.0, 2.0, 5.0), bos_value=5.0)
+    scale = attention.coldness(N, 10.0, 0.5)
+    head = attention.aggregate_head(
+        "out", [Term(TOKS, K, table(lambda k, q: k == q, TOKENS, TOKENS))],
+        {TOKS: TOK, K: q_space, X: value}, value, out, 5.0, scale, False, at_bos(state))
+    seq = [{BasisDirection("tokens", "a"): 1.0, BasisDirection("q", "a"): 1.0,
+            BasisDirection("x"): 1.0 + (i % 2)} for i in range(N)]
+    x = stream(head, state, [seq])
+    logits = head.w_qk(x, x)[0]
+    assert logits[0, 0] - logits[0, 1:].max() >= scale / 2 - 1e-9
+    got = head(x).project(out.space).magnitudes[0, :, 0]
+    assert got[0] == pytest.approx(5.0, abs=attention.LEAKAGE_TARGET)
+    assert np.allclose(got[1:], np.mean([1.0 + (i % 2) for i in range(N)]), rtol=0,
+                       atol=attention.LEAKAGE_TARGET)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -29,9 +29,10 @@ def at_bos(coords=None):
     return BosState(BOS, dict(coords or {}))
 
 
-def run(mlp, rows, out_dirs=None):
+def run(mlp, rows, out_dirs=None, hidden=False):
     """The MLP's output on rows ({direction: value}, ``one`` = 1) projected on
-    ``out_dirs`` (default: what it writes), as a [rows, dims] array."""
+    ``out_dirs`` (default: what it writes), as a [rows, dims] array; with ``hidden``, the
+    hidden units' pre-activations instead."""
     written = dict.fromkeys(d for row in rows for d in row)
     space = join(mlp.residual_space, VectorSpace(dict.fromkeys([ONE, *written])))
     x = np.zeros((len(rows), space.dim))
@@ -39,6 +40,8 @@ def run(mlp, rows, out_dirs=None):
         x[r, space.index_of(ONE)] = 1.0
         for d, v in row.items():
             x[r, space.index_of(d)] = v
+    if hidden:
+        return mlp.first(VectorInBasis(space, x)).magnitudes
     target = mlp.second.output_space if out_dirs is None else VectorSpace(out_dirs)
     return mlp(VectorInBasis(space, x)).project(target).magnitudes
 
@@ -469,9 +472,10 @@ def test_gate_switches_units_off_where_an_input_is_none():
     outs = [BasisDirection("u", i) for i in range(3)]
     mlp = gated_mlp("u", dirs, gated, outs, np.eye(3), at_bos())
     got = run(mlp, none_rows(), outs)
-    for row, (n, c) in zip(got, NONE_CASES):
+    pre = run(mlp, none_rows(), hidden=True)
+    for row, units, (n, c) in zip(got, pre, NONE_CASES):
         if n is None or c is None:
-            assert not row.any()
+            assert not row.any() and units.max() <= -1  # margin 1
         else:
             want = [max(n + 2, 0), max(2 * (c == "p") - n, 0), max(3 - n + (c == "q"), 0)]
             assert row.tolist() == want
