@@ -1,10 +1,12 @@
 """The ``rasplang`` command line.
 
-User errors (an unknown program, a malformed vocabulary, a vocabulary holding the
-compiler's BOS or PAD token, a missing or broken program file, an empty input, a token
-outside the vocabulary, too many inputs to verify) print one line to stderr and exit
-with status 2, without a traceback. A program the compiler refuses, or one too large to
-build, prints its reason and exits with status 1.
+User errors (an unknown program, with the closest library names, a malformed
+vocabulary, a vocabulary holding the compiler's BOS or PAD token, a missing or broken
+program file, an empty input, a token outside the vocabulary, too many inputs to verify,
+a ``--vocab`` or ``--max-seq-len`` that contradicts the model file) print one line to
+stderr and exit with status 2, without a traceback. A program the compiler refuses, or
+one too large to build, prints its reason and exits with status 1. ``verify`` has its
+own statuses for its verdicts (`VERIFY_STATUSES`).
 
 A library program is built for the length it is run, compiled or verified at
 (`rasplang.lib.LibraryProgram.build`): some depend on it.
@@ -13,11 +15,13 @@ A library program is built for the length it is run, compiled or verified at
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import inspect
 import pathlib
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Sequence
@@ -29,6 +33,31 @@ from rasplang.verification import MAX_INPUTS
 
 class UsageError(Exception):
     """A mistake in the command line or its inputs: reported in one line, exit 2."""
+
+
+#: ``rasplang verify``'s exit statuses, as its ``--help`` lists them.
+VERIFY_STATUSES = {
+    0: "the model agrees with the program on every input checked, and none was skipped",
+    1: "the model disagrees with the program on some input (or the compiler refuses it)",
+    2: "a usage error: bad arguments, a missing or damaged file, too many inputs",
+    3: "the model agrees on every input checked, but some inputs were skipped because "
+       "the program raises on them (e.g. a Map 1/t with 0 in the vocabulary)",
+    130: "interrupted (Ctrl-C): the report covers the inputs checked so far",
+}
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and ``word`` in the right number: ``1 layer``, ``2 layers``, ``1,364 inputs``."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """``"; did you mean sort_unique or sort?"`` for the closest ``choices``, else ``""``."""
+    close = difflib.get_close_matches(name, choices, n=3)
+    if not close:
+        return ""
+    return "; did you mean " + (close[0] if len(close) == 1
+                                else ", ".join(close[:-1]) + " or " + close[-1]) + "?"
 
 
 def _parse_token(text: str) -> Any:
@@ -136,10 +165,10 @@ def load_program(spec: str, max_seq_len: int | None = None) -> tuple[rasplang.SO
     if entry is not None:
         return entry.build(max_seq_len), entry
     if ":" not in spec:
-        raise UsageError(
-            f"unknown program {spec!r}: expected a library name ({', '.join(PROGRAMS)}), "
-            "module:attr or path/to/file.py:attr"
-        )
+        hint = _did_you_mean(spec.removeprefix("make_"), list(PROGRAMS))
+        raise UsageError(f"unknown program {spec!r}" + (hint or (
+            ": expected a library name (`rasplang lib` lists them), module:attr or "
+            "path/to/file.py:attr")))
     target, attr = spec.rsplit(":", 1)
     if target.endswith(".py"):
         path = pathlib.Path(target)
@@ -161,16 +190,31 @@ def load_program(spec: str, max_seq_len: int | None = None) -> tuple[rasplang.SO
         except Exception as exc:
             raise _import_error(target, exc) from exc
     if not hasattr(module, attr):
-        raise UsageError(f"{target} has no attribute {attr!r}")
+        public = [name for name in dir(module) if not name.startswith("_")]
+        raise UsageError(f"{target} has no attribute {attr!r}{_did_you_mean(attr, public)}")
     return _as_program(getattr(module, attr), spec), None
 
 
+def program_name(spec: str) -> str:
+    """How messages name SPEC: the library entry's name, else SPEC as given."""
+    entry = library_entry(spec)
+    return entry.name if entry is not None else spec
+
+
 def _cmd_lib(args: argparse.Namespace) -> int:
+    """One line per library program: name, vocabulary, default length, description."""
     from rasplang.lib import PROGRAMS
 
-    width = max(len(name) for name in PROGRAMS)
-    for name, entry in PROGRAMS.items():
-        print(f"{name:<{width}}  {entry.description}")
+    rows = [(name, " ".join(map(str, entry.vocab)),
+             f"{entry.max_seq_len}{'*' if entry.length_dependent else ''}", entry.description)
+            for name, entry in PROGRAMS.items()]
+    headers = ("program", "vocabulary", "max_seq_len", "description")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers[:-1])]
+    for row in (headers, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    if any(entry.length_dependent for entry in PROGRAMS.values()):
+        print("\n* length-dependent: built for the length used (--max-seq-len, or the "
+              "input's length for run)")
     return 0
 
 
@@ -192,8 +236,15 @@ def load_model(path: str) -> Any:
         raise UsageError(str(exc)) from exc
 
 
-def _domain(args: argparse.Namespace, entry: Any, spec: str) -> tuple[tuple[Any, ...], int]:
-    """``--vocab`` and ``--max-seq-len``, defaulting to the library entry's."""
+def _domain(args: argparse.Namespace, entry: Any, spec: str,
+            model: Any = None) -> tuple[tuple[Any, ...], int]:
+    """``--vocab`` and ``--max-seq-len``, defaulting to the model file's, else the entry's.
+
+    A model file stores both: giving a different one is refused (the model was compiled
+    for its own domain).
+    """
+    if model is not None:
+        return _model_domain(args, model)
     vocab = parse_vocab(args.vocab) if args.vocab else (entry.vocab if entry else None)
     max_seq_len = args.max_seq_len if args.max_seq_len is not None else (
         entry.max_seq_len if entry else None)
@@ -206,9 +257,25 @@ def _domain(args: argparse.Namespace, entry: Any, spec: str) -> tuple[tuple[Any,
     return vocab, max_seq_len
 
 
-def _show(values: Sequence[Any]) -> str:
-    """Values separated by spaces; floats with 6 significant digits."""
-    return " ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values)
+def _model_domain(args: argparse.Namespace, model: Any) -> tuple[tuple[Any, ...], int]:
+    """The model file's vocabulary and length; a different ``--vocab``/``--max-seq-len`` is
+    refused, naming both."""
+    cfg = model.config
+    if args.vocab and set(parse_vocab(args.vocab)) != set(cfg.vocab):
+        raise UsageError(f"--vocab {args.vocab} differs from the vocabulary of {args.model}, "
+                         f"{','.join(map(str, cfg.vocab))}; omit --vocab to use the file's")
+    if args.max_seq_len is not None and args.max_seq_len != cfg.max_seq_len:
+        raise UsageError(f"--max-seq-len {args.max_seq_len} differs from the max_seq_len of "
+                         f"{args.model}, {cfg.max_seq_len}; omit --max-seq-len to use the "
+                         "file's")
+    if args.causal and not cfg.causal:
+        raise UsageError(f"--causal, but {args.model} was compiled without causal attention")
+    return tuple(cfg.vocab), cfg.max_seq_len
+
+
+def _show(value: Any) -> str:
+    """One value: floats with 6 significant digits."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _compile(program: Any, vocab: Sequence[Any], max_seq_len: int, causal: bool,
@@ -234,11 +301,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"input has {len(xs)} tokens; the model takes at most "
                              f"{model.config.max_seq_len}")
         if args.program is None:
-            print(_show(model.run([xs])[0]))
+            print(" ".join(map(_show, model.run([xs])[0])))
             return 0
         program, _ = load_program(args.program, model.config.max_seq_len)
-        return _print_both(model.run([xs])[0], rasplang.evaluate(
-            program, xs, causal=model.config.causal))
+        return _print_both(model, xs, rasplang.evaluate(program, xs, causal=model.config.causal))
     entry = library_entry(args.target)
     vocab = parse_vocab(args.vocab) if args.vocab else (entry.vocab if entry else None)
     xs = parse_input(args.input, vocab)
@@ -255,30 +321,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         check_compilable_vocab(vocab, "--vocab")
     model, _ = _compile(program, vocab, max_seq_len, args.causal, "run")
-    return _print_both(model.run([xs])[0], output)
+    return _print_both(model, xs, output)
 
 
-def _print_both(got: Sequence[Any], expected: Sequence[Any]) -> int:
-    """The model's output above the program's; status 1 when they differ."""
+def _print_both(model: Any, xs: Sequence[Any], expected: Sequence[Any]) -> int:
+    """The model's output on ``xs`` above the program's, column by column; 1 if they differ.
+
+    Positions are compared as `rasplang.verify` compares them (one value for ``1``,
+    ``1.0`` and ``True``; numbers within its tolerance). Where the model agrees, both rows
+    show the program's value, so ``1`` decoded for ``True`` or ``0.6666667`` for ``2/3``
+    do not look like a difference; where it does not, the model's row shows its own value
+    and a last line lists the positions.
+    """
     from rasplang.verification import _same
 
-    print(f"model:   {_show(got)}")
-    print(f"program: {_show(expected)}")
-    numerical = any(isinstance(v, float) for v in got)
-    same = len(got) == len(expected) and all(
-        _same(g, e, numerical and isinstance(g, float)) for g, e in zip(got, expected))
-    return 0 if same else 1
+    got = model.run([list(xs)])[0]
+    numerical = model.config.output_encoding == "numerical"
+    agree = [i < len(got) and i < len(expected) and _same(got[i], expected[i], numerical)
+             for i in range(max(len(got), len(expected)))]
+    top = [_show(expected[i] if ok else got[i]) if i < len(got) else ""
+           for i, ok in enumerate(agree)]
+    bottom = [_show(expected[i]) if i < len(expected) else "" for i in range(len(agree))]
+    widths = [max(len(a), len(b)) for a, b in zip(top, bottom)]
+    print("model:   " + " ".join(c.ljust(w) for c, w in zip(top, widths)).rstrip())
+    print("program: " + " ".join(c.ljust(w) for c, w in zip(bottom, widths)).rstrip())
+    differ = [i for i, ok in enumerate(agree) if not ok]
+    if differ:
+        print(f"differ at {plural(len(differ), 'position')}: {', '.join(map(str, differ))}")
+    return 1 if differ else 0
 
 
-def _program_and_domain(args: argparse.Namespace,
-                        spec: str) -> tuple[rasplang.SOp, tuple[Any, ...], int]:
-    """SPEC's program, vocabulary and length; a library program built for that length."""
+def _program_and_domain(args: argparse.Namespace, spec: str,
+                        model: Any = None) -> tuple[rasplang.SOp, tuple[Any, ...], int]:
+    """SPEC's program, vocabulary and length; a library program built for that length.
+
+    With ``model`` (a loaded model file), the vocabulary and length are the file's.
+    """
     entry = library_entry(spec)
     if entry is None:
         program, _ = load_program(spec)
-        vocab, max_seq_len = _domain(args, None, spec)
+        vocab, max_seq_len = _domain(args, None, spec, model)
     else:
-        vocab, max_seq_len = _domain(args, entry, spec)
+        vocab, max_seq_len = _domain(args, entry, spec, model)
         program = entry.build(max_seq_len)
     return program, vocab, max_seq_len
 
@@ -287,9 +371,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     program, vocab, max_seq_len = _program_and_domain(args, args.spec)
     model, seconds = _compile(program, vocab, max_seq_len, args.causal, "compile")
     cfg = model.config
-    print(f"compiled {args.spec}: {cfg.n_layers} layers, d_model {cfg.d_model}, "
-          f"{cfg.n_heads} heads of width {cfg.d_head}, d_mlp {cfg.d_mlp}, "
-          f"{model.n_params:,} parameters in {seconds * 1000:.1f} ms")
+    print(f"compiled {program_name(args.spec)}: {plural(cfg.n_layers, 'layer')}, "
+          f"d_model {cfg.d_model}, {plural(cfg.n_heads, 'head')} of width {cfg.d_head}, "
+          f"d_mlp {cfg.d_mlp}, {plural(model.n_params, 'parameter')} in "
+          f"{seconds * 1000:.1f} ms")
     if args.output:
         try:
             path = model.save(args.output)
@@ -302,7 +387,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from rasplang.verification import TooManyInputsError, check_input_count
 
-    program, vocab, max_seq_len = _program_and_domain(args, args.spec)
+    model = load_model(args.model) if args.model else None
+    program, vocab, max_seq_len = _program_and_domain(args, args.spec, model)
+    causal = model.config.causal if model is not None else args.causal
     exhaustive = True if args.exhaustive else (False if args.samples is not None else None)
     samples = args.samples or 10_000
     max_inputs = None if args.max_inputs == 0 else args.max_inputs
@@ -315,22 +402,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                             if exc.exhaustive else "")) from exc
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    if args.model:
-        model, seconds = load_model(args.model), None
-    else:
-        model, seconds = _compile(program, vocab, max_seq_len, args.causal, "verify")
+    seconds = None
+    if model is None:
+        model, seconds = _compile(program, vocab, max_seq_len, causal, "verify")
     try:
-        report = rasplang.verify(program, vocab, max_seq_len, model=model, causal=args.causal,
+        report = rasplang.verify(program, vocab, max_seq_len, model=model, causal=causal,
                                  exhaustive=exhaustive, samples=samples, seed=args.seed,
                                  max_inputs=max_inputs)
     except ValueError as exc:  # the model file does not fit the request
         raise UsageError(str(exc)) from exc
     if seconds is not None:
         report.compile_seconds = seconds
-    print(report.summary())
+    report.program = program_name(args.spec)  # not the output node's label
+    print(_with_verdict(report))
     if report.interrupted:
         return 130
-    return 0 if report.ok else 1
+    if not report.ok:
+        return 1
+    return 3 if report.skipped else 0
+
+
+def _with_verdict(report: Any) -> str:
+    """The report's summary, its bare ``OK`` saying how many inputs were skipped."""
+    lines = report.summary().split("\n")
+    if report.ok and report.skipped and lines[1:2] == ["OK"]:
+        lines[1] = (f"OK on {plural(report.checked, 'input')}; {report.skipped:,} raise in "
+                    "the program" if report.checked else
+                    f"nothing checked: all {plural(report.skipped, 'input')} raise in the "
+                    "program")
+    return "\n".join(lines)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -359,11 +459,14 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add_domain(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vocab", help="comma-separated vocabulary (default: the library's)")
+def _add_domain(p: argparse.ArgumentParser, model_file: bool = False) -> None:
+    default = "the model file's, else the library's" if model_file else "the library's"
+    p.add_argument("--vocab", help=f"comma-separated vocabulary (default: {default})")
     p.add_argument("--max-seq-len", type=_positive_int,
-                   help="longest input (default: the library's)")
-    p.add_argument("--causal", action="store_true", help="compile with causal attention")
+                   help=f"longest input (default: {default})")
+    p.add_argument("--causal", action="store_true",
+                   help="compile with causal attention" + (
+                       " (default: as the model file was)" if model_file else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,9 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the model to this .safetensors file")
     p.set_defaults(fn=_cmd_compile)
 
-    p = sub.add_parser("verify", help="check a compiled model against its program")
+    statuses = "\n".join(textwrap.fill(text, 79, initial_indent=f"  {code:<3}  ",
+                                        subsequent_indent=" " * 7)
+                          for code, text in VERIFY_STATUSES.items())
+    p = sub.add_parser("verify", help="check a compiled model against its program",
+                       description="Check a compiled model against its program on every "
+                                   "input, or on random ones.",
+                       epilog=f"exit status:\n{statuses}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
-    _add_domain(p)
+    _add_domain(p, model_file=True)
     p.add_argument("--model", help="verify this model file (default: compile SPEC)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--exhaustive", action="store_true", help="check every input")

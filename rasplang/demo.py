@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import rasplang
+from rasplang.cli import plural
 from rasplang.lib import PROGRAMS
 
 #: Verify exhaustively up to this many inputs, else on SAMPLES random ones.
@@ -67,8 +68,10 @@ def run_one(name: str) -> list[str] | str:
         return "; ".join(f"{', '.join(labels)}: {reason}" for reason, labels in by_reason.items())
     output = model.run([list(entry.example)])[0]
     domain = sum(len(entry.vocab) ** k for k in range(1, n + 1))
+    # No progress bar: it would stay on the terminal above the table.
     report = rasplang.verify(program, entry.vocab, n, model=model,
-                             exhaustive=domain <= EXHAUSTIVE_UP_TO, samples=SAMPLES)
+                             exhaustive=domain <= EXHAUSTIVE_UP_TO, samples=SAMPLES,
+                             progress=False)
     cfg = model.config
     how = "all" if report.exhaustive else "random"
     return [name, _show(entry.example), _show(output), str(n), str(cfg.n_layers),
@@ -95,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nnot compiled (the compiler says why):")
         print("\n".join(refused))
     bad = sum(int(r[-1].replace(",", "")) for r in rows)
-    print(f"\n{len(rows)} models, {bad} mismatches, {time.perf_counter() - start:.1f} s")
+    print(f"\n{plural(len(rows), 'model')}, {plural(bad, 'mismatch', 'mismatches')}, "
+          f"{time.perf_counter() - start:.1f} s")
     return 1 if bad else 0
 
 

@@ -12,14 +12,20 @@ def run(capsys, *argv):
 
 
 def test_lib_lists_programs(capsys):
-    """`rasplang lib` lists every library program with its description."""
+    """`rasplang lib`: one line per program with vocabulary, length and description."""
     from rasplang.lib import PROGRAMS
 
     code, out, _ = run(capsys, "lib")
     assert code == 0
     lines = out.splitlines()
-    assert len(lines) == len(PROGRAMS)
-    assert any(line.startswith("sort_unique ") for line in lines)
+    assert lines[0].split() == ["program", "vocabulary", "max_seq_len", "description"]
+    rows = {line.split()[0]: line for line in lines[1:len(PROGRAMS) + 1]}
+    assert list(rows) == list(PROGRAMS)
+    assert rows["sort_unique"].split()[:7] == ["sort_unique", "1", "2", "3", "4", "5", "5"]
+    assert rows["sort"].split()[6] == "5*"  # length-dependent, marked and explained
+    assert rows["detect_pattern"].split()[1:5] == ["a", "b", "c", "6"]
+    assert rows["hist"].endswith("how often each position's token occurs")
+    assert lines[-1].startswith("* length-dependent: built for the length used")
 
 
 def test_run_library_program(capsys):
@@ -86,7 +92,8 @@ def test_compile_prints_shape_and_writes_file(capsys, tmp_path):
     code, out, err = run(capsys, "compile", "rasplang.lib:make_hist", "--vocab", "a,b",
                          "--max-seq-len", "4", "-o", str(path))
     assert code == 0 and err == ""
-    assert "1 layers, d_model" in out and "parameters in" in out and f"wrote {path}" in out
+    assert "1 layer, d_model" in out and "1 head of width" in out
+    assert "parameters in" in out and f"wrote {path}" in out
     import rasplang as rl
 
     assert rl.load(path).run([["a", "b", "a"]]) == [[2, 1, 2]]
@@ -113,10 +120,30 @@ def test_run_model_file_beside_program(capsys, model_file):
 
 
 def test_run_compare_compiles_the_program(capsys):
-    """--compare compiles a SPEC and prints the model's output above the program's."""
+    """--compare: where the model agrees, both rows show the program's value and type."""
     code, out, _ = run(capsys, "run", "frac_prevs", "--input", "x y x", "--compare")
     assert code == 0
-    assert out == "model:   1 0.5 0.666667\nprogram: True 0.5 0.666667\n"
+    assert out == "model:   True 0.5 0.666667\nprogram: True 0.5 0.666667\n"
+
+
+def test_run_model_beside_program_shows_differences(capsys, tmp_path):
+    """Within verify's tolerance a model value prints as the program's; beyond, its own."""
+    import rasplang as rl
+
+    model = rl.compile(rl.lib.PROGRAMS["frac_prevs"].build(), ("x", "y"), 3)
+    weights = dict(model.weights)
+    close, far = tmp_path / "close.safetensors", tmp_path / "far.safetensors"
+    model.weights["unembed.W_U"] = weights["unembed.W_U"] * (1 + 3e-7)
+    model.save(close)
+    model.weights["unembed.W_U"] = weights["unembed.W_U"] * 1.5
+    model.save(far)
+    argv = ["--input", "x y x", "--program", "frac_prevs"]
+    code, out, _ = run(capsys, "run", str(close), *argv)
+    assert code == 0 and out == "model:   True 0.5 0.666667\nprogram: True 0.5 0.666667\n"
+    code, out, _ = run(capsys, "run", str(far), *argv)
+    assert code == 1 and out == ("model:   1.5  0.75 1\n"
+                                 "program: True 0.5  0.666667\n"
+                                 "differ at 3 positions: 0, 1, 2\n")
 
 
 def test_verify_library_program(capsys):
@@ -126,6 +153,43 @@ def test_verify_library_program(capsys):
     code, out, _ = run(capsys, "verify", "sort_unique", "--vocab", "1,2,3,4,5",
                        "--max-seq-len", "7", "--samples", "500", "--seed", "3")
     assert code == 0 and "500 of 500 inputs (random inputs" in out
+
+
+def test_verify_names_the_library_program(capsys):
+    """verify reports the library entry's name, not its output node's label."""
+    for spec in ("sort_unique", "make_sort_unique"):
+        code, out, _ = run(capsys, "verify", spec, "--samples", "20")
+        assert code == 0 and out.startswith("verified 'sort_unique' on 20 of 20"), out
+
+
+INVERSE = "import rasplang as rl\ninv = rl.numerical(rl.Map(lambda t: 1 / t, rl.tokens))\n"
+
+
+def test_verify_skipped_inputs_exit_3(capsys, tmp_path):
+    """Inputs the program raises on are counted in the verdict, and the exit status is 3."""
+    prog = tmp_path / "inv.py"
+    prog.write_text(INVERSE)
+    code, out, _ = run(capsys, "verify", f"{prog}:inv", "--vocab", "0,1,2",
+                       "--max-seq-len", "3")
+    assert code == 3
+    assert out.startswith(f"verified '{prog}:inv' on 14 of 39 inputs")
+    assert out.splitlines()[1] == "OK on 14 inputs; 25 raise in the program"
+    code, out, _ = run(capsys, "verify", f"{prog}:inv", "--vocab", "0", "--max-seq-len", "2")
+    assert code == 3 and out.splitlines()[1] == "nothing checked: all 2 inputs raise in the program"
+    code, out, _ = run(capsys, "verify", f"{prog}:inv", "--vocab", "1,2", "--max-seq-len", "3")
+    assert code == 0 and out.splitlines()[1] == "OK"
+
+
+def test_verify_help_lists_exit_statuses(capsys):
+    """`rasplang verify --help` documents every exit status verify returns."""
+    from rasplang.cli import VERIFY_STATUSES
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0 and "exit status:" in out
+    for code, text in VERIFY_STATUSES.items():
+        assert f"{code} {text}" in out
 
 
 def test_verify_mismatch_exits_1(capsys, tmp_path, monkeypatch):
@@ -154,6 +218,19 @@ def test_verify_refused_program_exits_1(capsys, tmp_path):
     assert "cannot compile 1 node(s)" in err and "length" in err
 
 
+def test_demo_leaves_no_progress_bar(capsys, monkeypatch):
+    """The demo's verify draws no progress bar, even on a terminal and after no delay."""
+    import sys
+
+    from rasplang import demo, verification
+
+    monkeypatch.setattr(verification, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    row = demo.run_one("hist")
+    out, err = capsys.readouterr()
+    assert row[0] == "hist" and out == "" and err == ""
+
+
 def test_demo_prints_one_table(capsys):
     """`rasplang demo` compiles, runs and verifies library programs with zero mismatches."""
     code, out, _ = run(capsys, "demo")
@@ -165,6 +242,7 @@ def test_demo_prints_one_table(capsys):
     row = next(line for line in out.splitlines() if line.startswith("sort_unique "))
     assert "[1 2 3 5]" in row and "3,905 all" in row and row.endswith(" 0")
     assert "not compiled" not in out and ", 0 mismatches" in out  # every program compiles
+    assert "1 models" not in out and "1 mismatches" not in out
 
 
 @pytest.mark.parametrize(
@@ -194,7 +272,7 @@ def test_model_file_user_errors(capsys, model_file, tmp_path):
         (["run", str(model_file), "--input", "1 9"], "token '9' at position 1"),
         (["run", str(model_file), "--input", "1 2 3 4 5 1"], "the model takes at most 5"),
         (["verify", "sort_unique", "--model", str(model_file), "--max-seq-len", "6"],
-         "exceeds the model's max_seq_len 5"),
+         f"--max-seq-len 6 differs from the max_seq_len of {model_file}, 5; omit"),
     ]:
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
@@ -304,3 +382,63 @@ def test_out_of_memory_is_one_line_exit_1(capsys, monkeypatch):
     code, out, err = run(capsys, "compile", "hist")
     assert code == 1 and out == "" and err.count("\n") == 1
     assert "error: out of memory: the model needs 3.2 TiB" in err
+
+
+# ------------------------------------------- the model file's domain, did you mean
+
+
+def test_verify_model_file_takes_its_domain(capsys, tmp_path):
+    """verify FILE.py:x --model M needs no --vocab or --max-seq-len: the file has them."""
+    import rasplang as rl
+
+    path = tmp_path / "succ.safetensors"
+    rl.compile(rl.tokens + 1, [1, 2], 3, causal=True).save(path)
+    prog = tmp_path / "prog.py"
+    prog.write_text("import rasplang as rl\nsucc = rl.tokens + 1\n")
+    code, out, err = run(capsys, "verify", f"{prog}:succ", "--model", str(path))
+    assert (code, err) == (0, "")
+    assert out.startswith(f"verified '{prog}:succ' on 14 of 14 inputs (every input of "
+                          "length 1..3 over 2 tokens, causal)")
+    code, _, _ = run(capsys, "verify", f"{prog}:succ", "--model", str(path), "--vocab", "2,1",
+                     "--max-seq-len", "3", "--causal")
+    assert code == 0  # the file's own domain, given again in another order
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--vocab", "1,2,3"], "--vocab 1,2,3 differs from the vocabulary of {path}, 1,2; "
+                               "omit --vocab to use the file's"),
+        (["--max-seq-len", "2"], "--max-seq-len 2 differs from the max_seq_len of {path}, 3; "
+                                 "omit --max-seq-len to use the file's"),
+        (["--causal"], "--causal, but {path} was compiled without causal attention"),
+    ],
+)
+def test_verify_model_file_refuses_another_domain(capsys, tmp_path, argv, message):
+    """--vocab, --max-seq-len or --causal that contradict the model file are refused."""
+    import rasplang as rl
+
+    path = tmp_path / "succ.safetensors"
+    rl.compile(rl.tokens + 1, [1, 2], 3).save(path)
+    prog = tmp_path / "prog.py"
+    prog.write_text("import rasplang as rl\nsucc = rl.tokens + 1\n")
+    assert_one_line_exit_2(run(capsys, "verify", f"{prog}:succ", "--model", str(path), *argv),
+                           message.format(path=path))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "sort_uniqe", "--input", "1"],
+         "unknown program 'sort_uniqe'; did you mean sort_unique"),
+        (["compile", "make_revrse"], "unknown program 'make_revrse'; did you mean reverse?"),
+        (["verify", "dyk1"], "did you mean dyck1"),
+        (["run", "rasplang.lib:make_hsit", "--input", "a"],
+         "rasplang.lib has no attribute 'make_hsit'; did you mean make_hist"),
+        (["run", "xyzzy", "--input", "a"],
+         "unknown program 'xyzzy': expected a library name (`rasplang lib` lists them)"),
+    ],
+)
+def test_misspelt_program_suggests_names(capsys, argv, message):
+    """A misspelt program name suggests the closest library names; exit status 2."""
+    assert_one_line_exit_2(run(capsys, *argv), message)
