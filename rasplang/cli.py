@@ -298,7 +298,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model = load_model(args.target)
         xs = parse_input(args.input, model.config.vocab)
         if len(xs) > model.config.max_seq_len:
-            raise UsageError(f"input has {len(xs)} tokens; the model takes at most "
+            raise UsageError(f"input has {plural(len(xs), 'token')}; the model takes at most "
                              f"{model.config.max_seq_len}")
         if args.program is None:
             print(" ".join(map(_show, model.run([xs])[0])))
