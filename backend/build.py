@@ -188,6 +188,7 @@ class _Builder:
         xs = [float(v) for v in raw]
         self.check_tolerance(self.reader, space, xs, raw)  # the problem is the reader's
         out = categorical_space(label, self.a.value_sets[sop])  # None: the zero vector
+        self.reserve(self.reader, len(out.directions), numerical_mlp.step_units(raw))
         mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, self.m,
                                              self.bos)
         self.register(node, out)
@@ -273,14 +274,16 @@ class _Builder:
             else:
                 self.check_tolerance(label, inp, xs, ys)
                 out = self.out_space(node)
+                self.reserve(label, len(out.directions), numerical_mlp.step_units(ys))
                 mlp = numerical_mlp.discretising_mlp(label, inp, xs, ys, out, self.m,
                                                      self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
 
     def reserve(self, label: str, rows: int, units: int) -> None:
-        """Refuse now an MLP whose ``rows x units`` weights alone exceed ``max_bytes``:
-        the model's ``W_in`` holds at least that many."""
+        """Refuse now an MLP that reads (or writes) ``rows`` directions with ``units``
+        hidden units when those weights alone exceed ``max_bytes``: the model's ``W_in``
+        (``W_out``) holds at least that many."""
         size = mlp_bound(label, rows, units)
         if size.bytes > self.max_bytes:
             raise ModelTooLarge(size, self.max_bytes)

@@ -40,7 +40,8 @@ class _Sizes:
         return sum(v is not None for v in self.analysis.value_sets[sop])
 
     def table(self, select: Select, keys: SOp, queries: SOp) -> np.ndarray:
-        return np.zeros((self.size(queries), self.size(keys)), dtype=bool)
+        # a read-only all-False view: the shape is all that counts, and takes no memory
+        return np.broadcast_to(np.False_, (self.size(queries), self.size(keys)))
 
     def product(self, parts: tuple[SOp, ...]) -> SOp:
         return Product(parts)

@@ -59,6 +59,11 @@ def changes(f_values: Sequence[Any]) -> np.ndarray:
 ROUNDING = 2.0 ** -36
 
 
+def step_units(f_values: Sequence[Any]) -> int:
+    """The hidden units `discretising_mlp` uses: two per change of ``f``, one base unit."""
+    return 2 * len(changes(f_values)) + 1
+
+
 def closest_step(xs: Sequence[float], f_values: Sequence[Any]) -> tuple[float, float] | None:
     """The two adjacent inputs closest together between which ``f`` changes (None: f is
     constant, so no step is needed)."""
@@ -100,7 +105,7 @@ def discretising_mlp(
     xs = np.asarray(xs, dtype=float)
     ys = [f(x) for x in xs.tolist()] if callable(f) else list(f)
     steps = changes(ys).tolist()
-    n_units = 2 * len(steps) + 1
+    n_units = step_units(ys)
     w_in = np.zeros((2, n_units))  # rows: the input coordinate, one
     w_out = np.zeros((n_units, len(out.directions)))
     w_in[1, 0] = 1.0  # base unit relu(one) = 1

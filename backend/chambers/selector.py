@@ -48,6 +48,10 @@ from rasplang.nodes import (
 MAX_PRODUCT_VALUES = 4096
 #: Largest combined (query tuple x key tuple) table a selector may need.
 MAX_TABLE_ENTRIES = 4_000_000
+#: Largest (query values x key values) table of one Select: its predicate is called on
+#: every pair, and the head's query-key matrix holds the table (indices x indices at
+#: length 8,192).
+MAX_SELECT_ENTRIES = 2**26
 
 
 class SelectorUnsupported(Exception):
@@ -111,7 +115,7 @@ def selector_terms(selector: Selector, ctx: SelectorContext) -> list[Term]:
         keys = pred.keys[0] if len(pred.keys) == 1 else ctx.product(pred.keys)
         n_q = math.prod(pred.table.shape[: len(pred.queries)])
         n_k = math.prod(pred.table.shape[len(pred.queries):])
-        terms.append(Term(keys, queries, pred.table.reshape(n_q, n_k).astype(float)))
+        terms.append(Term(keys, queries, pred.table.reshape(n_q, n_k)))
     return terms
 
 
@@ -119,7 +123,13 @@ def _conjunction(selector: Selector, ctx: SelectorContext) -> list[Pred]:
     """``selector`` as an `and` of Preds, one per distinct (queries, keys) parts."""
     if isinstance(selector, Select):
         keys, queries = ctx.resolve(selector.keys), ctx.resolve(selector.queries)
-        table = ctx.table(selector, keys, queries).astype(bool)
+        n_q, n_k = ctx.size(queries), ctx.size(keys)
+        if n_q * n_k > MAX_SELECT_ENTRIES:
+            raise SelectorUnsupported(
+                f"Select {ctx.label(selector)!r}: its table over {n_q:,} query values x "
+                f"{n_k:,} key values would have {n_q * n_k:,} entries (limit "
+                f"MAX_SELECT_ENTRIES={MAX_SELECT_ENTRIES:,})")
+        table = np.asarray(ctx.table(selector, keys, queries), dtype=bool)
         return [Pred((queries,), (keys,), table)]
     if isinstance(selector, SelectorAnd):
         return _merge(_conjunction(selector.fst, ctx) + _conjunction(selector.snd, ctx))
