@@ -197,3 +197,26 @@ def test_unhashable_constants_name_the_node(program):
     """A Full or ConstantSOp of a list is an AnalysisError naming it, not a TypeError."""
     with pytest.raises(AnalysisError, match=rf"'{program.label}': its value .* is not hashable"):
         rl.analyze(program, ["a"], 2)
+
+
+def test_select_table_limit(monkeypatch):
+    """A Select whose value table exceeds MAX_SELECT_ENTRIES is refused before it is built."""
+    from rasplang.backend.chambers import selector
+
+    monkeypatch.setattr(selector, "MAX_SELECT_ENTRIES", 15)
+    sel = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ).named("same")
+    with pytest.raises(UnsupportedProgramError, match=r"Select 'same': .*4 query values x 4 key"):
+        rl.compile(rasp.Aggregate(sel, rasp.tokens), ["a"], 4)
+    monkeypatch.setattr(selector, "MAX_SELECT_ENTRIES", 16)
+    rl.compile(rasp.Aggregate(sel, rasp.tokens), ["a"], 4)
+
+
+def test_conversion_is_reserved_before_it_is_built():
+    """The one-hot conversion of a numerical SOp counts against max_bytes before its
+    weights exist, naming the node that reads it."""
+    num = N(rasp.Map(lambda i: i / 7, rasp.indices)).named("num")
+    program = N(rasp.SequenceMap(lambda x, y: x, num, rasp.tokens)).named("reader")
+    analysis = rl.analyze(program, ["a"], 30)
+    limit = lower_bound(analysis).bytes + 1
+    with pytest.raises(ModelTooLarge, match=r"reader: .*hidden units reading"):
+        build_blocks(analysis, causal=False, bos="BOS", mlp_exactness=100, max_bytes=limit)
