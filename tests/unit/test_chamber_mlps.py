@@ -432,6 +432,33 @@ def test_margin_problem_refuses_what_it_should():
     assert margin(*small, error=0.5, numerical_out=True) is None
 
 
+def test_what_margin_problem_accepts_is_exact():
+    """At the accepted edge the steps are exactly 0 or 1: inputs off by 0.08 per coordinate
+    (every sign pattern) in float64, and terms up to 10^4 with gap 1 in float32."""
+    for xs, error, dtype in (((0, 1, 2), 0.08, np.float64), ((0, 10**4), 0.0, np.float32)):
+        ys = (0, 1)
+        fst, snd = categorical_space("f", xs, error=error), categorical_space("s", ys)
+        s = separable_mlp.split(xs, ys, lambda x, y: x + y)
+        assert separable_mlp.margin_problem(s, fst, snd, M, True) is None
+        values = tuple(sorted({x + y for x in xs for y in ys}))
+        out = categorical_space("y", values)
+        mlp = separable_mlp.separable_mlp("y", fst, snd, s, out, M, at_bos())
+        space = join(mlp.residual_space)
+        w_in = mlp.first.embedded(space).astype(dtype)  # (dim, hidden)
+        w_out = mlp.second.matrix.astype(dtype)  # (hidden, out dim)
+        cols = mlp.second.output_space.indices(out.space)
+        for x, y in itertools.product(xs, ys):
+            for signs in itertools.product((-1.0, 1.0), repeat=len(xs)):
+                v = np.zeros(space.dim, dtype=dtype)
+                v[space.index_of(ONE)] = 1
+                v[space.index_of(BasisDirection("s", y))] = 1
+                for value, sign in zip(xs, signs):
+                    v[space.index_of(BasisDirection("f", value))] = (value == x) + sign * error
+                got = (np.maximum(v @ w_in, 0) @ w_out)[cols]
+                assert got.dtype == dtype
+                assert np.array_equal(got, one_hot(values, x + y)), (x, y, signs)
+
+
 # ---------------------------------------------------------------------- none_flags
 
 NUM = numerical_space("n", (None, -2.0, 3.0))

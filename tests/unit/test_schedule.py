@@ -178,3 +178,28 @@ def test_balancing_reduces_the_widest_layer():
     assert (len(plain), widths(plain)) == (3, (12, 3))
     assert (len(balanced), widths(balanced)) == (3, (8, 2))
     check_placement(blocks, balanced)
+
+
+def test_balancing_does_not_widen_the_model():
+    """Balancing never makes d_mlp or n_heads (the widest layer) larger than the
+    as-soon-as-possible schedule. Here a SelectorWidth block (head + MLP of 5) sits in a
+    layer with 2 heads and 6 units; ASAP gives n_heads 2, d_mlp 8. Moving it to the layer
+    with fewer heads but 8 units makes d_mlp 13 and leaves n_heads at 2 (layer 0)."""
+    t = stub("embed")
+    a1, a2 = stub("attn", [t]), stub("attn", [t])
+    m1 = stub("mlp", [a1, a2], width=1)
+    c = stub("attn", [m1])
+    m2 = stub("mlp", [c], width=1)
+    m3 = stub("mlp", [m2], width=8)
+    width = stub("both", [m1], width=5)
+    out = stub("attn", [m3, width])
+    blocks = [t, a1, a2, m1, c, m2, m3, width, out]
+
+    def widths(layers):
+        return (max(sum(b.mlp.hidden_dim for b in layer.mlps) for layer in layers),
+                max(len(layer.heads) for layer in layers))
+
+    plain = widths(schedule(blocks, out.node, balance=False).layers)
+    balanced = widths(schedule(blocks, out.node).layers)
+    assert plain == (8, 2)
+    assert balanced[0] <= plain[0] and balanced[1] <= plain[1], (plain, balanced)
