@@ -157,6 +157,27 @@ def test_discretising_mlp_resets_input_error():
                        rtol=0, atol=1e-9)
 
 
+def test_discretising_mlp_is_exact_in_float32_where_accepted():
+    """Values discretisation_problem accepts (0, 10^4 and 10^4 + 10^-3, f changing at
+    each) give enc(f(x_j)) in float32 too, which model.run offers as exact: each step is
+    0 or 1 up to float32 rounding (1e-3 here)."""
+    xs = [0.0, 10000.0, 10000.001]
+    ys = [0, 1, 2]
+    assert numerical_mlp.discretisation_problem(xs, ys, 0.0, M) is None
+    inp = numerical_space("x", tuple(xs))
+    out = categorical_space("y", (0, 1, 2))
+    mlp = numerical_mlp.discretising_mlp("y", inp, xs, ys, out, M, at_bos())
+    space = join(mlp.residual_space)
+    w_in = mlp.first.embedded(space).astype(np.float32)  # (dim, hidden)
+    w_out = mlp.second.matrix.astype(np.float32)  # (hidden, 3)
+    cols = mlp.second.output_space.indices(out.space)
+    v = np.zeros((len(xs), space.dim), dtype=np.float32)
+    v[:, space.index_of(ONE)] = 1
+    v[:, space.index_of(inp.directions[0])] = xs
+    got = (np.maximum(v @ w_in, 0) @ w_out)[:, cols]  # (3, 3)
+    assert np.allclose(got, np.eye(3), rtol=0, atol=1e-3), got
+
+
 def test_discretising_mlp_with_an_always_none_input():
     """An input whose value set is {None}: the output is None (its flag) wherever the input
     is None, and 0 at BOS."""
