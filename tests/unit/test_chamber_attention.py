@@ -92,9 +92,9 @@ def builder_scale(values, default):
 
 
 def test_logits_have_the_documented_levels():
-    """With m = 2 terms a real query's logit is C m on selected keys, at most C (m - 1) on
-    the others and exactly C (m - 1/2) on BOS, although a key SOp has a nonzero BOS state;
-    the BOS query prefers BOS by at least C/2."""
+    """Logits are C m (selected), <= C (m - 1) (not) and C (m - 1/2) (BOS key)."""
+    # m = 2 terms; the key SOp K has a nonzero BOS state, which the BOS column cancels;
+    # the BOS query prefers BOS by at least C/2.
     k_space = categorical_space("k", ("p", "q"), bos_value="q")
     t2 = table(lambda k, q: (k == "p") == (q != "c"), TOKENS, ("p", "q"))
     terms = [Term(TOKS, TOKS, table(lambda k, q: k == q, TOKENS, TOKENS)), Term(K, TOKS, t2)]
@@ -132,9 +132,9 @@ def test_selector_width_bos_logit_ties_the_selected_keys():
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_numerical_aggregate_is_the_mean_or_the_default(causal):
-    """At the builder's coldness every position gets the mean of its selected values (keys
-    after the query masked when causal), or the default when none is selected, within the
-    documented leakage target 1e-12; the BOS position holds the default."""
+    """A numerical Aggregate gives the selected mean or the default, within 1e-12."""
+    # At the builder's coldness; keys after the query are masked when causal; the BOS
+    # position holds the default.
     default = -1.5
     scale, _ = builder_scale((-2.0, 0.5, 3.0), default)
     head, value, out, coords = numerical_aggregate(scale, causal, default)
@@ -168,8 +168,8 @@ def test_aggregate_default_where_nothing_is_selected():
 
 
 def test_leakage_stays_within_the_documented_bound_at_low_coldness():
-    """At a low coldness C the error is visible but at most 2 V (n + 1) e^{-C/2}; the
-    pattern gives BOS at most e^{-C/2}/w and each unselected key at most e^{-C}/w."""
+    """At a low coldness the error is nonzero but at most 2 V (n + 1) e^{-C/2}."""
+    # The pattern gives BOS at most e^{-C/2}/w and each unselected key at most e^{-C}/w.
     scale = 8.0
     head, value, out, coords = numerical_aggregate(scale, default=-1.5)
     rng = np.random.default_rng(1)
@@ -193,8 +193,8 @@ def test_leakage_stays_within_the_documented_bound_at_low_coldness():
 
 
 def test_categorical_aggregate_copies_the_selected_value():
-    """A categorical Aggregate that selects one key writes that key's one-hot; where it
-    selects none, the default's one-hot, or the zero vector for a None default."""
+    """A categorical Aggregate copies the selected one-hot, else the default's."""
+    # A None default is the zero vector.
     prev = table(lambda k, q: k == q - 1, range(N), range(N))  # the previous position
     for default in ("b", None):
         out = categorical_space("prev", (None, *TOKENS), bos_value=default)
@@ -215,9 +215,9 @@ def test_categorical_aggregate_copies_the_selected_value():
 
 @pytest.mark.parametrize("categorical_source", [False, True])
 def test_nullable_numerical_aggregate_writes_the_mean_none_flag(categorical_source):
-    """A nullable numerical output's flag is 1 where every selected value is None or where
-    nothing is selected and the default is None; the value coordinate reads None as 0.
-    The source's None is its flag, or 1 - sum_v e_v for a categorical source."""
+    """A nullable numerical Aggregate writes the mean None flag; None reads as 0."""
+    # The flag is 1 where every selected value is None, or nothing is selected and the
+    # default is None. The source's None is its flag, or 1 - sum_v e_v if categorical.
     make = categorical_space if categorical_source else numerical_space
     value = make("x", (None, 2.0, 4.0))
     out = numerical_space("out", (None, 2.0, 3.0, 4.0))  # default None: zeros at BOS
@@ -240,9 +240,9 @@ def test_nullable_numerical_aggregate_writes_the_mean_none_flag(categorical_sour
 
 
 def test_bos_query_attends_bos_whatever_its_state_selects():
-    """A query SOp whose BOS state would select real keys (an Aggregate holding its default
-    there) still attends BOS from the BOS position, by at least C/2, so the BOS position
-    holds the default."""
+    """The BOS query attends BOS by C/2 even if its BOS state selects real keys."""
+    # The query SOp holds 'a' at BOS (as an Aggregate holding its default would), which
+    # selects every real key; the BOS position must still hold the default.
     q_space = categorical_space("q", TOKENS, bos_value="a")
     state = {BasisDirection("q", "a"): 1.0}
     value = numerical_space("x", (1.0, 2.0))
@@ -264,8 +264,8 @@ def test_bos_query_attends_bos_whatever_its_state_selects():
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_selector_width_head_writes_one_over_width_plus_one(causal):
-    """The SelectorWidth head writes 1/(w + 1) to its scratch direction (w counted over
-    the visible keys), within n e^{-C} at the builder's coldness and at a low one."""
+    """The SelectorWidth head writes 1/(w + 1) to its scratch, within n e^{-C}."""
+    # w counts the visible keys; at the builder's coldness and at a low one.
     terms = [Term(TOKS, TOKS, table(lambda k, q: k <= q, TOKENS, TOKENS))]
     scratch = BasisDirection("w", "scratch")
     rng = np.random.default_rng(2)

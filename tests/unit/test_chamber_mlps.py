@@ -85,9 +85,9 @@ def test_gated_mlp_is_unchanged_at_real_positions():
 
 
 def test_gated_mlp_is_zero_at_bos_with_margin_one():
-    """At BOS every unit's pre-activation is min(p, 0) - 1 (p: its ungated value there),
-    so the output is exactly 0, also under input perturbations that move any
-    pre-activation by less than 1; a move of 3/2 on a margin-1 unit fires it."""
+    """At BOS every unit is min(p, 0) - 1, so 0 under input moves below 1."""
+    # p: the unit's ungated pre-activation at BOS. Moves that shift any pre-activation by
+    # less than 1 keep the output exactly 0; a move of 3/2 on a margin-1 unit fires it.
     mlp, w, w_out, state = gated_example()
     bos_row = {BOS: 1.0, **state}
     p = np.array([state[A], state[B], state[C], 1.0]) @ w
@@ -128,8 +128,8 @@ def step_tolerance(xs, f):
 
 @pytest.mark.parametrize("numerical_out", [False, True])
 def test_discretising_mlp_is_exact_at_values_and_within_tolerance(numerical_out):
-    """At every x_j, and at x_j +- 0.99 of the documented tolerance, the output is
-    enc(f(x_j)) up to float rounding; at BOS it is 0."""
+    """Discretisation gives enc(f(x_j)) at x_j and x_j +- 0.99 tolerance; 0 at BOS."""
+    # Exact up to float rounding (1e-9).
     inp = numerical_space("x", tuple(XS))
     ys = [parity_of_square(x) for x in XS]
     outs = (0, 1, 2)
@@ -144,8 +144,7 @@ def test_discretising_mlp_is_exact_at_values_and_within_tolerance(numerical_out)
 
 
 def test_discretising_mlp_resets_input_error():
-    """Two inputs that differ by less than the tolerance give the same output to rounding,
-    so accumulated error does not pass through."""
+    """Inputs closer than the tolerance give the same output: error does not pass."""
     inp = numerical_space("x", tuple(XS))
     out = categorical_space("y", (0, 1, 2))
     mlp = numerical_mlp.discretising_mlp("y", inp, XS, parity_of_square, out, M, at_bos())
@@ -158,9 +157,9 @@ def test_discretising_mlp_resets_input_error():
 
 
 def test_discretising_mlp_is_exact_in_float32_where_accepted():
-    """Values discretisation_problem accepts (0, 10^4 and 10^4 + 10^-3, f changing at
-    each) give enc(f(x_j)) in float32 too, which model.run offers as exact: each step is
-    0 or 1 up to float32 rounding (1e-3 here)."""
+    """What discretisation_problem accepts is also exact in float32 (model.run's)."""
+    # 0, 10^4 and 10^4 + 10^-3 with f changing at each; each step must be 0 or 1 up to
+    # float32 rounding (1e-3 allowed here).
     xs = [0.0, 10000.0, 10000.001]
     ys = [0, 1, 2]
     assert numerical_mlp.discretisation_problem(xs, ys, 0.0, M) is None
@@ -179,8 +178,7 @@ def test_discretising_mlp_is_exact_in_float32_where_accepted():
 
 
 def test_discretising_mlp_with_an_always_none_input():
-    """An input whose value set is {None}: the output is None (its flag) wherever the input
-    is None, and 0 at BOS."""
+    """An always-None input gives the None flag where it is None, and 0 at BOS."""
     inp = numerical_space("x", (None,))
     out = numerical_space("y", (None,))
     mlp = numerical_mlp.discretising_mlp("y", inp, [], [], out, M, at_bos())
@@ -189,8 +187,9 @@ def test_discretising_mlp_with_an_always_none_input():
 
 
 def test_affine_mlp_is_exact():
-    """sum_j a_j value_j + const on a numerical and a categorical input, on every value
-    pair and between values; one unit per fixed-sign input, two otherwise, one for const."""
+    """The affine MLP is sum_j a_j value_j + const, with the documented units."""
+    # A numerical and a categorical input, on every value pair and between values; one
+    # unit per fixed-sign input, two otherwise, one for const.
     x = numerical_space("x", (-3.0, -0.5, 2.0, 5.0))
     c = categorical_space("c", (1, 2, 4))
     terms = [(x, 2.5, (-3.0, 5.0)), (c, -1.0, (1.0, 4.0))]
@@ -205,8 +204,7 @@ def test_affine_mlp_is_exact():
 
 
 def test_affine_mlp_none_input():
-    """A None input (flag 1, value 0) switches the affine units off and writes the output's
-    None flag; other inputs are exact."""
+    """A None input switches the affine units off and writes the None flag."""
     x = numerical_space("x", (None, -2.0, 3.0))
     out = numerical_space("y", (None, -3.0, 7.0))
     mlp = numerical_mlp.affine_mlp("y", [(x, 2.0, (-2.0, 3.0))], 1.0, out, at_bos())
@@ -236,8 +234,8 @@ def test_affine_fit_finds_a_and_c_or_refuses():
 
 
 def test_discretisation_problem_refuses_values_an_ulp_apart():
-    """Values an ulp apart where f changes are refused; where f does not change, or values
-    far apart with an error below half the tolerance, are accepted."""
+    """discretisation_problem refuses values an ulp apart where f changes."""
+    # Accepted: the same pair where f does not change, and values far apart.
     lo = 0.6
     hi = math.nextafter(lo, 1.0)
     assert "cannot discretise" in numerical_mlp.discretisation_problem([lo, hi], [0, 1], 0.0, M)
@@ -246,8 +244,8 @@ def test_discretisation_problem_refuses_values_an_ulp_apart():
 
 
 def test_discretisation_problem_threshold_is_half_the_tolerance():
-    """Gap 1 at M = 100: the tolerance is 0.495 and an input error is accepted below half
-    of it (minus rounding) and refused above."""
+    """An input error is accepted below half the tolerance and refused above."""
+    # Gap 1 at M = 100: the tolerance is 0.495.
     assert numerical_mlp.discretisation_problem([0.0, 1.0], [0, 1], 0.24, M) is None
     assert numerical_mlp.discretisation_problem([0.0, 1.0], [0, 1], 0.25, M) is not None
 
@@ -259,8 +257,8 @@ LETTERS = ("a", "b", "c", "d")
 
 @pytest.mark.parametrize("numerical_out", [False, True])
 def test_map_lookup_table(numerical_out):
-    """A categorical Map writes enc(f(x)) for every value (zero where f gives None), one
-    unit per distinct output; a None input or BOS writes nothing."""
+    """A categorical Map writes enc(f(x)); a None input or BOS writes nothing."""
+    # f gives None for 'd' (zero one-hot, or the flag); one unit per distinct output.
     table = {"a": 1, "b": 2, "c": 1, "d": None}
     inp = categorical_space("x", (None, *LETTERS))
     if numerical_out:  # None output: the flag
@@ -299,8 +297,7 @@ def sequence_map_rows():
 
 
 def test_sequence_map_layouts_give_the_same_table():
-    """All three layouts write the one-hot of f(x, y) on every pair and nothing where an
-    input is None or at BOS."""
+    """All three SequenceMap layouts write enc(f(x, y)); None or BOS: nothing."""
     def f(a, b):
         return (a + (b == "q")) % 3
 
@@ -330,8 +327,7 @@ def test_table_layout_takes_the_fewest_units(f, name, units):
 
 
 def test_sequence_map_numerical_output_and_none():
-    """A numerical nullable output: f's value on every pair, the None flag where f gives
-    None or an input is None, zeros at BOS."""
+    """A numerical SequenceMap gives f, or the None flag where f or an input is None."""
     def f(a, b):
         return None if (a, b) == (2, "p") else 10 * a + (b == "q")
 
@@ -346,8 +342,8 @@ def test_sequence_map_numerical_output_and_none():
 
 
 def test_product_mlp_three_parts():
-    """The product of three parts is the one-hot of the tuple in C order; a None part or
-    BOS (whose parts hold a nonzero state) writes nothing."""
+    """product_mlp writes the tuple's one-hot; a None part or BOS writes nothing."""
+    # C order over three parts; the BOS row holds a nonzero state on two parts.
     parts = [categorical_space("p", ("x", "y")), categorical_space("q", (0, 1, 2)),
              categorical_space("r", ("u", "v"))]
     tuples = tuple(itertools.product(*(p.values for p in parts)))
@@ -368,8 +364,8 @@ def exact(value):
 
 
 def test_split_finds_u_and_v_exactly():
-    """For f = u(x) + v(y), split returns u, v with u[i] + v[j] == f(x_i, y_j) exactly (as
-    rationals), for ints and for floats that add exactly."""
+    """split finds u, v with u[i] + v[j] == f(x_i, y_j) as rationals."""
+    # For ints, and for floats that add exactly.
     cases = [((1, 2, 5), (0, 3, 4), lambda x, y: x - 2 * y),
              ((0.5, 1.25, -3.0), (0.0, 0.75), lambda x, y: 2 * x + y)]
     for xs, ys, f in cases:
@@ -405,8 +401,7 @@ def test_split_refuses_float_sums_that_round():
 
 @pytest.mark.parametrize("numerical_out", [False, True])
 def test_separable_mlp_is_f_on_every_pair(numerical_out):
-    """The separable MLP writes enc(f(x, y)) on every pair, the None encoding where an
-    input is None and nothing at BOS."""
+    """The separable MLP writes enc(f(x, y)); None where an input is; 0 at BOS."""
     xs, ys = (1, 2, 3, 4, 5), (0, 1, 2, 3)
 
     def f(x, y):
@@ -441,9 +436,9 @@ def margin(xs, ys, error=0.0, numerical_out=False):
 
 
 def test_margin_problem_refuses_what_it_should():
-    """Input error: sum|u| (e + 2^-20) + sum|v| 2^-20 against g (M - 1) / (4M) = 0.2475
-    for gap 1; float32 rounding at range 1e5 with gap 1; terms past 2**53; a numerical
-    output (no steps) is never refused."""
+    """margin_problem refuses input error, float32 range and terms past 2**53."""
+    # Input error: sum|u| (e + 2^-20) + sum|v| 2^-20 against g (M - 1) / (4M) = 0.2475
+    # for gap 1; float32 at range 1e5 with gap 1; a numerical output is never refused.
     small = ((0, 1, 2), (0, 1))  # sum|u| = 3, sum|v| = 1
     assert margin(*small, error=0.08) is None
     assert "off by" in margin(*small, error=0.085)
@@ -454,8 +449,9 @@ def test_margin_problem_refuses_what_it_should():
 
 
 def test_what_margin_problem_accepts_is_exact():
-    """At the accepted edge the steps are exactly 0 or 1: inputs off by 0.08 per coordinate
-    (every sign pattern) in float64, and terms up to 10^4 with gap 1 in float32."""
+    """What margin_problem accepts is exact: steps exactly 0 or 1 at its edge."""
+    # Inputs off by 0.08 per coordinate (every sign pattern) in float64; terms up to
+    # 10^4 with gap 1 in float32.
     for xs, error, dtype in (((0, 1, 2), 0.08, np.float64), ((0, 10**4), 0.0, np.float32)):
         ys = (0, 1)
         fst, snd = categorical_space("f", xs, error=error), categorical_space("s", ys)
@@ -500,8 +496,8 @@ def none_rows():
 
 
 def test_indicators_count_the_none_inputs():
-    """The indicator rows sum to the number of None inputs; a non-nullable input and a
-    repeated space add nothing."""
+    """The indicator rows sum to the number of None inputs."""
+    # A non-nullable input and a repeated space add nothing.
     dirs, weights = none_flags.indicators([NUM, CAT, FIXED, NUM])
     out = BasisDirection("count")
     mlp = gated_mlp("i", dirs, np.hstack([weights, -weights]), [out], np.array([[1.0], [-1.0]]),
@@ -540,8 +536,8 @@ def test_none_units_write_the_flag_where_any_input_is_none():
 
 
 def test_none_unit_count():
-    """Two units for two nullable inputs, one for one, none for a categorical output (its
-    None is the zero vector) or inputs that are never None."""
+    """none_unit_count: 2 for two nullable inputs, 1 for one, else 0."""
+    # 0 for a categorical output (its None is the zero vector).
     num_out = numerical_space("y", (None, 1.0))
     assert none_flags.none_unit_count([NUM, CAT], num_out) == 2
     assert none_flags.none_unit_count([NUM, FIXED], num_out) == 1

@@ -133,8 +133,8 @@ def _programs():
 
 @pytest.mark.parametrize(("program", "n_layers"), _programs())
 def test_layers_of_small_programs(program, n_layers):
-    """Each program gets the hand-counted number of layers, which no placement beats, with
-    every block after its inputs, balanced or not."""
+    """Small programs get their hand-counted layers, which no placement beats."""
+    # Every block after its inputs, balanced or not.
     blocks = build(program)
     assert fewest_layers(blocks) == n_layers
     for balance in (False, True):
@@ -144,8 +144,9 @@ def test_layers_of_small_programs(program, n_layers):
 
 
 def test_random_graphs_fewest_layers_and_valid_balancing():
-    """On random DAGs the layer count is the exhaustive-search minimum; balancing keeps it
-    and keeps every block after its inputs."""
+    """On random DAGs the layers are minimal and balancing keeps them valid."""
+    # The minimum is an exhaustive search; balancing keeps the count and every block
+    # after its inputs.
     rng = np.random.default_rng(0)
     for _ in range(100):
         blocks = random_blocks(rng, int(rng.integers(2, 11)))
@@ -157,8 +158,8 @@ def test_random_graphs_fewest_layers_and_valid_balancing():
 
 
 def test_balancing_reduces_the_widest_layer():
-    """Two side MLPs (width 4) and two side heads that ASAP puts in layer 0 are spread
-    over layers 0 and 1: widest MLP 12 -> 8, most heads 3 -> 2, still 3 layers."""
+    """Balancing spreads side blocks: widest MLP 12 -> 8, heads 3 -> 2, 3 layers."""
+    # Two side MLPs (width 4) and two side heads that ASAP puts in layer 0.
     tokens = stub("embed")
     h1 = stub("attn", [tokens])
     m1 = stub("mlp", [h1], width=4)
@@ -181,10 +182,10 @@ def test_balancing_reduces_the_widest_layer():
 
 
 def test_balancing_does_not_widen_the_model():
-    """Balancing never makes d_mlp or n_heads (the widest layer) larger than the
-    as-soon-as-possible schedule. Here a SelectorWidth block (head + MLP of 5) sits in a
-    layer with 2 heads and 6 units; ASAP gives n_heads 2, d_mlp 8. Moving it to the layer
-    with fewer heads but 8 units makes d_mlp 13 and leaves n_heads at 2 (layer 0)."""
+    """Balancing never makes d_mlp or n_heads larger than the ASAP schedule."""
+    # A SelectorWidth block (head + MLP of 5) sits in a layer with 2 heads and 6 units;
+    # ASAP gives n_heads 2, d_mlp 8. Moving it to the layer with fewer heads but 8 units
+    # gives d_mlp 13 and leaves n_heads at 2 (layer 0).
     t = stub("embed")
     a1, a2 = stub("attn", [t]), stub("attn", [t])
     m1 = stub("mlp", [a1, a2], width=1)
