@@ -2,8 +2,11 @@
 
 - `on_files`: runs the code of every page that shows a generated image and adds the
   figures that code saved (``fig.savefig("name.png")``) to the site, next to the page.
+- `on_files` also adds the Performance page's figures, drawn from the measured numbers
+  in docs/data/performance.json (see performance_page.py; nothing is measured here).
 - `on_page_markdown`: expands ``<!-- rasplang:library -->`` into the program library,
-  generated from ``rasplang.lib.PROGRAMS`` (see library_page.py).
+  generated from ``rasplang.lib.PROGRAMS`` (see library_page.py), and each
+  ``<!-- rasplang:performance-data NAME -->`` into a collapsed table of that dataset.
 
 A failing code block fails the build, naming the page and line.
 """
@@ -41,6 +44,8 @@ def load_sibling(name: str) -> ModuleType:
 
 codeblocks = load_sibling("codeblocks")
 library_page = load_sibling("library_page")
+performance_page = load_sibling("performance_page")
+PERFORMANCE_PAGE = "performance.md"
 
 
 def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, bytes]:
@@ -64,7 +69,10 @@ def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, byte
 
 
 def on_files(files: Files, *, config: MkDocsConfig) -> Files:
-    """Add the figures the pages' code makes."""
+    """Add the Performance page's figures and the figures the pages' code makes."""
+    if files.get_file_from_path(PERFORMANCE_PAGE) is not None:
+        for name, content in performance_page.figures().items():
+            files.append(File.generated(config, _join(PERFORMANCE_PAGE, name), content=content))
     for file in list(files.documentation_pages()):
         if file.abs_src_path is None:
             continue
@@ -89,7 +97,7 @@ def _join(page_uri: str, src: str) -> str:
 
 
 def on_page_markdown(markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
-    """Expand the program-library marker into the generated catalogue."""
+    """Expand the program-library marker and the performance-data markers."""
     if LIBRARY_MARKER in markdown:
         markdown = markdown.replace(LIBRARY_MARKER, library_page.render())
-    return markdown
+    return performance_page.expand(markdown)
