@@ -100,4 +100,6 @@ def on_page_markdown(markdown: str, *, page: Page, config: MkDocsConfig, files: 
     """Expand the program-library marker and the performance-data markers."""
     if LIBRARY_MARKER in markdown:
         markdown = markdown.replace(LIBRARY_MARKER, library_page.render())
-    return performance_page.expand(markdown)
+    if page.file.src_uri == PERFORMANCE_PAGE:
+        markdown = performance_page.expand(markdown)
+    return markdown

@@ -3,8 +3,8 @@
 The data file holds measured numbers only (each dataset names its machine, date and the
 command that measures it); nothing is measured when the site is built. The mkdocs hook
 calls `figures` to add the PNGs next to docs/performance.md, and `expand` to replace
-each ``<!-- rasplang:performance-data NAME -->`` marker with a collapsed table of the
-whole dataset NAME.
+each ``<!-- rasplang:performance-data NAME -->`` marker (alone on its line) with a
+collapsed table of the whole dataset NAME.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "performance.json"
-MARKER = re.compile(r"<!--\s*rasplang:performance-data\s+(?P<name>\w+)\s*-->")
+MARKER = re.compile(r"^<!--\s*rasplang:performance-data\s+(?P<name>\w+)\s*-->$", re.M)
 #: One colour per program, the same in every figure (matplotlib's tab10).
 COLORS = {
     "length": "#e377c2", "reverse": "#1f77b4", "hist": "#ff7f0e", "sort": "#2ca02c",
@@ -145,7 +145,7 @@ def _figure_tracr(data: dict[str, Any]) -> Any:
     ]
     for ax, column, title in panels:
         for program in programs:
-            mine = lambda r, p=program: r["program"] == p  # noqa: E731
+            mine = lambda r, p=program: r["program"] == p
             ax.plot(*series(ours, "max_seq_len", column, mine), "-o", ms=4,
                     color=COLORS[program])
             xs, ys = series(theirs, "max_seq_len", column, mine)
