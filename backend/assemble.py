@@ -131,7 +131,8 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
         n_layers=n_layers, d_model=d, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp,
         n_ctx=analysis.max_seq_len + 1, d_vocab=len(vocab) + 2, d_vocab_out=w_u.shape[1],
         causal=causal, vocab=vocab, bos=bos, pad=pad, max_seq_len=analysis.max_seq_len,
-        output_encoding=Encoding.NUMERICAL if out_space.numerical else Encoding.CATEGORICAL)
+        output_encoding=Encoding.NUMERICAL if out_space.numerical else Encoding.CATEGORICAL,
+        float64_only=built.float64_only)
     return CompiledModel(config, w, [_label(x) for x in res.basis], enc_in, enc_out,
                          {k: tuple(v) for k, v in circuit.items()}, analysis.program)
 

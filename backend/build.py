@@ -85,6 +85,8 @@ class Built:
     indices: SOpSpace
     bos: BasisDirection
     problems: list[tuple[str, str]]
+    #: Why the model is exact only in float64 ("" when float32 is exact too).
+    float64_only: str = ""
 
 
 def _safe(f: Any, *args: Any) -> Any:
@@ -127,6 +129,7 @@ class _Builder:
         self.spaces: dict[SOp, SOpSpace] = {}
         self.problems: list[tuple[str, str]] = []
         self.reader = ""  # the label of the node being built
+        self.float64_only = ""  # why the model is exact in float64 but not in float32
         self.tokens = categorical_space("tokens", sorted_values(analysis.vocab))
         self.indices = categorical_space("indices", tuple(range(self.n)))
         self.base_tokens = TokensType()
@@ -292,6 +295,9 @@ class _Builder:
         problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, self.m)
         if problem:
             self.problems.append((label, f"input {inp.label!r}: {problem}"))
+        elif not self.float64_only and (problem := numerical_mlp.discretisation_problem(
+                xs, ys, inp.error, self.m, rounding=numerical_mlp.ROUNDING32)):
+            self.float64_only = f"{label}: input {inp.label!r}: {problem} in float32"
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap, label: str) -> NodeBlock:
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
@@ -440,4 +446,4 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: f
             f"the output may be off by {out.error:.3g} (attention leakage, amplified by the "
             f"factors after it), more than OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}")))
     return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos.direction,
-                 builder.problems)
+                 builder.problems, builder.float64_only)

@@ -44,7 +44,11 @@ class ModelConfig:
     pad: Any
     max_seq_len: int
     output_encoding: Encoding  # of the output SOp
-    act_fn: str = "relu"  # one of ACT_FNS
+    act_fn: str = "relu"
+    #: Why the model is exact only in float64 (a discretisation's margin is below float32
+    #: rounding); "" when it is exact in float32 too. `CompiledModel.run` and ``apply``
+    #: refuse float32 when it is set.
+    float64_only: str = ""  # one of ACT_FNS
     normalization_type: None = None
 
     @property
@@ -209,7 +213,7 @@ class CompiledModel:
         holds a token outside the vocabulary (BOS or PAD after position 0 included) or is
         longer than ``max_seq_len + 1``, and for a ``dtype`` other than float64 or float32.
         """
-        dtype = _checked_dtype(dtype)
+        dtype = _exact_dtype(dtype, self.config)
         if isinstance(tokens, (str, bytes)):
             raise ValueError(f"apply takes one sequence of tokens starting with BOS, got the "
                              f"{type(tokens).__name__} {tokens!r}; write "
@@ -243,7 +247,7 @@ class CompiledModel:
         ``chunk`` sequences run at once, fewer where their activations would take more
         than `ACTIVATION_BYTES`.
         """
-        dtype = _checked_dtype(dtype)
+        dtype = _exact_dtype(dtype, self.config)
         batch = self._sequences(batch)
         for i, s in enumerate(batch):
             self._check_length(i, len(s))
@@ -334,6 +338,15 @@ def _checked_dtype(dtype: Any) -> np.dtype:
         name = got.name if got is not None else repr(dtype)
         raise ValueError(f"dtype {name} is not supported: the forward pass is exact in "
                          "float64 (the default) and float32 only")
+    return got
+
+
+def _exact_dtype(dtype: Any, config: ModelConfig) -> np.dtype:
+    """`_checked_dtype`, and a ValueError for float32 on a model exact only in float64."""
+    got = _checked_dtype(dtype)
+    if got == np.float32 and config.float64_only:
+        raise ValueError(f"this model is exact in float64 only ({config.float64_only}); "
+                         "run it with the default dtype=np.float64")
     return got
 
 

@@ -8,9 +8,10 @@ sublayer and the MLP right after it. The number of layers is then the longest pa
 in the dependency graph counted in sublayers, which no schedule can beat.
 
 Balancing: in reverse topological order, every node moves to the sublayer of the
-right kind, between its inputs and its consumers, whose load (heads, MLP hidden units)
-is smallest, so ``n_heads`` and ``d_mlp`` (every layer is padded to the widest) shrink
-without adding layers.
+right kind, between its inputs and its consumers, that keeps the padded widths
+(``n_heads`` and ``d_mlp``: every layer is padded to the widest) smallest, then whose
+own load (heads, MLP hidden units) is smallest. Its current sublayer is a candidate,
+so no move grows either width, and none adds a layer.
 """
 
 from __future__ import annotations
@@ -140,13 +141,17 @@ def _balance(blocks, by_node, kinds, slot, ready, output, n_layers) -> None:
             continue
         load(b, slot[node], -1)
 
-        def cost(s: int, k: BlockKind = k, b: NodeBlock = b) -> tuple[int, int, int]:
+        peak_h, peak_u = max(heads.values(), default=0), max(units.values(), default=0)
+
+        def cost(s: int, k: BlockKind = k, b: NodeBlock = b, peak_h: int = peak_h,
+                 peak_u: int = peak_u) -> tuple[int, ...]:
+            # the padded widths after the move first (never grown), then this layer's load
             layer = s // 2
             h = heads[layer] + (1 if k.has_head else 0)
             u = units[layer] + (b.mlp.hidden_dim if b.mlp is not None else 0)
             if k is BlockKind.MLP:
-                return (u, h, -s)
-            return (h, u, -s)
+                return (max(peak_u, u), max(peak_h, h), u, h, -s)
+            return (max(peak_h, h), max(peak_u, u), h, u, -s)
 
         best = min(candidates, key=cost)
         slot[node] = best

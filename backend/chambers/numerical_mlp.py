@@ -57,6 +57,8 @@ def changes(f_values: Sequence[Any]) -> np.ndarray:
 #: ordinary arithmetic. Values closer than this (e.g. ``0.6`` and ``0.6000000000000001``
 #: from two ways of rounding one sum) cannot be told apart by a threshold.
 ROUNDING = 2.0 ** -36
+#: The same allowance for a model run in float32 (16 float32 ulps of the largest value).
+ROUNDING32 = 2.0 ** -20
 
 
 def step_units(f_values: Sequence[Any]) -> int:
@@ -76,9 +78,10 @@ def closest_step(xs: Sequence[float], f_values: Sequence[Any]) -> tuple[float, f
 
 
 def discretisation_problem(xs: Sequence[float], f_values: Sequence[Any], error: float,
-                           mlp_exactness: float) -> str | None:
+                           mlp_exactness: float, rounding: float = ROUNDING) -> str | None:
     """Why the discretising MLP may not be exact for inputs off by up to ``error`` plus
-    float rounding (see `ROUNDING`); None when every step is exactly 0 or 1.
+    float rounding (``rounding`` relative to the largest value: `ROUNDING` for float64,
+    `ROUNDING32` for float32); None when every step is exactly 0 or 1.
 
     A step between ``x_{i-1}`` and ``x_i`` absorbs an input error below
     ``g_i / 2 * (1 - 1/mlp_exactness)`` (the module docstring); the check keeps the
@@ -89,7 +92,7 @@ def discretisation_problem(xs: Sequence[float], f_values: Sequence[Any], error: 
         return None
     lo, hi = step
     tolerance = (hi - lo) / 2 * (1 - 1 / mlp_exactness)
-    rounding = ROUNDING * max(1.0, float(np.abs(np.asarray(xs, dtype=float)).max()))
+    rounding *= max(1.0, float(np.abs(np.asarray(xs, dtype=float)).max()))
     if error + rounding < tolerance / 2:
         return None
     return (f"values {lo!r} and {hi!r} are {hi - lo:.3g} apart, but the input may be off by "

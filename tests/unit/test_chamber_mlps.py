@@ -15,6 +15,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+import rasplang as rl
 from rasplang.backend.chambers import categorical_mlp, none_flags, numerical_mlp, separable_mlp
 from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.craft.bases import BasisDirection, VectorInBasis, VectorSpace, join
@@ -156,25 +157,45 @@ def test_discretising_mlp_resets_input_error():
                        rtol=0, atol=1e-9)
 
 
-def test_discretising_mlp_is_exact_in_float32_where_accepted():
-    """What discretisation_problem accepts is also exact in float32 (model.run's)."""
-    # 0, 10^4 and 10^4 + 10^-3 with f changing at each; each step must be 0 or 1 up to
-    # float32 rounding (1e-3 allowed here).
-    xs = [0.0, 10000.0, 10000.001]
-    ys = [0, 1, 2]
-    assert numerical_mlp.discretisation_problem(xs, ys, 0.0, M) is None
+def _float32_outputs(xs, ys):
+    """The discretising MLP for ``f(xs) = ys`` run in float32 on ``xs`` (one-hot rows)."""
     inp = numerical_space("x", tuple(xs))
-    out = categorical_space("y", (0, 1, 2))
+    out = categorical_space("y", tuple(ys))
     mlp = numerical_mlp.discretising_mlp("y", inp, xs, ys, out, M, at_bos())
     space = join(mlp.residual_space)
     w_in = mlp.first.embedded(space).astype(np.float32)  # (dim, hidden)
-    w_out = mlp.second.matrix.astype(np.float32)  # (hidden, 3)
+    w_out = mlp.second.matrix.astype(np.float32)  # (hidden, len(ys))
     cols = mlp.second.output_space.indices(out.space)
     v = np.zeros((len(xs), space.dim), dtype=np.float32)
     v[:, space.index_of(ONE)] = 1
     v[:, space.index_of(inp.directions[0])] = xs
-    got = (np.maximum(v @ w_in, 0) @ w_out)[:, cols]  # (3, 3)
-    assert np.allclose(got, np.eye(3), rtol=0, atol=1e-3), got
+    return (np.maximum(v @ w_in, 0) @ w_out)[:, cols]  # (len(xs), len(ys))
+
+
+def test_discretising_mlp_is_exact_in_float32_where_accepted_for_float32():
+    """What discretisation_problem accepts with float32's rounding is exact in float32."""
+    xs, ys = [0.0, 1.0, 2.5, 7.0], [0, 1, 2, 3]
+    assert numerical_mlp.discretisation_problem(
+        xs, ys, 0.0, M, rounding=numerical_mlp.ROUNDING32) is None
+    assert np.allclose(_float32_outputs(xs, ys), np.eye(4), rtol=0, atol=1e-3)
+
+
+def test_float32_rounding_is_flagged_where_float32_is_not_exact():
+    """0, 10^4 and 10^4 + 10^-3: fine in float64, wrong in float32; the float32 check
+    says so, and a compiled model refuses to run in float32 (naming the node)."""
+    xs, ys = [0.0, 10000.0, 10000.001], [0, 1, 2]
+    assert numerical_mlp.discretisation_problem(xs, ys, 0.0, M) is None
+    assert not np.allclose(_float32_outputs(xs, ys), np.eye(3), rtol=0, atol=1e-3)
+    assert numerical_mlp.discretisation_problem(
+        xs, ys, 0.0, M, rounding=numerical_mlp.ROUNDING32) is not None
+    vals = {"a": 0.0, "b": 10000.0, "c": 10000.001}
+    x = rl.numerical(rl.Map(lambda t: vals[t], rl.tokens, simplify=False))
+    y = rl.Map(lambda v: 0 if v < 1 else (1 if v < 10000.0005 else 2), x,
+               simplify=False).named("step")
+    model = rl.compile(y, "abc", 4)
+    assert model.run([["a", "b", "c"]]) == [[0, 1, 2]]
+    with pytest.raises(ValueError, match=r"exact in float64 only \(step: "):
+        model.run([["a", "b", "c"]], dtype=np.float32)
 
 
 def test_discretising_mlp_with_an_always_none_input():
