@@ -71,9 +71,13 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
     (within float32 rounding; pass ``dtype=torch.float64`` for float64). Hooks work as
     usual, e.g. ``run_with_cache`` gives ``blocks.0.attn.hook_pattern`` and the residual
     stream ``blocks.0.hook_resid_post``, whose dimensions ``model.residual_labels`` name.
+    A model exact only in float64 (``model.config.float64_only``) is refused in float32.
     """
     tl, torch = _import_transformer_lens()
     config = transformer_lens_config(model, dtype=dtype, device=device)
+    if config.dtype != torch.float64 and model.config.float64_only:
+        raise ValueError(f"this model is exact in float64 only ({model.config.float64_only});"
+                         " export it with dtype=torch.float64")
     with warnings.catch_warnings():
         # TransformerLens 3 deprecates HookedTransformer in favour of TransformerBridge,
         # which wraps HuggingFace checkpoints; a compiled model is not one.
