@@ -1,13 +1,18 @@
 """Backend selection: ``"numba"`` (default on CPU), ``"numpy"`` and ``"cupy"``.
 
 All three implement the chunk operations of `interpreter.kernels_numpy.NumpyBackend`
-and give identical results; numba and CuPy are imported only when asked for.
+and give identical results; numba and CuPy are imported only when asked for. A backend
+asked for by name is created once and shared (`get_backend`), so the numba backend's
+thread pool lives as long as the process, or until `NumbaBackend.close`.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,53 +31,90 @@ NUMBA_CHUNK_POSITIONS = 1 << 20
 #: Below this much work (positions, or (sequence, query, key) triples) a kernel runs in
 #: the calling thread.
 PARALLEL_MIN_PAIRS = 1 << 16
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _threads() -> int:
-    return max(1, min(32, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else (os.cpu_count() or 1)))
+#: ``point`` of a `kernels_runs.code_sums_kernel` call that does not read it.
+_NO_POINT = np.zeros(0, np.int32)
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="rasplang")
-    return _POOL
+def _cpus() -> int:
+    """CPUs this process may run on (at most 32)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(32, n or 1))
 
 
-def _split(n_batch: int, work: int, run: Callable[[slice], None]) -> None:
-    """Run ``run(rows)`` over slices of the batch, in parallel threads when it pays.
-
-    The kernels release the GIL, so threads run them concurrently.
-    """
-    n = _threads() if work >= PARALLEL_MIN_PAIRS else 1
-    n = min(n, n_batch)
-    if n <= 1:
-        run(slice(0, n_batch))
-        return
-    bounds = [n_batch * i // n for i in range(n + 1)]
-    slices = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
-    futures = [_pool().submit(run, rows) for rows in slices[1:]]
-    try:
-        run(slices[0])  # the calling thread takes the first slice
-    finally:
-        for future in futures:
-            future.result()
+def _no_values(n_batch: int) -> tuple[Any, ...]:
+    """The value arguments of a ``width_only`` kernel (never read), typed as an
+    Aggregate's so that both share one compiled kernel: ``(vcodes, remap, kind, high, low,
+    denom, exact, fast, default_code, mean_values, mean_codes)``."""
+    return (np.zeros((n_batch, 1), np.int32), np.zeros(1, np.int32), np.zeros(1, np.uint8),
+            np.zeros(1, np.int64), np.zeros(1, np.int64), 1, False, False, 0,
+            np.zeros(0, np.float64), np.zeros(0, np.int32))
 
 
 class NumbaBackend(NumpyBackend):
-    """Fused numba kernels over the chunk (`kernels_numba`, `kernels_runs`)."""
+    """Fused numba kernels over the chunk (`kernels_numba`, `kernels_runs`).
+
+    Kernels release the GIL, so a large chunk is split into slices of sequences that run
+    in this backend's thread pool (``threads`` workers, created on first use). `close`
+    shuts the pool down (a later call creates a new one); so does dropping the backend.
+    """
 
     name = "numba"
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         super().__init__(np)
         from rasplang.interpreter import kernels_numba, kernels_runs
 
         self.k = kernels_numba
         self.r = kernels_runs
+        self.threads = threads if threads is not None else _cpus()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
+
+    # ---------------------------------------------------------------- threads
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The thread pool, created on first use."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads,
+                                                thread_name_prefix="rasplang")
+                self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
+
+    def close(self) -> None:
+        """Shut the thread pool down, waiting for its threads (the backend stays usable)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> NumbaBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _split(self, n_batch: int, work: int, run: Callable[[slice], None]) -> None:
+        """Run ``run(rows)`` over slices of the batch, in parallel threads when ``work``
+        (positions, or (sequence, query, key) triples) pays for them."""
+        n = min(self.threads if work >= PARALLEL_MIN_PAIRS else 1, n_batch)
+        if n <= 1:
+            run(slice(0, n_batch))
+            return
+        bounds = [n_batch * i // n for i in range(n + 1)]
+        slices = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
+        futures = [self._executor().submit(run, rows) for rows in slices[1:]]
+        try:
+            run(slices[0])  # the calling thread takes the first slice
+        finally:
+            for future in futures:
+                future.result()
+
+    # ------------------------------------------------------------- primitives
 
     def chunk_size(self, n_pos: int) -> int:
         """Sequences per chunk: the kernels need O(C * T) memory, never O(C * T * T)."""
@@ -80,23 +122,23 @@ class NumbaBackend(NumpyBackend):
 
     def indices(self, lengths: Any, n_pos: int) -> Any:
         """Codes of ``indices`` (see `interpreter.kernels_numba.positions_kernel`)."""
-        out = np.empty((len(lengths), n_pos), dtype=np.int32)
-        _split(len(lengths), out.size, lambda r: self.k.positions_kernel(
-            lengths[r], 0, False, out[r]))
-        return out
+        return self._positions(lengths, n_pos, 0, False)
 
     def length(self, lengths: Any, n_pos: int) -> Any:
         """Codes of ``length`` (code = value - 1)."""
+        return self._positions(lengths, n_pos, -1, True)
+
+    def _positions(self, lengths: Any, n_pos: int, offset: int, per_sequence: bool) -> Any:
         out = np.empty((len(lengths), n_pos), dtype=np.int32)
-        _split(len(lengths), out.size, lambda r: self.k.positions_kernel(
-            lengths[r], -1, True, out[r]))
+        self._split(len(lengths), out.size, lambda r: self.k.positions_kernel(
+            lengths[r], offset, per_sequence, out[r]))
         return out
 
     def map(self, lut: Any, codes: Any, lengths: Any) -> tuple[Any, Any]:
         """See `interpreter.kernels_numba.map_kernel`."""
         out = np.empty(codes.shape, dtype=np.int32)
         err = np.zeros(len(lengths), dtype=np.uint8)
-        _split(len(lengths), out.size, lambda r: self.k.map_kernel(
+        self._split(len(lengths), out.size, lambda r: self.k.map_kernel(
             lut, codes[r], lengths[r], out[r], err[r]))
         return out, err
 
@@ -104,9 +146,11 @@ class NumbaBackend(NumpyBackend):
         """See `interpreter.kernels_numba.sequence_map_kernel`."""
         out = np.empty(fst.shape, dtype=np.int32)
         err = np.zeros(len(lengths), dtype=np.uint8)
-        _split(len(lengths), out.size, lambda r: self.k.sequence_map_kernel(
+        self._split(len(lengths), out.size, lambda r: self.k.sequence_map_kernel(
             lut, fst[r], snd[r], lengths[r], out[r], err[r]))
         return out, err
+
+    # -------------------------------------------------------------- selectors
 
     def _sel(self, sel: SelectorArgs, rows: slice) -> tuple[Any, ...]:
         return (sel.ops, sel.a0, sel.a1, sel.kcodes[:, rows], sel.qcodes[:, rows], sel.pred,
@@ -117,42 +161,22 @@ class NumbaBackend(NumpyBackend):
         n_pos = sel.kcodes.shape[2]
         out = np.zeros((len(lengths), n_pos, n_pos), dtype=np.uint8)
         err = np.zeros(len(lengths), dtype=np.uint8)
-        _split(len(lengths), out.size, lambda r: self.k.selector_kernel(
+        self._split(len(lengths), out.size, lambda r: self.k.selector_kernel(
             *self._sel(sel, r), lengths[r], causal, out[r], err[r]))
         return out, err
 
-    def _counting(self, sel: SelectorArgs, causal: bool) -> bool:
-        """Whether to use the counting kernels (`interpreter.kernels_runs`)."""
-        return sel.runs is not None and counting_pays(
-            sel.runs, sel.kcodes.shape[2], causal, sel.keys_are_positions)
-
     def width(self, sel: SelectorArgs, lengths: Any, causal: bool) -> tuple[Any, Any]:
-        """See `interpreter.kernels_numba.width_kernel` and the counting kernels of
+        """See `interpreter.kernels_numba.fused_select_kernel` and the counting kernels of
         `interpreter.kernels_runs`, chosen by `interpreter.runs.counting_pays`."""
         out = np.empty(sel.kcodes.shape[1:], dtype=np.int32)
         err = np.zeros(len(lengths), dtype=np.uint8)
+        vcodes, remap, *rest = _no_values(len(lengths))
         if self._counting(sel, causal):
-            runs, kcodes, qcodes = sel.runs, sel.kcodes[0], sel.qcodes[0]
-            if sel.keys_are_positions:
-                def run(r: slice) -> None:
-                    self.r.width_positions_kernel(qcodes[r], runs.ptr, runs.lo, runs.hi,
-                                                  lengths[r], causal, out[r])
-            elif causal:
-                def run(r: slice) -> None:
-                    self.r.width_running_kernel(kcodes[r], qcodes[r], runs.ptr, runs.lo,
-                                                runs.hi, runs.n_keys, lengths[r], out[r])
-            elif runs.point is not None:
-                def run(r: slice) -> None:
-                    self.r.width_point_kernel(kcodes[r], qcodes[r], runs.point, runs.n_keys,
-                                              lengths[r], out[r])
-            else:
-                def run(r: slice) -> None:
-                    self.r.width_prefix_kernel(kcodes[r], qcodes[r], runs.ptr, runs.lo,
-                                               runs.hi, runs.n_keys, lengths[r], out[r])
-            _split(len(lengths), out.size * (2 + runs.mean_runs), run)
-            return out, err
-        _split(len(lengths), out.size * out.shape[1], lambda r: self.k.width_kernel(
-            *self._sel(sel, r), sel.may_error, lengths[r], causal, out[r], err[r]))
+            weight, tab = np.zeros(1, np.int64), np.zeros((1, 1), np.int32)
+            self._count(sel, lengths, causal, True, vcodes, remap, weight, tab, 0, out, err)
+        else:
+            acc = np.zeros((len(lengths), 1, 3), dtype=np.int64)  # never written
+            self._fused(sel, lengths, causal, True, (vcodes, remap, *rest), out, acc, err)
         return out, err
 
     def aggregate(
@@ -160,86 +184,103 @@ class NumbaBackend(NumpyBackend):
         info: NumericInfo, default_code: int,
         means: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[Any, Any, Any]:
-        """See `interpreter.kernels_numba.aggregate_kernel` and the counting kernels of
+        """See `interpreter.kernels_numba.fused_select_kernel` and the counting kernels of
         `interpreter.kernels_runs`, chosen by `interpreter.runs.counting_pays`."""
         out = np.empty(vcodes.shape, dtype=np.int32)
         err = np.zeros(len(lengths), dtype=np.uint8)
         if means is None:
             means = (np.zeros(0, np.float64), np.zeros(0, np.int32))
+        values = (vcodes, remap, info.kind, info.high, info.low, info.kernel_denom,
+                  info.exact, info.fast, default_code, *means)
         if self._counting(sel, causal):
-            acc = self._aggregate_counting(sel, lengths, causal, vcodes, remap, info,
-                                           default_code, means, out, err)
-            return out, acc, err
-        acc = np.empty((*vcodes.shape, 3), dtype=np.int64)  # read only where out is MEAN
-
-        def run(r: slice) -> None:
-            self.k.aggregate_kernel(
-                *self._sel(sel, r), sel.may_error, lengths[r], causal, vcodes[r], remap,
-                info.kind, info.high, info.low, info.kernel_denom, info.exact,
-                info.fast, default_code, means[0], means[1], out[r], acc[r], err[r],
-            )
-
-        _split(len(lengths), out.size * out.shape[1], run)
+            acc = self._aggregate_counting(sel, lengths, causal, info, values, out, err)
+        else:
+            acc = np.empty((*vcodes.shape, 3), dtype=np.int64)  # read only where out is MEAN
+            self._fused(sel, lengths, causal, False, values, out, acc, err)
         return out, acc, err
 
-    def _aggregate_counting(self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any,
-                            remap: Any, info: NumericInfo, default_code: int,
-                            means: tuple[np.ndarray, np.ndarray], out: np.ndarray,
+    def _fused(self, sel: SelectorArgs, lengths: Any, causal: bool, width_only: bool,
+               values: tuple[Any, ...], out: np.ndarray, acc: np.ndarray,
+               err: np.ndarray) -> None:
+        """The generic kernel over the chunk; ``values`` as `_no_values` lists them."""
+        vcodes, *rest = values
+
+        def run(r: slice) -> None:
+            self.k.fused_select_kernel(*self._sel(sel, r), sel.may_error, lengths[r], causal,
+                                       width_only, vcodes[r], *rest, out[r], acc[r], err[r])
+
+        self._split(len(lengths), out.size * out.shape[1], run)
+
+    def _counting(self, sel: SelectorArgs, causal: bool) -> bool:
+        """Whether to use the counting kernels (`interpreter.kernels_runs`)."""
+        return sel.runs is not None and counting_pays(
+            sel.runs, sel.kcodes.shape[2], causal, sel.keys_are_positions)
+
+    def _count(self, sel: SelectorArgs, lengths: Any, causal: bool, width_only: bool,
+               vcodes: Any, remap: Any, weight: np.ndarray, tab: np.ndarray, tmin: int,
+               out: np.ndarray, need: np.ndarray) -> None:
+        """The counting kernel for ``sel``'s one Select over the chunk (see
+        `interpreter.kernels_runs`): prefix sums over positions or key codes, or sums per
+        key code (one lookup per query, or running sums when causal)."""
+        runs, kcodes, qcodes = sel.runs, sel.kcodes[0], sel.qcodes[0]
+        if sel.keys_are_positions or (not causal and runs.point is None):
+            def run(r: slice) -> None:
+                self.r.prefix_sums_kernel(
+                    kcodes[r], qcodes[r], runs.ptr, runs.lo, runs.hi, runs.n_keys, lengths[r],
+                    sel.keys_are_positions, causal, width_only, vcodes[r], remap, weight, tab,
+                    tmin, out[r], need[r])
+        else:  # causal, or rows of at most one key code
+            by_point = not causal
+            point = runs.point if by_point else _NO_POINT
+
+            def run(r: slice) -> None:
+                self.r.code_sums_kernel(
+                    kcodes[r], qcodes[r], runs.ptr, runs.lo, runs.hi, point, by_point,
+                    runs.n_keys, lengths[r], causal, width_only, vcodes[r], remap, weight, tab,
+                    tmin, out[r], need[r])
+        self._split(len(lengths), out.size * (2 + runs.mean_runs), run)
+
+    def _aggregate_counting(self, sel: SelectorArgs, lengths: Any, causal: bool,
+                            info: NumericInfo, values: tuple[Any, ...], out: np.ndarray,
                             err: np.ndarray) -> np.ndarray:
         """Counting kernel, then the queries it marked reduced key by key; returns the
         sums of the means left to the plan (``acc [C, T, 3]``, read where ``out`` is
         `MEAN`; a read-only view of zeros when no query was reduced)."""
-        runs, kcodes, qcodes = sel.runs, sel.kcodes[0], sel.qcodes[0]
+        vcodes, remap, *_, default_code, mean_values, mean_codes = values
         if info.fast:
-            tab, tmin = self.r.answer_table(info.num, info.denom, kcodes.shape[1], *means,
-                                            default_code)
+            tab, tmin = self.r.answer_table(info.num, info.denom, out.shape[1], mean_values,
+                                            mean_codes, default_code)
         else:
             tab, tmin = np.full((1, 1), default_code, np.int32), 0
         weight = self.r.value_weights(info.kind, info.num, tab)
         need = np.zeros(len(lengths), dtype=np.uint8)
-        if sel.keys_are_positions:
-            def run(r: slice) -> None:
-                self.r.aggregate_positions_kernel(
-                    qcodes[r], runs.ptr, runs.lo, runs.hi, lengths[r], causal, vcodes[r],
-                    remap, weight, tab, tmin, out[r], need[r])
-        elif causal:
-            def run(r: slice) -> None:
-                self.r.aggregate_running_kernel(
-                    kcodes[r], qcodes[r], runs.ptr, runs.lo, runs.hi, runs.n_keys, lengths[r],
-                    vcodes[r], remap, weight, tab, tmin, out[r],
-                    need[r])
-        elif runs.point is not None:
-            def run(r: slice) -> None:
-                self.r.aggregate_point_kernel(
-                    kcodes[r], qcodes[r], runs.point, runs.n_keys, lengths[r], vcodes[r],
-                    remap, weight, tab, tmin, out[r], need[r])
-        else:
-            def run(r: slice) -> None:
-                self.r.aggregate_prefix_kernel(
-                    kcodes[r], qcodes[r], runs.ptr, runs.lo, runs.hi, runs.n_keys, lengths[r],
-                    vcodes[r], remap, weight, tab, tmin, out[r], need[r])
-        _split(len(lengths), out.size * (2 + runs.mean_runs), run)
+        self._count(sel, lengths, causal, False, vcodes, remap, weight, tab, tmin, out, need)
         if not need.any():
             return np.broadcast_to(np.int64(0), (*out.shape, 3))
         acc = np.empty((*out.shape, 3), dtype=np.int64)
-        self.r.reduce_marked_kernel(
-            kcodes, qcodes, sel.pred, int(sel.pred_nq[0]), lengths, causal, vcodes, remap,
-            info.kind, info.high, info.low, info.kernel_denom, info.exact,
-            info.fast, default_code, means[0], means[1], need, out, acc, err)
+        self.r.reduce_marked_kernel(sel.kcodes[0], sel.qcodes[0], sel.pred,
+                                    int(sel.pred_nq[0]), lengths, causal, *values, need, out,
+                                    acc, err)
         return acc
 
 
-def get_backend(name: str | NumpyBackend) -> NumpyBackend:
-    """The backend called ``name`` (one of `BACKENDS`); a backend object is returned as is
-    (e.g. ``CupyBackend(fused=False)``)."""
-    if isinstance(name, NumpyBackend):
-        return name
+@functools.cache
+def _shared(name: str) -> NumpyBackend:
+    """The one backend object of each name (`get_backend`)."""
     if name == "numba":
         return NumbaBackend()
     if name == "numpy":
         return NumpyBackend(np)
-    if name == "cupy":
-        from rasplang.interpreter.kernels_cupy import CupyBackend
+    from rasplang.interpreter.kernels_cupy import CupyBackend
 
-        return CupyBackend()
-    raise ValueError(f"unknown backend {name!r}; expected one of {list(BACKENDS)}")
+    return CupyBackend()
+
+
+def get_backend(name: str | NumpyBackend) -> NumpyBackend:
+    """The backend called ``name`` (one of `BACKENDS`; one shared object per name), or a
+    backend object as is (e.g. ``CupyBackend(fused=False)``)."""
+    if isinstance(name, NumpyBackend):
+        return name
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {list(BACKENDS)}")
+    return _shared(name)

@@ -2,11 +2,14 @@
 
 Everything but Select + Aggregate and Select + SelectorWidth runs through the
 array-module code of `interpreter.kernels_numpy` (so the numpy tests cover its
-logic). The fused kernel below mirrors `interpreter.kernels_numba.aggregate_kernel`
+logic). The fused kernel below mirrors `interpreter.kernels_numba.fused_select_kernel`
 line for line, one CUDA thread per (sequence, query), so no ``[B, T, T]`` matrix is
 built on the GPU either; like the array-module path it leaves every mean to the plan
 as exact integer sums (`interpreter.tables.NumericInfo`), so no float is rounded on the
-GPU. CuPy is imported when this backend is created.
+GPU. Its codes and markers are ``-D`` options from `interpreter.codes` (`DEFINES`).
+tests/differential/test_interpreter_cuda.py compiles the same source with a C++ compiler
+and runs it on the CPU, so its semantics are tested without a GPU. CuPy is imported
+when this backend is created.
 """
 
 from __future__ import annotations
@@ -15,15 +18,60 @@ from typing import Any
 
 import numpy as np
 
+from rasplang.interpreter import codes
 from rasplang.interpreter.kernels_numpy import NumpyBackend
 from rasplang.interpreter.selectors import SelectorArgs
-from rasplang.interpreter.tables import MEAN, NUMBER, REEVALUATE, UNCOMPARABLE, NumericInfo
+from rasplang.interpreter.tables import NumericInfo
 
 #: Register file size of the CUDA selector interpreter; larger selector programs use the
 #: array-module path.
 MAX_OPS = 64
 
+#: The names the CUDA source reads, each passed as a ``-D`` option: every code and marker
+#: comes from `interpreter.codes` (the source defines none, so a missing one fails to
+#: compile).
+DEFINES = {
+    **{name: getattr(codes, name) for name in (
+        "SELECT", "CONST", "AND", "OR", "PRED_FALSE", "PRED_ERROR", "MEAN", "REEVALUATE",
+        "NUMBER", "UNCOMPARABLE")},
+    "MAX_OPS": MAX_OPS,
+}
+
+#: One CUDA thread per (sequence, query): `selected` is `kernels_numba._selected`, and the
+#: body of `fused_select` is `kernels_numba.fused_select_kernel` with `reduce_row`,
+#: except that every mean is left to the plan (``fast`` is not used).
 _SOURCE = r"""
+__device__ unsigned char selected(
+    const signed char* ops, const int* a0, const int* a1, const int n_ops,
+    const int* kcodes, const int* qcodes,
+    const signed char* pred, const long long* pred_off, const long long* pred_nq,
+    const unsigned char* cmats, const int csize, const long long plane, const long long bk,
+    const long long bq, const int q, const int k, unsigned char* regs)
+{
+    int bad = 0;
+    for (int i = 0; i < n_ops; ++i) {
+        const int op = ops[i];
+        unsigned char v;
+        if (op == SELECT) {
+            const int leaf = a0[i];
+            const long long kc = kcodes[leaf * plane + bk];
+            const long long qc = qcodes[leaf * plane + bq];
+            v = (unsigned char)pred[pred_off[leaf] + kc * pred_nq[leaf] + qc];
+            if (v == PRED_ERROR) { bad = 1; v = PRED_FALSE; }
+        } else if (op == CONST) {
+            v = cmats[((long long)a0[i] * csize + q) * csize + k];
+        } else if (op == AND) {
+            v = regs[a0[i]] & regs[a1[i]];
+        } else if (op == OR) {
+            v = regs[a0[i]] | regs[a1[i]];
+        } else {  // NOT
+            v = 1 - regs[a0[i]];
+        }
+        regs[i] = v;
+    }
+    return bad ? PRED_ERROR : regs[n_ops - 1];
+}
+
 extern "C" __global__ void fused_select(
     const signed char* ops, const int* a0, const int* a1, const int n_ops,
     const int* kcodes, const int* qcodes,
@@ -42,58 +90,42 @@ extern "C" __global__ void fused_select(
     const int n = (int)lengths[b];
     if (q >= n) { out[idx] = 0; return; }
     const long long plane = (long long)n_batch * n_pos;
-    unsigned char regs[64];
-    int count = 0, first = 0, same = 1, allnum = 1;
+    const long long row = (long long)b * n_pos;
+    unsigned char regs[MAX_OPS];
+    int count = 0, first = 0, same = 1, allnum = 1, bad = 0;
     long long hsum = 0, lsum = 0;  // limbs of the scaled sum (NumericInfo)
     const int stop = (may_error || !causal) ? n : q + 1;
+    const int limit = causal ? q + 1 : n;
     for (int k = 0; k < stop; ++k) {
-        int bad = 0;
-        for (int i = 0; i < n_ops; ++i) {
-            const int op = ops[i];
-            unsigned char v;
-            if (op == 0) {
-                const int leaf = a0[i];
-                const long long kc = kcodes[leaf * plane + (long long)b * n_pos + k];
-                const long long qc = qcodes[leaf * plane + (long long)b * n_pos + q];
-                v = (unsigned char)pred[pred_off[leaf] + kc * pred_nq[leaf] + qc];
-                if (v == 2) { bad = 1; v = 0; }
-            } else if (op == 1) {
-                v = cmats[((long long)a0[i] * csize + q) * csize + k];
-            } else if (op == 2) {
-                v = regs[a0[i]] & regs[a1[i]];
-            } else if (op == 3) {
-                v = regs[a0[i]] | regs[a1[i]];
-            } else {
-                v = 1 - regs[a0[i]];
-            }
-            regs[i] = v;
-        }
-        if (bad) { err[b] = 1; continue; }
-        if (!regs[n_ops - 1] || (causal && k > q)) continue;
-        if (width_only) { ++count; continue; }
-        const int c = vcodes[(long long)b * n_pos + k];
-        if (count == 0) first = c; else if (c != first) same = 0;
+        const unsigned char s = selected(ops, a0, a1, n_ops, kcodes, qcodes, pred, pred_off,
+                                         pred_nq, cmats, csize, plane, row + k, row + q, q,
+                                         k, regs);
+        if (s == PRED_FALSE) continue;
+        if (s == PRED_ERROR) { bad = 1; continue; }
+        if (k >= limit) continue;
+        ++count;
+        if (width_only) continue;
+        const int c = vcodes[row + k];
+        if (count == 1) first = c; else if (c != first) same = 0;
         if (kind[c] == NUMBER) {
             hsum += high[c];
             lsum += low[c];
         } else {
             allnum = 0;
         }
-        ++count;
     }
-    if (width_only) { out[idx] = count; return; }
-    if (count == 0) out[idx] = default_code;
+    if (width_only) out[idx] = count;
+    else if (count == 0) out[idx] = default_code;
     else if (count == 1) out[idx] = remap[first];
-    else if (allnum) {  // the plan divides exactly (MEAN) or re-evaluates the sequence
-        if (exact) {
-            acc[3 * idx] = count; acc[3 * idx + 1] = hsum; acc[3 * idx + 2] = lsum;
-            out[idx] = MEAN;
-        } else {
-            out[idx] = REEVALUATE;
-        }
+    else if (allnum && !exact) out[idx] = REEVALUATE;
+    else if (allnum) {  // the plan divides exactly
+        acc[3 * idx] = count; acc[3 * idx + 1] = hsum; acc[3 * idx + 2] = lsum;
+        out[idx] = MEAN;
     }
-    else if (same) out[idx] = kind[first] == UNCOMPARABLE ? REEVALUATE : remap[first];
-    else { err[b] = 1; out[idx] = 0; }
+    else if (same && kind[first] == UNCOMPARABLE) out[idx] = REEVALUATE;
+    else if (same) out[idx] = remap[first];
+    else { bad = 1; out[idx] = 0; }
+    if (bad) err[b] = 1;
 }
 """
 
@@ -118,10 +150,8 @@ class CupyBackend(NumpyBackend):
 
         super().__init__(cupy)
         self.fused = fused
-        markers = tuple(f"-D{name}={value}" for name, value in (  # interpreter.tables
-            ("MEAN", MEAN), ("REEVALUATE", REEVALUATE), ("NUMBER", NUMBER),
-            ("UNCOMPARABLE", UNCOMPARABLE)))
-        self._kernel = cupy.RawKernel(_SOURCE, "fused_select", options=markers) \
+        options = tuple(f"-D{name}={value}" for name, value in DEFINES.items())
+        self._kernel = cupy.RawKernel(_SOURCE, "fused_select", options=options) \
             if fused else None
 
     def to_host(self, array: Any) -> np.ndarray:

@@ -9,9 +9,15 @@ raise inside a kernel: they set ``err[b]`` and the plan asks `rasplang.evaluate`
 the exact exception of the first offending sequence.
 
 Selector values come from `_selected`, a tiny interpreter of the selector's register
-program (`interpreter.selectors`): for ``(b, q, k)`` it returns 0 or 1, or 2 when a
-predicate raised there. Aggregate and SelectorWidth call it inside their key loop,
-so no ``[B, T, T]`` matrix is ever built.
+program (`interpreter.selectors`): for ``(b, q, k)`` it returns `PRED_FALSE`,
+`PRED_TRUE`, or `PRED_ERROR` when a predicate raised there. `fused_select_kernel` calls
+it inside its key loop, so no ``[B, T, T]`` matrix is ever built.
+
+The Aggregate rule of `rasplang.evaluator.aggregate_row` is written once for compiled
+code, in `reduce_row` (with `mean_code`, the one division of a mean): the generic kernel
+and `kernels_runs` (the counting kernels' table of means and their key-by-key fallback)
+call it. The CUDA kernel of `kernels_cupy` follows it line for line, and a test compiles
+that source on the CPU to compare the two.
 """
 
 from __future__ import annotations
@@ -19,37 +25,50 @@ from __future__ import annotations
 import numpy as np
 
 from rasplang.interpreter._jit import jit
-from rasplang.interpreter.tables import LIMB_BITS, MEAN, NUMBER, REEVALUATE, UNCOMPARABLE
+from rasplang.interpreter.codes import (
+    AND,
+    CONST,
+    LIMB_BITS,
+    MEAN,
+    NUMBER,
+    OR,
+    PRED_ERROR,
+    PRED_FALSE,
+    REEVALUATE,
+    SELECT,
+    UNCOMPARABLE,
+)
 
 LIMB = 1 << LIMB_BITS
 
 
 @jit()
 def _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, k, regs):
-    """The selector's value at (b, q, k): 0, 1, or 2 if a predicate raised there."""
+    """The selector's value at (b, q, k): `PRED_FALSE`, `PRED_TRUE`, or `PRED_ERROR` if a
+    predicate raised there."""
     n_ops = ops.shape[0]
-    if n_ops == 1 and ops[0] == 0:  # one Select: the common case
+    if n_ops == 1 and ops[0] == SELECT:  # one Select: the common case
         return pred[pred_off[0] + kcodes[0, b, k] * pred_nq[0] + qcodes[0, b, q]]
     bad = False
     for i in range(n_ops):
         op = ops[i]
-        if op == 0:  # SELECT
+        if op == SELECT:
             leaf = a0[i]
             v = pred[pred_off[leaf] + kcodes[leaf, b, k] * pred_nq[leaf] + qcodes[leaf, b, q]]
-            if v == 2:
+            if v == PRED_ERROR:
                 bad = True
-                v = 0
+                v = PRED_FALSE
             regs[i] = v
-        elif op == 1:  # CONST
+        elif op == CONST:
             regs[i] = cmats[a0[i], q, k]
-        elif op == 2:  # AND
+        elif op == AND:
             regs[i] = regs[a0[i]] & regs[a1[i]]
-        elif op == 3:  # OR
+        elif op == OR:
             regs[i] = regs[a0[i]] | regs[a1[i]]
         else:  # NOT
             regs[i] = 1 - regs[a0[i]]
     if bad:
-        return 2
+        return PRED_ERROR
     return regs[n_ops - 1]
 
 
@@ -57,52 +76,47 @@ def _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
 def positions_kernel(lengths, offset, per_sequence, out):
     """``out[b, t]`` = ``t`` (``indices``) or ``lengths[b] + offset`` (``length``, with
     ``per_sequence``) below each length, 0 after it."""
-    n_batch, n_pos = out.shape
-    for b in range(n_batch):
+    for b in range(out.shape[0]):
         n = lengths[b]
         for t in range(n):
             out[b, t] = n + offset if per_sequence else t
-        for t in range(n, n_pos):
-            out[b, t] = 0
+        out[b, n:] = 0
+
+
+@jit(inline=True)
+def _store(c, out, err, b, t):
+    """``out[b, t] = c``, or 0 with ``err[b]`` set when ``c`` is negative (`RAISED`)."""
+    if c < 0:
+        err[b] = 1
+        c = 0
+    out[b, t] = c
 
 
 @jit()
 def map_kernel(lut, codes, lengths, out, err):
     """``out[b, t] = lut[codes[b, t]]``; a negative entry (f raised) flags ``err[b]``."""
-    n_batch, n_pos = out.shape
-    for b in range(n_batch):
+    for b in range(out.shape[0]):
         n = lengths[b]
         for t in range(n):
-            c = lut[codes[b, t]]
-            if c < 0:
-                err[b] = 1
-                c = 0
-            out[b, t] = c
-        for t in range(n, n_pos):
-            out[b, t] = 0
+            _store(lut[codes[b, t]], out, err, b, t)
+        out[b, n:] = 0
 
 
 @jit()
 def sequence_map_kernel(lut, fst, snd, lengths, out, err):
     """``out[b, t] = lut[fst[b, t], snd[b, t]]``; negative entries flag ``err[b]``."""
-    n_batch, n_pos = out.shape
-    for b in range(n_batch):
+    for b in range(out.shape[0]):
         n = lengths[b]
         for t in range(n):
-            c = lut[fst[b, t], snd[b, t]]
-            if c < 0:
-                err[b] = 1
-                c = 0
-            out[b, t] = c
-        for t in range(n, n_pos):
-            out[b, t] = 0
+            _store(lut[fst[b, t], snd[b, t]], out, err, b, t)
+        out[b, n:] = 0
 
 
 @jit(inline=True)
 def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, stop,
               regs, row):
-    """``row[k]`` = the selector's value at (b, q, k) for ``k < stop`` (0, 1 or 2)."""
-    if ops.shape[0] == 1 and ops[0] == 0:  # one Select: a gather from its table
+    """``row[k]`` = the selector's value at (b, q, k) for ``k < stop`` (see `_selected`)."""
+    if ops.shape[0] == 1 and ops[0] == SELECT:  # one Select: a gather from its table
         base = pred_off[0] + qcodes[0, b, q]
         step = pred_nq[0]
         kc = kcodes[0, b]
@@ -117,7 +131,7 @@ def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
 @jit(inline=True)
 def mean_code(total, count, denom, mean_values, mean_codes):
     """The exact mean ``total / (count * denom)`` and its code among the table's floats
-    ``mean_values`` (sorted, codes ``mean_codes``), or `MEAN` (-1) when it is not there.
+    ``mean_values`` (sorted, codes ``mean_codes``), or `MEAN` when it is not there.
 
     Exact only when ``total`` and ``count * denom`` are at most 2**53 (`NumericInfo.fast`).
     """
@@ -129,15 +143,16 @@ def mean_code(total, count, denom, mean_values, mean_codes):
 
 
 @jit(inline=True)
-def reduce_row(row, stop, limit, vc, remap, kind, high, low, denom, exact, fast,
+def reduce_row(row, stop, limit, width_only, vc, remap, kind, high, low, denom, exact, fast,
                default_code, mean_values, mean_codes, out, acc, b, q):
-    """One query of an Aggregate, following `rasplang.evaluator.aggregate_row`.
+    """One query of a SelectorWidth (``width_only``) or an Aggregate, following
+    `rasplang.evaluator.aggregate_row`; returns whether the sequence is an error.
 
-    ``row[k]`` (``k < stop``) is the selector's value at key ``k`` (0, 1, or 2 where a
-    predicate raised); keys at or after ``limit`` are masked (causal). Writes ``out[b, q]``
-    and, for a mean left to the plan (`MEAN`), ``acc[b, q]`` = (count, high limb sum, low
-    limb sum) of the exact scaled sum (`interpreter.tables.NumericInfo`); returns whether
-    the sequence is an error.
+    ``row[k]`` (``k < stop``) is the selector's value at key ``k`` (`PRED_ERROR` where a
+    predicate raised); keys at or after ``limit`` are masked (causal). Writes ``out[b, q]``:
+    the number of selected keys (``width_only``), else a code of the Aggregate's table,
+    `REEVALUATE`, or `MEAN` with ``acc[b, q]`` = (count, high limb sum, low limb sum) of the
+    exact scaled sum (`interpreter.tables.NumericInfo`) for the plan to divide.
     """
     count = 0
     first = 0
@@ -148,15 +163,18 @@ def reduce_row(row, stop, limit, vc, remap, kind, high, low, denom, exact, fast,
     lsum = 0
     for k in range(stop):
         s = row[k]
-        if s == 0:
+        if s == PRED_FALSE:
             continue
-        if s == 2:
+        if s == PRED_ERROR:
             bad = True
             continue
         if k >= limit:
             continue
+        count += 1
+        if width_only:
+            continue
         c = vc[k]
-        if count == 0:
+        if count == 1:
             first = c
         elif c != first:
             same = False
@@ -165,8 +183,9 @@ def reduce_row(row, stop, limit, vc, remap, kind, high, low, denom, exact, fast,
             lsum += low[c]
         else:
             allnum = False
-        count += 1
-    if count == 0:
+    if width_only:
+        out[b, q] = count
+    elif count == 0:
         out[b, q] = default_code
     elif count == 1:
         out[b, q] = remap[first]
@@ -192,17 +211,18 @@ def reduce_row(row, stop, limit, vc, remap, kind, high, low, denom, exact, fast,
 
 
 @jit()
-def aggregate_kernel(
+def fused_select_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
-    lengths, causal, vcodes, remap, kind, high, low, denom, exact, fast, default_code,
-    mean_values, mean_codes, out, acc, err,
+    lengths, causal, width_only, vcodes, remap, kind, high, low, denom, exact, fast,
+    default_code, mean_values, mean_codes, out, acc, err,
 ):
-    """Fused Select + Aggregate, following `rasplang.evaluator.aggregate_row`.
+    """Fused Select + SelectorWidth (``width_only``) or Select + Aggregate (`reduce_row`).
 
-    ``out[b, q]``: a code of the Aggregate's table, or `MEAN` (an exact mean the table's
-    floats ``mean_values`` (sorted, codes ``mean_codes``) do not hold, or that the
-    kernel cannot divide exactly; its sums in ``acc[b, q]``), or `REEVALUATE` (see
-    `interpreter.tables`).
+    ``out[b, q]``: the number of selected keys, or a code of the Aggregate's table, or
+    `MEAN` (an exact mean the table's floats ``mean_values`` (sorted, codes
+    ``mean_codes``) do not hold, or that the kernel cannot divide exactly; its sums in
+    ``acc[b, q]``), or `REEVALUATE` (see `interpreter.codes`). With ``width_only`` the
+    value arguments are not read.
     """
     n_batch, n_pos = out.shape
     regs = np.empty(ops.shape[0], np.uint8)
@@ -215,40 +235,10 @@ def aggregate_kernel(
             _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
                       stop, regs, row)
             limit = q + 1 if causal else n
-            if reduce_row(row, stop, limit, vc, remap, kind, high, low, denom, exact, fast,
-                          default_code, mean_values, mean_codes, out, acc, b, q):
+            if reduce_row(row, stop, limit, width_only, vc, remap, kind, high, low, denom,
+                          exact, fast, default_code, mean_values, mean_codes, out, acc, b, q):
                 err[b] = 1
-        for q in range(n, n_pos):
-            out[b, q] = 0
-
-
-@jit()
-def width_kernel(
-    ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
-    lengths, causal, out, err,
-):
-    """Fused Select + SelectorWidth: the number of selected keys (= its code)."""
-    n_batch, n_pos = out.shape
-    regs = np.empty(ops.shape[0], np.uint8)
-    row = np.empty(n_pos, np.int8)
-    for b in range(n_batch):
-        n = lengths[b]
-        bad = 0
-        for q in range(n):
-            stop = n if (may_error or not causal) else q + 1
-            _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
-                      stop, regs, row)
-            limit = q + 1 if causal else n
-            count = 0
-            for k in range(stop):
-                s = row[k]
-                bad |= s == 2
-                count += (s == 1) & (k < limit)
-            out[b, q] = count
-        if bad:
-            err[b] = 1
-        for q in range(n, n_pos):
-            out[b, q] = 0
+        out[b, n:] = 0
 
 
 @jit()
@@ -256,17 +246,16 @@ def selector_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, lengths, causal, out, err,
 ):
     """The selector matrix ``out[b, q, k]`` (only for selectors a caller asked for)."""
-    n_batch = out.shape[0]
-    for b in range(n_batch):
+    regs = np.empty(ops.shape[0], np.uint8)
+    for b in range(out.shape[0]):
         n = lengths[b]
-        regs = np.empty(ops.shape[0], np.uint8)
         for q in range(n):
             for k in range(n):
                 s = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
                               b, q, k, regs)
-                if s == 2:
+                if s == PRED_ERROR:
                     err[b] = 1
-                    s = 0
+                    s = PRED_FALSE
                 if causal and k > q:
-                    s = 0
+                    s = PRED_FALSE
                 out[b, q, k] = s

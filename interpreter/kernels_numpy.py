@@ -13,15 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from rasplang.interpreter.selectors import AND, CONST, NOT, OR, SELECT, SelectorArgs
-from rasplang.interpreter.tables import (
+from rasplang.interpreter.codes import (
+    AND,
+    CONST,
     LIMB_BITS,
     MEAN,
+    NOT,
     NUMBER,
+    OR,
+    PRED_ERROR,
+    PRED_TRUE,
     REEVALUATE,
+    SELECT,
     UNCOMPARABLE,
-    NumericInfo,
 )
+from rasplang.interpreter.selectors import SelectorArgs
+from rasplang.interpreter.tables import NumericInfo
 
 #: Elements of one ``[C, T, T]`` chunk matrix.
 PAIR_BUDGET = 1 << 20
@@ -107,8 +114,8 @@ class NumpyBackend:
                 keys = sel.kcodes[x][:, None, :].astype(xp.int64)  # [C, 1, Tk]
                 queries = sel.qcodes[x][:, :, None].astype(xp.int64)  # [C, Tq, 1]
                 entry = sel.pred[offs[x] + keys * nqs[x] + queries]  # [C, Tq, Tk]
-                err |= ((entry == 2) & pairs).any(axis=(1, 2))
-                regs.append(entry == 1)
+                err |= ((entry == PRED_ERROR) & pairs).any(axis=(1, 2))
+                regs.append(entry == PRED_TRUE)
             elif op == CONST:
                 regs.append(xp.broadcast_to(sel.cmats[x, :n_pos, :n_pos] != 0,
                                             (len(lengths), n_pos, n_pos)))

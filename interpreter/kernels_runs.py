@@ -1,25 +1,29 @@
 """Counting kernels: SelectorWidth and Aggregate of one Select from per-key-code sums.
 
 A Select's rows are runs of key codes (`interpreter.runs.KeyRuns`). Per sequence the
-kernels sum, per key code, what an Aggregate needs about the keys' values (how many, the
-sum of their value codes, the sum of their `value_weights`); each query then adds these
-sums over the runs of its row. The backend picks one kernel per node and chunk:
+kernels sum, per key code, what an Aggregate needs about the keys' values: the `STATS`
+rows of ``st`` (how many keys, the sum of their value codes, the sum of their
+`value_weights`; a SelectorWidth needs the first only, ``width_only``). Each query then
+adds these sums over the runs of its row. Two helpers hold that arithmetic for every
+kernel: `_add_key` puts a key into its code's sums, `_gather` adds a code's sums into a
+query's, and `_emit` turns a query's sums into its output. The backend picks one kernel
+per node and chunk:
 
-- *positions* kernels, when the keys are ``indices`` (key code = position): prefix sums
-  over positions, one difference per run, ``O(T * runs)``. Causal masking clips each run
-  to codes ``<= q`` (``clip=True``).
-- *point* kernels, non-causal, when every row holds at most one key code (EQ): per-code
-  sums and one lookup per query, ``O(T)`` (a direct index lookup for unique keys).
-- *prefix* kernels, non-causal, any rows: prefix sums over key codes,
-  ``O(n_keys + T * runs)`` per sequence instead of the generic ``O(T * T)``.
-- *running* kernels, causal, other keys: sums grow as ``q`` advances and a query adds
-  every selected code, ``O(T * selected codes)``.
+- `prefix_sums_kernel`, non-causal, or causal when the keys are ``indices`` (key code =
+  position, ``positions``): prefix sums over key codes, one difference per run,
+  ``O(n_keys + T * runs)`` per sequence instead of the generic ``O(T * T)``; causal
+  masking clips each run to positions ``<= q``.
+- `code_sums_kernel`: sums per key code. Non-causal when every row holds at most one key
+  code (EQ): one lookup per query, ``O(T)``. Causal, other keys: sums grow as ``q``
+  advances and a query adds every selected code, ``O(T * selected codes)``.
 
 An Aggregate query whose answer the sums do not determine (several selected values, not
 all numbers; a mean that ``tab`` does not hold) gets the marker `REDUCE`; then
 `reduce_marked_kernel` reduces those queries key by key with
 `kernels_numba.reduce_row`, the generic kernel's own reduction, so results are
-identical. Predicate tables with error entries never come here (see `key_runs`).
+identical. ``tab`` itself (`answer_table`) is filled by `kernels_numba.mean_code`, the
+generic kernel's division. Predicate tables with error entries never come here (see
+`interpreter.runs.key_runs`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,21 @@ from __future__ import annotations
 import numpy as np
 
 from rasplang.interpreter._jit import jit
-from rasplang.interpreter.kernels_numba import reduce_row
-from rasplang.interpreter.tables import NUMBER
+from rasplang.interpreter.codes import MEAN, NO_KEY, NUMBER, REDUCE
+from rasplang.interpreter.kernels_numba import mean_code, reduce_row
 
-#: ``out`` marker of a query left to `reduce_marked_kernel`.
-REDUCE = -4
+#: Rows of the per-key-code sums ``st``: count, sum of value codes, sum of value weights.
+STATS = 3
+
+
+@jit()
+def _fill_means(tab, tmin, denom, mean_values, mean_codes):
+    """``tab[count, total - tmin]`` for ``count >= 2``: the code `mean_code` finds for the
+    mean of ``count`` numbers whose scaled integers sum to ``total``, or `REDUCE`."""
+    for count in range(2, tab.shape[0]):
+        for i in range(tab.shape[1]):
+            _, code = mean_code(i + tmin, count, denom, mean_values, mean_codes)
+            tab[count, i] = REDUCE if code == MEAN else code
 
 
 def answer_table(num: np.ndarray, denom: int, n_pos: int, mean_values: np.ndarray,
@@ -43,9 +57,8 @@ def answer_table(num: np.ndarray, denom: int, n_pos: int, mean_values: np.ndarra
     Aggregate's table lacks that mean. It covers every sum of up to ``n_pos`` numbers
     when that takes at most ``budget`` entries, else only ``count = 0`` (1 x 1).
 
-    ``np.float64(total) / np.float64(count * denom)`` is the kernels' own division
-    (`kernels_numba.mean_code`), so the table holds the codes they would find. Only for
-    tables whose `NumericInfo.fast` holds (``num`` is the one-word scaled integer).
+    Only for tables whose `NumericInfo.fast` holds (``num`` is the one-word scaled
+    integer, and ``mean_code``'s one division is exact).
     """
     lo = n_pos * min(0, int(num.min(initial=0)))
     hi = n_pos * max(0, int(num.max(initial=0)))
@@ -53,290 +66,145 @@ def answer_table(num: np.ndarray, denom: int, n_pos: int, mean_values: np.ndarra
         return np.full((1, 1), default_code, np.int32), 0
     tab = np.full((n_pos + 1, hi - lo + 1), REDUCE, np.int32)  # [count, total - tmin]
     tab[0, -lo] = default_code  # no value selected: the sum is 0
-    if len(mean_values) and n_pos >= 2:
-        counts = np.arange(2, n_pos + 1, dtype=np.int64)[:, None] * denom  # [T - 1, 1]
-        totals = np.arange(lo, hi + 1, dtype=np.int64)[None, :]  # [1, span]
-        means = totals.astype(np.float64) / counts.astype(np.float64)  # [T - 1, span]
-        at = np.minimum(np.searchsorted(mean_values, means), len(mean_values) - 1)
-        tab[2:] = np.where(mean_values[at] == means, mean_codes[at], REDUCE)
+    _fill_means(tab, lo, denom, mean_values, mean_codes)
     return tab, lo
 
 
 def value_weights(kind: np.ndarray, num: np.ndarray, tab: np.ndarray) -> np.ndarray:
-    """Per value code, what the kernels sum into ``tot``: the scaled integer of a number,
-    and for a non-number a weight larger than ``tab``'s span, so that any sum with a
-    non-number in it falls outside the table (and the query is reduced key by key)."""
+    """Per value code, what the kernels sum into ``st[2]``: the scaled integer of a
+    number, and for a non-number a weight larger than ``tab``'s span, so that any sum with
+    a non-number in it falls outside the table (and the query is reduced key by key)."""
     return np.where(kind == NUMBER, num, tab.shape[1] + 1).astype(np.int64)
 
 
-@jit(inline=True)
-def _prefix(stat, n_keys):
-    """Turn per-code totals ``stat[c + 1]`` into prefix sums ``stat[c] = sum(codes < c)``."""
-    for c in range(n_keys):
-        stat[c + 1] += stat[c]
+# ---------------------------------------------------------------- shared arithmetic
 
+@jit(inline=True)
+def _add_key(st, c, vc, k, weight, width_only):
+    """Put key ``k`` (value code ``vc[k]``) into the sums of key code ``c``."""
+    st[0, c] += 1
+    if not width_only:
+        v = vc[k]
+        st[1, c] += v
+        st[2, c] += weight[v]
+
+
+@jit(inline=True)
+def _gather(st, c, sign, count, vsum, total, width_only):
+    """A query's sums plus ``sign`` times the sums of code ``c``."""
+    count += sign * st[0, c]
+    if not width_only:
+        vsum += sign * st[1, c]
+        total += sign * st[2, c]
+    return count, vsum, total
+
+
+@jit(inline=True)
+def _emit(count, vsum, total, width_only, remap, tab, tmin, out, need, b, q):
+    """``out[b, q]`` from a query's sums: the count (``width_only``), or the Aggregate's
+    code from ``tab`` (`answer_table`), or `REDUCE` (and ``need[b]``) when they do not fix
+    it."""
+    if width_only:
+        out[b, q] = count
+        return
+    i = total - tmin  # outside the table when a non-number was selected (`value_weights`)
+    if count == 1:
+        code = remap[vsum]  # the one selected value code
+    elif count < tab.shape[0] and 0 <= i < tab.shape[1]:
+        code = tab[count, i]
+    else:
+        code = REDUCE
+    out[b, q] = code
+    if code == REDUCE:
+        need[b] = 1
+
+
+@jit(inline=True)
+def _clear(st, kc, n, width_only):
+    """Zero the sums of the key codes ``kc[:n]`` of one sequence."""
+    rows = 1 if width_only else STATS
+    for k in range(n):
+        for s in range(rows):
+            st[s, kc[k]] = 0
+
+
+# ----------------------------------------------------------------------- kernels
 
 @jit()
-def width_prefix_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, out):
-    """SelectorWidth of one Select without error entries: ``out[b, q]`` = selected keys."""
-    n_batch, n_pos = out.shape
-    cnt = np.zeros(n_keys + 1, np.int32)  # zero whenever a sequence starts
+def prefix_sums_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, positions, causal,
+                  width_only, vcodes, remap, weight, tab, tmin, out, need):
+    """Prefix sums over key codes: ``st[:, c]`` = the sums of the keys with codes below
+    ``c``, so a run ``[lo, hi)`` adds ``st[:, hi] - st[:, lo]``. With ``positions`` (key
+    code = position, so codes stay below the length ``n``) a causal query clips each run
+    to ``q + 1``; without it ``causal`` must be False."""
+    rows = 1 if width_only else STATS
+    st = np.zeros((STATS, n_keys + 1), np.int64)  # zero whenever a sequence starts
     seen = np.zeros(ptr.shape[0] - 1, np.int64)  # query code done in row b + 1
     memo = np.zeros(ptr.shape[0] - 1, np.int32)
-    for b in range(n_batch):
+    for b in range(out.shape[0]):
         n = lengths[b]
         kc = kcodes[b]
         qc = qcodes[b]
+        vc = vcodes[b]
+        span = n if positions else n_keys  # codes below span: st[:, span:] stays equal
         for k in range(n):
-            cnt[kc[k] + 1] += 1
-        _prefix(cnt, n_keys)
+            _add_key(st, kc[k] + 1, vc, k, weight, width_only)
+        for s in range(rows):
+            for c in range(span):
+                st[s, c + 1] += st[s, c]
+        top = span
         for q in range(n):
             x = qc[q]
-            if seen[x] == b + 1:  # same query code, same keys
+            if causal:
+                top = q + 1
+            elif seen[x] == b + 1:  # same query code, same keys
                 out[b, q] = memo[x]
                 continue
-            s = 0
-            for r in range(ptr[x], ptr[x + 1]):
-                s += cnt[hi[r]] - cnt[lo[r]]
-            out[b, q] = s
-            seen[x] = b + 1
-            memo[x] = s
-        cnt[:] = 0
-        for q in range(n, n_pos):
-            out[b, q] = 0
-
-
-@jit()
-def width_positions_kernel(qcodes, ptr, lo, hi, lengths, clip, out):
-    """SelectorWidth of one Select whose keys are ``indices`` (key code = position): a run
-    ``[lo, hi)`` selects ``min(hi, n) - lo`` keys (clipped to ``q + 1`` when causal)."""
-    n_batch, n_pos = out.shape
-    for b in range(n_batch):
-        n = lengths[b]
-        qc = qcodes[b]
-        top = n
-        for q in range(n):
-            x = qc[q]
-            if clip:
-                top = q + 1
-            s = 0
+            count = vsum = total = 0
             for r in range(ptr[x], ptr[x + 1]):
                 h = min(hi[r], top)
                 if h > lo[r]:
-                    s += h - lo[r]
-            out[b, q] = s
-        for q in range(n, n_pos):
-            out[b, q] = 0
+                    count, vsum, total = _gather(st, h, 1, count, vsum, total, width_only)
+                    count, vsum, total = _gather(st, lo[r], -1, count, vsum, total,
+                                                 width_only)
+            _emit(count, vsum, total, width_only, remap, tab, tmin, out, need, b, q)
+            seen[x] = b + 1
+            memo[x] = out[b, q]
+        st[:rows, : span + 1] = 0
+        out[b, n:] = 0
 
 
 @jit()
-def width_point_kernel(kcodes, qcodes, point, n_keys, lengths, out):
-    """SelectorWidth when each query code selects at most the key code ``point[qc]``."""
-    n_batch, n_pos = out.shape
-    cnt = np.zeros(n_keys, np.int32)  # zero whenever a sequence starts
-    for b in range(n_batch):
+def code_sums_kernel(kcodes, qcodes, ptr, lo, hi, point, by_point, n_keys, lengths, causal,
+                     width_only, vcodes, remap, weight, tab, tmin, out, need):
+    """Sums per key code: a query adds the sums of each code it selects, the one code
+    ``point[qc]`` (``by_point``, when every row holds at most one: EQ; a direct lookup for
+    unique keys) or every code of its runs. Causal (any keys): the sums grow as ``q``
+    advances."""
+    st = np.zeros((STATS, n_keys), np.int64)  # zero whenever a sequence starts
+    for b in range(out.shape[0]):
         n = lengths[b]
         kc = kcodes[b]
-        qc = qcodes[b]
-        for k in range(n):
-            cnt[kc[k]] += 1
-        for q in range(n):
-            c = point[qc[q]]
-            out[b, q] = 0 if c < 0 else cnt[c]
-        for k in range(n):
-            cnt[kc[k]] = 0
-        for q in range(n, n_pos):
-            out[b, q] = 0
-
-
-@jit()
-def width_running_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, out):
-    """Causal SelectorWidth of one Select without error entries (any keys)."""
-    n_batch, n_pos = out.shape
-    cnt = np.zeros(n_keys, np.int32)  # zero whenever a sequence starts
-    for b in range(n_batch):
-        n = lengths[b]
-        kc = kcodes[b]
-        qc = qcodes[b]
-        for q in range(n):
-            cnt[kc[q]] += 1
-            s = 0
-            for r in range(ptr[qc[q]], ptr[qc[q] + 1]):
-                for j in range(lo[r], hi[r]):
-                    s += cnt[j]
-            out[b, q] = s
-        for k in range(n):
-            cnt[kc[k]] = 0
-        for q in range(n, n_pos):
-            out[b, q] = 0
-
-
-@jit(inline=True)
-def _answer(count, vsum, total, remap, tab, tmin):
-    """A query's code from its sums (`answer_table`), or `REDUCE` when they do not fix it."""
-    if count == 1:
-        return remap[vsum]  # the one selected value code
-    i = total - tmin  # outside the table when a non-number was selected (`value_weights`)
-    if count < tab.shape[0] and 0 <= i < tab.shape[1]:
-        return tab[count, i]
-    return REDUCE
-
-
-@jit()
-def aggregate_prefix_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, vcodes,
-                            remap, weight, tab, tmin, out, need):
-    """Aggregate of one Select without error entries: codes, or `REDUCE` (``need[b]``).
-
-    Per key code: ``cnt`` keys, ``vs`` sum of value codes (the value code itself when one
-    key is selected), ``tot`` sum of `value_weights` (scaled integers; non-numbers push
-    the sum out of ``tab``).
-    """
-    n_batch, n_pos = out.shape
-    cnt = np.zeros(n_keys + 1, np.int64)  # all three are zero whenever a sequence starts
-    vs = np.zeros(n_keys + 1, np.int64)
-    tot = np.zeros(n_keys + 1, np.int64)
-    for b in range(n_batch):
-        n = lengths[b]
-        kc = kcodes[b]
-        qc = qcodes[b]
         vc = vcodes[b]
-        for k in range(n):
-            c = kc[k] + 1
-            v = vc[k]
-            cnt[c] += 1
-            vs[c] += v
-            tot[c] += weight[v]
-        _prefix(cnt, n_keys)
-        _prefix(vs, n_keys)
-        _prefix(tot, n_keys)
+        if not causal:
+            for k in range(n):
+                _add_key(st, kc[k], vc, k, weight, width_only)
         for q in range(n):
-            x = qc[q]
+            if causal:
+                _add_key(st, kc[q], vc, q, weight, width_only)
+            x = qcodes[b, q]
             count = vsum = total = 0
-            for r in range(ptr[x], ptr[x + 1]):
-                h = hi[r]
-                lw = lo[r]
-                count += cnt[h] - cnt[lw]
-                vsum += vs[h] - vs[lw]
-                total += tot[h] - tot[lw]
-            code = _answer(count, vsum, total, remap, tab, tmin)
-            out[b, q] = code
-            if code == REDUCE:
-                need[b] = 1
-        cnt[:] = 0
-        vs[:] = 0
-        tot[:] = 0
-        for q in range(n, n_pos):
-            out[b, q] = 0
-
-
-@jit()
-def aggregate_positions_kernel(qcodes, ptr, lo, hi, lengths, clip, vcodes, remap, weight,
-                               tab, tmin, out, need):
-    """Aggregate of one Select whose keys are ``indices`` (key code = position): prefix
-    sums over positions, no counting pass; otherwise as `aggregate_prefix_kernel`."""
-    n_batch, n_pos = out.shape
-    vs = np.zeros(n_pos + 1, np.int64)  # vs[k]: sum of the value codes before position k
-    tot = np.zeros(n_pos + 1, np.int64)
-    for b in range(n_batch):
-        n = lengths[b]
-        qc = qcodes[b]
-        vc = vcodes[b]
-        for k in range(n):
-            v = vc[k]
-            vs[k + 1] = vs[k] + v
-            tot[k + 1] = tot[k] + weight[v]
-        top = n
-        for q in range(n):
-            x = qc[q]
-            if clip:
-                top = q + 1
-            count = vsum = total = 0
-            for r in range(ptr[x], ptr[x + 1]):
-                h = min(hi[r], top)
-                lw = lo[r]
-                if h > lw:
-                    count += h - lw
-                    vsum += vs[h] - vs[lw]
-                    total += tot[h] - tot[lw]
-            code = _answer(count, vsum, total, remap, tab, tmin)
-            out[b, q] = code
-            if code == REDUCE:
-                need[b] = 1
-        for q in range(n, n_pos):
-            out[b, q] = 0
-
-
-@jit()
-def aggregate_point_kernel(kcodes, qcodes, point, n_keys, lengths, vcodes, remap,
-                           weight, tab, tmin, out, need):
-    """Aggregate when each query code selects at most the key code ``point[qc]`` (e.g. EQ
-    on unique keys: a direct lookup); as the prefix kernel, with per-code sums."""
-    n_batch, n_pos = out.shape
-    cnt = np.zeros(n_keys, np.int64)  # all three are zero whenever a sequence starts
-    vs = np.zeros(n_keys, np.int64)
-    tot = np.zeros(n_keys, np.int64)
-    for b in range(n_batch):
-        n = lengths[b]
-        kc = kcodes[b]
-        qc = qcodes[b]
-        vc = vcodes[b]
-        for k in range(n):
-            c = kc[k]
-            v = vc[k]
-            cnt[c] += 1
-            vs[c] += v
-            tot[c] += weight[v]
-        for q in range(n):
-            c = point[qc[q]]
-            if c < 0:
-                out[b, q] = tab[0, -tmin]  # nothing selected: the default
-                continue
-            code = _answer(cnt[c], vs[c], tot[c], remap, tab, tmin)
-            out[b, q] = code
-            if code == REDUCE:
-                need[b] = 1
-        for k in range(n):
-            c = kc[k]
-            cnt[c] = vs[c] = tot[c] = 0
-        for q in range(n, n_pos):
-            out[b, q] = 0
-
-
-@jit()
-def aggregate_running_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, vcodes, remap,
-                             weight, tab, tmin, out, need):
-    """Causal Aggregate of one Select without error entries (any keys); as the prefix
-    kernel, with running sums."""
-    n_batch, n_pos = out.shape
-    cnt = np.zeros(n_keys, np.int64)  # all three are zero whenever a sequence starts
-    vs = np.zeros(n_keys, np.int64)
-    tot = np.zeros(n_keys, np.int64)
-    for b in range(n_batch):
-        n = lengths[b]
-        kc = kcodes[b]
-        qc = qcodes[b]
-        vc = vcodes[b]
-        for q in range(n):
-            c = kc[q]
-            v = vc[q]
-            cnt[c] += 1
-            vs[c] += v
-            tot[c] += weight[v]
-            count = vsum = total = 0
-            for r in range(ptr[qc[q]], ptr[qc[q] + 1]):
-                for j in range(lo[r], hi[r]):
-                    count += cnt[j]
-                    vsum += vs[j]
-                    total += tot[j]
-            code = _answer(count, vsum, total, remap, tab, tmin)
-            out[b, q] = code
-            if code == REDUCE:
-                need[b] = 1
-        for k in range(n):
-            c = kc[k]
-            cnt[c] = vs[c] = tot[c] = 0
-        for q in range(n, n_pos):
-            out[b, q] = 0
+            if by_point:
+                if point[x] != NO_KEY:
+                    count, vsum, total = _gather(st, point[x], 1, count, vsum, total,
+                                                 width_only)
+            else:
+                for r in range(ptr[x], ptr[x + 1]):
+                    for j in range(lo[r], hi[r]):
+                        count, vsum, total = _gather(st, j, 1, count, vsum, total, width_only)
+            _emit(count, vsum, total, width_only, remap, tab, tmin, out, need, b, q)
+        _clear(st, kc, n, width_only)
+        out[b, n:] = 0
 
 
 @jit()
@@ -344,7 +212,7 @@ def reduce_marked_kernel(kcodes, qcodes, pred, pred_nq, lengths, causal, vcodes,
                          kind, high, low, denom, exact, fast, default_code, mean_values,
                          mean_codes, need, out, acc, err):
     """Reduce every `REDUCE` query of the rows with ``need[b]`` key by key
-    (`kernels_numba.reduce_row`); outputs and error flags as `aggregate_kernel`."""
+    (`kernels_numba.reduce_row`); outputs and error flags as the generic kernel's."""
     n_batch, n_pos = out.shape
     row = np.empty(n_pos, np.int8)
     for b in range(n_batch):
@@ -358,7 +226,7 @@ def reduce_marked_kernel(kcodes, qcodes, pred, pred_nq, lengths, causal, vcodes,
             x = qcodes[b, q]
             for k in range(n):
                 row[k] = pred[kc[k] * pred_nq + x]
-            if reduce_row(row, n, q + 1 if causal else n, vcodes[b], remap, kind, high, low,
-                          denom, exact, fast, default_code, mean_values, mean_codes, out, acc,
-                          b, q):
+            if reduce_row(row, n, q + 1 if causal else n, False, vcodes[b], remap, kind,
+                          high, low, denom, exact, fast, default_code, mean_values,
+                          mean_codes, out, acc, b, q):
                 err[b] = 1

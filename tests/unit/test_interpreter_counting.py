@@ -16,8 +16,9 @@ import pytest
 from rasplang import Aggregate, Comparison, Map, Select, SelectorWidth, indices, tokens
 from rasplang.interpreter import Plan, backends, evaluate_batch
 from rasplang.interpreter.codec import decode, encode
+from rasplang.interpreter.codes import REDUCE
 from rasplang.interpreter.kernels_numba import mean_code
-from rasplang.interpreter.kernels_runs import REDUCE, answer_table
+from rasplang.interpreter.kernels_runs import answer_table
 from rasplang.interpreter.runs import counting_pays, key_runs
 from rasplang.interpreter.tables import Table, numeric_info
 from rasplang.testing import assert_batch_matches_oracle, oracle_outputs, same_output
@@ -111,16 +112,18 @@ def test_large_ragged_batch_matches_evaluate(values, causal, kernel):
 
 
 @pytest.mark.parametrize(("keys", "pred", "causal", "kernel_name"), [
-    (indices, Comparison.LEQ, False, "positions"),
-    (indices, Comparison.LEQ, True, "positions"),
-    (tokens, Comparison.EQ, False, "point"),
-    (tokens, Comparison.LT, False, "prefix"),
-    (tokens, Comparison.EQ, True, "running"),
+    (indices, Comparison.LEQ, False, "prefix_sums"),
+    (indices, Comparison.EQ, False, "prefix_sums"),
+    (indices, Comparison.LEQ, True, "prefix_sums"),
+    (tokens, Comparison.EQ, False, "code_sums"),
+    (tokens, Comparison.LT, False, "prefix_sums"),
+    (tokens, Comparison.EQ, True, "code_sums"),
+    (tokens, Comparison.LT, True, "code_sums"),
 ])
 def test_backend_picks_the_counting_kernel_for_the_select(keys, pred, causal, kernel_name,
                                                           monkeypatch):
-    """Keys that are indices get the positions kernels, EQ rows the point kernels, other
-    non-causal rows the prefix kernels, other causal ones the running kernels."""
+    """Keys that are indices get prefix sums over positions (clipped when causal), EQ rows
+    and other causal rows sums per key code, other non-causal rows prefix sums."""
     from rasplang.interpreter import kernels_runs
 
     called = []
@@ -128,7 +131,7 @@ def test_backend_picks_the_counting_kernel_for_the_select(keys, pred, causal, ke
         if name.endswith("_kernel") and not name.startswith("reduce"):
             original = getattr(kernels_runs, name)
             monkeypatch.setattr(kernels_runs, name, lambda *a, _f=original, _n=name: (
-                called.append(_n.split("_")[1]), _f(*a))[1])
+                called.append(_n.removesuffix("_kernel")), _f(*a))[1])
     select = Select(keys, tokens, pred)
     for program in (SelectorWidth(select), Aggregate(select, VALUES["halves"])):
         called.clear()
