@@ -1,4 +1,7 @@
-"""Random compilable programs: the compiled model agrees with the oracle on random inputs."""
+"""Random programs (`tests.strategies.programs`): a compilable one compiles and agrees with
+the oracle on random inputs; any other is compiled exactly or refused with reasons.
+
+A failing program shrinks, and hypothesis prints it as a listing, one node per line."""
 
 from __future__ import annotations
 
@@ -40,7 +43,14 @@ def test_random_compilable_program_agrees(case, causal, seed):
         causal = False  # length is refused under causal masking (tested elsewhere)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompilerWarning)
-        model = compile(program, vocab, MAX_SEQ_LEN, causal=causal)
+        try:
+            model = compile(program, vocab, MAX_SEQ_LEN, causal=causal)
+        except rl.UnsupportedProgramError as exc:
+            # Exact or refused: a numerical output whose error bound (attention leakage
+            # over a long chain) exceeds OUTPUT_TOLERANCE is refused, even in tracr's
+            # subset; no other reason is allowed here.
+            assert all("OUTPUT_TOLERANCE" in reason for _, reason in exc.problems), exc
+            return
     rng = np.random.default_rng(seed)
     inputs = [[vocab[i] for i in rng.integers(0, len(vocab), rng.integers(0, MAX_SEQ_LEN + 1))]
               for _ in range(50)]

@@ -1,4 +1,7 @@
-"""Property: on random well-typed programs and inputs, evaluate_batch equals evaluate."""
+"""Property: on random well-typed programs and inputs, evaluate_batch equals evaluate.
+
+Programs come from `tests.strategies.programs`: a failure shrinks to a small program,
+printed as a listing ("Draw 1"), and a short batch ("Draw 2")."""
 
 from __future__ import annotations
 
