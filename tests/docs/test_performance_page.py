@@ -59,6 +59,8 @@ def test_datasets_are_well_formed() -> None:
         assert dataset.get("command") or dataset.get("how"), name
         for row in dataset["rows"]:
             assert len(row) == len(dataset["columns"]), (name, row)
+        for view in dataset.get("views", []):
+            assert set(view) <= set(dataset["columns"]), (name, view)
 
 
 def test_markers_expand_to_collapsed_tables() -> None:
