@@ -1,6 +1,6 @@
 """Verification throughput: `rasplang.verify` on make_sort_unique, exhaustively.
 
-The issue's target is every input of make_sort_unique over 5 tokens up to length 8
+The target is every input of make_sort_unique over 5 tokens up to length 8
 (488,280 sequences) in under 60 s on 2 cores. Parametrised over the length (the
 domain grows 5x per step) and over the implementation: ``verify`` (batched interpreter
 against the batched forward pass) versus ``loop`` (`rasplang.evaluate` and
