@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from rasplang.analysis import Analysis, analyze, raise_if_unsupported, validate
+from rasplang.analysis import Analysis, analysis_for, raise_if_unsupported, validate
 from rasplang.backend.assemble import assemble
 from rasplang.backend.budget import DEFAULT_MAX_BYTES, ModelTooLarge, lower_bound, model_size
 from rasplang.backend.build import build_blocks
@@ -31,6 +31,7 @@ def compile(
     compiler_pad: Any = "PAD",
     mlp_exactness: float = 100,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    analysis: Analysis | None = None,
 ) -> CompiledModel:
     """Compile ``program`` for inputs over ``vocab`` of length 1..``max_seq_len``.
 
@@ -42,6 +43,10 @@ def compile(
     (`CompilerWarning`) for each categorical Aggregate that may select several
     different values: it is compiled as a mean of one-hots, exact where one value is
     selected or all selected values are the same non-number.
+
+    ``analysis`` is ``rasplang.analyze(program, vocab, max_seq_len)`` when the caller
+    already has it (`rasplang.verify` shares one with the interpreter); a ValueError
+    says so when it was made for another program, vocabulary or length.
     """
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {causal!r}")
@@ -55,7 +60,7 @@ def compile(
         raise ValueError(f"compiler_bos and compiler_pad are both {compiler_bos!r}")
     if not mlp_exactness > 1:
         raise ValueError(f"mlp_exactness must be > 1, got {mlp_exactness!r}")
-    analysis = analyze(program, vocab, max_seq_len)
+    analysis = analysis_for(program, vocab, max_seq_len, analysis)
     raise_if_unsupported(validate(analysis) + backend_problems(analysis, causal))
     if (size := lower_bound(analysis)).bytes > max_bytes:
         raise ModelTooLarge(size, max_bytes)

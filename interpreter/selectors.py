@@ -17,6 +17,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from rasplang.interpreter.codes import AND, CONST, NOT, OR, SELECT
 from rasplang.interpreter.runs import KeyRuns
 from rasplang.nodes import (
     ConstantSelector,
@@ -26,9 +27,6 @@ from rasplang.nodes import (
     SelectorNot,
     SelectorOr,
 )
-
-#: Op codes of a selector program.
-SELECT, CONST, AND, OR, NOT = 0, 1, 2, 3, 4
 
 
 @attrs.frozen

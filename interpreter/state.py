@@ -1,32 +1,36 @@
-"""Per-node tables and lookup arrays, extended on demand during a run.
+"""Per-node tables and lookup arrays of a plan, read from the analysis, grown on demand.
 
-A plan builds one `TableState` from the value sets (tables of every SOp, Map and
-SequenceMap lookup tables, Select predicate tables, Aggregate remaps). Each run works
-on a shallow copy: when a run meets a value the plan did not know (a mean of a
-categorical Aggregate outside its table), the copy's tables grow and `ensure` extends
-the lookup arrays of the nodes downstream, calling ``f`` only on the new values. The
+A plan's `TableState` holds the analysis's typed value tables and lookup arrays as they
+are (`rasplang.Analysis.tables`, ``luts``, `select_table`, `key_runs`): building it calls
+no function of the program. Each run works on a shallow copy: when a run meets a value
+the analysis did not list (a mean of a categorical Aggregate outside its table), the
+copy's tables grow and `ensure` extends the lookup arrays of the nodes downstream with
+the analysis's own rules (`rasplang.tables`), calling ``f`` only on the new values. The
 plan's own state is never mutated, so runs may share a plan.
+
+Each pass dispatches on the node type through a rule table: `_INITIAL` (what a plan
+takes from the analysis) and `_ENSURE` (how a run's copy catches up with grown tables).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from rasplang.analysis import AnalysisError, is_negative_zero
+from rasplang.analysis import Analysis, unhashable_result
 from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.interpreter.tables import (
     NumericInfo,
     Table,
     identity_dependent,
-    is_number,
     numeric_info,
 )
 from rasplang.nodes import (
     Aggregate,
     Comparison,
+    ConstantSelector,
     ConstantSOp,
     Full,
     IndicesType,
@@ -34,17 +38,26 @@ from rasplang.nodes import (
     LinearSequenceMap,
     Map,
     Select,
+    SelectorAnd,
+    SelectorNot,
+    SelectorOr,
     SelectorWidth,
     SequenceMap,
     SOp,
     TokensType,
     Value,
 )
+from rasplang.tables import (
+    PRED_ERROR,
+    RAISED_CODE,
+    UnhashableResult,
+    map_table,
+    pairs_table,
+    predicate_table,
+)
+from rasplang.values import is_negative_zero
 
-#: Lookup-table entry: ``f`` raised on this value (Map, SequenceMap).
-RAISED = -1
-#: Predicate-table entries.
-PRED_FALSE, PRED_TRUE, PRED_ERROR = 0, 1, 2
+_PLACEHOLDER = Table((None,))
 
 
 class TableState:
@@ -56,41 +69,29 @@ class TableState:
         self.tables: dict[SOp, Table] = {}
         self.luts: dict[Any, np.ndarray] = {}  # Map [n], SequenceMap [na, nb], Select [nk, nq]
         self.remaps: dict[Aggregate, np.ndarray] = {}
+        self.defaults: dict[Aggregate, int] = {}
         self.runs: dict[Select, KeyRuns | None] = {}  # of luts[select], for counting kernels
         self.numeric: dict[SOp, tuple[int, NumericInfo]] = {}
         self.floats: dict[SOp, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
 
+    @classmethod
+    def from_analysis(cls, analysis: Analysis) -> TableState:
+        """The plan's state: the analysis's tables and arrays, and per Aggregate the
+        numbers its kernels read (cached here so that runs do not recompute them)."""
+        state = cls(analysis.max_seq_len, analysis.labels)
+        for node in analysis.nodes:
+            _INITIAL[type(node)](state, analysis, node)
+            state.ensure(node)  # after a placeholder table (every f raised) upstream
+        return state
+
     def copy(self) -> TableState:
         """A copy whose dicts can grow without touching this state."""
         other = TableState(self.max_seq_len, self.labels)
-        other.tables = dict(self.tables)
-        other.luts = dict(self.luts)
-        other.remaps = dict(self.remaps)
-        other.runs = dict(self.runs)
-        other.numeric = dict(self.numeric)
-        other.floats = dict(self.floats)
+        for name in ("tables", "luts", "remaps", "defaults", "runs", "numeric", "floats"):
+            setattr(other, name, dict(getattr(self, name)))
         return other
 
     # ------------------------------------------------------------------ tables
-
-    def init_leaf(self, node: SOp, vocab: tuple[Value, ...], seeds: Iterable[Value] = ()) -> None:
-        """Set the table of a node whose values do not come from a child."""
-        t = self.max_seq_len
-        if isinstance(node, TokensType):
-            values: Iterable[Value] = vocab
-        elif isinstance(node, IndicesType):
-            values = range(t)
-        elif isinstance(node, LengthType):
-            values = range(1, t + 1)
-        elif isinstance(node, SelectorWidth):
-            values = range(t + 1)
-        elif isinstance(node, Full):
-            values = (node.fill,)
-        elif isinstance(node, ConstantSOp):
-            values = node.value
-        else:
-            values = ()
-        self.tables[node] = Table.of([*values, *seeds])
 
     def add_values(self, node: SOp, values: Iterable[Value]) -> np.ndarray:
         """Codes of ``values`` in ``node``'s table, adding the missing ones."""
@@ -121,153 +122,155 @@ class TableState:
             self.floats[node] = cached
         return cached[1]
 
+    def default_code(self, node: Aggregate) -> int:
+        """The code of ``node.default`` in its table."""
+        return self.defaults[node]
+
     # -------------------------------------------------------------- derivation
 
     def ensure(self, node: Any) -> None:
-        """Bring ``node``'s lookup arrays up to date with its children's tables."""
-        if isinstance(node, Map):
-            self._ensure_map(node)
-        elif isinstance(node, (SequenceMap, LinearSequenceMap)):
-            self._ensure_sequence_map(node)
-        elif isinstance(node, Select):
-            self._ensure_select(node)
-        elif isinstance(node, Aggregate):
-            self._ensure_aggregate(node)
-        elif isinstance(node, SOp) and node not in self.tables:
-            self.init_leaf(node, ())
-        if isinstance(node, SOp) and not len(self.tables[node]):
-            # Every f raised: keep one placeholder so code 0 is always a valid index
-            # (positions that use it are flagged as errors).
-            self.tables[node] = Table.of([None])
+        """Bring ``node``'s lookup arrays up to date with its children's tables (which
+        grow only when a run meets a value the analysis did not list)."""
+        rule = _ENSURE.get(type(node))
+        if rule is not None:
+            rule(self, node)
 
     def _ensure_map(self, node: Map) -> None:
         inner = self.tables[node.inner].values
-        lut = self.luts.get(node)
-        if node not in self.tables:
-            self.tables[node] = Table.of(())
-        start = 0 if lut is None else len(lut)
-        if lut is not None and start == len(inner):
+        lut = self.luts[node]
+        if len(lut) == len(inner):
             return
-        args = [(x,) for x in inner[start:]]
-        new = self._codes_for(node, args, [_apply(node.f, a) for a in args])
-        self.luts[node] = new if lut is None else np.concatenate([lut, new])
+        new = inner[len(lut):]
+        codes = self._grow(node, lambda: map_table(node.f, new, lambda: None, []))
+        self.luts[node] = np.concatenate([lut, codes])
 
     def _ensure_sequence_map(self, node: SequenceMap | LinearSequenceMap) -> None:
-        xs = self.tables[node.fst].values
-        ys = self.tables[node.snd].values
-        lut = self.luts.get(node)
-        if node not in self.tables:
-            self.tables[node] = Table.of(())
-        na, nb = (0, 0) if lut is None else lut.shape
-        if lut is not None and (na, nb) == (len(xs), len(ys)):
+        xs, ys = self.tables[node.fst].values, self.tables[node.snd].values
+        lut = self.luts[node]
+        na, nb = lut.shape
+        if (na, nb) == (len(xs), len(ys)):
             return
         out = np.empty((len(xs), len(ys)), dtype=np.int32)
-        if lut is not None:
-            out[:na, :nb] = lut
-        cells = [(i, j) for i in range(len(xs)) for j in range(len(ys)) if i >= na or j >= nb]
-        args = [(xs[i], ys[j]) for i, j in cells]
-        codes = self._codes_for(node, args, [_apply(node.f, a) for a in args])
-        if cells:
-            rows, cols = np.array(cells, dtype=np.int64).T
-            out[rows, cols] = codes
+        out[:na, :nb] = lut
+        out[:na, nb:] = self._grow(node, lambda: pairs_table(node.f, xs[:na], ys[nb:], []))
+        out[na:, :] = self._grow(node, lambda: pairs_table(node.f, xs[na:], ys, []))
         self.luts[node] = out
 
-    def _codes_for(self, node: SOp, args: list[tuple[Value, ...]],
-                   outs: list[tuple[bool, Value]]) -> np.ndarray:
-        """Codes of f's results on ``args`` (`RAISED` where f raised), extending ``node``'s
-        table. An unhashable result is an `AnalysisError` naming the node, the arguments
-        and the value (as `rasplang.analyze` reports it for the values it knows)."""
-        ok = [value for raised, value in outs if not raised]
+    def _grow(self, node: SOp, build: Callable[[], tuple[Table, np.ndarray]]) -> np.ndarray:
+        """Codes in ``node``'s table (extended) of the new outcomes ``build()`` tables
+        (`rasplang.tables.map_table` or `pairs_table`, the analysis's own rules); an
+        unhashable result is an `AnalysisError`, as `rasplang.analyze` reports it."""
         try:
-            added = self.add_values(node, ok)
-        except TypeError:
-            arg, value = next((a, v) for a, (raised, v) in zip(args, outs)
-                              if not raised and not _hashable(v))
-            shown = ", ".join(repr(x) for x in arg)
-            label = self.labels.get(node, node.label)
-            raise AnalysisError(
-                f"{type(node).__name__} {label!r}: f({shown}) returned {value!r} (a "
-                f"{type(value).__name__}), which is not hashable; RASP values must be "
-                "hashable (use a tuple instead of a list)") from None
-        codes = iter(added)
-        return np.fromiter(
-            (RAISED if raised else next(codes) for raised, _ in outs),
-            dtype=np.int32,
-            count=len(outs),
-        )
+            new, codes = build()
+        except UnhashableResult as exc:
+            raise unhashable_result(node, self.labels.get(node, node.label), exc) from None
+        table = self.tables[node]
+        table = Table(()) if table is _PLACEHOLDER else table
+        self.tables[node] = grown = table.with_values(new.values)
+        if not len(grown):
+            self.tables[node] = _PLACEHOLDER
+        return np.append(grown.codes_of(new.values), RAISED_CODE)[codes].astype(np.int32)
 
     def _ensure_select(self, node: Select) -> None:
-        """The predicate table; `PRED_ERROR` where the predicate raised, saw None, or
-        compares a value whose equality depends on object identity (`identity_dependent`:
-        `evaluate` compares one object per position, the table one per value)."""
-        keys = self.tables[node.keys].values
-        queries = self.tables[node.queries].values
-        pred = self.luts.get(node)
-        nk, nq = (0, 0) if pred is None else pred.shape
-        if pred is not None and (nk, nq) == (len(keys), len(queries)):
+        keys, queries = self.tables[node.keys].values, self.tables[node.queries].values
+        pred = self.luts[node]
+        nk, nq = pred.shape
+        if (nk, nq) == (len(keys), len(queries)):
             return
         out = np.empty((len(keys), len(queries)), dtype=np.int8)
-        if pred is not None:
-            out[:nk, :nq] = pred
-        blind = node.predicate in (Comparison.TRUE, Comparison.FALSE)  # never compares
-        kbad = [not blind and identity_dependent(k) for k in keys]
-        qbad = [not blind and identity_dependent(q) for q in queries]
-        for i, key in enumerate(keys):
-            for j, query in enumerate(queries):
-                if i < nk and j < nq:
-                    continue
-                out[i, j] = (PRED_ERROR if kbad[i] or qbad[j]
-                             else _predicate(node.predicate, key, query))
+        out[:nk, :nq] = pred
+        out[:nk, nq:] = predicate_table(node.predicate, keys[:nk], queries[nq:])
+        out[nk:, :] = predicate_table(node.predicate, keys[nk:], queries)
+        rows, cols = _identity_dependent(node, keys, queries, nk, nq)
+        out[rows, :] = PRED_ERROR
+        out[:, cols] = PRED_ERROR
         self.luts[node] = out
         self.runs[node] = key_runs(out)
 
     def _ensure_aggregate(self, node: Aggregate) -> None:
         sop_values = self.tables[node.sop].values
-        remap = self.remaps.get(node)
-        if node not in self.tables:
-            self.tables[node] = Table.of(())
-        start = 0 if remap is None else len(remap)
-        if start == len(sop_values) and remap is not None:
+        remap = self.remaps[node]
+        if len(remap) == len(sop_values):
             return
-        new = self.add_values(node, sop_values[start:])
-        self.remaps[node] = new if remap is None else np.concatenate([remap, new])
-
-    def default_code(self, node: Aggregate) -> int:
-        """The code of ``node.default`` in its table (added if missing)."""
-        return int(self.add_values(node, [node.default])[0])
+        self.remaps[node] = np.concatenate([remap, self.add_values(node, sop_values[len(remap):])])
 
 
-def _apply(f: Any, args: tuple[Value, ...]) -> tuple[bool, Value]:
-    """``(raised, f(*args))``; a None argument gives None, as in `rasplang.evaluate`."""
-    if any(a is None for a in args):
-        return False, None
-    try:
-        return False, f(*args)
-    except Exception:
-        return True, None
+def _identity_dependent(node: Select, keys: tuple, queries: tuple, nk: int = 0,
+                        nq: int = 0) -> tuple[list[int], list[int]]:
+    """The key and query codes (from ``nk``, ``nq`` on) of values whose equality depends
+    on object identity (`identity_dependent`): `evaluate` compares one object per
+    position, the table one per value, so the interpreter marks them `PRED_ERROR`."""
+    if node.predicate in (Comparison.TRUE, Comparison.FALSE):  # never compares
+        return [], []
+    return ([i for i in range(nk, len(keys)) if identity_dependent(keys[i])],
+            [j for j in range(nq, len(queries)) if identity_dependent(queries[j])])
 
 
-def _hashable(value: Value) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
+# ------------------------------------------------------------------- rule tables
 
 
-def _predicate(predicate: Any, key: Value, query: Value) -> int:
-    if key is None or query is None:
-        return PRED_ERROR
-    try:
-        return PRED_TRUE if bool(predicate(key, query)) else PRED_FALSE
-    except Exception:
-        return PRED_ERROR
+def _take_table(state: TableState, analysis: Analysis, node: SOp) -> None:
+    # Every f raised: keep one placeholder so code 0 is always a valid index (positions
+    # that use it are flagged as errors).
+    table = analysis.tables[node]
+    state.tables[node] = table if len(table) else _PLACEHOLDER
 
 
-def numeric_seeds(values: Iterable[Value]) -> list[float]:
-    """Float versions of the numbers in a numerical Aggregate's value set.
+def _take_function(state: TableState, analysis: Analysis, node: SOp) -> None:
+    _take_table(state, analysis, node)
+    state.luts[node] = analysis.luts[node]
 
-    A mean is always a float; the analysis's set may hold it as an equal int or bool
-    (``1.0 == 1 == True`` collapse in a set), so every number is seeded as a float.
-    """
-    return [float(v) for v in values if is_number(v)]
+
+def _take_aggregate(state: TableState, analysis: Analysis, node: Aggregate) -> None:
+    _take_table(state, analysis, node)
+    state.remaps[node] = analysis.luts[node]
+    state.defaults[node] = state.tables[node].code(node.default)
+    state.numeric_info(node.sop)
+    state.float_index(node)
+
+
+def _take_select(state: TableState, analysis: Analysis, node: Select) -> None:
+    pred = analysis.select_table(node)
+    rows, cols = _identity_dependent(node, analysis.typed_values[node.keys],
+                                     analysis.typed_values[node.queries])
+    if rows or cols:
+        pred = pred.copy()
+        pred[rows, :] = PRED_ERROR
+        pred[:, cols] = PRED_ERROR
+        state.luts[node], state.runs[node] = pred, None
+    else:
+        state.luts[node], state.runs[node] = pred, analysis.key_runs(node)
+
+
+def _nothing(state: TableState, analysis: Analysis, node: Any) -> None:
+    return None
+
+
+#: What a plan takes from the analysis, per node type.
+_INITIAL: dict[type, Callable[[TableState, Analysis, Any], None]] = {
+    TokensType: _take_table,
+    IndicesType: _take_table,
+    LengthType: _take_table,
+    Full: _take_table,
+    ConstantSOp: _take_table,
+    SelectorWidth: _take_table,
+    Map: _take_function,
+    SequenceMap: _take_function,
+    LinearSequenceMap: _take_function,
+    Aggregate: _take_aggregate,
+    Select: _take_select,
+    ConstantSelector: _nothing,
+    SelectorAnd: _nothing,
+    SelectorOr: _nothing,
+    SelectorNot: _nothing,
+}
+
+#: How a run's state catches up with grown tables, per node type (absent: nothing
+#: derived; a primitive's table never grows).
+_ENSURE: dict[type, Callable[[TableState, Any], None]] = {
+    Map: TableState._ensure_map,
+    SequenceMap: TableState._ensure_sequence_map,
+    LinearSequenceMap: TableState._ensure_sequence_map,
+    Select: TableState._ensure_select,
+    Aggregate: TableState._ensure_aggregate,
+}

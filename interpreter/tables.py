@@ -1,28 +1,36 @@
 """Value tables: the integer code of every value a node can take.
 
-The analysis (`rasplang.analyze`) gives each SOp its value set, deduplicated with
-``==``; there ``1``, ``1.0`` and ``True`` are one value. The interpreter must return
-exactly the object `rasplang.evaluate` returns (``True`` stays a bool, a mean stays a
-float), so its tables refine the analysis's sets by type: a value's key is
-`rasplang.analysis.typed_key`, the analysis's own typed identity.
+The interpreter must return exactly the object `rasplang.evaluate` returns (``True``
+stays a bool, a mean stays a float), so its tables are the analysis's *typed* value
+tables (`rasplang.values.Table`, keyed by `rasplang.values.typed_key`), not the value
+sets that ``==`` merges. A `Table` is immutable; `Table.with_values` returns a longer
+copy when a run meets a value the plan did not know (e.g. the mean of a categorical
+Aggregate whose selection holds several different numbers), so a plan can be shared by
+concurrent runs.
 
-A `Table` is immutable; `Table.with_values` returns a longer copy when a run meets a
-value the plan did not know (e.g. the mean of a categorical Aggregate whose selection
-holds several different numbers), so a plan can be shared by concurrent runs.
+This module adds what the Aggregate kernels need to know about a table (`NumericInfo`,
+`exact_means`) and which values compare by object identity (`identity_dependent`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
 import attrs
 import numpy as np
 
-from rasplang.analysis import typed_key
 from rasplang.evaluator import is_number
+from rasplang.interpreter.codes import (  # noqa: F401  (MEAN, REEVALUATE: re-exported)
+    LIMB_BITS,
+    MEAN,
+    NUMBER,
+    OTHER,
+    REEVALUATE,
+    UNCOMPARABLE,
+)
+from rasplang.values import Table, typed_key  # noqa: F401  (re-exported)
 
 Value = Any
 
@@ -48,73 +56,6 @@ def identity_dependent(value: Value) -> bool:
         return True
 
 
-@attrs.frozen
-class Table:
-    """The values of one node, in code order, and the reverse index."""
-
-    values: tuple[Value, ...]
-    index: dict[tuple[Any, ...], int] = attrs.field(repr=False)
-
-    @classmethod
-    def of(cls, values: Iterable[Value]) -> Table:
-        """A table of ``values`` (duplicates by `typed_key` dropped, order kept)."""
-        return cls((), {}).with_values(values)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def code(self, value: Value) -> int | None:
-        """The code of ``value``, or None when it is not in the table."""
-        return self.index.get(typed_key(value))
-
-    def with_values(self, values: Iterable[Value]) -> Table:
-        """This table plus the ``values`` it lacks (the same object when none is new)."""
-        new_values = list(self.values)
-        index = None
-        for value in values:
-            key = typed_key(value)
-            if (index or self.index).get(key) is None:
-                if index is None:
-                    index = dict(self.index)
-                index[key] = len(new_values)
-                new_values.append(value)
-        if index is None:
-            return self
-        return Table(tuple(new_values), index)
-
-    def codes_of(self, values: Iterable[Value]) -> np.ndarray:
-        """Codes of values known to be in the table, as an int32 array."""
-        return np.fromiter((self.index[typed_key(v)] for v in values), dtype=np.int32)
-
-    def as_object_array(self) -> np.ndarray:
-        """The values as a 1-D object array (for decoding codes with fancy indexing)."""
-        out = np.empty(len(self.values), dtype=object)
-        out[:] = list(self.values) if self.values else []
-        return out
-
-    def none_codes(self) -> np.ndarray:
-        """A bool array: which codes stand for None."""
-        return np.array([v is None for v in self.values], dtype=bool).reshape(-1)
-
-    def floats(self) -> np.ndarray:
-        """Each value as a float64 (NaN for None and non-numbers)."""
-        return np.array(
-            [float(v) if is_number(v) else math.nan for v in self.values], dtype=np.float64
-        ).reshape(-1)
-
-
-#: ``out`` markers of an Aggregate kernel for a query whose answer is not yet a code.
-#: `MEAN`: a mean of several numbers, exact in ``acc[b, q]`` (count and the two limbs of
-#: the scaled sum, see `NumericInfo`); the plan divides. `REEVALUATE`: a mean over a table
-#: with no exact integer form, or several copies of an `UNCOMPARABLE` value; the plan
-#: re-evaluates the sequence with `rasplang.evaluate_all`.
-MEAN, REEVALUATE = -1, -3
-#: `NumericInfo.kind` of a value: not a number; a number (several are averaged); a
-#: non-number whose equality depends on object identity (`identity_dependent`), so that
-#: whether several selected copies of it are "the same" is left to `evaluate`.
-OTHER, NUMBER, UNCOMPARABLE = 0, 1, 2
-#: A scaled sum is kept in two int64 limbs, ``high * 2**LIMB_BITS + low``.
-LIMB_BITS = 32
 _LIMB = 1 << LIMB_BITS
 _INT64_MAX = 2**63 - 1
 

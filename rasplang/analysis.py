@@ -1,10 +1,16 @@
-"""Program analysis shared by the interpreter and the compiler.
+"""Program analysis: the table IR that the interpreter, the compiler and verify share.
 
-For a program, a vocabulary and a maximum length, `analyze` computes once:
+For a program, a vocabulary and a maximum length, `analyze` computes once (with one
+rule per node type, `rasplang.inference`; the tables and their rules are
+`rasplang.tables`, the checks `rasplang.validation`):
 
 - the nodes in topological order, with labels unique within the program;
-- each SOp's encoding and its *value set*: every value the node can take on any input
-  of length 1..max_seq_len over the vocabulary (sorted deterministically);
+- each SOp's encoding, its *typed value table* (`Analysis.tables`: every value the node
+  can take on any input of length 1..max_seq_len over the vocabulary, ``1``, ``1.0`` and
+  ``True`` apart) and its *value set* (those values merged by ``==`` and sorted);
+- each Map's and SequenceMap's lookup array (`Analysis.luts`), calling its function
+  once per typed input value (pair); Select predicate tables are built on first use
+  (`Analysis.select_table`), calling the predicate once per typed pair;
 - diagnostics: values dropped because ``f`` raised, and categorical Aggregates that
   may see several different values.
 
@@ -21,135 +27,83 @@ max_seq_len input values (computed with fractions), plus the default. tracr keep
 
 from __future__ import annotations
 
-import contextlib
-import math
 import numbers
-from collections.abc import Iterable, Sequence
-from fractions import Fraction
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 import numpy as np
 
 from rasplang.graph import topological_order, unique_labels
+from rasplang.inference import (  # noqa: F401  (re-exported)
+    MAX_LINEAR_PAIRS,
+    MAX_MEAN_STEPS,
+    MAX_TABLE_PAIRS,
+    MAX_VALUE_SET_SIZE,
+    RULES,
+    AnalysisError,
+    Inference,
+    ValueSetTooLarge,
+    unhashable_result,
+)
 from rasplang.nodes import (
-    Aggregate,
     Comparison,
-    ConstantSelector,
-    ConstantSOp,
     Encoding,
-    Full,
-    IndicesType,
-    LengthType,
     LinearSequenceMap,
     Map,
     RASPExpr,
     Select,
-    Selector,
-    SelectorAnd,
-    SelectorWidth,
     SequenceMap,
     SOp,
-    TokensType,
     Value,
     get_encoding,
 )
+from rasplang.tables import (  # noqa: F401  (re-exported: the table IR's codes)
+    PRED_ERROR,
+    PRED_FALSE,
+    PRED_TRUE,
+    RAISED,
+    RAISED_CODE,
+    KeyRuns,
+    key_runs,
+    number_column,
+    predicate_table,
+)
+from rasplang.validation import (  # noqa: F401  (re-exported)
+    MAX_NUMERICAL_MAGNITUDE,
+    UnsupportedProgramError,
+    raise_if_unsupported,
+    validate,
+)
+from rasplang.values import (  # noqa: F401  (re-exported: the one value identity)
+    Table,
+    distinct_typed,
+    is_negative_zero,
+    object_array,
+    sort_key,
+    sorted_values,
+    type_collisions,
+    typed_key,
+)
 
-#: Largest value set the analysis builds for one node by enumeration in Python
-#: (numerical Aggregate means, Map and SequenceMap results). Past it, `analyze` raises
-#: `ValueSetTooLarge` naming the node.
-MAX_VALUE_SET_SIZE = 100_000
-#: Largest number of input pairs a numerical LinearSequenceMap enumerates (with numpy:
-#: the sum of two independent means can take about a million values at length 64).
-MAX_LINEAR_PAIRS = 20_000_000
-#: Largest number of input pairs on which the analysis calls a SequenceMap's ``f``
-#: (checked before the first call, so a huge table is refused in well under a second).
-MAX_TABLE_PAIRS = 4_000_000
-#: Largest number of exact additions the analysis spends on one numerical Aggregate's
-#: means (a few seconds of work); past it, `ValueSetTooLarge` names the node.
-MAX_MEAN_STEPS = 5_000_000
-#: Largest magnitude of a value a compiled model holds as a number (a numerical SOp, or
-#: the input of a numerical Aggregate or LinearSequenceMap): float64 holds every integer
-#: up to it exactly, and means and weighted sums of such values stay far from overflow.
-MAX_NUMERICAL_MAGNITUDE = 2**53
-
-
-class AnalysisError(ValueError):
-    """The program cannot be analysed for this vocabulary and length."""
-
-
-class ValueSetTooLarge(AnalysisError):
-    """A node's value set would exceed `MAX_VALUE_SET_SIZE`."""
-
-
-class UnsupportedProgramError(NotImplementedError):
-    """The program contains constructs that cannot be compiled.
-
-    ``problems`` lists ``(label, reason)`` for every offending node.
-    """
-
-    def __init__(self, problems: Sequence[tuple[str, str]]):
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {label}: {reason}" for label, reason in self.problems)
-        super().__init__(f"cannot compile {len(self.problems)} node(s):\n{lines}")
-
-
-_PLAIN_NUMBERS = frozenset({int, float, bool})
-
-
-def sort_key(value: Any) -> tuple[int, Any]:
-    """A total order over mixed values: None, then numbers, then str, then the rest."""
-    if type(value) in _PLAIN_NUMBERS:  # fast path for the large numeric sets
-        return (1, value)
-    if value is None:
-        return (0, 0)
-    if isinstance(value, numbers.Real):
-        return (1, value)
-    if isinstance(value, str):
-        return (2, value)
-    return (3, repr(value))
-
-
-def sorted_values(values: Iterable[Value]) -> tuple[Value, ...]:
-    """Deduplicate (by ``==``/hash, as a set does) and sort with `sort_key`."""
-    unique = set(values)
-    if all(type(v) in _PLAIN_NUMBERS for v in unique):
-        return tuple(sorted(unique))  # the same order, without a key per value
-    return tuple(sorted(unique, key=sort_key))
-
-
-def typed_key(value: Value) -> Any:
-    """A key equal for two values only if they are equal, of the same type and print the
-    same, also inside tuples: ``1``, ``1.0``, ``True`` are apart, and so are ``-0.0`` and
-    ``0.0``, and ``(1, 'a')`` and ``(1.0, 'a')``."""
-    if type(value) is tuple:
-        return (tuple, tuple(typed_key(v) for v in value))
-    if is_negative_zero(value):
-        return (type(value), value, "-")
-    return (type(value), value)
-
-
-def is_negative_zero(value: Value) -> bool:
-    """Whether ``value`` is the float ``-0.0``."""
-    return isinstance(value, float) and value == 0 and math.copysign(1.0, value) < 0
-
-
-def distinct_typed(values: Iterable[Value]) -> tuple[Value, ...]:
-    """Deduplicate keeping values that are equal but of different types (1, 1.0, True)."""
-    return tuple({typed_key(v): v for v in values}.values())
-
-
-def type_collisions(values: Iterable[Value]) -> tuple[tuple[Value, ...], ...]:
-    """Groups of values that compare equal but differ in type, e.g. ``(0, False)``."""
-    groups: dict[Value, list[Value]] = {}
-    for v in distinct_typed(values):
-        groups.setdefault(v, []).append(v)
-    return tuple(tuple(g) for g in groups.values() if len(g) > 1)
+_MISSING = object()
 
 
 @attrs.frozen
 class Analysis:
-    """What is known statically about a program for one vocabulary and length."""
+    """What is known statically about a program for one vocabulary and length: the
+    table IR.
+
+    Per SOp: ``tables[node]``, the typed value table (code -> value; ``typed_values``
+    holds the same tuples); ``value_sets[node]``, those values merged by ``==`` (as a
+    compiled model holds them) and sorted. Per Map, SequenceMap and LinearSequenceMap,
+    ``luts[node]``: int32 codes into ``tables[node]`` (`RAISED_CODE` where ``f`` raised),
+    ``[len(tables[inner])]`` for a Map and ``[len(tables[fst]), len(tables[snd])]`` for a
+    SequenceMap; per Aggregate, ``luts[node]``: the code in ``tables[node]`` of each value
+    of ``tables[node.sop]``. Predicate tables and the merged views the compiler reads
+    (`map_outputs`, `sequence_map_outputs`, `predicate`) are built on first use and kept.
+    """
 
     program: RASPExpr
     vocab: tuple[Value, ...]
@@ -167,6 +121,13 @@ class Analysis:
     type_collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = attrs.field(factory=dict)
     #: Each SOp's values without merging equal values of different types.
     typed_values: dict[SOp, tuple[Value, ...]] = attrs.field(factory=dict)
+    #: Each SOp's typed value table (``tables[node].values == typed_values[node]``).
+    tables: dict[SOp, Table] = attrs.field(factory=dict)
+    #: Lookup arrays (see the class docstring).
+    luts: dict[SOp, np.ndarray] = attrs.field(factory=dict, repr=False)
+    #: Tables built on first use, keyed by ``(kind, node)``; seeded by `analyze`.
+    _cache: dict[tuple[str, RASPExpr], Any] = attrs.field(factory=dict, repr=False, eq=False)
+    _lock: Any = attrs.field(factory=threading.RLock, init=False, repr=False, eq=False)
 
     def value_set(self, node: SOp) -> tuple[Value, ...]:
         """The sorted values ``node`` can take."""
@@ -195,192 +156,84 @@ class Analysis:
         ]
         return notes
 
+    # ------------------------------------------------------- tables built on first use
 
-class _Inference:
-    def __init__(self, vocab: tuple[Value, ...], max_seq_len: int, labels: dict):
-        self.vocab = vocab
-        self.max_seq_len = max_seq_len
-        self.labels = labels
-        self.sets: dict[SOp, tuple[Value, ...]] = {}
-        self.typed: dict[SOp, tuple[Value, ...]] = {}
-        self.dropped: dict[SOp, list[str]] = {}
-        self.spread: list[SOp] = []
+    def _cached(self, kind: str, node: RASPExpr, build: Callable[[], Any]) -> Any:
+        """``build()`` once per ``(kind, node)``, also when threads ask at once."""
+        found = self._cache.get((kind, node), _MISSING)
+        if found is _MISSING:
+            with self._lock:
+                found = self._cache.get((kind, node), _MISSING)
+                if found is _MISSING:
+                    found = self._cache[kind, node] = build()
+        return found
 
-    def check_size(self, node: SOp, size: int) -> None:
-        if size > MAX_VALUE_SET_SIZE:
-            raise ValueSetTooLarge(
-                f"{type(node).__name__} {self.labels[node]!r}: its value set would have "
-                f"{size} or more values (limit MAX_VALUE_SET_SIZE={MAX_VALUE_SET_SIZE})"
-            )
+    def numbers(self, node: SOp) -> np.ndarray | None:
+        """``[len(tables[node])]`` float64: the typed values as numbers, when each is a
+        bool, a float or an int of magnitude at most 2**53 (exact in float64); else None."""
+        return self._cached("numbers", node, lambda: number_column(self.typed_values[node]))
 
-    def apply(self, node: SOp, fn, args: Iterable[tuple[Value, ...]]) -> tuple[Value, ...]:
-        """``fn`` over every argument tuple: the distinct (typed) results."""
-        out: dict[Any, Value] = {}
-        drops = self.dropped.setdefault(node, [])
-        for arg in args:
-            if None in arg:
-                out[typed_key(None)] = None
-                continue
-            try:
-                value = fn(*arg)
-            except Exception as exc:  # evaluate would raise there too: drop, note it
-                if len(drops) < 10:
-                    shown = ", ".join(repr(a) for a in arg)
-                    drops.append(f"f({shown}) raised {type(exc).__name__}: {exc}; value dropped")
-                continue
-            try:
-                out[typed_key(value)] = value
-            except TypeError:
-                shown = ", ".join(repr(a) for a in arg)
-                raise AnalysisError(
-                    f"{type(node).__name__} {self.labels[node]!r}: f({shown}) returned "
-                    f"{value!r} (a {type(value).__name__}), which is not hashable; RASP values "
-                    "must be hashable (use a tuple instead of a list)") from None
-        if not drops:
-            del self.dropped[node]
-        self.check_size(node, len(out))
-        return tuple(out.values())
+    def select_table(self, node: Select) -> np.ndarray:
+        """``[len(tables[keys]), len(tables[queries])]`` int8: `PRED_TRUE` or `PRED_FALSE`
+        for ``bool(predicate(key, query))``, `PRED_ERROR` where the predicate raised or a
+        side is None (`evaluate` raises there)."""
+        def build() -> np.ndarray:
+            keys, queries = self.typed_values[node.keys], self.typed_values[node.queries]
+            compares = isinstance(node.predicate, Comparison)
+            return predicate_table(node.predicate, keys, queries,
+                                   self.numbers(node.keys) if compares else None,
+                                   self.numbers(node.queries) if compares else None)
+        return self._cached("select", node, build)
 
-    def linear(self, node: LinearSequenceMap) -> tuple[Value, ...] | None:
-        """Numerical LinearSequenceMap of plain numbers: all sums at once with numpy.
+    def key_runs(self, node: Select) -> KeyRuns | None:
+        """`select_table` as runs of selected key codes (None when it has an error)."""
+        return self._cached("runs", node, lambda: key_runs(self.select_table(node)))
 
-        Values keep the types ``fst_fac * x + snd_fac * y`` has in Python: a pair of ints
-        (or bools) with integer factors gives an int, summed exactly in int64; any float
-        in the pair gives a float, and float64 products and sums round as Python's do
-        (every int involved is below 2**53, so converting it is exact). Anything else
-        (other number types, larger ints) takes the general path. The set can be large
-        (two independent means).
-        """
-        xs, ys = self.typed[node.fst], self.typed[node.snd]
-        a, b = node.fst_fac, node.snd_fac
-        if get_encoding(node) is not Encoding.NUMERICAL or not all(
-            type(v) in _PLAIN_NUMBERS for v in (*xs, *ys, a, b)
-        ) or max(abs(a), abs(b)) >= 2**53:
-            return None
-        if len(xs) * len(ys) > MAX_LINEAR_PAIRS:
-            raise ValueSetTooLarge(
-                f"LinearSequenceMap {self.labels[node]!r}: {len(xs)} x {len(ys)} input "
-                f"values exceed MAX_LINEAR_PAIRS={MAX_LINEAR_PAIRS}"
-            )
-        xi, xf = _split_ints(xs)
-        yi, yf = _split_ints(ys)
-        big = max(map(abs, (*xi, *yi)), default=0)
-        if big >= 2**53 or max(abs(a), abs(b)) * big >= 2**53:
-            return None  # ints past float precision: the general path computes them
+    def merged_index(self, node: SOp) -> np.ndarray:
+        """``[len(tables[node])]`` int64: the position in ``value_sets[node]`` of each
+        typed value (the value ``==`` merges it into). The one map from typed values to
+        the merged values of a compiled model."""
+        def build() -> np.ndarray:
+            position = {v: i for i, v in enumerate(self.value_sets[node])}
+            return np.array([position[v] for v in self.typed_values[node]],
+                            dtype=np.int64).reshape(-1)
+        return self._cached("merged", node, build)
 
-        def sums(fst: list, snd: list, dtype: type) -> list[Value]:
-            if not fst or not snd:
-                return []
-            outer = np.add.outer(a * np.asarray(fst, dtype), b * np.asarray(snd, dtype))
-            return np.unique(outer).tolist()
+    def representatives(self, node: SOp) -> np.ndarray:
+        """``[len(value_sets[node])]`` int64: the code in ``tables[node]`` of each value of
+        ``value_sets[node]`` (the typed value it is)."""
+        def build() -> np.ndarray:
+            _, first = np.unique(self.merged_index(node), return_index=True)
+            return first.astype(np.int64)
+        return self._cached("representatives", node, build)
 
-        if type(a) is float or type(b) is float:
-            return tuple(sums(list(xs), list(ys), np.float64))
-        floats = sums(list(xs), yf, np.float64) + sums(xf, yi, np.float64)
-        return distinct_typed([*sums(xi, yi, np.int64), *floats])
+    def map_outputs(self, node: Map) -> tuple[Value, ...]:
+        """``f(x)`` for each ``x`` of ``value_sets[node.inner]`` (aligned with it): None
+        where ``x`` is None, `RAISED` where ``f`` raised. Read from ``luts[node]``; ``f`` is
+        not called again."""
+        def build() -> tuple[Value, ...]:
+            outputs = object_array((*self.typed_values[node], RAISED))  # RAISED_CODE: last
+            return tuple(outputs[self.luts[node][self.representatives(node.inner)]].tolist())
+        return self._cached("map_outputs", node, build)
 
-    def infer(self, node: SOp) -> tuple[Value, ...]:
-        if isinstance(node, TokensType):
-            return sorted_values(self.vocab)
-        if isinstance(node, IndicesType):
-            return tuple(range(self.max_seq_len))
-        if isinstance(node, LengthType):
-            return tuple(range(1, self.max_seq_len + 1))
-        if isinstance(node, SelectorWidth):
-            return tuple(range(self.max_seq_len + 1))
-        if isinstance(node, Full):
-            return (node.fill,)
-        if isinstance(node, ConstantSOp):
-            return tuple(node.value)  # an unhashable value is refused by the caller
-        if isinstance(node, Map):
-            return self.apply(node, node.f, ((x,) for x in self.typed[node.inner]))
-        if isinstance(node, LinearSequenceMap) and (fast := self.linear(node)) is not None:
-            return fast
-        if isinstance(node, (SequenceMap, LinearSequenceMap)):
-            xs, ys = self.typed[node.fst], self.typed[node.snd]
-            if len(xs) * len(ys) > MAX_TABLE_PAIRS:
-                raise ValueSetTooLarge(
-                    f"{type(node).__name__} {self.labels[node]!r}: f would be called on "
-                    f"{len(xs)} x {len(ys)} input pairs (limit MAX_TABLE_PAIRS="
-                    f"{MAX_TABLE_PAIRS})"
-                )
-            return self.apply(node, node.f, ((x, y) for x in xs for y in ys))
-        if isinstance(node, Aggregate):
-            if get_encoding(node) is Encoding.NUMERICAL:
-                return self.numerical_means(node)
-            # several selected numbers give their mean, a float even of equal ints
-            several = len(self.sets[node.sop]) > 1 or any(
-                isinstance(v, numbers.Real) and not isinstance(v, float)
-                for v in self.sets[node.sop])
-            if several and not _selects_at_most_one(node.selector):
-                self.spread.append(node)
-            return distinct_typed((*self.typed[node.sop], node.default))
-        raise NotImplementedError(f"no value-set rule for {type(node).__name__}")
+    def sequence_map_outputs(self, node: SequenceMap | LinearSequenceMap) -> np.ndarray:
+        """``[len(value_sets[fst]), len(value_sets[snd])]`` object array: ``f(x, y)``
+        for each pair of merged values, None where either is None, `RAISED` where ``f``
+        raised. Read from ``luts[node]``."""
+        def build() -> np.ndarray:
+            outputs = object_array((*self.typed_values[node], RAISED))
+            rows = np.ix_(self.representatives(node.fst), self.representatives(node.snd))
+            return outputs[self.luts[node][rows]]
+        return self._cached("sequence_map_outputs", node, build)
 
-    def numerical_means(self, node: Aggregate) -> tuple[Value, ...]:
-        """Every mean of 1..max_seq_len input values (a multiset), plus the default.
-
-        One selected value is returned as it is (with its type); a mean of several is a
-        float, the exact mean rounded once, as `evaluate` computes it. Sums are exact:
-        the inputs are scaled to integers by their common denominator.
-        """
-        typed = self.typed[node.sop]
-        numbers_in = [v for v in typed if isinstance(v, numbers.Real)]
-        others = [v for v in typed if v is not None and not isinstance(v, numbers.Real)]
-        if others:
-            raise AnalysisError(
-                f"Aggregate {self.labels[node]!r} is numerical but its input can take "
-                f"non-numeric values {others[:5]}"
-            )
-        out: list[Value] = [*typed, node.default]
-        # a mean with inf or NaN raises in `evaluate` (no exact value): alone they stay
-        finite = [v for v in numbers_in if not isinstance(v, float) or math.isfinite(v)]
-        if finite:
-            exact = {Fraction(v) for v in finite}
-            denominator = math.lcm(*(v.denominator for v in exact))
-            scaled = sorted(int(v * denominator) for v in exact)
-            sums: set[int] = set(scaled)
-            means: set[float] = set()
-            steps = 0
-            for width in range(2, self.max_seq_len + 1):
-                grown: set[int] = set()
-                for s in sums:  # check as we go: an explosion stops early
-                    grown.update(s + v for v in scaled)
-                    steps += len(scaled)
-                    if steps > MAX_MEAN_STEPS:
-                        raise ValueSetTooLarge(
-                            f"Aggregate {self.labels[node]!r}: enumerating the means of up to "
-                            f"{self.max_seq_len} of its {len(scaled)} input values takes more "
-                            f"than MAX_MEAN_STEPS={MAX_MEAN_STEPS} steps (at width {width}, "
-                            f"{len(grown)} sums so far)")
-                    self.check_size(node, len(grown) + len(means))
-                sums = grown
-                # as `evaluate`'s mean rounds: int division rounds the exact quotient once
-                for s in sums:
-                    with contextlib.suppress(OverflowError):  # past floats: evaluate raises
-                        means.add(s / (denominator * width))
-                self.check_size(node, len(means) + len(out))
-            out += means
-        return distinct_typed(out)
-
-
-def _split_ints(values: Sequence[Value]) -> tuple[list[Value], list[Value]]:
-    """Plain numbers split into ints (and bools) and floats."""
-    return ([v for v in values if type(v) is not float],
-            [v for v in values if type(v) is float])
-
-
-def _selects_at_most_one(selector: Selector) -> bool:
-    """A cheap sufficient test that a selector selects at most one key per query.
-
-    True for ``Select(k, q, EQ)`` whose keys are ``indices`` (all different), and for a
-    SelectorAnd with such a side.
-    """
-    if isinstance(selector, Select):
-        return selector.predicate is Comparison.EQ and isinstance(selector.keys, IndicesType)
-    if isinstance(selector, SelectorAnd):
-        return _selects_at_most_one(selector.fst) or _selects_at_most_one(selector.snd)
-    return False
+    def predicate(self, node: Select) -> np.ndarray:
+        """``[len(value_sets[queries]), len(value_sets[keys])]`` bool:
+        ``bool(predicate(key, query))`` for each pair of merged values (False where the
+        predicate raised or a side is None). Read from `select_table`."""
+        def build() -> np.ndarray:
+            rows = np.ix_(self.representatives(node.keys), self.representatives(node.queries))
+            return (self.select_table(node)[rows] == PRED_TRUE).T
+        return self._cached("predicate", node, build)
 
 
 def _check_vocab(vocab: Iterable[Value], max_seq_len: int) -> tuple[Value, ...]:
@@ -405,24 +258,21 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
     max_seq_len = int(max_seq_len)
     nodes = topological_order(program)
     labels = unique_labels(nodes)
-    inference = _Inference(vocab, max_seq_len, labels)
+    inference = Inference(vocab, max_seq_len, labels)
     encodings: dict[SOp, Encoding] = {}
-    collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = {}
     for node in nodes:
-        if isinstance(node, SOp):
-            typed = inference.infer(node)
-            inference.typed[node] = typed
-            try:
-                inference.sets[node] = sorted_values(typed)
-            except TypeError:  # a Full or ConstantSOp of a list, say
-                bad = next(v for v in typed if not _hashable(v))
-                raise AnalysisError(
-                    f"{type(node).__name__} {labels[node]!r}: its value {_short(bad)} (a "
-                    f"{type(bad).__name__}) is not hashable; RASP values must be hashable "
-                    "(use a tuple instead of a list)") from None
-            encodings[node] = get_encoding(node)
-            if len(typed) > len(inference.sets[node]):
-                collisions[node] = type_collisions(typed)
+        rule = RULES.get(type(node))
+        if rule is None:
+            raise NotImplementedError(f"no value-table rule for {type(node).__name__}")
+        table = rule(inference, node)
+        if table is None:
+            continue
+        inference.tables[node] = table
+        if node not in inference.sets:
+            inference.sets[node] = sorted_values(table.values)
+            if len(table) > len(inference.sets[node]):
+                inference.collisions[node] = type_collisions(table.values)
+        encodings[node] = get_encoding(node)
     return Analysis(
         program=program,
         vocab=vocab,
@@ -433,156 +283,36 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
         encodings=encodings,
         dropped={node: tuple(msgs) for node, msgs in inference.dropped.items()},
         spread_aggregates=tuple(inference.spread),
-        type_collisions=collisions,
-        typed_values=inference.typed,
+        type_collisions=inference.collisions,
+        typed_values={node: table.values for node, table in inference.tables.items()},
+        tables=inference.tables,
+        luts=inference.luts,
+        cache=inference.cache,
     )
 
 
-def validate(analysis: Analysis) -> list[tuple[str, str]]:
-    """Problems that make a program uncompilable whatever the compiler: (label, reason).
+def analysis_for(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int,
+                 analysis: Analysis | None = None) -> Analysis:
+    """``analysis`` if it is the analysis of ``program`` for ``vocab`` (in this order) and
+    ``max_seq_len``, or ``analyze(program, vocab, max_seq_len)`` when it is None.
 
-    The compiler adds its own rules on top; `raise_if_unsupported` reports them all in
-    one error.
+    Raises ValueError when ``analysis`` was made for another program, vocabulary or
+    length (a plan or a model built from it would answer for another domain).
     """
-    problems: list[tuple[str, str]] = []
-    for node in analysis.nodes:
-        label = analysis.labels[node]
-        if isinstance(node, (ConstantSOp, ConstantSelector)):
-            problems.append((label, f"{type(node).__name__} depends on the input length; "
-                                    "it exists for testing the evaluator and cannot be compiled"))
-        if isinstance(node, SOp):
-            problems += [(label, reason) for reason in _value_problems(analysis, node)]
-        if isinstance(node, Select):
-            for role, child in (("keys", node.keys), ("queries", node.queries)):
-                if all(v is None for v in analysis.value_sets[child]):
-                    problems.append((label, f"its {role} {analysis.labels[child]!r} can only be "
-                                            "None, so evaluate raises on every input"))
-        reason = _tells_twins_apart(analysis, node)
-        if reason:
-            problems.append((label, reason))
-    output = analysis.program
-    if isinstance(output, SOp) and analysis.encodings[output] is Encoding.CATEGORICAL:
-        for group in analysis.type_collisions.get(output, ()):
-            twins = " or ".join(map(repr, group))
-            problems.append((analysis.labels[output], f"the output can be {twins} (equal values "
-                             "told apart by type or sign, one value in a compiled model), so "
-                             "the model cannot return the value evaluate returns"))
-    return problems
-
-
-def _value_problems(analysis: Analysis, node: SOp) -> list[str]:
-    """Why ``node``'s values cannot be held exactly in a compiled model."""
-    values = analysis.value_sets[node]
-    if any(isinstance(v, float) and math.isnan(v) for v in values):
-        return ["it can take NaN, which is not equal to itself, so no model output can "
-                "be checked against it"]
-    numerical = analysis.encodings[node] is Encoding.NUMERICAL
-    read_as_numbers = [node] if numerical else []
-    if numerical and isinstance(node, Aggregate):
-        read_as_numbers.append(node.sop)
-    problems = []
-    if numerical and isinstance(node, LinearSequenceMap):
-        read_as_numbers += [node.fst, node.snd]
-        for what in ("fst_fac", "snd_fac"):
-            factor = getattr(node, what)
-            if not abs(factor) <= MAX_NUMERICAL_MAGNITUDE:  # also NaN
-                problems.append(f"its {what} {_short(factor)} is not a finite number of "
-                                "magnitude at most MAX_NUMERICAL_MAGNITUDE = 2**53")
-    for sop in read_as_numbers:
-        where = "the node" if sop is node else f"its input {analysis.labels[sop]!r}"
-        bad = [v for v in analysis.value_sets[sop]
-               if v is not None and not isinstance(v, numbers.Real)]
-        if bad:
-            problems.append(f"numerical encoding needs numbers, but {where} can take {bad[:5]}")
-        elif any(isinstance(v, float) and not math.isfinite(v) for v in analysis.value_sets[sop]):
-            problems.append(f"numerical encoding needs finite values, but {where} can be "
-                            "infinite")
-        elif (big := [v for v in analysis.value_sets[sop]
-                      if v is not None and abs(v) > MAX_NUMERICAL_MAGNITUDE]):
-            problems.append(f"numerical encoding holds values up to MAX_NUMERICAL_MAGNITUDE "
-                            f"= 2**53 in magnitude (where float64 is exact on integers), but "
-                            f"{where} can take {_short(big[0])}")
-    return problems
-
-
-def _hashable(value: Value) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _short(value: Value, limit: int = 40) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
-
-
-def _number(value: Value) -> tuple[str, Any]:
-    return ("value", value)  # a number in the model: 1, 1.0 and True are one value
-
-
-def _truth(value: Value) -> bool:
-    return bool(value)  # a selection: only truthiness counts
-
-
-def _outcome(fn: Any, *args: Value, key: Any = typed_key) -> Any:
-    """``key(fn(*args))``, by default keyed by type so ``1`` and ``True`` differ; an
-    exception is an outcome of its own."""
-    try:
-        value = fn(*args)
-    except Exception as exc:
-        return (type(exc), None)
-    try:
-        return key(value)
-    except Exception as exc:  # e.g. bool() of an array: evaluate raises too
-        return (type(exc), None)
-
-
-def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
-    """Why ``node`` cannot be compiled exactly because it tells equal values apart by type.
-
-    An input that can be both ``1`` and ``True`` (say) has one direction (or one number)
-    for both in a compiled model, so a Map, SequenceMap or Select predicate that gives
-    different results for them cannot be compiled exactly. Results are compared as the
-    model holds them: a numerical node's by value (its output is a number either way,
-    and any twins it makes are checked where it is read), a Select's by truth, others
-    by value and type.
-    """
-    if isinstance(node, SOp) and analysis.encodings[node] is Encoding.NUMERICAL:
-        key = _number
-    else:
-        key = _truth if isinstance(node, Select) else typed_key
-    if isinstance(node, Map):
-        operands = [(node.inner, lambda a: _outcome(node.f, a, key=key))]
-    elif isinstance(node, (SequenceMap, LinearSequenceMap)):
-        snd_values, fst_values = analysis.typed_values[node.snd], analysis.typed_values[node.fst]
-        operands = [
-            (node.fst, lambda a: tuple(_outcome(node.f, a, y, key=key) for y in snd_values)),
-            (node.snd, lambda b: tuple(_outcome(node.f, x, b, key=key) for x in fst_values)),
-        ]
-    elif isinstance(node, Select):
-        queries, keys = analysis.typed_values[node.queries], analysis.typed_values[node.keys]
-        operands = [
-            (node.keys, lambda k: tuple(_outcome(node.predicate, k, q, key=key)
-                                        for q in queries)),
-            (node.queries, lambda q: tuple(_outcome(node.predicate, k, q, key=key)
-                                           for k in keys)),
-        ]
-    else:
-        return None
-    for child, results in operands:
-        for group in analysis.type_collisions.get(child, ()):
-            if len({results(v) for v in group}) > 1:
-                twins = " or ".join(map(repr, group))
-                return (f"its input {analysis.labels[child]!r} can be {twins} (equal values "
-                        "told apart by type or sign, one value in a compiled model) and its "
-                        "function gives different results for them")
-    return None
-
-
-def raise_if_unsupported(problems: Sequence[tuple[str, str]]) -> None:
-    """Raise one `UnsupportedProgramError` listing every problem, if there are any."""
-    if problems:
-        raise UnsupportedProgramError(problems)
+    if analysis is None:
+        return analyze(program, vocab, max_seq_len)
+    if not isinstance(analysis, Analysis):
+        raise TypeError(f"analysis must be an Analysis (from rasplang.analyze), got "
+                        f"{type(analysis).__name__}")
+    vocab = _check_vocab(vocab, max_seq_len)
+    if analysis.program is not program:
+        raise ValueError(f"the analysis is of another program "
+                         f"({analysis.labels[analysis.program]!r}), not of "
+                         f"{getattr(program, 'label', program)!r}")
+    if list(map(typed_key, analysis.vocab)) != list(map(typed_key, vocab)):
+        raise ValueError(f"the analysis is for the vocabulary {list(analysis.vocab)}, not "
+                         f"{list(vocab)}")
+    if analysis.max_seq_len != max_seq_len:
+        raise ValueError(f"the analysis is for max_seq_len={analysis.max_seq_len}, not "
+                         f"{max_seq_len}")
+    return analysis

@@ -1,6 +1,8 @@
 """Verification: is this compiled model exactly this program?
 
-`verify` runs the batched interpreter (`rasplang.interpreter.Plan`) and the model's
+`verify` analyses the program once (`rasplang.analyze`), gives that analysis to the
+batched interpreter (`rasplang.interpreter.Plan`) and to the compiler, so no function of
+the program is called twice on a value, then runs the interpreter and the model's
 batched forward pass on the same inputs and compares their outputs: categorical
 outputs exactly with ``==`` (the analysis's notion of one value: ``1``, ``1.0`` and
 ``True`` are one value, which a compiled model stores in one direction; None matches
@@ -32,6 +34,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from rasplang.analysis import analyze, typed_key
 from rasplang.evaluator import EvaluationError, evaluate, evaluate_all
 from rasplang.nodes import Encoding, RASPExpr, Selector
 
@@ -252,13 +255,15 @@ def verify(
     vocab = tuple(vocab)
     exhaustive, total = check_input_count(len(vocab), max_seq_len, exhaustive, samples,
                                           max_inputs)
-    plan = Plan(program, vocab, max_seq_len, causal)
+    analysis = analyze(program, vocab, max_seq_len)  # the one analysis of this run
+    plan = Plan(program, vocab, max_seq_len, causal, analysis=analysis)
     compile_seconds = None
     if model is None:
         from rasplang.backend import compile as compile_program
 
         start = time.perf_counter()
-        model = compile_program(program, plan.vocab, max_seq_len, causal=causal)
+        model = compile_program(program, plan.vocab, max_seq_len, causal=causal,
+                                analysis=analysis)
         compile_seconds = time.perf_counter() - start
     checker = _Checker(plan, model)
     n_vocab = len(plan.vocab)
@@ -459,10 +464,11 @@ class _Checker:
         logits = self.logits(row[None, :])
         got = self.model.output_encoder.decode(logits)[0].tolist()
         if self._analysis is None:
-            from rasplang.analysis import analyze
-
+            self._analysis = self.plan.analysis
             cfg = self.model.config
-            self._analysis = analyze(self.plan.program, cfg.vocab, cfg.max_seq_len)
+            if cfg.max_seq_len != self._analysis.max_seq_len or set(map(typed_key, cfg.vocab)) \
+                    != set(map(typed_key, self._analysis.vocab)):  # a model for another domain
+                self._analysis = analyze(self.plan.program, cfg.vocab, cfg.max_seq_len)
         divergence = first_divergence(self.model, self.plan.program, xs, analysis=self._analysis)
         return Mismatch(xs, expected, got, divergence)
 
@@ -478,8 +484,6 @@ def first_divergence(model: Any, program: RASPExpr, xs: Sequence[Any], *,
     ``analysis`` is ``rasplang.analyze(program, model's vocab, model's max_seq_len)``
     (computed when not given).
     """
-    from rasplang.analysis import analyze
-
     cfg = model.config
     if analysis is None:
         analysis = analyze(program, cfg.vocab, cfg.max_seq_len)

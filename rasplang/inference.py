@@ -1,0 +1,305 @@
+"""Value-table inference: one rule per node type builds a node's typed table.
+
+`rasplang.analyze` runs `Inference` over the nodes in topological order: each rule
+(`RULES`) reads the children's tables and returns the node's typed value table
+(`rasplang.tables.Table`), recording Map and SequenceMap lookup arrays as it applies
+their functions once per typed input value (pair). The limits below bound how much work
+one node may take; past them the node is named in a `ValueSetTooLarge`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from rasplang.nodes import (
+    Aggregate,
+    Comparison,
+    ConstantSelector,
+    ConstantSOp,
+    Encoding,
+    Full,
+    IndicesType,
+    LengthType,
+    LinearSequenceMap,
+    Map,
+    RASPExpr,
+    Select,
+    Selector,
+    SelectorAnd,
+    SelectorNot,
+    SelectorOr,
+    SelectorWidth,
+    SequenceMap,
+    SOp,
+    TokensType,
+    Value,
+    get_encoding,
+)
+from rasplang.tables import (
+    Table,
+    UnhashableResult,
+    linear_table,
+    map_table,
+    number_column,
+    pairs_table,
+)
+from rasplang.validation import short
+
+#: Largest value set the analysis builds for one node by enumeration in Python
+#: (numerical Aggregate means, Map and SequenceMap results). Past it, `analyze` raises
+#: `ValueSetTooLarge` naming the node.
+MAX_VALUE_SET_SIZE = 100_000
+#: Largest number of input pairs a numerical LinearSequenceMap enumerates (with numpy:
+#: the sum of two independent means can take about a million values at length 64).
+MAX_LINEAR_PAIRS = 20_000_000
+#: Largest number of input pairs on which the analysis calls a SequenceMap's ``f``
+#: (checked before the first call, so a huge table is refused in well under a second).
+MAX_TABLE_PAIRS = 4_000_000
+#: Largest number of exact additions the analysis spends on one numerical Aggregate's
+#: means (a few seconds of work); past it, `ValueSetTooLarge` names the node.
+MAX_MEAN_STEPS = 5_000_000
+
+
+class AnalysisError(ValueError):
+    """The program cannot be analysed for this vocabulary and length."""
+
+
+class ValueSetTooLarge(AnalysisError):
+    """A node's value set would exceed `MAX_VALUE_SET_SIZE`."""
+
+
+def unhashable_result(node: RASPExpr, label: str, exc: UnhashableResult) -> AnalysisError:
+    """The error for a function that returned an unhashable value (from the analysis or
+    from a run of the interpreter), naming the node, the arguments and the value."""
+    shown = ", ".join(repr(a) for a in exc.args_)
+    return AnalysisError(
+        f"{type(node).__name__} {label!r}: f({shown}) returned {exc.value!r} (a "
+        f"{type(exc.value).__name__}), which is not hashable; RASP values must be "
+        "hashable (use a tuple instead of a list)")
+
+
+class Inference:
+    """One run of `analyze`: the tables built so far, one rule per node type (`RULES`)."""
+
+    def __init__(self, vocab: tuple[Value, ...], max_seq_len: int, labels: dict):
+        self.vocab = vocab
+        self.max_seq_len = max_seq_len
+        self.labels = labels
+        self.tables: dict[SOp, Table] = {}
+        self.sets: dict[SOp, tuple[Value, ...]] = {}
+        self.luts: dict[SOp, np.ndarray] = {}
+        self.dropped: dict[SOp, list[str]] = {}
+        self.spread: list[SOp] = []
+        self.collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = {}
+        self.cache: dict[tuple[str, RASPExpr], Any] = {}  # seeds `Analysis._cache`
+
+    def typed(self, node: SOp) -> tuple[Value, ...]:
+        return self.tables[node].values
+
+    def column(self, node: SOp) -> np.ndarray | None:
+        """`Analysis.numbers`, computed once."""
+        if ("numbers", node) not in self.cache:
+            self.cache["numbers", node] = number_column(self.typed(node))
+        return self.cache["numbers", node]
+
+    def check_size(self, node: SOp, size: int) -> None:
+        if size > MAX_VALUE_SET_SIZE:
+            raise ValueSetTooLarge(
+                f"{type(node).__name__} {self.labels[node]!r}: its value set would have "
+                f"{size} or more values (limit MAX_VALUE_SET_SIZE={MAX_VALUE_SET_SIZE})"
+            )
+
+    def tabled(self, node: SOp, build: Callable[[list], tuple[Table, np.ndarray]]) -> Table:
+        """``node``'s table and lookup array from ``build(errors)`` (`map_table` or
+        `pairs_table`), with the values where ``f`` raised noted as dropped."""
+        errors: list = []
+        try:
+            table, codes = build(errors)
+        except UnhashableResult as exc:
+            raise unhashable_result(node, self.labels[node], exc) from None
+        if errors:  # evaluate raises there too: the values are dropped, and noted
+            self.dropped[node] = [
+                f"f({', '.join(repr(a) for a in arg)}) raised {type(exc).__name__}: {exc}; "
+                "value dropped" for arg, exc in errors]
+        self.check_size(node, len(table))
+        self.luts[node] = codes
+        return table
+
+    def unhashable_value(self, node: SOp, values: Iterable[Value]) -> None:
+        """Refuse a constant's unhashable value (a Full or ConstantSOp of a list, say)."""
+        for v in values:
+            try:
+                hash(v)
+            except TypeError:
+                raise AnalysisError(
+                    f"{type(node).__name__} {self.labels[node]!r}: its value {short(v)} (a "
+                    f"{type(v).__name__}) is not hashable; RASP values must be hashable "
+                    "(use a tuple instead of a list)") from None
+
+    # -- rules: node -> its typed table (None for selectors), reading children's tables
+
+    def tokens(self, node: TokensType) -> Table:
+        return Table(self.vocab)  # distinct under ==, so by type too; in vocab order
+
+    def indices(self, node: IndicesType) -> Table:
+        return Table(tuple(range(self.max_seq_len)))
+
+    def length(self, node: LengthType) -> Table:
+        return Table(tuple(range(1, self.max_seq_len + 1)))
+
+    def selector_width(self, node: SelectorWidth) -> Table:
+        return Table(tuple(range(self.max_seq_len + 1)))
+
+    def full(self, node: Full) -> Table:
+        self.unhashable_value(node, (node.fill,))
+        return Table((node.fill,))
+
+    def constant_sop(self, node: ConstantSOp) -> Table:
+        self.unhashable_value(node, node.value)
+        return Table.of(node.value)
+
+    def map(self, node: Map) -> Table:
+        return self.tabled(node, lambda errors: map_table(
+            node.f, self.typed(node.inner), lambda: self.column(node.inner), errors))
+
+    def sequence_map(self, node: SequenceMap | LinearSequenceMap) -> Table:
+        xs, ys = self.typed(node.fst), self.typed(node.snd)
+        if isinstance(node, LinearSequenceMap) and (fast := self.linear(node)) is not None:
+            return fast
+        if len(xs) * len(ys) > MAX_TABLE_PAIRS:
+            raise ValueSetTooLarge(
+                f"{type(node).__name__} {self.labels[node]!r}: f would be called on "
+                f"{len(xs)} x {len(ys)} input pairs (limit MAX_TABLE_PAIRS="
+                f"{MAX_TABLE_PAIRS})"
+            )
+        return self.tabled(node, lambda errors: pairs_table(node.f, xs, ys, errors))
+
+    def linear(self, node: LinearSequenceMap) -> Table | None:
+        """A numerical LinearSequenceMap of plain numbers: every ``a * x + b * y`` at once
+        with numpy (`rasplang.tables.linear_table`); the set can be large (two
+        independent means). None where the general path applies."""
+        if get_encoding(node) is not Encoding.NUMERICAL:
+            return None
+        x_col, y_col = self.column(node.fst), self.column(node.snd)
+        if x_col is None or y_col is None:
+            return None
+        if len(x_col) * len(y_col) > MAX_LINEAR_PAIRS:
+            raise ValueSetTooLarge(
+                f"LinearSequenceMap {self.labels[node]!r}: {len(x_col)} x {len(y_col)} input "
+                f"values exceed MAX_LINEAR_PAIRS={MAX_LINEAR_PAIRS}"
+            )
+        fast = linear_table(node.fst_fac, node.snd_fac, self.typed(node.fst),
+                            self.typed(node.snd), x_col, y_col)
+        if fast is None:
+            return None
+        self.luts[node] = fast.codes
+        self.sets[node] = fast.merged
+        self.cache["numbers", node] = fast.column
+        self.cache["merged", node] = fast.merged_index
+        if fast.collisions:
+            self.collisions[node] = fast.collisions
+        return fast.table
+
+    def aggregate(self, node: Aggregate) -> Table:
+        sop = self.typed(node.sop)
+        if get_encoding(node) is Encoding.NUMERICAL:
+            values = self.numerical_means(node)
+        else:
+            # several selected numbers give their mean, a float even of equal ints
+            several = len(self.sets[node.sop]) > 1 or any(
+                isinstance(v, numbers.Real) and not isinstance(v, float)
+                for v in self.sets[node.sop])
+            if several and not _selects_at_most_one(node.selector):
+                self.spread.append(node)
+            values = [*sop, node.default]
+        self.luts[node] = np.arange(len(sop), dtype=np.int32)  # the sop's values come first
+        return Table.of(values)
+
+    def selector(self, node: Selector) -> None:
+        return None  # no values; Select tables are built on first use
+
+    def numerical_means(self, node: Aggregate) -> list[Value]:
+        """Every mean of 1..max_seq_len input values (a multiset), plus the default.
+
+        One selected value is returned as it is (with its type); a mean of several is a
+        float, the exact mean rounded once, as `evaluate` computes it. Sums are exact:
+        the inputs are scaled to integers by their common denominator.
+        """
+        typed = self.typed(node.sop)
+        numbers_in = [v for v in typed if isinstance(v, numbers.Real)]
+        others = [v for v in typed if v is not None and not isinstance(v, numbers.Real)]
+        if others:
+            raise AnalysisError(
+                f"Aggregate {self.labels[node]!r} is numerical but its input can take "
+                f"non-numeric values {others[:5]}"
+            )
+        out: list[Value] = [*typed, node.default]
+        # a mean with inf or NaN raises in `evaluate` (no exact value): alone they stay
+        finite = [v for v in numbers_in if not isinstance(v, float) or math.isfinite(v)]
+        if finite:
+            exact = {Fraction(v) for v in finite}
+            denominator = math.lcm(*(v.denominator for v in exact))
+            scaled = sorted(int(v * denominator) for v in exact)
+            sums: set[int] = set(scaled)
+            means: set[float] = set()
+            steps = 0
+            for width in range(2, self.max_seq_len + 1):
+                grown: set[int] = set()
+                for s in sums:  # check as we go: an explosion stops early
+                    grown.update(s + v for v in scaled)
+                    steps += len(scaled)
+                    if steps > MAX_MEAN_STEPS:
+                        raise ValueSetTooLarge(
+                            f"Aggregate {self.labels[node]!r}: enumerating the means of up to "
+                            f"{self.max_seq_len} of its {len(scaled)} input values takes more "
+                            f"than MAX_MEAN_STEPS={MAX_MEAN_STEPS} steps (at width {width}, "
+                            f"{len(grown)} sums so far)")
+                    self.check_size(node, len(grown) + len(means))
+                sums = grown
+                # as `evaluate`'s mean rounds: int division rounds the exact quotient once
+                for s in sums:
+                    with contextlib.suppress(OverflowError):  # past floats: evaluate raises
+                        means.add(s / (denominator * width))
+                self.check_size(node, len(means) + len(out))
+            out += means
+        return out
+
+
+#: The value-table rule of each node type (selectors have none).
+RULES: dict[type, Callable[[Inference, Any], Table | None]] = {
+    TokensType: Inference.tokens,
+    IndicesType: Inference.indices,
+    LengthType: Inference.length,
+    Map: Inference.map,
+    SequenceMap: Inference.sequence_map,
+    LinearSequenceMap: Inference.sequence_map,
+    Full: Inference.full,
+    ConstantSOp: Inference.constant_sop,
+    Aggregate: Inference.aggregate,
+    SelectorWidth: Inference.selector_width,
+    Select: Inference.selector,
+    ConstantSelector: Inference.selector,
+    SelectorAnd: Inference.selector,
+    SelectorOr: Inference.selector,
+    SelectorNot: Inference.selector,
+}
+
+
+def _selects_at_most_one(selector: Selector) -> bool:
+    """A cheap sufficient test that a selector selects at most one key per query.
+
+    True for ``Select(k, q, EQ)`` whose keys are ``indices`` (all different), and for a
+    SelectorAnd with such a side.
+    """
+    if isinstance(selector, Select):
+        return selector.predicate is Comparison.EQ and isinstance(selector.keys, IndicesType)
+    if isinstance(selector, SelectorAnd):
+        return _selects_at_most_one(selector.fst) or _selects_at_most_one(selector.snd)
+    return False
