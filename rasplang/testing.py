@@ -1,8 +1,10 @@
 """Random, well-typed RASP programs for property-based tests and fuzzing.
 
-`random_program` is the one generator the test suites share (the hypothesis strategy
-in ``tests/strategies.py`` wraps it). Every SOp it builds carries a *kind* that says
-what its values are (``int``, ``bool``, ``str``, ``num`` for floats, ``any``), and
+`random_program` draws programs from a numpy generator, for seeded campaigns
+(``make fuzz``, the GPU tests, the tutorial); the property tests build theirs from
+hypothesis draws instead (``tests/strategies.py``), so failures shrink. Every SOp it
+builds carries a *kind* that says what its values are (``int``, ``bool``, ``str``,
+``num`` for floats, ``any``), and
 functions are drawn from families that are total on that kind, so programs rarely
 raise; when they do (a None reaching a Select, several different strings under one
 Aggregate), `rasplang.evaluate` raises too and tests compare that both raise.
