@@ -31,8 +31,6 @@ NUMBA_CHUNK_POSITIONS = 1 << 20
 #: Below this much work (positions, or (sequence, query, key) triples) a kernel runs in
 #: the calling thread.
 PARALLEL_MIN_PAIRS = 1 << 16
-#: ``point`` of a `kernels_runs.code_sums_kernel` call that does not read it.
-_NO_POINT = np.zeros(0, np.int32)
 
 
 def _cpus() -> int:
@@ -41,13 +39,15 @@ def _cpus() -> int:
     return max(1, min(32, n or 1))
 
 
-def _no_values(n_batch: int) -> tuple[Any, ...]:
-    """The value arguments of a ``width_only`` kernel (never read), typed as an
-    Aggregate's so that both share one compiled kernel: ``(vcodes, remap, kind, high, low,
-    denom, exact, fast, default_code, mean_values, mean_codes)``."""
-    return (np.zeros((n_batch, 1), np.int32), np.zeros(1, np.int32), np.zeros(1, np.uint8),
-            np.zeros(1, np.int64), np.zeros(1, np.int64), 1, False, False, 0,
-            np.zeros(0, np.float64), np.zeros(0, np.int32))
+#: The value arguments of a SelectorWidth: the generic kernel's ``(vcodes, remap, kind,
+#: high, low, denom, exact, fast, default_code, mean_values, mean_codes)``, None where an
+#: Aggregate passes arrays (numba compiles the None case as its own, count-only kernel).
+_NO_VALUES = (None, None, None, None, None, 1, False, False, 0, None, None)
+
+
+def _rows(array: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    """``array[rows]``, or None for a value argument a SelectorWidth leaves out."""
+    return None if array is None else array[rows]
 
 
 class NumbaBackend(NumpyBackend):
@@ -170,13 +170,10 @@ class NumbaBackend(NumpyBackend):
         `interpreter.kernels_runs`, chosen by `interpreter.runs.counting_pays`."""
         out = np.empty(sel.kcodes.shape[1:], dtype=np.int32)
         err = np.zeros(len(lengths), dtype=np.uint8)
-        vcodes, remap, *rest = _no_values(len(lengths))
         if self._counting(sel, causal):
-            weight, tab = np.zeros(1, np.int64), np.zeros((1, 1), np.int32)
-            self._count(sel, lengths, causal, True, vcodes, remap, weight, tab, 0, out, err)
+            self._count(sel, lengths, causal, None, None, None, None, 0, out, None)
         else:
-            acc = np.zeros((len(lengths), 1, 3), dtype=np.int64)  # never written
-            self._fused(sel, lengths, causal, True, (vcodes, remap, *rest), out, acc, err)
+            self._fused(sel, lengths, causal, _NO_VALUES, out, None, err)
         return out, err
 
     def aggregate(
@@ -196,18 +193,18 @@ class NumbaBackend(NumpyBackend):
             acc = self._aggregate_counting(sel, lengths, causal, info, values, out, err)
         else:
             acc = np.empty((*vcodes.shape, 3), dtype=np.int64)  # read only where out is MEAN
-            self._fused(sel, lengths, causal, False, values, out, acc, err)
+            self._fused(sel, lengths, causal, values, out, acc, err)
         return out, acc, err
 
-    def _fused(self, sel: SelectorArgs, lengths: Any, causal: bool, width_only: bool,
-               values: tuple[Any, ...], out: np.ndarray, acc: np.ndarray,
-               err: np.ndarray) -> None:
-        """The generic kernel over the chunk; ``values`` as `_no_values` lists them."""
+    def _fused(self, sel: SelectorArgs, lengths: Any, causal: bool, values: tuple[Any, ...],
+               out: np.ndarray, acc: np.ndarray | None, err: np.ndarray) -> None:
+        """The generic kernel over the chunk; ``values`` as `_NO_VALUES` lists them."""
         vcodes, *rest = values
 
         def run(r: slice) -> None:
-            self.k.fused_select_kernel(*self._sel(sel, r), sel.may_error, lengths[r], causal,
-                                       width_only, vcodes[r], *rest, out[r], acc[r], err[r])
+            self.k.fused_select_kernel(
+                *self._sel(sel, r), sel.may_error, lengths[r], causal, _rows(vcodes, r),
+                *rest, out[r], _rows(acc, r), err[r])
 
         self._split(len(lengths), out.size * out.shape[1], run)
 
@@ -216,28 +213,28 @@ class NumbaBackend(NumpyBackend):
         return sel.runs is not None and counting_pays(
             sel.runs, sel.kcodes.shape[2], causal, sel.keys_are_positions)
 
-    def _count(self, sel: SelectorArgs, lengths: Any, causal: bool, width_only: bool,
-               vcodes: Any, remap: Any, weight: np.ndarray, tab: np.ndarray, tmin: int,
-               out: np.ndarray, need: np.ndarray) -> None:
+    def _count(self, sel: SelectorArgs, lengths: Any, causal: bool, vcodes: Any, remap: Any,
+               weight: np.ndarray | None, tab: np.ndarray | None, tmin: int, out: np.ndarray,
+               need: np.ndarray | None) -> None:
         """The counting kernel for ``sel``'s one Select over the chunk (see
         `interpreter.kernels_runs`): prefix sums over positions or key codes, or sums per
-        key code (one lookup per query, or running sums when causal)."""
+        key code (one lookup per query, or running sums when causal). A SelectorWidth
+        passes None for the value arguments and ``need``."""
         runs, kcodes, qcodes = sel.runs, sel.kcodes[0], sel.qcodes[0]
         if sel.keys_are_positions or (not causal and runs.point is None):
             def run(r: slice) -> None:
                 self.r.prefix_sums_kernel(
                     kcodes[r], qcodes[r], runs.ptr, runs.lo, runs.hi, runs.n_keys, lengths[r],
-                    sel.keys_are_positions, causal, width_only, vcodes[r], remap, weight, tab,
-                    tmin, out[r], need[r])
-        else:  # causal, or rows of at most one key code
-            by_point = not causal
-            point = runs.point if by_point else _NO_POINT
+                    sel.keys_are_positions, causal, _rows(vcodes, r), remap, weight, tab, tmin,
+                    out[r], _rows(need, r))
+        else:  # rows of at most one key code (point), or causal
+            point = None if causal else runs.point
 
             def run(r: slice) -> None:
                 self.r.code_sums_kernel(
-                    kcodes[r], qcodes[r], runs.ptr, runs.lo, runs.hi, point, by_point,
-                    runs.n_keys, lengths[r], causal, width_only, vcodes[r], remap, weight, tab,
-                    tmin, out[r], need[r])
+                    kcodes[r], qcodes[r], runs.ptr, runs.lo, runs.hi, point, runs.n_keys,
+                    lengths[r], causal, _rows(vcodes, r), remap, weight, tab, tmin, out[r],
+                    _rows(need, r))
         self._split(len(lengths), out.size * (2 + runs.mean_runs), run)
 
     def _aggregate_counting(self, sel: SelectorArgs, lengths: Any, causal: bool,
@@ -254,7 +251,7 @@ class NumbaBackend(NumpyBackend):
             tab, tmin = np.full((1, 1), default_code, np.int32), 0
         weight = self.r.value_weights(info.kind, info.num, tab)
         need = np.zeros(len(lengths), dtype=np.uint8)
-        self._count(sel, lengths, causal, False, vcodes, remap, weight, tab, tmin, out, need)
+        self._count(sel, lengths, causal, vcodes, remap, weight, tab, tmin, out, need)
         if not need.any():
             return np.broadcast_to(np.int64(0), (*out.shape, 3))
         acc = np.empty((*out.shape, 3), dtype=np.int64)

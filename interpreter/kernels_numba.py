@@ -14,10 +14,13 @@ program (`interpreter.selectors`): for ``(b, q, k)`` it returns `PRED_FALSE`,
 it inside its key loop, so no ``[B, T, T]`` matrix is ever built.
 
 The Aggregate rule of `rasplang.evaluator.aggregate_row` is written once for compiled
-code, in `reduce_row` (with `mean_code`, the one division of a mean): the generic kernel
-and `kernels_runs` (the counting kernels' table of means and their key-by-key fallback)
-call it. The CUDA kernel of `kernels_cupy` follows it line for line, and a test compiles
-that source on the CPU to compare the two.
+code, in the helper `reduce_row` (with `mean_code`, the one division of a mean): the
+generic kernel and `kernels_runs` (the counting kernels' table of means and their
+key-by-key fallback) call it. A SelectorWidth is the same kernel with None for the value
+arguments (numba compiles that case on its own, count only). The CUDA kernel of
+`kernels_cupy` follows it line for line, and tests/differential/test_interpreter_cuda.py
+compiles that source on the CPU to compare the two. Helpers are compiled with
+``jit(helper=True)`` (see `interpreter._jit` for why not ``inline="always"``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from rasplang.interpreter.codes import (
 LIMB = 1 << LIMB_BITS
 
 
-@jit()
+@jit(helper=True)
 def _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, k, regs):
     """The selector's value at (b, q, k): `PRED_FALSE`, `PRED_TRUE`, or `PRED_ERROR` if a
     predicate raised there."""
@@ -83,7 +86,7 @@ def positions_kernel(lengths, offset, per_sequence, out):
         out[b, n:] = 0
 
 
-@jit(inline=True)
+@jit(helper=True)
 def _store(c, out, err, b, t):
     """``out[b, t] = c``, or 0 with ``err[b]`` set when ``c`` is negative (`RAISED`)."""
     if c < 0:
@@ -112,7 +115,7 @@ def sequence_map_kernel(lut, fst, snd, lengths, out, err):
         out[b, n:] = 0
 
 
-@jit(inline=True)
+@jit(helper=True)
 def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, stop,
               regs, row):
     """``row[k]`` = the selector's value at (b, q, k) for ``k < stop`` (see `_selected`)."""
@@ -128,7 +131,7 @@ def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
                                b, q, k, regs)
 
 
-@jit(inline=True)
+@jit(helper=True)
 def mean_code(total, count, denom, mean_values, mean_codes):
     """The exact mean ``total / (count * denom)`` and its code among the table's floats
     ``mean_values`` (sorted, codes ``mean_codes``), or `MEAN` when it is not there.
@@ -142,15 +145,16 @@ def mean_code(total, count, denom, mean_values, mean_codes):
     return m, MEAN
 
 
-@jit(inline=True)
-def reduce_row(row, stop, limit, width_only, vc, remap, kind, high, low, denom, exact, fast,
+@jit(helper=True)
+def reduce_row(row, stop, limit, vcodes, remap, kind, high, low, denom, exact, fast,
                default_code, mean_values, mean_codes, out, acc, b, q):
-    """One query of a SelectorWidth (``width_only``) or an Aggregate, following
-    `rasplang.evaluator.aggregate_row`; returns whether the sequence is an error.
+    """One query of an Aggregate, following `rasplang.evaluator.aggregate_row`, or of a
+    SelectorWidth (``vcodes`` and every value argument None: numba compiles that case
+    separately, with no value code); returns whether the sequence is an error.
 
     ``row[k]`` (``k < stop``) is the selector's value at key ``k`` (`PRED_ERROR` where a
     predicate raised); keys at or after ``limit`` are masked (causal). Writes ``out[b, q]``:
-    the number of selected keys (``width_only``), else a code of the Aggregate's table,
+    the number of selected keys (SelectorWidth), else a code of the Aggregate's table,
     `REEVALUATE`, or `MEAN` with ``acc[b, q]`` = (count, high limb sum, low limb sum) of the
     exact scaled sum (`interpreter.tables.NumericInfo`) for the plan to divide.
     """
@@ -171,9 +175,9 @@ def reduce_row(row, stop, limit, width_only, vc, remap, kind, high, low, denom, 
         if k >= limit:
             continue
         count += 1
-        if width_only:
+        if vcodes is None:
             continue
-        c = vc[k]
+        c = vcodes[b, k]
         if count == 1:
             first = c
         elif c != first:
@@ -183,9 +187,10 @@ def reduce_row(row, stop, limit, width_only, vc, remap, kind, high, low, denom, 
             lsum += low[c]
         else:
             allnum = False
-    if width_only:
+    if vcodes is None:
         out[b, q] = count
-    elif count == 0:
+        return bad
+    if count == 0:
         out[b, q] = default_code
     elif count == 1:
         out[b, q] = remap[first]
@@ -213,30 +218,29 @@ def reduce_row(row, stop, limit, width_only, vc, remap, kind, high, low, denom, 
 @jit()
 def fused_select_kernel(
     ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, may_error,
-    lengths, causal, width_only, vcodes, remap, kind, high, low, denom, exact, fast,
+    lengths, causal, vcodes, remap, kind, high, low, denom, exact, fast,
     default_code, mean_values, mean_codes, out, acc, err,
 ):
-    """Fused Select + SelectorWidth (``width_only``) or Select + Aggregate (`reduce_row`).
+    """Fused Select + Aggregate (`reduce_row`), or Select + SelectorWidth when ``vcodes``
+    and the other value arguments are None.
 
     ``out[b, q]``: the number of selected keys, or a code of the Aggregate's table, or
     `MEAN` (an exact mean the table's floats ``mean_values`` (sorted, codes
     ``mean_codes``) do not hold, or that the kernel cannot divide exactly; its sums in
-    ``acc[b, q]``), or `REEVALUATE` (see `interpreter.codes`). With ``width_only`` the
-    value arguments are not read.
+    ``acc[b, q]``), or `REEVALUATE` (see `interpreter.codes`).
     """
     n_batch, n_pos = out.shape
     regs = np.empty(ops.shape[0], np.uint8)
     row = np.empty(n_pos, np.int8)
     for b in range(n_batch):
         n = lengths[b]
-        vc = vcodes[b]
         for q in range(n):
             stop = n if (may_error or not causal) else q + 1
             _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q,
                       stop, regs, row)
             limit = q + 1 if causal else n
-            if reduce_row(row, stop, limit, width_only, vc, remap, kind, high, low, denom,
-                          exact, fast, default_code, mean_values, mean_codes, out, acc, b, q):
+            if reduce_row(row, stop, limit, vcodes, remap, kind, high, low, denom, exact,
+                          fast, default_code, mean_values, mean_codes, out, acc, b, q):
                 err[b] = 1
         out[b, n:] = 0
 

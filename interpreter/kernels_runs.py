@@ -3,11 +3,12 @@
 A Select's rows are runs of key codes (`interpreter.runs.KeyRuns`). Per sequence the
 kernels sum, per key code, what an Aggregate needs about the keys' values: the `STATS`
 rows of ``st`` (how many keys, the sum of their value codes, the sum of their
-`value_weights`; a SelectorWidth needs the first only, ``width_only``). Each query then
-adds these sums over the runs of its row. Two helpers hold that arithmetic for every
-kernel: `_add_key` puts a key into its code's sums, `_gather` adds a code's sums into a
-query's, and `_emit` turns a query's sums into its output. The backend picks one kernel
-per node and chunk:
+`value_weights`). A SelectorWidth needs the first only: it passes None for ``vcodes`` and
+the other value arguments, and numba compiles that case separately, without the value
+sums. Each query then adds the sums over the runs of its row. Three helpers hold that
+arithmetic for every kernel: `_add_key` puts a key into its code's sums, `_gather` adds
+a code's sums into a query's, and `_emit` turns a query's sums into its output. The
+backend picks one kernel per node and chunk:
 
 - `prefix_sums_kernel`, non-causal, or causal when the keys are ``indices`` (key code =
   position, ``positions``): prefix sums over key codes, one difference per run,
@@ -79,32 +80,32 @@ def value_weights(kind: np.ndarray, num: np.ndarray, tab: np.ndarray) -> np.ndar
 
 # ---------------------------------------------------------------- shared arithmetic
 
-@jit(inline=True)
-def _add_key(st, c, vc, k, weight, width_only):
-    """Put key ``k`` (value code ``vc[k]``) into the sums of key code ``c``."""
+@jit(helper=True)
+def _add_key(st, c, vcodes, b, k, weight):
+    """Put key ``k`` of sequence ``b`` into the sums of key code ``c``."""
     st[0, c] += 1
-    if not width_only:
-        v = vc[k]
+    if vcodes is not None:
+        v = vcodes[b, k]
         st[1, c] += v
         st[2, c] += weight[v]
 
 
-@jit(inline=True)
-def _gather(st, c, sign, count, vsum, total, width_only):
+@jit(helper=True)
+def _gather(st, c, sign, count, vsum, total, vcodes):
     """A query's sums plus ``sign`` times the sums of code ``c``."""
     count += sign * st[0, c]
-    if not width_only:
+    if vcodes is not None:
         vsum += sign * st[1, c]
         total += sign * st[2, c]
     return count, vsum, total
 
 
-@jit(inline=True)
-def _emit(count, vsum, total, width_only, remap, tab, tmin, out, need, b, q):
-    """``out[b, q]`` from a query's sums: the count (``width_only``), or the Aggregate's
+@jit(helper=True)
+def _emit(count, vsum, total, vcodes, remap, tab, tmin, out, need, b, q):
+    """``out[b, q]`` from a query's sums: the count (SelectorWidth), or the Aggregate's
     code from ``tab`` (`answer_table`), or `REDUCE` (and ``need[b]``) when they do not fix
     it."""
-    if width_only:
+    if vcodes is None:
         out[b, q] = count
         return
     i = total - tmin  # outside the table when a non-number was selected (`value_weights`)
@@ -119,10 +120,10 @@ def _emit(count, vsum, total, width_only, remap, tab, tmin, out, need, b, q):
         need[b] = 1
 
 
-@jit(inline=True)
-def _clear(st, kc, n, width_only):
+@jit(helper=True)
+def _clear(st, kc, n, vcodes):
     """Zero the sums of the key codes ``kc[:n]`` of one sequence."""
-    rows = 1 if width_only else STATS
+    rows = 1 if vcodes is None else STATS
     for k in range(n):
         for s in range(rows):
             st[s, kc[k]] = 0
@@ -132,12 +133,12 @@ def _clear(st, kc, n, width_only):
 
 @jit()
 def prefix_sums_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, positions, causal,
-                  width_only, vcodes, remap, weight, tab, tmin, out, need):
+                       vcodes, remap, weight, tab, tmin, out, need):
     """Prefix sums over key codes: ``st[:, c]`` = the sums of the keys with codes below
     ``c``, so a run ``[lo, hi)`` adds ``st[:, hi] - st[:, lo]``. With ``positions`` (key
     code = position, so codes stay below the length ``n``) a causal query clips each run
     to ``q + 1``; without it ``causal`` must be False."""
-    rows = 1 if width_only else STATS
+    rows = 1 if vcodes is None else STATS
     st = np.zeros((STATS, n_keys + 1), np.int64)  # zero whenever a sequence starts
     seen = np.zeros(ptr.shape[0] - 1, np.int64)  # query code done in row b + 1
     memo = np.zeros(ptr.shape[0] - 1, np.int32)
@@ -145,10 +146,9 @@ def prefix_sums_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, positions, 
         n = lengths[b]
         kc = kcodes[b]
         qc = qcodes[b]
-        vc = vcodes[b]
         span = n if positions else n_keys  # codes below span: st[:, span:] stays equal
         for k in range(n):
-            _add_key(st, kc[k] + 1, vc, k, weight, width_only)
+            _add_key(st, kc[k] + 1, vcodes, b, k, weight)
         for s in range(rows):
             for c in range(span):
                 st[s, c + 1] += st[s, c]
@@ -164,10 +164,9 @@ def prefix_sums_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, positions, 
             for r in range(ptr[x], ptr[x + 1]):
                 h = min(hi[r], top)
                 if h > lo[r]:
-                    count, vsum, total = _gather(st, h, 1, count, vsum, total, width_only)
-                    count, vsum, total = _gather(st, lo[r], -1, count, vsum, total,
-                                                 width_only)
-            _emit(count, vsum, total, width_only, remap, tab, tmin, out, need, b, q)
+                    count, vsum, total = _gather(st, h, 1, count, vsum, total, vcodes)
+                    count, vsum, total = _gather(st, lo[r], -1, count, vsum, total, vcodes)
+            _emit(count, vsum, total, vcodes, remap, tab, tmin, out, need, b, q)
             seen[x] = b + 1
             memo[x] = out[b, q]
         st[:rows, : span + 1] = 0
@@ -175,35 +174,33 @@ def prefix_sums_kernel(kcodes, qcodes, ptr, lo, hi, n_keys, lengths, positions, 
 
 
 @jit()
-def code_sums_kernel(kcodes, qcodes, ptr, lo, hi, point, by_point, n_keys, lengths, causal,
-                     width_only, vcodes, remap, weight, tab, tmin, out, need):
+def code_sums_kernel(kcodes, qcodes, ptr, lo, hi, point, n_keys, lengths, causal, vcodes,
+                     remap, weight, tab, tmin, out, need):
     """Sums per key code: a query adds the sums of each code it selects, the one code
-    ``point[qc]`` (``by_point``, when every row holds at most one: EQ; a direct lookup for
-    unique keys) or every code of its runs. Causal (any keys): the sums grow as ``q``
-    advances."""
+    ``point[qc]`` (when every row holds at most one: EQ; a direct lookup for unique keys),
+    or when ``point`` is None every code of its runs. Causal (any keys): the sums grow as
+    ``q`` advances."""
     st = np.zeros((STATS, n_keys), np.int64)  # zero whenever a sequence starts
     for b in range(out.shape[0]):
         n = lengths[b]
         kc = kcodes[b]
-        vc = vcodes[b]
         if not causal:
             for k in range(n):
-                _add_key(st, kc[k], vc, k, weight, width_only)
+                _add_key(st, kc[k], vcodes, b, k, weight)
         for q in range(n):
             if causal:
-                _add_key(st, kc[q], vc, q, weight, width_only)
+                _add_key(st, kc[q], vcodes, b, q, weight)
             x = qcodes[b, q]
             count = vsum = total = 0
-            if by_point:
+            if point is not None:
                 if point[x] != NO_KEY:
-                    count, vsum, total = _gather(st, point[x], 1, count, vsum, total,
-                                                 width_only)
+                    count, vsum, total = _gather(st, point[x], 1, count, vsum, total, vcodes)
             else:
                 for r in range(ptr[x], ptr[x + 1]):
                     for j in range(lo[r], hi[r]):
-                        count, vsum, total = _gather(st, j, 1, count, vsum, total, width_only)
-            _emit(count, vsum, total, width_only, remap, tab, tmin, out, need, b, q)
-        _clear(st, kc, n, width_only)
+                        count, vsum, total = _gather(st, j, 1, count, vsum, total, vcodes)
+            _emit(count, vsum, total, vcodes, remap, tab, tmin, out, need, b, q)
+        _clear(st, kc, n, vcodes)
         out[b, n:] = 0
 
 
@@ -226,7 +223,7 @@ def reduce_marked_kernel(kcodes, qcodes, pred, pred_nq, lengths, causal, vcodes,
             x = qcodes[b, q]
             for k in range(n):
                 row[k] = pred[kc[k] * pred_nq + x]
-            if reduce_row(row, n, q + 1 if causal else n, False, vcodes[b], remap, kind,
-                          high, low, denom, exact, fast, default_code, mean_values,
-                          mean_codes, out, acc, b, q):
+            if reduce_row(row, n, q + 1 if causal else n, vcodes, remap, kind, high, low,
+                          denom, exact, fast, default_code, mean_values, mean_codes, out, acc,
+                          b, q):
                 err[b] = 1
