@@ -20,7 +20,7 @@ import numpy as np
 
 from rasplang.evaluator import evaluate_all
 from rasplang.interpreter.kernels_numpy import NumpyBackend
-from rasplang.interpreter.selectors import SelectorArgs, SelectorProgram
+from rasplang.interpreter.selectors import FusedSelect, SelectorArgs, SelectorProgram, fuse
 from rasplang.interpreter.state import TableState
 from rasplang.interpreter.tables import MEAN, REEVALUATE, NumericInfo, exact_means
 from rasplang.nodes import (
@@ -92,17 +92,26 @@ class Run:
             self._device[key] = cached
         return cached[1]
 
-    def selector_host(self, prog: SelectorProgram) -> SelectorHost:
-        """The flattened predicate tables of ``prog`` for this run's state."""
+    def selector_tables(self, prog: SelectorProgram) -> tuple[FusedSelect | None, SelectorHost]:
+        """``prog`` fused into one Select (or None) and its flattened predicate tables,
+        for this run's state: the plan's, unless this run's tables grew."""
         preds = tuple(self.state.luts[leaf] for leaf in prog.leaves)
-        host = self.plan._selector_host[prog.root]
-        if any(a is not b for a, b in zip(host.preds, preds)):  # this run's tables grew
-            cached = self._device.get(("host", prog.root))
-            if cached is None or any(a is not b for a, b in zip(cached[0], preds)):
-                cached = (preds, SelectorHost.of(preds))
-                self._device["host", prog.root] = cached
-            host = cached[1]
-        return host
+        fused, host = self.plan._selector_tables[prog.root]
+        if all(a is b for a, b in zip(fused.preds if fused else host.preds, preds)):
+            return fused, host
+        cached = self._device.get(("tables", prog.root))
+        if cached is None or any(a is not b for a, b in zip(cached[0], preds)):
+            cached = (preds, selector_tables(prog, preds, fuse_it=fused is not None))
+            self._device["tables", prog.root] = cached
+        return cached[1]
+
+
+def selector_tables(prog: SelectorProgram, preds: tuple[np.ndarray, ...], fuse_it: bool = True
+                    ) -> tuple[FusedSelect | None, SelectorHost]:
+    """``prog`` fused (`interpreter.selectors.fuse`) when ``fuse_it`` and it can be, and
+    the flattened tables the kernels read."""
+    fused = fuse(prog, preds) if fuse_it else None
+    return fused, SelectorHost.of((fused.table,) if fused is not None else preds)
 
 
 class Chunk:
@@ -190,9 +199,10 @@ class Chunk:
             self.flag(err)
 
     def selector_args(self, prog: SelectorProgram) -> SelectorArgs:
-        """The chunk's arrays for a selector program (leaf codes, predicate tables)."""
+        """The chunk's arrays for a selector program (leaf codes, predicate tables); a
+        fused program reads one table at its inputs' product codes."""
         be, run = self.be, self.run_
-        host = run.selector_host(prog)
+        fused, host = run.selector_tables(prog)
         key = ("sel", prog.root)
         cached = run._device.get(key)
         if cached is None or cached[0] is not host:
@@ -202,14 +212,19 @@ class Chunk:
                 rows = const.value
                 if all(len(r) == len(rows) for r in rows) and rows:
                     cmats[i, : len(rows), : len(rows)] = np.array(rows, dtype=np.uint8)
-            parts = tuple(be.asarray(a) for a in (prog.ops, prog.a0, prog.a1, host.flat,
-                                                  host.offsets, host.n_queries, cmats))
+            ops, a0 = (prog.ops, prog.a0) if fused is None else (fused.ops, fused.a0)
+            a1 = prog.a1 if fused is None else fused.a0
+            parts = tuple(be.asarray(a) for a in (ops, a0, a1, host.flat, host.offsets,
+                                                  host.n_queries, cmats))
             cached = (host, parts)
             run._device[key] = cached
         ops, a0, a1, flat, off, nq, cmats = cached[1]
         xp = be.xp
         n_batch = len(self.lengths)
-        if len(prog.leaves) == 1:  # [1, C, T] views, no copies
+        if fused is not None:  # [1, C, T] product codes
+            kcodes = self.product_codes(fused.key_parts, fused.key_sizes)[None]
+            qcodes = self.product_codes(fused.query_parts, fused.query_sizes)[None]
+        elif len(prog.leaves) == 1:  # [1, C, T] views, no copies
             kcodes = self.values[prog.leaves[0].keys][None]
             qcodes = self.values[prog.leaves[0].queries][None]
         elif prog.leaves:
@@ -217,12 +232,23 @@ class Chunk:
             qcodes = xp.stack([self.values[leaf.queries] for leaf in prog.leaves])
         else:
             kcodes = qcodes = xp.zeros((0, n_batch, self.n_pos), dtype=xp.int32)
-        single = len(prog.ops) == 1 and prog.leaves
+        if fused is not None:
+            runs, positions = fused.runs, False
+        elif len(prog.ops) == 1 and prog.leaves:
+            runs = self.state.runs.get(prog.leaves[0])
+            positions = isinstance(prog.leaves[0].keys, IndicesType)
+        else:
+            runs, positions = None, False
         return SelectorArgs(ops=ops, a0=a0, a1=a1, kcodes=kcodes, qcodes=qcodes, pred=flat,
                             pred_off=off, pred_nq=nq, cmats=cmats, may_error=host.may_error,
-                            runs=self.state.runs.get(prog.leaves[0]) if single else None,
-                            keys_are_positions=bool(single) and isinstance(
-                                prog.leaves[0].keys, IndicesType))
+                            runs=runs, keys_are_positions=positions)
+
+    def product_codes(self, parts: tuple[RASPExpr, ...], sizes: tuple[int, ...]) -> Any:
+        """``[C, T]`` int32: each position's codes in ``parts``, numbered in C order."""
+        codes = self.values[parts[0]]
+        for part, size in zip(parts[1:], sizes[1:]):
+            codes = codes * size + self.values[part]
+        return codes
 
     def aggregate(self, node: Aggregate) -> None:
         plan, state, be = self.plan, self.state, self.be

@@ -21,7 +21,7 @@ import numpy as np
 from rasplang.analysis import Analysis, analysis_for, sorted_values
 from rasplang.evaluator import EvaluationError, evaluate
 from rasplang.interpreter.backends import get_backend
-from rasplang.interpreter.chunk import _RULES, Chunk, Run, SelectorHost
+from rasplang.interpreter.chunk import _RULES, Chunk, Run, selector_tables
 from rasplang.interpreter.codec import encode
 from rasplang.interpreter.result import BatchArrays, NodeArrays
 from rasplang.interpreter.selectors import SelectorProgram, compile_selector
@@ -83,8 +83,8 @@ class Plan:
             elif isinstance(node, Selector):
                 self._selectors[node] = compile_selector(node)
         self._state = TableState.from_analysis(self.analysis)
-        self._selector_host = {
-            prog.root: SelectorHost.of(tuple(self._state.luts[leaf] for leaf in prog.leaves))
+        self._selector_tables = {
+            prog.root: selector_tables(prog, tuple(self._state.luts[leaf] for leaf in prog.leaves))
             for prog in self._selectors.values()}
 
     def table(self, label: str) -> tuple[Value, ...]:

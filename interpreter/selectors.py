@@ -6,6 +6,9 @@ is the selector's value. Kernels run the same generic interpreter for every prog
 (no code is generated per program), so a Select + Aggregate never builds a
 ``[B, T, T]`` matrix. Shared sub-selectors appear once (a DAG, not a tree).
 
+A program of Selects only, whose inputs take few values, is fused into one Select over
+the tuples of its inputs' codes (`fuse`), so the kernels read one table per pair.
+
 Causal masking is applied to the final value only: `rasplang.evaluate` masks every
 Select, ConstantSelector and SelectorNot, and ``m & (m & a & m & b) == m & a & b``,
 ``m & (m & a | m & b) == m & (a | b)``, ``m & ~(m & a) == m & ~a``, so masking once at
@@ -14,11 +17,14 @@ the end gives the same matrix.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import attrs
 import numpy as np
 
-from rasplang.interpreter.codes import AND, CONST, NOT, OR, SELECT
-from rasplang.interpreter.runs import KeyRuns
+from rasplang.interpreter.codes import AND, CONST, NOT, OR, PRED_ERROR, PRED_FALSE, SELECT
+from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.nodes import (
     ConstantSelector,
     Select,
@@ -131,3 +137,76 @@ class SelectorArgs:
     may_error: bool
     runs: KeyRuns | None = None
     keys_are_positions: bool = False
+
+
+#: Largest predicate table (entries, one byte each) `fuse` builds for one program.
+FUSE_LIMIT = 1 << 20
+
+
+@attrs.frozen
+class FusedSelect:
+    """A selector program of Selects only (``&``, ``|``, ``~``), as one predicate table
+    over *product codes*: the key of position ``k`` is the tuple of its codes in
+    ``key_parts`` (the distinct SOps the leaves read as keys), numbered in C order
+    (mixed radix ``key_sizes``), and likewise for queries.
+
+    Exactness: ``table[K, Q]`` is computed from the leaves' tables exactly as the kernels'
+    register machine computes the selector at one (query, key) pair (`PRED_ERROR` if any
+    leaf's entry is, else the ops on 0/1), and a position's product code determines
+    every leaf's key and query codes, so reading ``table`` at the product codes gives the
+    program's value. One Select lets the kernels gather a row instead of running the ops
+    per pair, and take the counting kernels when its rows are few runs (``runs``).
+    """
+
+    key_parts: tuple[Any, ...]
+    query_parts: tuple[Any, ...]
+    key_sizes: tuple[int, ...]
+    query_sizes: tuple[int, ...]
+    table: np.ndarray  # [prod(key_sizes), prod(query_sizes)] int8
+    preds: tuple[np.ndarray, ...]  # the leaves' tables it was built from
+    runs: KeyRuns | None
+    ops: np.ndarray = attrs.field(factory=lambda: np.array([SELECT], dtype=np.int8))
+    a0: np.ndarray = attrs.field(factory=lambda: np.zeros(1, dtype=np.int32))
+
+
+def fuse(prog: SelectorProgram, preds: tuple[np.ndarray, ...],
+         limit: int = FUSE_LIMIT) -> FusedSelect | None:
+    """``prog`` as a `FusedSelect`, given its leaves' predicate tables (``[n_keys,
+    n_queries]`` each), or None: a single Select, a ConstantSelector, or a table past
+    ``limit`` entries."""
+    if len(prog.ops) < 2 or prog.constants:
+        return None
+    key_axis = {sop: i for i, sop in enumerate(dict.fromkeys(x.keys for x in prog.leaves))}
+    query_axis = {sop: i for i, sop in enumerate(dict.fromkeys(x.queries for x in prog.leaves))}
+    key_parts, query_parts = tuple(key_axis), tuple(query_axis)
+    key_sizes = [0] * len(key_parts)
+    query_sizes = [0] * len(query_parts)
+    for leaf, pred in zip(prog.leaves, preds):
+        key_sizes[key_axis[leaf.keys]] = pred.shape[0]
+        query_sizes[query_axis[leaf.queries]] = pred.shape[1]
+    n_keys, n_queries = math.prod(key_sizes), math.prod(query_sizes)
+    if n_keys * n_queries > limit:
+        return None
+    m = len(key_parts)
+    regs: list[np.ndarray] = []
+    bad = np.zeros((1,) * (m + len(query_parts)), dtype=bool)
+    for op, a0, a1 in zip(prog.ops.tolist(), prog.a0.tolist(), prog.a1.tolist()):
+        if op == SELECT:  # the leaf's table on its two axes of the product grid
+            leaf, pred = prog.leaves[a0], preds[a0]
+            shape = [1] * len(bad.shape)
+            shape[key_axis[leaf.keys]] = pred.shape[0]
+            shape[m + query_axis[leaf.queries]] = pred.shape[1]
+            grid = pred.reshape(shape)
+            bad = bad | (grid == PRED_ERROR)
+            regs.append(np.where(grid == PRED_ERROR, PRED_FALSE, grid).astype(np.int8))
+        elif op == AND:
+            regs.append(regs[a0] & regs[a1])
+        elif op == OR:
+            regs.append(regs[a0] | regs[a1])
+        else:  # NOT
+            regs.append(1 - regs[a0])
+    full = np.broadcast_to(np.where(bad, PRED_ERROR, regs[-1]).astype(np.int8),
+                           (*key_sizes, *query_sizes))
+    table = np.ascontiguousarray(full).reshape(n_keys, n_queries)
+    return FusedSelect(key_parts, query_parts, tuple(key_sizes), tuple(query_sizes), table,
+                       tuple(preds), key_runs(table))

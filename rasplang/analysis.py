@@ -271,7 +271,7 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
         if node not in inference.sets:
             inference.sets[node] = sorted_values(table.values)
             if len(table) > len(inference.sets[node]):
-                inference.collisions[node] = type_collisions(table.values)
+                inference.collisions[node] = type_collisions(table.values, distinct=True)
         encodings[node] = get_encoding(node)
     return Analysis(
         program=program,

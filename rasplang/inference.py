@@ -182,12 +182,12 @@ class Inference:
         return self.tabled(node, lambda errors: pairs_table(node.f, xs, ys, errors))
 
     def linear(self, node: LinearSequenceMap) -> Table | None:
-        """A numerical LinearSequenceMap of plain numbers: every ``a * x + b * y`` at once
-        with numpy (`rasplang.tables.linear_table`); the set can be large (two
-        independent means). None where the general path applies."""
+        """A numerical LinearSequenceMap of plain numbers (and None): every
+        ``a * x + b * y`` at once with numpy (`rasplang.tables.linear_table`); the set can
+        be large (two independent means). None where the general path applies."""
         if get_encoding(node) is not Encoding.NUMERICAL:
             return None
-        x_col, y_col = self.column(node.fst), self.column(node.snd)
+        (xi, x_col), (yi, y_col) = self.numbers_but_none(node.fst), self.numbers_but_none(node.snd)
         if x_col is None or y_col is None:
             return None
         if len(x_col) * len(y_col) > MAX_LINEAR_PAIRS:
@@ -195,17 +195,37 @@ class Inference:
                 f"LinearSequenceMap {self.labels[node]!r}: {len(x_col)} x {len(y_col)} input "
                 f"values exceed MAX_LINEAR_PAIRS={MAX_LINEAR_PAIRS}"
             )
-        fast = linear_table(node.fst_fac, node.snd_fac, self.typed(node.fst),
-                            self.typed(node.snd), x_col, y_col)
+        xs, ys = self.typed(node.fst), self.typed(node.snd)
+        fast = linear_table(node.fst_fac, node.snd_fac, [xs[i] for i in xi],
+                            [ys[j] for j in yi], x_col, y_col)
         if fast is None:
             return None
-        self.luts[node] = fast.codes
-        self.sets[node] = fast.merged
-        self.cache["numbers", node] = fast.column
-        self.cache["merged", node] = fast.merged_index
+        if len(xi) == len(xs) and len(yi) == len(ys):
+            self.luts[node] = fast.codes
+            self.sets[node] = fast.merged
+            self.cache["numbers", node] = fast.column
+            self.cache["merged", node] = fast.merged_index
+            table = fast.table
+        else:  # a None input gives None (f is not called): one more value, sorted first
+            table = Table((*fast.table.values, None))
+            codes = np.full((len(xs), len(ys)), len(table) - 1, dtype=np.int32)
+            codes[np.ix_(xi, yi)] = fast.codes
+            self.luts[node] = codes
+            self.sets[node] = (None, *fast.merged)
+            self.cache["merged", node] = np.append(fast.merged_index + 1, 0)
         if fast.collisions:
             self.collisions[node] = fast.collisions
-        return fast.table
+        return table
+
+    def numbers_but_none(self, node: SOp) -> tuple[list[int], np.ndarray | None]:
+        """The codes of ``node``'s values that are not None, and those values'
+        `number_column` (None when one is not a plain number)."""
+        values = self.typed(node)
+        column = self.column(node)
+        if column is not None or None not in values:
+            return list(range(len(values))), column
+        codes = [i for i, v in enumerate(values) if v is not None]
+        return codes, number_column([values[i] for i in codes])
 
     def aggregate(self, node: Aggregate) -> Table:
         sop = self.typed(node.sop)

@@ -65,10 +65,12 @@ def distinct_typed(values: Iterable[Value]) -> tuple[Value, ...]:
     return tuple({typed_key(v): v for v in values}.values())
 
 
-def type_collisions(values: Iterable[Value]) -> tuple[tuple[Value, ...], ...]:
-    """Groups of values that compare equal but differ in type, e.g. ``(0, False)``."""
+def type_collisions(values: Iterable[Value], distinct: bool = False
+                    ) -> tuple[tuple[Value, ...], ...]:
+    """Groups of values that compare equal but differ in type, e.g. ``(0, False)``
+    (``distinct``: the values are already `distinct_typed`)."""
     groups: dict[Value, list[Value]] = {}
-    for v in distinct_typed(values):
+    for v in values if distinct else distinct_typed(values):
         groups.setdefault(v, []).append(v)
     return tuple(tuple(g) for g in groups.values() if len(g) > 1)
 

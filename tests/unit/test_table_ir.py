@@ -3,6 +3,7 @@ shared by the interpreter, the compiler and verify, one rule per node kind per p
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 
@@ -10,7 +11,18 @@ import numpy as np
 import pytest
 
 import rasplang as rl
-from rasplang import Aggregate, Map, Select, SelectorWidth, SequenceMap, analyze, indices, tokens
+from rasplang import (
+    Aggregate,
+    Map,
+    Select,
+    SelectorWidth,
+    SequenceMap,
+    analyze,
+    indices,
+    lib,
+    numerical,
+    tokens,
+)
 from rasplang.analysis import PRED_ERROR, PRED_FALSE, PRED_TRUE, RAISED, RAISED_CODE
 from rasplang.interpreter import Plan
 
@@ -254,3 +266,65 @@ def test_every_node_kind_has_a_rule_in_every_pass():
     for name, table in (("analysis", ANALYSE), ("plan", _INITIAL), ("run", RUN)):
         assert set(table) == kinds, name
     assert set(_ENSURE) <= kinds
+
+
+# ------------------------------------------------------------- tables are exact
+
+
+def _outcome(f, *args):
+    if any(a is None for a in args):
+        return None
+    try:
+        return f(*args)
+    except Exception:
+        return RAISED
+
+
+def _assert_tables_match_functions(analysis):
+    """Every lookup array decodes to the function applied to the typed values."""
+    from rasplang.tables import predicate_code
+    from rasplang.values import typed_key
+
+    def same(code, table, want):
+        got = RAISED if code == RAISED_CODE else table.values[code]
+        if want is RAISED or got is RAISED:
+            return got is want
+        return (got != got and want != want) or typed_key(got) == typed_key(want)
+
+    for node in analysis.nodes:
+        if isinstance(node, Map):
+            xs, table = analysis.typed_values[node.inner], analysis.tables[node]
+            for x, code in zip(xs, analysis.luts[node].tolist()):
+                assert same(code, table, _outcome(node.f, x)), (analysis.labels[node], x)
+        elif isinstance(node, (SequenceMap, rl.LinearSequenceMap)):
+            xs, ys = analysis.typed_values[node.fst], analysis.typed_values[node.snd]
+            table, lut = analysis.tables[node], analysis.luts[node]
+            assert lut.shape == (len(xs), len(ys))
+            for (i, x), (j, y) in itertools.product(enumerate(xs), enumerate(ys)):
+                assert same(int(lut[i, j]), table, _outcome(node.f, x, y)), (x, y)
+        elif isinstance(node, Select):
+            keys, queries = analysis.typed_values[node.keys], analysis.typed_values[node.queries]
+            want = [[predicate_code(node.predicate, k, q) for q in queries] for k in keys]
+            assert analysis.select_table(node).tolist() == want
+
+
+@pytest.mark.parametrize("name", sorted(lib.PROGRAMS))
+def test_library_tables_match_their_functions(name):
+    """For every library program, each Map, SequenceMap and Select table holds what its
+    function gives on the typed values (numpy fast paths included)."""
+    entry = lib.PROGRAMS[name]
+    _assert_tables_match_functions(analyze(entry.build(6), entry.vocab, 6))
+
+
+def test_linear_sequence_map_with_none_takes_the_fast_path_exactly():
+    """A numerical LinearSequenceMap whose input can be None: None rows give None, the
+    rest is computed with numpy, typed as Python types it."""
+    prev = numerical(Aggregate(Select(indices, indices, lambda k, q: k == q - 1),
+                               numerical(tokens), default=None)).named("prev")
+    total = numerical(rl.LinearSequenceMap(tokens, prev, 1, 0.5)).named("total")
+    analysis = analyze(total, [0, 2.5, True], 4)
+    assert None in analysis.typed_values[total] and analysis.value_sets[total][0] is None
+    _assert_tables_match_functions(analysis)
+    inputs = [[0, 2.5, True, 0], [True], [2.5, 2.5]]
+    assert Plan(total, [0, 2.5, True], 4, analysis=analysis).run(inputs) == [
+        rl.evaluate(total, x) for x in inputs]
