@@ -1,6 +1,12 @@
-"""Interpreter throughput, first-call overhead and peak memory (pytest-benchmark).
+"""Interpreter throughput, plan builds, first-call overhead and peak memory
+(pytest-benchmark).
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_interpreter.py --benchmark-only``.
+``test_plan_build`` times `Plan` from scratch (the analysis included) at length 64;
+``test_library_speedup`` times one `evaluate_batch` call on 10,000 random inputs of
+length 64 for every library program, plan build included, and stores its speedup over
+`rasplang.evaluate` in a loop (``extra_info["speedup"]``, from the loop's rate on a
+sample).
 Each case stores ``extra_info["batch"]``; throughput is ``batch / mean time``
 (docs/performance.md lists it in sequences per second). `evaluate` in a loop runs on a
 smaller batch (it is 2-4 orders of magnitude slower), which does not change its
@@ -14,13 +20,14 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
 import rasplang as rl
 from rasplang import lib
-from rasplang.interpreter import Plan
+from rasplang.interpreter import Plan, evaluate_batch
 from rasplang.interpreter.kernels_cupy import cupy_available
 
 BATCH = 10_000
@@ -103,6 +110,47 @@ def test_interpreter(benchmark, name, n, backend, mode):
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
 
 
+@pytest.mark.parametrize("name", ["shuffle_dyck2", "sort_freq", "shuffle_dyck",
+                                  "pair_balance", "dyck2"])
+def test_plan_build(benchmark, name):
+    """Plan(program, vocab, 64) from scratch: the analysis, its tables, the plan's state."""
+    entry = lib.PROGRAMS[name]
+    program = entry.build(64)
+    benchmark.extra_info.update(plan_build=name, n=64)
+    benchmark.pedantic(lambda: Plan(program, entry.vocab, 64), rounds=3, iterations=1,
+                       warmup_rounds=0)
+
+
+#: Inputs the evaluate loop runs to measure its rate (it takes ~1-50 ms per input).
+LOOP_SAMPLE = 20
+
+
+@pytest.mark.parametrize("name", sorted(lib.PROGRAMS))
+def test_library_speedup(benchmark, name):
+    """evaluate_batch on BATCH random inputs of length 64, plan build included, against
+    rasplang.evaluate in a loop (its rate measured on LOOP_SAMPLE inputs)."""
+    entry = lib.PROGRAMS[name]
+    program, vocab = entry.build(64), tuple(entry.vocab)
+    inputs = _inputs(vocab, "uniform", 64, BATCH)
+    evaluate_batch(program, inputs[:500], vocab=vocab, max_seq_len=64)  # JIT warm-up
+    start = time.perf_counter()
+    want = [rl.evaluate(program, x) for x in inputs[:LOOP_SAMPLE]]
+    loop_s = (time.perf_counter() - start) * BATCH / LOOP_SAMPLE
+    seconds = []
+
+    def run():
+        start = time.perf_counter()
+        out = evaluate_batch(program, inputs, vocab=vocab, max_seq_len=64)
+        seconds.append(time.perf_counter() - start)
+        return out
+
+    out = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    assert out[:LOOP_SAMPLE] == want
+    benchmark.extra_info.update(speedup_program=name, n=64, batch=BATCH,
+                                evaluate_loop_s=loop_s, evaluate_batch_s=seconds[-1],
+                                speedup=loop_s / seconds[-1])
+
+
 _FIRST_CALL = textwrap.dedent("""
     import json, time
     t0 = time.perf_counter()
@@ -176,9 +224,17 @@ def summarize(path: str) -> str:
         data = json.load(fh)
     rates: dict[tuple, float] = {}
     extras = []
+    speedups = ["| program | evaluate loop (s) | evaluate_batch (s) | speedup |",
+                "|---|---|---|---|"]
     for bench in data["benchmarks"]:
         info = bench.get("extra_info", {})
-        if "program" in info:
+        if "speedup" in info:
+            speedups.append(f"| {info['speedup_program']} | {info['evaluate_loop_s']:.1f} | "
+                            f"{info['evaluate_batch_s']:.3f} | {info['speedup']:,.0f}x |")
+        elif "plan_build" in info:
+            extras.append(f"- Plan({info['plan_build']}, n={info['n']}): "
+                          f"{bench['stats']['mean']:.3f} s")
+        elif "program" in info:
             key = (info["program"], info["n"], info["backend"], info.get("mode", "lists"))
             rates[key] = info["batch"] / bench["stats"]["mean"]
         else:
@@ -192,6 +248,10 @@ def summarize(path: str) -> str:
         cells = [f"{rates[(program, n, b, m)]:,.0f}" if (program, n, b, m) in rates else "-"
                  for b, m in columns]
         lines.append(f"| {program} | {n} | " + " | ".join(cells) + " |")
+    if not rates:
+        lines = []
+    if len(speedups) > 2:
+        lines += ["", *speedups] if lines else speedups
     return "\n".join([*lines, "", *extras]) + "\n"
 
 

@@ -297,31 +297,31 @@ def linear_table(a: Value, b: Value, xs: Sequence[Value], ys: Sequence[Value],
     int_pair = np.zeros(len(zeros), dtype=bool) if floats else \
         x_int[zeros // sums.shape[1]] & y_int[zeros % sums.shape[1]]
     negative = zeros[~int_pair & np.signbit(sums.reshape(-1)[zeros])]
-    has = np.zeros((n, 3), dtype=bool)  # per class: an int, a float, -0.0
-    has[int_block, 0] = True
-    has[flat[negative], 2] = True
-    has[:, 1] = (np.bincount(flat, minlength=n) - np.bincount(int_block, minlength=n)
+    # Per class (an increasing number): its int, float and -0.0, whichever occur.
+    has_int = np.zeros(n, dtype=bool)
+    has_int[int_block] = True
+    has_negative = np.zeros(n, dtype=bool)
+    has_negative[flat[negative]] = True
+    has_float = (np.bincount(flat, minlength=n) - np.bincount(int_block, minlength=n)
                  - np.bincount(flat[negative], minlength=n)) > 0
-    typed_code = (np.cumsum(has.reshape(-1)) - 1).reshape(n, 3)
-    codes = typed_code[:, 1].astype(np.int32)[inverse]  # [nx, ny]
-    codes[np.ix_(rows, cols)] = typed_code[int_block, 0].reshape(len(rows), len(cols))
-    codes.reshape(-1)[negative] = typed_code[flat[negative], 2]
-    cls, kinds = np.nonzero(has)  # typed values, class-major, kinds in order
-    column = merged_values[cls]
-    zero = column == 0  # np.unique keeps either zero: +0.0 for ints and floats, -0.0 apart
-    column[zero] = 0.0
-    column[zero & (kinds == 2)] = -0.0
+    per_class = has_int.astype(np.int64) + has_float + has_negative
+    firsts = np.cumsum(per_class) - per_class  # [n]: the code of each class's first value
+    float_code = firsts + has_int
+    codes = float_code.astype(np.int32)[inverse]  # [nx, ny]
+    codes[np.ix_(rows, cols)] = firsts[int_block].reshape(len(rows), len(cols))
+    codes.reshape(-1)[negative] = (float_code + has_float)[flat[negative]]
+    column = np.repeat(merged_values, per_class)  # [n_typed]
+    column[column == 0] = 0.0  # np.unique keeps either zero: +0.0 for ints and floats
+    column[(float_code + has_float)[has_negative]] = -0.0
     values = column.tolist()
-    ints = np.flatnonzero(kinds == 0)
-    for i, v in zip(ints.tolist(), column[ints].astype(np.int64).tolist()):
-        values[i] = v
+    for i in firsts[has_int].tolist():
+        values[i] = int(values[i])
     typed = tuple(values)
-    per_class = has.sum(axis=1)
-    firsts = typed_code[np.arange(n), np.argmax(has, axis=1)]
     merged = typed if len(typed) == n else _drop(values, np.flatnonzero(
         np.bincount(firsts, minlength=len(typed)) == 0))
     collisions = tuple(tuple(typed[firsts[c]:firsts[c] + per_class[c]])
                        for c in np.flatnonzero(per_class > 1).tolist())
+    cls = np.repeat(np.arange(n), per_class)
     return NumberTable(table=Table(typed), column=column, merged=merged,
                        merged_index=cls.astype(np.int64), collisions=collisions, codes=codes)
 
