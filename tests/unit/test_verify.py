@@ -8,6 +8,7 @@ import pytest
 
 import rasplang as rl
 from rasplang import verification as verify_module
+from rasplang import verify_inputs
 from rasplang.backend import CompilerWarning
 from rasplang.lib import PROGRAMS, make_frac_prevs, make_sort_unique
 from rasplang.verification import _all_inputs, _random_inputs, first_divergence
@@ -84,7 +85,7 @@ def test_random_inputs_are_seeded_and_spread_over_lengths():
 
 def test_exhaustive_none_samples_large_domains(monkeypatch):
     """Over the exhaustive limit, exhaustive=None checks `samples` random inputs."""
-    monkeypatch.setattr(verify_module, "EXHAUSTIVE_LIMIT", 100)
+    monkeypatch.setattr(verify_inputs, "EXHAUSTIVE_LIMIT", 100)
     report = rl.verify(rl.tokens + 1, [1, 2, 3], 5, samples=250)
     assert not report.exhaustive and report.total == report.checked == 250 and report.ok
     small = rl.verify(rl.tokens + 1, [1, 2, 3], 3)
@@ -132,7 +133,7 @@ def test_numerical_outputs_compare_within_tolerance():
 def test_ctrl_c_returns_partial_report(monkeypatch):
     """KeyboardInterrupt inside the batch loop stops it and returns what was checked."""
     calls = []
-    original = verify_module._check_batch
+    original = verify_module._Checker.check
 
     def interrupted_on_third(checker, codes):
         calls.append(len(codes))
@@ -140,7 +141,7 @@ def test_ctrl_c_returns_partial_report(monkeypatch):
             raise KeyboardInterrupt
         return original(checker, codes)
 
-    monkeypatch.setattr(verify_module, "_check_batch", interrupted_on_third)
+    monkeypatch.setattr(verify_module._Checker, "check", interrupted_on_third)
     report = rl.verify(rl.tokens + 1, [1, 2, 3], 4, batch_size=10, exhaustive=True)
     assert report.interrupted and not report.ok
     assert report.checked == sum(calls[:2]) == 3 + 9  # batches of length 1, then 2
