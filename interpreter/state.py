@@ -146,15 +146,11 @@ class TableState:
 
     def _ensure_sequence_map(self, node: SequenceMap | LinearSequenceMap) -> None:
         xs, ys = self.tables[node.fst].values, self.tables[node.snd].values
-        lut = self.luts[node]
-        na, nb = lut.shape
-        if (na, nb) == (len(xs), len(ys)):
-            return
-        out = np.empty((len(xs), len(ys)), dtype=np.int32)
-        out[:na, :nb] = lut
-        out[:na, nb:] = self._grow(node, lambda: pairs_table(node.f, xs[:na], ys[nb:], []))
-        out[na:, :] = self._grow(node, lambda: pairs_table(node.f, xs[na:], ys, []))
-        self.luts[node] = out
+        na, nb = self.luts[node].shape
+        self.luts[node] = _extended(
+            self.luts[node], (len(xs), len(ys)),
+            lambda: self._grow(node, lambda: pairs_table(node.f, xs[:na], ys[nb:], [])),
+            lambda: self._grow(node, lambda: pairs_table(node.f, xs[na:], ys, [])))
 
     def _grow(self, node: SOp, build: Callable[[], tuple[Table, np.ndarray]]) -> np.ndarray:
         """Codes in ``node``'s table (extended) of the new outcomes ``build()`` tables
@@ -173,14 +169,12 @@ class TableState:
 
     def _ensure_select(self, node: Select) -> None:
         keys, queries = self.tables[node.keys].values, self.tables[node.queries].values
-        pred = self.luts[node]
-        nk, nq = pred.shape
+        nk, nq = self.luts[node].shape
         if (nk, nq) == (len(keys), len(queries)):
             return
-        out = np.empty((len(keys), len(queries)), dtype=np.int8)
-        out[:nk, :nq] = pred
-        out[:nk, nq:] = predicate_table(node.predicate, keys[:nk], queries[nq:])
-        out[nk:, :] = predicate_table(node.predicate, keys[nk:], queries)
+        out = _extended(self.luts[node], (len(keys), len(queries)),
+                        lambda: predicate_table(node.predicate, keys[:nk], queries[nq:]),
+                        lambda: predicate_table(node.predicate, keys[nk:], queries))
         rows, cols = _identity_dependent(node, keys, queries, nk, nq)
         out[rows, :] = PRED_ERROR
         out[:, cols] = PRED_ERROR
@@ -193,6 +187,20 @@ class TableState:
         if len(remap) == len(sop_values):
             return
         self.remaps[node] = np.concatenate([remap, self.add_values(node, sop_values[len(remap):])])
+
+
+def _extended(table: np.ndarray, shape: tuple[int, int], right: Callable[[], np.ndarray],
+              below: Callable[[], np.ndarray]) -> np.ndarray:
+    """``table`` grown to ``shape`` (itself when it has that shape): ``right()`` gives the
+    new columns of its rows, ``below()`` the new rows."""
+    (n0, m0), (n, m) = table.shape, shape
+    if (n0, m0) == (n, m):
+        return table
+    out = np.empty(shape, dtype=table.dtype)
+    out[:n0, :m0] = table
+    out[:n0, m0:] = right().reshape(n0, m - m0)
+    out[n0:, :] = below().reshape(n - n0, m)
+    return out
 
 
 def _identity_dependent(node: Select, keys: tuple, queries: tuple, nk: int = 0,

@@ -29,6 +29,8 @@ from rasplang.values import Table, fast_key, object_array
 RAISED_CODE = -1
 #: Predicate-table entries: false, true, and "raised or saw None".
 PRED_FALSE, PRED_TRUE, PRED_ERROR = 0, 1, 2
+#: `KeyRuns.point` entry: this query code selects no key code.
+NO_KEY = -1
 #: Largest integer magnitude float64 holds exactly (and the kernels' exact range).
 EXACT_INT = 2**53
 
@@ -349,7 +351,7 @@ class KeyRuns:
 
     ``mean_runs``/``mean_width``: runs and selected key codes per query code, on average
     (the cost model's inputs). ``point``: when every row selects at most one key code (EQ
-    on most tables), that code per query code (-1: none), else None.
+    on most tables), that code per query code (`NO_KEY`: none), else None.
     """
 
     ptr: np.ndarray  # [n_queries + 1] int64
@@ -385,7 +387,7 @@ def key_runs(pred: np.ndarray) -> KeyRuns | None:
     np.cumsum(per_query, out=ptr[1:])
     point = None
     if per_query.max(initial=0) <= 1 and bool((hi - lo <= 1).all()):
-        point = np.full(n_queries, -1, dtype=np.int32)
+        point = np.full(n_queries, NO_KEY, dtype=np.int32)
         point[q_lo] = lo
     return KeyRuns(ptr=ptr, lo=lo, hi=hi, n_keys=n_keys,
                    mean_runs=len(lo) / max(1, n_queries),

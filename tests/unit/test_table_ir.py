@@ -328,3 +328,30 @@ def test_linear_sequence_map_with_none_takes_the_fast_path_exactly():
     inputs = [[0, 2.5, True, 0], [True], [2.5, 2.5]]
     assert Plan(total, [0, 2.5, True], 4, analysis=analysis).run(inputs) == [
         rl.evaluate(total, x) for x in inputs]
+
+
+def test_every_value_raising_upstream_keeps_the_interpreter_exact():
+    """A Map whose f raises on every value (an empty table: the plan keeps a None
+    placeholder) feeding a SequenceMap and a Select: runs raise evaluate's error."""
+    dead = Map(lambda x: 1 // 0, tokens).named("dead")
+    program = SelectorWidth(Select(dead, tokens, _eq())) + SequenceMap(
+        lambda a, b: 0, dead, indices)
+    analysis = analyze(program, "ab", 3)
+    assert analysis.typed_values[dead] == ()
+    with pytest.raises(rl.EvaluationError, match="ZeroDivisionError"):
+        Plan(program, "ab", 3, analysis=analysis).run([["a", "b"]])
+
+
+def _eq():
+    """EQ as a plain callable."""
+    return lambda key, query: key == query
+
+
+def test_the_interpreter_reads_the_table_irs_codes():
+    """The codes the kernels read (interpreter/codes.py) are the table IR's."""
+    from rasplang import tables
+    from rasplang.interpreter import codes
+
+    assert (codes.RAISED, codes.NO_KEY) == (tables.RAISED_CODE, tables.NO_KEY)
+    assert (codes.PRED_FALSE, codes.PRED_TRUE, codes.PRED_ERROR) == (
+        tables.PRED_FALSE, tables.PRED_TRUE, tables.PRED_ERROR)
