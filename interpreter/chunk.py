@@ -61,7 +61,8 @@ class SelectorHost:
 
     @classmethod
     def of(cls, preds: tuple[np.ndarray, ...]) -> SelectorHost:
-        flat = np.concatenate([p.ravel() for p in preds] or [np.zeros(1, np.int8)])
+        flat = (preds[0].reshape(-1) if len(preds) == 1  # a view of a contiguous table
+                else np.concatenate([p.ravel() for p in preds] or [np.zeros(1, np.int8)]))
         sizes = [p.size for p in preds]
         offsets = (np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes
                    else np.zeros(0, np.int64))

@@ -83,9 +83,10 @@ class Plan:
             elif isinstance(node, Selector):
                 self._selectors[node] = compile_selector(node)
         self._state = TableState.from_analysis(self.analysis)
+        programs = {prog.root: prog for prog in self._selectors.values()}  # one per root
         self._selector_tables = {
-            prog.root: selector_tables(prog, tuple(self._state.luts[leaf] for leaf in prog.leaves))
-            for prog in self._selectors.values()}
+            root: selector_tables(prog, tuple(self._state.luts[leaf] for leaf in prog.leaves))
+            for root, prog in programs.items()}
 
     def table(self, label: str) -> tuple[Value, ...]:
         """The value table (code -> value) the plan built for the node ``label``."""
