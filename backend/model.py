@@ -197,21 +197,67 @@ class CompiledModel:
 
         return to_transformer_lens(self, **kwargs)
 
+    def _cached(self, key: tuple[Any, ...], build: Any) -> Any:
+        """``build()``, kept in ``_cache`` under ``key`` while ``weights`` holds the same
+        arrays (replacing a weight rebuilds it; changing one in place does not)."""
+        stamp = tuple((k, id(v)) for k, v in self.weights.items())
+        found = self._cache.get(key)
+        if found is None or found[0] != stamp:
+            found = self._cache[key] = (stamp, build())
+        return found[1]
+
     def _weights_for(self, xp: Any, dtype: Any, trim: bool = False) -> dict[str, Any]:
-        key = (xp.__name__, np.dtype(dtype).str, trim)
-        if key not in self._cache:
+        """The weights on ``xp`` in ``dtype`` (padding dropped with ``trim``), cached."""
+        def build() -> dict[str, Any]:
             source = trimmed(self.weights, self.config.n_layers) if trim else self.weights
-            self._cache[key] = {k: xp.asarray(v, dtype=dtype) for k, v in source.items()}
-        return self._cache[key]
+            return {k: xp.asarray(v, dtype=dtype) for k, v in source.items()}
+
+        return self._cached(("weights", xp.__name__, np.dtype(dtype).str, trim), build)
+
+    def _structure(self, xp: Any, dtype: Any) -> Any:
+        """The structured forward's tables for ``xp`` and ``dtype``, built once and cached
+        on the model (not saved in model files)."""
+        from rasplang.backend import structured
+
+        def build() -> Any:
+            return structured.build(self.weights, self.config, dtype).to(xp)
+
+        return self._cached(("structured", xp.__name__, np.dtype(dtype).str), build)
+
+    def forward(self, ids: Any, *, dtype: Any = np.float64, xp: Any = np,
+                structured: bool = True) -> Any:
+        """Logits ``[B, T, d_vocab_out]`` for embedding ids ``[B, T]`` (BOS first, padded
+        with PAD; see ``input_encoder``), as TransformerLens's ``forward`` on tokens.
+
+        ``structured`` (default) runs the structured forward pass
+        (`rasplang.backend.structured`); False runs the dense reference forward
+        (`rasplang.backend.forward`) on the TransformerLens-layout weights with padding
+        dropped. Both give the same logits to float rounding.
+        """
+        return self._forward(xp.asarray(ids), _exact_dtype(dtype, self.config), xp,
+                             structured)[0]
+
+    def _forward(self, ids: Any, dtype: np.dtype, xp: Any, structured: bool,
+                 keep: bool = False) -> tuple[Any, dict[str, list[Any]]]:
+        """Logits and, with ``keep``, the trace, from the structured or the dense forward
+        (the dense one on every head when keeping: padding heads have patterns too)."""
+        if structured:
+            from rasplang.backend.structured import forward as structured_forward
+
+            return structured_forward(self._structure(xp, dtype), ids, xp, keep=keep)
+        return forward(self._weights_for(xp, dtype, trim=not keep), self.config, ids, xp,
+                       keep=keep)
 
     def apply(self, tokens: Sequence[Any], *, dtype: Any = np.float64, xp: Any = np,
-              ) -> ApplyResult:
+              structured: bool = True) -> ApplyResult:
         """Run one sequence that starts with BOS; keep every intermediate.
 
         ``decoded[0]`` is BOS (as in tracr); the rest are the program's outputs. Raises
         ValueError, before running anything, for a sequence that does not start with BOS,
         holds a token outside the vocabulary (BOS or PAD after position 0 included) or is
         longer than ``max_seq_len + 1``, and for a ``dtype`` other than float64 or float32.
+        ``structured=False`` runs the dense reference forward instead (see `forward`);
+        both give the same arrays to float rounding.
         """
         dtype = _exact_dtype(dtype, self.config)
         if isinstance(tokens, (str, bytes)):
@@ -224,7 +270,7 @@ class CompiledModel:
                              f"{self.config.bos!r}, got {tokens[:1]!r}")
         self._check_length(0, len(tokens) - 1)
         ids = xp.asarray(self.input_encoder.encode([tokens]))
-        logits, trace = forward(self._weights_for(xp, dtype), self.config, ids, xp, keep=True)
+        logits, trace = self._forward(ids, dtype, xp, structured, keep=True)
         host = _to_numpy(logits)
         decoded = [self.config.bos, *self.output_encoder.decode(host[0, 1:]).tolist()]
         return ApplyResult(decoded, host, [_to_numpy(r) for r in trace["residuals"]],
@@ -233,7 +279,7 @@ class CompiledModel:
                            [_to_numpy(a) for a in trace["attn_logits"]])
 
     def run(self, batch: Sequence[Sequence[Any]], *, dtype: Any = np.float64, xp: Any = np,
-            chunk: int = 4096) -> list[list[Any]]:
+            chunk: int = 4096, structured: bool = True) -> list[list[Any]]:
         """Decoded outputs for a batch of sequences *without* BOS (lengths may differ).
 
         ``batch`` is a list of sequences, each a list, tuple or 1-D array of vocabulary
@@ -245,7 +291,8 @@ class CompiledModel:
         the vocabulary (BOS and PAD included), a sequence longer than ``max_seq_len``, or a
         ``dtype`` other than float64 or float32. An empty sequence gives ``[]``. At most
         ``chunk`` sequences run at once, fewer where their activations would take more
-        than `ACTIVATION_BYTES`.
+        than `ACTIVATION_BYTES`. ``structured=False`` runs the dense reference forward
+        instead (see `forward`).
         """
         dtype = _exact_dtype(dtype, self.config)
         batch = self._sequences(batch)
@@ -253,14 +300,13 @@ class CompiledModel:
             self._check_length(i, len(s))
         bos = self.config.bos
         ids = self.input_encoder.encode([[bos, *s] for s in batch], first_position=-1)
-        weights = self._weights_for(xp, dtype, trim=True)
         out: list[list[Any]] = []
         chunk = min(chunk, self._rows_in(ACTIVATION_BYTES, np.dtype(dtype).itemsize))
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
             width = 1 + max(len(s) for s in part)           # BOS + the longest in the chunk
             part_ids = xp.asarray(np.ascontiguousarray(ids[start:start + chunk, :width]))
-            logits, _ = forward(weights, self.config, part_ids, xp)
+            logits, _ = self._forward(part_ids, dtype, xp, structured)
             decoded = self.output_encoder.decode(_to_numpy(logits)[:, 1:])
             out += [row[:len(s)] for row, s in zip(decoded.tolist(), part)]
         return out

@@ -15,7 +15,9 @@ import numpy as np
 from rasplang.interpreter._jit import jit
 
 #: Columns of the residual one thread updates at a time in `axpy_rows` (fits in L1/L2).
-CHUNK = 2048
+CHUNK = 1024
+#: Positions `nonzero_product` accumulates before transposing them into its output.
+BLOCK = 64
 
 
 @jit()
@@ -32,6 +34,62 @@ def axpy_rows(src, src_idx, dst, dst_idx, val):  # pragma: no cover - compiled
             w = val[k]
             for j in range(d_row.size):
                 d_row[j] += w * s_row[j]
+
+
+@jit()
+def nonzero_product(xr, weight, out):  # pragma: no cover - compiled
+    """``out[:, n] = weight.T @ xr[:, n]`` over the nonzero entries of ``xr [r, N]``
+    only (``weight [r, m]``, ``out [m, N]``): a dense product whose inputs are mostly
+    exact zeros (one-hot categorical values) costs their nonzeros, not ``r * m``.
+    Positions go in blocks of `BLOCK`, accumulated position-major, then transposed."""
+    m = weight.shape[1]
+    block = np.empty((BLOCK, m), dtype=out.dtype)
+    for lo in range(0, xr.shape[1], BLOCK):
+        hi = min(xr.shape[1], lo + BLOCK)
+        block[:] = 0
+        for t in range(hi - lo):
+            for a in range(xr.shape[0]):
+                v = xr[a, lo + t]
+                if v != 0:
+                    for e in range(m):
+                        block[t, e] += v * weight[a, e]
+        for e in range(m):
+            for t in range(hi - lo):
+                out[e, lo + t] = block[t, e]
+
+
+@jit()
+def mlp(x, in_src, in_dst, in_val, bias, out_src, out_dst, out_val, dst):  # pragma: no cover
+    """``dst += W_out.T @ relu(W_in.T @ x + bias)`` for one MLP component, sparse,
+    a chunk of positions at a time so the hidden units ``[U, CHUNK]`` stay in cache:
+    ``W_in`` as (residual row, unit, value) triples, ``W_out`` as (unit, residual row,
+    value); ``x [d_model, N]``, ``dst [d_model, N]`` (``dst`` may be ``x``: every unit
+    of a chunk is computed before anything is written)."""
+    n = x.shape[1]
+    hidden = np.empty((bias.size, CHUNK), dtype=x.dtype)
+    for c in range((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(n, lo + CHUNK)
+        h = hidden[:, :hi - lo]
+        for u in range(bias.size):
+            h[u] = bias[u]
+        for k in range(in_val.size):
+            h_row = h[in_dst[k]]
+            x_row = x[in_src[k], lo:hi]
+            w = in_val[k]
+            for j in range(h_row.size):
+                h_row[j] += w * x_row[j]
+        for u in range(bias.size):
+            h_row = h[u]
+            for j in range(h_row.size):
+                if h_row[j] < 0:
+                    h_row[j] = 0
+        for k in range(out_val.size):
+            h_row = h[out_src[k]]
+            d_row = dst[out_dst[k], lo:hi]
+            w = out_val[k]
+            for j in range(h_row.size):
+                d_row[j] += w * h_row[j]
 
 
 @jit()
@@ -60,69 +118,70 @@ def shifted_scores(q, k, scale, table, key, valid, causal, out, logits):  # prag
     keep = logits.shape[0] > 0
     from_table = table.shape[0] > 0
     m = np.empty(n_pos, dtype=out.dtype)
-    for b in range(n_batch):
+    for b in range(n_batch):  # no array views in the loops: each costs atomic refcounts
         start = b * n_pos
-        keys = key[b]
         for j in range(n_pos):
-            row = out[b, j]
             if not valid[b, j]:
-                row[:] = -np.inf
+                for i in range(n_pos):
+                    out[b, j, i] = -np.inf
                 continue
             if from_table:
-                scored = table[keys[j]]
+                kj = key[b, j]
                 for i in range(n_pos):
-                    row[i] = scored[keys[i]]
+                    out[b, j, i] = table[kj, key[b, i]]
             else:
-                row[:] = 0
+                for i in range(n_pos):
+                    out[b, j, i] = 0
                 for e in range(q.shape[0]):
                     w = k[e, start + j]
                     if w != 0:
-                        queries = q[e, start:start + n_pos]
                         for i in range(n_pos):
-                            row[i] += w * queries[i]
+                            out[b, j, i] += w * q[e, start + i]
                 for i in range(n_pos):
-                    row[i] /= scale
+                    out[b, j, i] /= scale
             if causal:
-                row[:j] = -np.inf
-        m[:] = -np.inf
+                for i in range(j):
+                    out[b, j, i] = -np.inf
+        for i in range(n_pos):
+            m[i] = -np.inf
         for j in range(n_pos):
-            row = out[b, j]
             for i in range(n_pos):
-                m[i] = max(m[i], row[i])
-        if keep:
-            logits[b] = out[b]
+                m[i] = max(m[i], out[b, j, i])
         for j in range(n_pos):
-            row = out[b, j]
             for i in range(n_pos):
-                row[i] -= m[i]
+                if keep:
+                    logits[b, j, i] = out[b, j, i]
+                out[b, j, i] -= m[i]
 
 
 @jit()
 def weigh(e, v, z, pattern):  # pragma: no cover - compiled
     """The second half: with ``e [B, T, T]`` the exponentials of `shifted_scores` (keys
     first), the pattern ``e / e.sum(keys)`` weighs the values ``v [E, B*T]`` into
-    ``z [E, B*T]``; ``pattern`` ``[B, T, T]`` (keys first, not empty) receives it."""
+    ``z [E, B*T]``; ``pattern`` ``[B, T, T]`` (keys first, not empty) receives it.
+    Values that are exactly zero are skipped."""
     n_batch, n_pos, _ = e.shape
-    n_val = v.shape[0]
     keep = pattern.shape[0] > 0
     total = np.empty(n_pos, dtype=e.dtype)
+    acc = np.empty(n_pos, dtype=e.dtype)
     for b in range(n_batch):
         start = b * n_pos
-        total[:] = 0
+        for i in range(n_pos):
+            total[i] = 0
         for j in range(n_pos):
-            row = e[b, j]
             for i in range(n_pos):
-                total[i] += row[i]
-        for f in range(n_val):
-            acc = z[f, start:start + n_pos]
-            acc[:] = 0
+                total[i] += e[b, j, i]
+        for f in range(v.shape[0]):
+            for i in range(n_pos):
+                acc[i] = 0
             for j in range(n_pos):
                 w = v[f, start + j]
-                row = e[b, j]
-                for i in range(n_pos):
-                    acc[i] += w * row[i]
+                if w != 0:
+                    for i in range(n_pos):
+                        acc[i] += w * e[b, j, i]
             for i in range(n_pos):
-                acc[i] /= total[i]
+                z[f, start + i] = acc[i] / total[i]
         if keep:
             for j in range(n_pos):
-                pattern[b, j] = e[b, j] / total
+                for i in range(n_pos):
+                    pattern[b, j, i] = e[b, j, i] / total[i]
