@@ -90,7 +90,7 @@ from rasplang.values import (  # noqa: F401  (re-exported: the one value identit
 _MISSING = object()
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # compared and hashed by identity (a program's == builds a Map)
 class Analysis:
     """What is known statically about a program for one vocabulary and length: the
     table IR.
@@ -126,8 +126,8 @@ class Analysis:
     #: Lookup arrays (see the class docstring).
     luts: dict[SOp, np.ndarray] = attrs.field(factory=dict, repr=False)
     #: Tables built on first use, keyed by ``(kind, node)``; seeded by `analyze`.
-    _cache: dict[tuple[str, RASPExpr], Any] = attrs.field(factory=dict, repr=False, eq=False)
-    _lock: Any = attrs.field(factory=threading.RLock, init=False, repr=False, eq=False)
+    _cache: dict[tuple[str, RASPExpr], Any] = attrs.field(factory=dict, repr=False)
+    _lock: Any = attrs.field(factory=threading.RLock, init=False, repr=False)
 
     def value_set(self, node: SOp) -> tuple[Value, ...]:
         """The sorted values ``node`` can take."""
