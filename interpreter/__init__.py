@@ -4,12 +4,14 @@
   `rasplang.evaluate` returns on each;
 - `Plan` prepares a program once for repeated runs (`Plan.run`, `Plan.run_arrays`).
 
-Modules: `plan` (the passes of a run), `state` and `tables` (value tables and lookup
-arrays), `selectors` (selector register programs), `runs` (a Select's rows as runs of key
-codes, and when counting pays), `kernels_numba` (generic kernels), `kernels_runs`
-(numba counting kernels for one Select), `kernels_numpy`, `kernels_cupy` (the backends,
-chosen in `backends`), `codec` (lists <-> codes), `result` (arrays returned to callers),
-`_jit` (the one numba helper).
+Modules: `plan` (`Plan`, `evaluate_batch`), `chunk` (one run, chunk by chunk, one rule
+per node type), `state` and `tables` (the analysis's value tables and lookup arrays, and
+what the Aggregate kernels need), `selectors` (selector register programs, fused into one
+Select where their inputs take few values), `runs` (when counting pays), `codes` (the
+codes the kernels share), `kernels_numba` (generic kernels), `kernels_runs` (numba
+counting kernels for one Select), `kernels_numpy`, `kernels_cupy` (the backends, chosen
+in `backends`), `codec` (lists <-> codes), `result` (arrays returned to callers), `_jit`
+(the one numba helper).
 """
 
 from rasplang.interpreter.backends import BACKENDS
