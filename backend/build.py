@@ -21,11 +21,11 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rasplang.analysis import Analysis, sorted_values
+from rasplang.analysis import RAISED, Analysis, sorted_values
 from rasplang.backend.budget import ModelTooLarge, mlp_bound
 from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
 from rasplang.backend.chambers.none_flags import none_unit_count
-from rasplang.backend.chambers.selector import Term, predicate_table, selector_terms
+from rasplang.backend.chambers.selector import Term, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP, AttentionHead
 from rasplang.backend.derived import AsCategorical, Product
@@ -89,11 +89,10 @@ class Built:
     float64_only: str = ""
 
 
-def _safe(f: Any, *args: Any) -> Any:
-    try:
-        return f(*args)
-    except Exception:  # the analysis dropped this value: evaluate raises on it
-        return None
+def _value(y: Any) -> Any:
+    """An analysis output as the chambers take it: where ``f`` raised (`RAISED`),
+    `evaluate` raises too, so any value will do, and None writes nothing."""
+    return None if y is RAISED else y
 
 
 def _selector_nodes(selector: RASPExpr) -> tuple[RASPExpr, ...]:
@@ -161,8 +160,11 @@ class _Builder:
         return len(self.spaces[sop].values)
 
     def table(self, select: Select, keys: SOp, queries: SOp) -> np.ndarray:
-        """SelectorContext: ``select``'s 0/1 table over resolved values."""
-        return predicate_table(select, self.spaces[keys], self.spaces[queries])
+        """SelectorContext: ``select``'s 0/1 table over resolved values (the analysis's
+        `Analysis.predicate` without None, which categorical spaces leave out)."""
+        rows = [v is not None for v in self.a.value_sets[select.queries]]
+        cols = [v is not None for v in self.a.value_sets[select.keys]]
+        return self.a.predicate(select)[np.ix_(rows, cols)]
 
     def label(self, node: RASPExpr) -> str:
         """SelectorContext: the node's label."""
@@ -258,15 +260,13 @@ class _Builder:
         inp = self.spaces[node.inner]
         if not inp.numerical:
             out = self.out_space(node, error=len(inp.values) * inp.error)
-            mlp = categorical_mlp.map_categorical_mlp(label, inp, out, lambda x: _safe(node.f, x),
+            mlp = categorical_mlp.map_categorical_mlp(label, inp, out, self.outputs(node).get,
                                                       self.bos)
         else:
+            table = self.outputs(node)
             raw = [x for x in self.a.value_sets[node.inner] if x is not None]
             xs = [float(v) for v in raw]
-            try:
-                ys = list(map(node.f, raw))
-            except Exception:
-                ys = [_safe(node.f, x) for x in raw]
+            ys = [table[x] for x in raw]
             fit = numerical_mlp.affine_fit(xs, ys) if self.a.encodings[node] is \
                 Encoding.NUMERICAL else None
             if fit is not None:
@@ -282,6 +282,20 @@ class _Builder:
                                                      self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
+
+    # ------------------------------------------- the analysis's tables, as chambers read them
+
+    def outputs(self, node: Map) -> dict[Any, Any]:
+        """A Map's output at each value of its input (`Analysis.map_outputs`)."""
+        return dict(zip(self.a.value_sets[node.inner], map(_value, self.a.map_outputs(node))))
+
+    def pair_outputs(self, node: SequenceMap | LinearSequenceMap) -> Any:
+        """A SequenceMap's output at each pair of input values, as a function
+        (`Analysis.sequence_map_outputs`); the function is never called again."""
+        grid = self.a.sequence_map_outputs(node)
+        rows = {v: i for i, v in enumerate(self.a.value_sets[node.fst])}
+        cols = {v: j for j, v in enumerate(self.a.value_sets[node.snd])}
+        return lambda a, b: _value(grid[rows[a], cols[b]])
 
     def reserve(self, label: str, rows: int, units: int) -> None:
         """Refuse now an MLP that reads (or writes) ``rows`` directions with ``units``
@@ -321,15 +335,13 @@ class _Builder:
         fst, snd = self.spaces[x], self.spaces[y]
         if x is y:
             out = self.out_space(node, error=len(fst.values) * fst.error)
+            table = self.pair_outputs(node)
             mlp = categorical_mlp.map_categorical_mlp(
-                label, fst, out, lambda v: _safe(node.f, v, v), self.bos)
+                label, fst, out, lambda v: table(v, v), self.bos)
         else:
             err = len(fst.values) * fst.error + len(snd.values) * snd.error
             out = self.out_space(node, error=len(fst.values) * len(snd.values) * err)
-
-            def f(a: Any, b: Any) -> Any:
-                return _safe(node.f, a, b)
-
+            f = self.pair_outputs(node)
             layout = categorical_mlp.table_layout(fst, snd, out, f)
             table_units = len(layout.units) + none_unit_count([fst, snd], out)
             separable = self.separable(node, label, fst, snd, f)

@@ -37,8 +37,10 @@ import numpy as np
 SPARSE_DENSITY = 0.3
 #: ... and so does one with fewer rows or columns than this (BLAS is memory-bound there).
 MIN_DENSE = 8
-#: Largest static table (entries): the key residual ``[keys, d_model]`` and each table.
+#: Largest static table (entries): the key residual ``[keys, d_model]`` and each table,
 MAX_TABLE = 2**23
+#: ... and all of a structure's tables together (beyond it, products run unfolded).
+MAX_TABLES = 2**25
 
 
 @attrs.frozen(eq=False)
@@ -165,13 +167,22 @@ class _Static:
     def __init__(self, w: dict[str, np.ndarray], n_ctx: int, dtype: Any):
         d_vocab, d_model = w["embed.W_E"].shape
         self.static = np.ones(d_model, dtype=bool)
+        self.left = MAX_TABLES  # entries the tables may still take
         self.xs = None
-        if d_vocab * n_ctx * d_model <= MAX_TABLE:  # (token, position) -> residual row
+        if self.allow(d_vocab * n_ctx * d_model):  # (token, position) -> residual row
             self.xs = (w["embed.W_E"][:, None, :] + w["pos_embed.W_pos"][None, :n_ctx]
                        ).reshape(d_vocab * n_ctx, d_model).astype(dtype)
 
     def reads_static(self, rows: np.ndarray) -> bool:
         return self.xs is not None and bool(self.static[rows].all())
+
+    def allow(self, entries: int) -> bool:
+        """Whether a table of ``entries`` fits `MAX_TABLE` and what is left of
+        `MAX_TABLES` (and if so, count it)."""
+        if entries > min(MAX_TABLE, self.left):
+            return False
+        self.left -= entries
+        return True
 
 
 def _project(w: np.ndarray, b: np.ndarray, st: _Static) -> Project:
@@ -179,7 +190,7 @@ def _project(w: np.ndarray, b: np.ndarray, st: _Static) -> Project:
     rows = np.flatnonzero((w != 0).any(axis=1))
     weight = np.ascontiguousarray(w[rows])
     table = None
-    if st.reads_static(rows) and weight.shape[1] * len(st.xs) <= MAX_TABLE:
+    if st.reads_static(rows) and st.allow(weight.shape[1] * len(st.xs)):
         table = np.ascontiguousarray((st.xs[:, rows] @ weight + b).T)  # (m, keys)
     bias = np.ascontiguousarray(b) if b.any() else None
     return Project(rows, weight, bias, _coo(weight, rows, None), _sparse(weight), table)
@@ -220,7 +231,7 @@ def _attention(w: dict[str, np.ndarray], p: str, st: _Static, scale: float) -> S
         q, k = _project(wq[:, qk], bq[qk], st), _project(wk[:, qk], bk[qk], st)
         v, o = _project(wv[:, ov], bv[ov], st), _emit(wo[ov])
         scores = None
-        if q.table is not None and k.table is not None and len(st.xs) ** 2 <= MAX_TABLE:
+        if q.table is not None and k.table is not None and st.allow(len(st.xs) ** 2):
             scores = np.ascontiguousarray((q.table.T @ k.table / scale).T)  # (keys, keys)
         writes = bool(ov.any())
         heads.append(Head(h, q, k, v, o, scores, writes))
@@ -243,7 +254,7 @@ def _mlp(w: dict[str, np.ndarray], p: str, st: _Static) -> Sublayer:
     for group in _components(w_in[:, units] != 0, w_out[units] != 0):
         u = units[group]
         inp, out = _project(w_in[:, u], b_in[u], st), _emit(w_out[u])
-        if inp.table is not None and len(out.cols) * len(st.xs) <= MAX_TABLE:
+        if inp.table is not None and st.allow(len(out.cols) * len(st.xs)):
             table = np.ascontiguousarray(out.weight.T @ np.maximum(inp.table, 0))  # (C, keys)
             steps.append(Folded(out.cols, table))
             updates.append((out.cols, table))

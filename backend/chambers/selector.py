@@ -32,7 +32,6 @@ from typing import Protocol
 import attrs
 import numpy as np
 
-from rasplang.backend.spaces import SOpSpace
 from rasplang.nodes import (
     RASPExpr,
     Select,
@@ -84,18 +83,6 @@ class SelectorContext(Protocol):
 
     def label(self, node: RASPExpr) -> str:
         """The node's label, for messages."""
-
-
-def predicate_table(node: Select, keys: SOpSpace, queries: SOpSpace) -> np.ndarray:
-    """``T[a, b] = predicate(key b, query a)`` over the categorical values."""
-    table = np.zeros((len(queries.values), len(keys.values)))
-    for i, q in enumerate(queries.values):
-        for j, k in enumerate(keys.values):
-            try:
-                table[i, j] = bool(node.predicate(k, q))
-            except Exception:  # the evaluator raises on such inputs: any value will do
-                table[i, j] = 0.0
-    return table
 
 
 @attrs.frozen(eq=False)

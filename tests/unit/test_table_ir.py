@@ -85,9 +85,6 @@ def test_plan_and_runs_call_no_function_again():
     assert got == [rl.evaluate(program, x) for x in inputs]
 
 
-@pytest.mark.xfail(strict=True, reason="the compiler's consumers (backend/build.py, "
-                   "chambers) still call f; they are to read Analysis.map_outputs, "
-                   "sequence_map_outputs and predicate")
 def test_verify_calls_each_function_once_per_typed_value():
     """verify (one analysis, the compiler, the interpreter, the model) calls f once per
     typed input value, a SequenceMap once per pair, a predicate once per (key, query)."""
