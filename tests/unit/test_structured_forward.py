@@ -111,12 +111,12 @@ def test_loaded_weights_are_structured_alike(tmp_path):
 
 @pytest.mark.parametrize("name", ["sort", "dyck1", "count_less_freq", "above_mean"])
 def test_every_product_path(name, monkeypatch):
-    """All sparse, all dense (BLAS), zero-skipping dense products, no static tables:
-    every path equals the dense forward."""
+    """All sparse, all dense (BLAS), zero-skipping dense products, no static tables, a
+    few: every path equals the dense forward."""
     model = library(name, 8)
     ids = ids_for(model)
     for setting in ({"SPARSE_DENSITY": 0.0, "MIN_DENSE": 0}, {"SPARSE_DENSITY": 2.0},
-                    {"MAX_TABLE": 0}):
+                    {"MAX_TABLE": 0}, {"MAX_TABLES": 20_000}):
         with monkeypatch.context() as m:
             for k, v in setting.items():
                 m.setattr(structure, k, v)
