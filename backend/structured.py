@@ -18,7 +18,7 @@
 Results, residuals, sublayer outputs and attention patterns equal the dense forward's
 (`rasplang.backend.forward`) to float rounding. ``kernels="numba"`` (numpy only) uses
 the numba kernels; ``kernels="arrays"`` runs every step with array operations on ``xp``
-(numpy or CuPy), the path CuPy takes.
+(numpy or CuPy), the path CuPy and small batches take.
 """
 
 from __future__ import annotations
@@ -35,27 +35,34 @@ from rasplang.backend.structure import Emit, Folded, Head, Project, Structure, U
 
 __all__ = ["Structure", "build", "forward"]
 
-#: Positions (B * T) from which `forward` splits the batch over threads.
+#: Positions (B * T) from which `forward` splits the batch over threads,
 PARALLEL_POSITIONS = 1 << 14
+#: ... and from which it uses the numba kernels when not told (below, array operations
+#: are as fast, and loading numba's cached kernels takes ~1 s once per process).
+NUMBA_POSITIONS = 1 << 10
 #: A dense product with at least this many weights first counts the nonzero inputs; if
 #: at most 1 / `ZERO_SKIP` of them are nonzero, it skips the zeros instead of using BLAS.
 ZERO_SKIP_SIZE = 4096
 ZERO_SKIP = 32
 
 
-def forward(s: Structure, ids: Any, xp: Any = np, keep: bool = False, kernels: str = "numba",
+def forward(s: Structure, ids: Any, xp: Any = np, keep: bool = False, kernels: str = "auto",
             threads: int | None = None) -> tuple[Any, dict[str, list[Any]]]:
     """Logits ``[B, T, d_vocab_out]`` for ``ids [B, T]``, and with ``keep`` the trace that
     `rasplang.backend.forward.forward` returns (residuals, sublayer outputs, attention
     patterns and their logits, each ``[B, ...]``), equal to its results to float rounding.
 
     ``s`` must be on ``xp`` (`Structure.to`). ``kernels="numba"`` runs the numba kernels
-    (numpy only); ``"arrays"`` runs array operations on ``xp``. The numba kernels release
-    the GIL: without ``keep``, a batch of at least `PARALLEL_POSITIONS` positions is split
-    over ``threads`` threads (default: the CPUs this process may use).
+    (numpy only); ``"arrays"`` runs array operations on ``xp``; ``"auto"`` the numba
+    kernels on numpy from `NUMBA_POSITIONS` positions (``B * T``) on, so that a few
+    sequences (``apply``, one ``run``) never wait for numba to load. The numba kernels
+    release the GIL: without ``keep``, a batch of at least `PARALLEL_POSITIONS` positions
+    is split over ``threads`` threads (default: the CPUs this process may use).
     """
-    numba = kernels == "numba" and xp is np
     B, T = ids.shape
+    if kernels == "auto":
+        kernels = "numba" if B * T >= NUMBA_POSITIONS else "arrays"
+    numba = kernels == "numba" and xp is np
     threads = min(B, threads or _cpus())
     if numba and not keep and threads > 1 and B * T >= PARALLEL_POSITIONS:
         first, *rest = itertools.pairwise(B * i // threads for i in range(threads + 1))

@@ -129,7 +129,7 @@ def test_every_product_path(name, monkeypatch):
         m.setattr(structured, "ZERO_SKIP_SIZE", 1)
         m.setattr(structured, "ZERO_SKIP", 1)  # skip zeros whenever there are any
         s = build(model.weights, model.config, np.float64)
-        assert_matches_dense(model, ids, s)
+        assert_matches_dense(model, ids, s, kernels="numba")
 
 
 def test_arbitrary_weights_with_biases():
@@ -149,6 +149,17 @@ def test_arbitrary_weights_with_biases():
         assert_matches_dense(random, ids, s, kernels=kernels)
 
 
+def test_small_batches_take_the_array_path(monkeypatch):
+    """Below NUMBA_POSITIONS positions ``auto`` runs array operations (no numba load)."""
+    model = library("hist")
+    s = build(model.weights, model.config, np.float64)
+    ids = ids_for(model, batch=3)
+    monkeypatch.setattr(structured, "_Numba", None)  # any use of the numba path fails
+    got, _ = structured.forward(s, ids, np)
+    ref, _ = dense_forward(model._weights_for(np, np.float64), model.config, ids, np)
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+
+
 def test_causal_and_float32():
     """A causal model, in float32: equal to the dense float32 forward to its rounding."""
     entry = lib.PROGRAMS["frac_prevs"]
@@ -166,9 +177,9 @@ def test_threads_split_the_batch(monkeypatch):
     model = library("sort", 8)
     s = build(model.weights, model.config, np.float64)
     ids = ids_for(model, batch=101)
-    whole, _ = structured.forward(s, ids, np, threads=1)
+    whole, _ = structured.forward(s, ids, np, kernels="numba", threads=1)
     monkeypatch.setattr(structured, "PARALLEL_POSITIONS", 1)
-    split, _ = structured.forward(s, ids, np, threads=3)
+    split, _ = structured.forward(s, ids, np, kernels="numba", threads=3)
     np.testing.assert_array_equal(split, whole)
 
 
