@@ -12,8 +12,9 @@ from rasplang.interpreter import Plan, backends, codes, selectors
 from rasplang.interpreter.backends import NumbaBackend, get_backend
 
 
-def _threads() -> set[str]:
-    return {t.name for t in threading.enumerate() if t.name.startswith("rasplang")}
+def _threads() -> set[threading.Thread]:
+    """The live pool threads (objects, not names: every pool numbers its threads from 0)."""
+    return {t for t in threading.enumerate() if t.name.startswith("rasplang")}
 
 
 def test_get_backend_shares_one_object_per_name():
