@@ -131,16 +131,21 @@ class VerifyReport:
                 and self.checked + self.skipped == self.total)
 
     def summary(self) -> str:
-        """A few lines for people: counts, time, verdict, then the counterexamples."""
+        """A few lines for people: counts, time, verdict, then the counterexamples.
+
+        The verdict is ``OK`` when every input was checked and agrees, ``OK on N inputs;
+        M raise in the program`` when the program raises on some (they are skipped), and
+        ``MISMATCH`` or ``INCOMPLETE`` otherwise."""
         how = "every input" if self.exhaustive else "random inputs"
         lines = [
-            f"verified {self.program!r} on {self.checked:,} of {self.total:,} inputs ({how} "
-            f"of length 1..{self.max_seq_len} over {len(self.vocab)} tokens"
+            f"verified {self.program!r} on {self.checked:,} of {plural(self.total, 'input')} "
+            f"({how} of length 1..{self.max_seq_len} over {plural(len(self.vocab), 'token')}"
             f"{', causal' if self.causal else ''}) in {self.seconds:.2f} s: "
-            f"{self.n_mismatches:,} mismatches"
-            + (f", {self.skipped:,} inputs skipped (evaluate raises)" if self.skipped else "")
+            f"{plural(self.n_mismatches, 'mismatch', 'mismatches')}"
+            + (f", {plural(self.skipped, 'input')} skipped (evaluate raises)"
+               if self.skipped else "")
             + (" [interrupted]" if self.interrupted else ""),
-            "OK" if self.ok else ("INCOMPLETE" if self.n_mismatches == 0 else "MISMATCH"),
+            self._verdict(),
         ]
         if self.n_mismatches > len(self.mismatches):
             lines.append(f"first {len(self.mismatches)} counterexamples:")
@@ -150,8 +155,22 @@ class VerifyReport:
             lines += [f"  {xs!r}: {error}" for xs, error in self.undefined]
         return "\n".join(lines)
 
+    def _verdict(self) -> str:
+        if not self.ok:
+            return "INCOMPLETE" if self.n_mismatches == 0 else "MISMATCH"
+        if not self.skipped:
+            return "OK"
+        if not self.checked:
+            return f"nothing checked: all {plural(self.skipped, 'input')} raise in the program"
+        return f"OK on {plural(self.checked, 'input')}; {self.skipped:,} raise in the program"
+
     def __str__(self) -> str:
         return self.summary()
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and ``word`` in the right number: ``1 layer``, ``2 layers``, ``1,364 inputs``."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
 def verify(
