@@ -15,6 +15,7 @@ from rasplang.backend.rules import backend_problems
 from rasplang.backend.schedule import schedule
 from rasplang.evaluator import is_number
 from rasplang.nodes import Aggregate, RASPExpr
+from rasplang.selection import spread_aggregates
 
 
 class CompilerWarning(UserWarning):
@@ -64,7 +65,7 @@ def compile(
     raise_if_unsupported(validate(analysis) + backend_problems(analysis, causal))
     if (size := lower_bound(analysis)).bytes > max_bytes:
         raise ModelTooLarge(size, max_bytes)
-    for node in analysis.spread_aggregates:
+    for node in spread_aggregates(analysis, analysis.spread_aggregates, causal):
         warnings.warn(_spread_warning(analysis, node), CompilerWarning, stacklevel=2)
     built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
                          max_bytes=max_bytes)
