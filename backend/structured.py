@@ -75,8 +75,10 @@ def forward(s: Structure, ids: Any, xp: Any = np, keep: bool = False, kernels: s
     key = (ids * s.n_ctx + xp.arange(T)).reshape(n)                # (N,) table index
     valid = ids != s.pad_id                                         # (B, T) visible keys
     x = xp.zeros((s.d_model, n), dtype=s.W_E.dtype)                 # (d_model, N)
-    embed = slice(None) if keep else s.read_embed                   # what is read of it
-    x[s.embed_cols[embed]] = (s.W_E[ids][..., embed] + s.W_pos[:T, embed]).reshape(n, -1).T
+    read = slice(None) if keep else s.read_embed                    # what is read of it
+    cols, w_e, w_pos = s.embed_cols[read], s.W_E[:, read], s.W_pos[:T, read]
+    if len(cols):
+        x[cols] = (w_e[ids] + w_pos).reshape(n, -1).T
     trace = _trace()
     if keep:
         trace["residuals"].append(_rows(xp, x, B, T))
