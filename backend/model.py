@@ -232,7 +232,9 @@ class CompiledModel:
         ``structured`` (default) runs the structured forward pass
         (`rasplang.backend.structured`); False runs the dense reference forward
         (`rasplang.backend.forward`) on the TransformerLens-layout weights with padding
-        dropped. Both give the same logits to float rounding.
+        dropped. Both give the same logits to float rounding. The whole batch runs at
+        once (`run` splits a batch into chunks whose activations stay under
+        `ACTIVATION_BYTES`).
         """
         return self._forward(xp.asarray(ids), _exact_dtype(dtype, self.config), xp,
                              structured)[0]
