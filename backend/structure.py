@@ -151,6 +151,13 @@ class Structure:
     sublayers: tuple[Sublayer, ...]
     unembed: Project
     read_embed: Any
+    work: tuple[int, int] = (0, 0)
+
+    def cost(self, n_batch: int, n_pos: int) -> int:
+        """About how many multiply-adds a forward pass over ``[n_batch, n_pos]`` ids
+        takes without keeping the trace: ``work`` is (per position, attention heads run)."""
+        per_position, heads = self.work
+        return n_batch * n_pos * (per_position + 4 * n_pos * heads)
 
     def to(self, xp: Any) -> Structure:
         """This structure with every array on ``xp`` (numpy or CuPy)."""
@@ -310,21 +317,29 @@ def build(weights: dict[str, np.ndarray], cfg: Any, dtype: Any) -> Structure:
     unembed = _project(w["unembed.W_U"], w["unembed.b_U"], st)
     read = np.zeros(cfg.d_model, dtype=bool)  # dimensions some step reads from x
     read[unembed.reads] = True
+    work, heads = len(unembed.coo[2]), 0       # multiply-adds per position, heads run
     for layer in sublayers:
         for step in layer.steps:
             if isinstance(step, Head) and step.writes:
                 read[step.v.reads] = True
+                projections = (step.v, step.o)
                 if step.scores is None:
                     read[step.q.reads] = read[step.k.reads] = True
+                    projections += (step.q, step.k)
+                work += sum(len(p.coo[2]) for p in projections)
+                heads += 1
             elif isinstance(step, Unit):
                 read[step.inp.reads] = True
+                work += len(step.inp.coo[2]) + len(step.out.coo[2]) + len(step.out.weight)
+            elif isinstance(step, Folded):
+                work += len(step.cols)
     sublayers = [attrs.evolve(layer, steps=tuple(
         attrs.evolve(step, needed=bool(read[step.cols].any())) if isinstance(step, Folded)
         else step for step in layer.steps)) for layer in sublayers]
     return Structure(cfg.d_model, cfg.n_ctx, cfg.n_heads, cfg.pad_id, bool(cfg.causal), scale,
                      embed_cols, np.ascontiguousarray(w["embed.W_E"][:, embed_cols]),
                      np.ascontiguousarray(w["pos_embed.W_pos"][:, embed_cols]),
-                     tuple(sublayers), unembed, read[embed_cols])
+                     tuple(sublayers), unembed, read[embed_cols], (work, heads))
 
 
 def _convert(obj: Any, xp: Any) -> Any:

@@ -35,10 +35,11 @@ from rasplang.backend.structure import Emit, Folded, Head, Project, Structure, U
 
 __all__ = ["Structure", "build", "forward"]
 
-#: Positions (B * T) from which `forward` splits the batch over threads,
-PARALLEL_POSITIONS = 1 << 14
-#: ... and from which it uses the numba kernels when not told (below, array operations
-#: are as fast, and loading numba's cached kernels takes ~1 s once per process).
+#: Multiply-adds (`Structure.cost`, ~1 ns each) from which `forward` splits the batch
+#: over threads (below, starting them costs more than they save).
+PARALLEL_WORK = 3 << 19
+#: Positions (B * T) from which `forward` uses the numba kernels when not told (below,
+#: array operations are as fast, and loading numba's cached kernels takes ~1 s once).
 NUMBA_POSITIONS = 1 << 10
 #: A dense product with at least this many weights first counts the nonzero inputs; if
 #: at most 1 / `ZERO_SKIP` of them are nonzero, it skips the zeros instead of using BLAS.
@@ -56,15 +57,16 @@ def forward(s: Structure, ids: Any, xp: Any = np, keep: bool = False, kernels: s
     (numpy only); ``"arrays"`` runs array operations on ``xp``; ``"auto"`` the numba
     kernels on numpy from `NUMBA_POSITIONS` positions (``B * T``) on, so that a few
     sequences (``apply``, one ``run``) never wait for numba to load. The numba kernels
-    release the GIL: without ``keep``, a batch of at least `PARALLEL_POSITIONS` positions
-    is split over ``threads`` threads (default: the CPUs this process may use).
+    release the GIL: without ``keep``, a batch whose `Structure.cost` reaches
+    `PARALLEL_WORK` is split over ``threads`` threads (default: the CPUs this process
+    may use).
     """
     B, T = ids.shape
     if kernels == "auto":
         kernels = "numba" if B * T >= NUMBA_POSITIONS else "arrays"
     numba = kernels == "numba" and xp is np
     threads = min(B, threads or _cpus())
-    if numba and not keep and threads > 1 and B * T >= PARALLEL_POSITIONS:
+    if numba and not keep and threads > 1 and s.cost(B, T) >= PARALLEL_WORK:
         first, *rest = itertools.pairwise(B * i // threads for i in range(threads + 1))
         parts = [_pool(threads).submit(forward, s, ids[lo:hi], xp, False, kernels, 1)
                  for lo, hi in rest]

@@ -178,7 +178,7 @@ def test_threads_split_the_batch(monkeypatch):
     s = build(model.weights, model.config, np.float64)
     ids = ids_for(model, batch=101)
     whole, _ = structured.forward(s, ids, np, kernels="numba", threads=1)
-    monkeypatch.setattr(structured, "PARALLEL_POSITIONS", 1)
+    monkeypatch.setattr(structured, "PARALLEL_WORK", 1)
     split, _ = structured.forward(s, ids, np, kernels="numba", threads=3)
     np.testing.assert_array_equal(split, whole)
 
