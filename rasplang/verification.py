@@ -278,8 +278,6 @@ class _Checker:
     """The program's interpreter plan and the model's weights, ready to compare batches."""
 
     def __init__(self, plan: Any, model: Any):
-        from rasplang.backend.forward import forward, trimmed
-
         cfg = model.config
         if bool(cfg.causal) != plan.causal:
             raise ValueError(f"the model was compiled with causal={cfg.causal} but "
@@ -294,12 +292,7 @@ class _Checker:
                              f"{list(cfg.vocab)}")
         self.plan = plan
         self.model = model
-        self.forward = forward
-        # The weights `CompiledModel.run` uses: padding heads and units dropped.
-        self.weights = trimmed({k: np.asarray(v) for k, v in model.weights.items()},
-                               cfg.n_layers)
-        self.n_heads = max(w.shape[0] for k, w in self.weights.items() if k.endswith("W_Q")) \
-            if cfg.n_layers else 1
+        self.n_heads = max(1, cfg.n_heads)
         self.token_ids = np.array([ids[t] for t in plan.vocab], dtype=np.int64)
         self.bos_id = model.input_encoder.bos_id
         self.numerical = cfg.output_encoding == "numerical"
@@ -313,7 +306,6 @@ class _Checker:
         Runs the forward pass on slices whose attention scores ``[b, H, T, T]`` stay
         under `FORWARD_ELEMENTS`, so long sequences do not blow up memory.
         """
-        cfg = self.model.config
         n_pos = codes.shape[1] + 1
         step = max(1, FORWARD_ELEMENTS // (self.n_heads * n_pos * n_pos))
         parts = []
@@ -322,7 +314,7 @@ class _Checker:
             ids = np.empty((part.shape[0], n_pos), dtype=np.int64)  # (b, 1 + n)
             ids[:, 0] = self.bos_id
             ids[:, 1:] = self.token_ids[part]
-            logits, _ = self.forward(self.weights, cfg, ids, np)
+            logits = self.model.forward(ids)  # the structured forward, as model.run
             parts.append(np.asarray(logits)[:, 1:])  # (b, n, d_vocab_out)
         return np.concatenate(parts)
 
