@@ -179,7 +179,8 @@ class Inference:
                 f"{len(xs)} x {len(ys)} input pairs (limit MAX_TABLE_PAIRS="
                 f"{MAX_TABLE_PAIRS})"
             )
-        return self.tabled(node, lambda errors: pairs_table(node.f, xs, ys, errors))
+        return self.tabled(node, lambda errors: pairs_table(node.f, xs, ys, errors,
+                                                            diagonal=node.fst is node.snd))
 
     def linear(self, node: LinearSequenceMap) -> Table | None:
         """A numerical LinearSequenceMap of plain numbers (and None): every

@@ -121,12 +121,18 @@ def _call(f: Callable[[Value], Value], x: Value, errors: list[tuple[tuple, Excep
 
 
 def pairs_table(f: Callable[[Value, Value], Value], xs: Sequence[Value], ys: Sequence[Value],
-                errors: list[tuple[tuple, Exception]]) -> tuple[Table, np.ndarray]:
+                errors: list[tuple[tuple, Exception]], diagonal: bool = False,
+                ) -> tuple[Table, np.ndarray]:
     """`map_table` for a SequenceMap: codes ``[len(xs), len(ys)]`` of ``f(x, y)``, calling
-    ``f`` once per pair (None when either is None)."""
+    ``f`` once per pair (None when either is None). With ``diagonal`` (both inputs are
+    one SOp, so a position only ever holds ``f(v, v)``) only the diagonal is computed and
+    the rest is `RAISED_CODE`, never read."""
     out = []
-    for x in xs:
-        for y in ys:
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            if diagonal and i != j:
+                out.append(RAISED)
+                continue
             if x is None or y is None:
                 out.append(None)
                 continue

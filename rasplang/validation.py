@@ -155,6 +155,8 @@ def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
     """
     if isinstance(node, Map):
         operands: list[tuple[SOp, int]] = [(node.inner, 0)]
+    elif isinstance(node, (SequenceMap, LinearSequenceMap)) and node.fst is node.snd:
+        operands = [(node.fst, 0)]  # one SOp twice: only f(v, v) occurs, a Map of v
     elif isinstance(node, (SequenceMap, LinearSequenceMap)):
         operands = [(node.fst, 0), (node.snd, 1)]
     elif isinstance(node, Select):
@@ -166,6 +168,8 @@ def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
     if not groups:
         return None
     classes = _outcome_classes(analysis, node)
+    if isinstance(node, (SequenceMap, LinearSequenceMap)) and node.fst is node.snd:
+        classes = np.diagonal(classes)
     for child, axis, group in groups:
         table = analysis.tables[child]
         lines = np.take(classes, [table.code(v) for v in group], axis=axis)

@@ -39,12 +39,23 @@ def _assert_exact(program, vocab, max_seq_len, causal=False):
     return model
 
 
-def _ulp_close():
+def _ulp_close(same_sop=False):
+    """The issue's program; with two copies of n2 (not one SOp twice) the analysis takes
+    their products independently, and n4's value set holds pairs an ulp apart."""
     n1 = rasp.SelectorWidth(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.NEQ))
     n2 = N(rasp.LinearSequenceMap(n1, n1, 2, -1))
-    n3 = rasp.SequenceMap(lambda x, y: x * y, n2, n2)
+    other = n2 if same_sop else N(rasp.LinearSequenceMap(n1, n1, 2, -1))
+    n3 = rasp.SequenceMap(lambda x, y: x * y, n2, other)
     n4 = N(rasp.SequenceMap(lambda x, y: x + 0.1 * y, n1, n3))
     return n1, n3, n4
+
+
+def test_one_sop_twice_only_meets_itself():
+    """SequenceMap(f, n2, n2) only ever computes f(v, v): the analysis enumerates just
+    those, the value set has no ulp-close pairs, and the issue's program is exact."""
+    n1, _, n4 = _ulp_close(same_sop=True)
+    for program in (rasp.Map(lambda x: x, n4), rasp.SequenceMap(lambda x, y: x + y, n1, n4)):
+        _assert_exact(program, ["a"], 4)
 
 
 @pytest.mark.parametrize("which", ["map", "sequence_map", "causal"])
