@@ -99,6 +99,12 @@ class ModelSize:
         return [(label, n * BYTES_PER_PARAMETER, what) for label, (n, what) in ranked]
 
 
+def refuse_over(size: ModelSize, max_bytes: int) -> None:
+    """Raise `ModelTooLarge` when ``size`` (exact or a lower bound) exceeds ``max_bytes``."""
+    if size.bytes > max_bytes:
+        raise ModelTooLarge(size, max_bytes)
+
+
 def mlp_bound(label: str, rows: int, units: int) -> ModelSize:
     """A lower bound from one MLP block reading ``rows`` directions with ``units`` hidden
     units: the model's ``W_in`` and ``W_out`` hold at least ``rows x units`` each."""

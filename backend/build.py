@@ -22,7 +22,7 @@ import attrs
 import numpy as np
 
 from rasplang.analysis import RAISED, Analysis, sorted_values
-from rasplang.backend.budget import ModelTooLarge, mlp_bound
+from rasplang.backend.budget import mlp_bound, refuse_over
 from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
 from rasplang.backend.chambers.none_flags import none_unit_count
 from rasplang.backend.chambers.selector import Term, selector_terms
@@ -301,9 +301,7 @@ class _Builder:
         """Refuse now an MLP that reads (or writes) ``rows`` directions with ``units``
         hidden units when those weights alone exceed ``max_bytes``: the model's ``W_in``
         (``W_out``) holds at least that many."""
-        size = mlp_bound(label, rows, units)
-        if size.bytes > self.max_bytes:
-            raise ModelTooLarge(size, self.max_bytes)
+        refuse_over(mlp_bound(label, rows, units), self.max_bytes)
 
     def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any]) -> None:
         problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, self.m)

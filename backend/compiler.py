@@ -8,7 +8,7 @@ from typing import Any
 
 from rasplang.analysis import Analysis, analysis_for, raise_if_unsupported, validate
 from rasplang.backend.assemble import assemble
-from rasplang.backend.budget import DEFAULT_MAX_BYTES, ModelTooLarge, lower_bound, model_size
+from rasplang.backend.budget import DEFAULT_MAX_BYTES, lower_bound, model_size, refuse_over
 from rasplang.backend.build import build_blocks
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
@@ -41,9 +41,10 @@ def compile(
     every node it cannot build exactly, before building any weights, and `ModelTooLarge`
     (one of those) when the weights would take more than ``max_bytes`` (default 4 GiB),
     naming the nodes that take the space, before allocating them. Warns
-    (`CompilerWarning`) for each categorical Aggregate that may select several
-    different values: it is compiled as a mean of one-hots, exact where one value is
-    selected or all selected values are the same non-number.
+    (`CompilerWarning`) for each categorical Aggregate that may select several values
+    (and is not proven to select one, `rasplang.selection`): it is compiled as a mean of
+    one-hots, exact where one value is selected or all selected values are the same
+    non-number.
 
     ``analysis`` is ``rasplang.analyze(program, vocab, max_seq_len)`` when the caller
     already has it (`rasplang.verify` shares one with the interpreter); a ValueError
@@ -63,17 +64,14 @@ def compile(
         raise ValueError(f"mlp_exactness must be > 1, got {mlp_exactness!r}")
     analysis = analysis_for(program, vocab, max_seq_len, analysis)
     raise_if_unsupported(validate(analysis) + backend_problems(analysis, causal))
-    if (size := lower_bound(analysis)).bytes > max_bytes:
-        raise ModelTooLarge(size, max_bytes)
-    for node in spread_aggregates(analysis, analysis.spread_aggregates, causal):
+    refuse_over(lower_bound(analysis), max_bytes)
+    for node in spread_aggregates(analysis, causal):
         warnings.warn(_spread_warning(analysis, node), CompilerWarning, stacklevel=2)
     built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
                          max_bytes=max_bytes)
     raise_if_unsupported(built.problems)
     plan = schedule(built.blocks, analysis.program)
-    size = model_size(analysis, built, plan)
-    if size.bytes > max_bytes:
-        raise ModelTooLarge(size, max_bytes)
+    refuse_over(model_size(analysis, built, plan), max_bytes)
     return assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
 
 

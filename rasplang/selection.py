@@ -80,14 +80,13 @@ def selects_at_most_one(analysis, selector: Selector, distinct: set[SOp]) -> boo
     return bool((analysis.predicate(selector).sum(axis=1) <= 1).all())
 
 
-def spread_aggregates(analysis, candidates: tuple[Aggregate, ...],
-                      causal: bool) -> tuple[Aggregate, ...]:
-    """The ``candidates`` (categorical Aggregates that might average) whose selector is
-    not proven to select at most one key."""
-    if not candidates:
+def spread_aggregates(analysis, causal: bool) -> tuple[Aggregate, ...]:
+    """The analysis's ``spread_aggregates`` (categorical Aggregates that might average)
+    whose selector is not proven to select at most one key."""
+    if not analysis.spread_aggregates:
         return ()
     distinct = distinct_sops(analysis, causal)
-    return tuple(node for node in candidates
+    return tuple(node for node in analysis.spread_aggregates
                  if not selects_at_most_one(analysis, node.selector, distinct))
 
 

@@ -46,7 +46,7 @@ def compile_checked(program, vocab, max_seq_len, **kw):
     lists and `rasplang.selection` cannot prove to select one key (the comparison with
     `evaluate` below checks the proven ones)."""
     analysis = rl.analyze(program, vocab, max_seq_len)
-    spread = spread_aggregates(analysis, analysis.spread_aggregates, kw.get("causal", False))
+    spread = spread_aggregates(analysis, kw.get("causal", False))
     expected = {analysis.labels[n] for n in spread}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -67,5 +67,5 @@ def test_spread_candidates_are_refined_not_grown():
     """The proof only removes Aggregates from the analysis's candidates."""
     entry = lib.PROGRAMS["sort_stable"]
     analysis = rl.analyze(entry.build(5), entry.vocab, 5)
-    refined = spread_aggregates(analysis, analysis.spread_aggregates, causal=False)
+    refined = spread_aggregates(analysis, causal=False)
     assert set(refined) <= set(analysis.spread_aggregates)
