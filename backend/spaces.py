@@ -27,6 +27,7 @@ import attrs
 import numpy as np
 
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace
+from rasplang.values import typed_key
 
 ONE = BasisDirection("one")
 #: The value of a nullable numerical SOp's second direction (``label:is_none``).
@@ -93,15 +94,16 @@ class SOpSpace:
         return out
 
     def value_index(self, value: Any) -> int:
-        """Position of ``value`` among the categorical values (compared with ==)."""
+        """Position of ``value`` among the categorical values: the one of the same
+        `typed_key`, else the first equal one (``==``)."""
         index = self._index
         if index is None:
             index = {}
             for i, v in enumerate(self.values):
-                index.setdefault((type(v), v), i)
+                index.setdefault(typed_key(v), i)
                 index.setdefault(v, i)
             object.__setattr__(self, "_index", index)
-        found = index.get((type(value), value), index.get(value))
+        found = index.get(typed_key(value), index.get(value))
         if found is not None:
             return found
         raise KeyError(f"{value!r} is not a value of {self.label!r}: {list(self.values)[:10]}")

@@ -43,6 +43,7 @@ from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.chambers.none_flags import with_none_units
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.spaces import ONE, BosState, SOpSpace
+from rasplang.values import typed_key
 
 
 def _out_columns(out: SOpSpace, values: list[Any]) -> np.ndarray:
@@ -98,7 +99,7 @@ def table_layout(fst: SOpSpace, snd: SOpSpace, out: SOpSpace,
     def grouped(by_first: bool) -> list[tuple[int, tuple[int, ...], Any]]:
         units: dict[tuple[int, Any], list[int]] = defaultdict(list)
         for (i, j), y in table.items():
-            key = (i if by_first else j, (type(y).__name__, y))
+            key = (i if by_first else j, typed_key(y))
             units[key].append(j if by_first else i)
         return [(k[0], tuple(rows), table[(k[0], rows[0]) if by_first else (rows[0], k[0])])
                 for k, rows in units.items()]
