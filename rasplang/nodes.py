@@ -14,24 +14,17 @@ from __future__ import annotations
 import enum
 import itertools
 import numbers
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
 
-Value = Any  # None, int, float, bool, str or any hashable value
+from rasplang.operators import BOOL_ERROR, MIRRORED, Comparison, Elementwise, Value
+
 ExprT = TypeVar("ExprT", bound="RASPExpr")
 
 _ids = itertools.count(1)
-
-_BOOL_ERROR = (
-    "a RASP {kind} has no truth value: it stands for a whole sequence, not one value. "
-    "`and`, `or`, `not`, `if sop:` and chained comparisons such as `0 < sop < 3` do not "
-    "work on sequences; use `&`, `|`, `~` (elementwise and, or, not) and write chained "
-    "comparisons as `(0 < sop) & (sop < 3)`."
-)
 
 
 def _freeze(annotations: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -125,7 +118,7 @@ class SOp(RASPExpr):
     _default_name = "sop"
 
     def __bool__(self) -> bool:
-        raise TypeError(_BOOL_ERROR.format(kind="SOp"))
+        raise TypeError(BOOL_ERROR.format(kind="SOp"))
 
     # One-line dunders that delegate to `_elementwise`.
     def __add__(self, other: Any) -> SOp: return _elementwise("+", self, other)
@@ -156,50 +149,6 @@ class SOp(RASPExpr):
     def __invert__(self) -> SOp: return Map(Elementwise("not"), self)
 
 
-_BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
-    "and": lambda x, y: x and y, "or": lambda x, y: x or y,
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge,
-}
-_UNARY: dict[str, Callable[[Any], Any]] = {"neg": operator.neg, "not": operator.not_}
-_MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-
-
-@attrs.frozen(repr=False)
-class Elementwise:
-    """The function of an operator-built Map or SequenceMap, e.g. ``x + 1`` or ``x < y``.
-
-    ``op`` is the operator; ``const`` the constant operand of a Map when ``has_const``
-    (unary operators and SequenceMaps have none); ``reverse`` puts the constant on the
-    left.
-    """
-
-    op: str
-    const: Any = None
-    reverse: bool = False
-    has_const: bool = False
-
-    def __call__(self, x: Any, y: Any = None) -> Any:
-        if self.op in _UNARY:
-            return _UNARY[self.op](x)
-        fn = _BINARY[self.op]
-        if self.has_const:
-            return fn(self.const, x) if self.reverse else fn(x, self.const)
-        return fn(x, y)
-
-    def __repr__(self) -> str:
-        if self.op == "neg":
-            return "-x"
-        if self.op == "not":
-            return "not x"
-        if not self.has_const:
-            return f"x {self.op} y"
-        if self.reverse:
-            return f"{self.const!r} {self.op} x"
-        return f"x {self.op} {self.const!r}"
-
 
 def _elementwise(op: str, sop: SOp, other: Any, *, reverse: bool = False) -> SOp:
     """Build the node for ``sop OP other`` (or ``other OP sop`` when ``reverse``)."""
@@ -208,8 +157,8 @@ def _elementwise(op: str, sop: SOp, other: Any, *, reverse: bool = False) -> SOp
         return SequenceMap(Elementwise(op), fst, snd)
     if not _is_constant(other):
         return NotImplemented
-    if reverse and op in _MIRRORED:  # Python swaps comparisons itself; keep them readable
-        op, reverse = _MIRRORED[op], False
+    if reverse and op in MIRRORED:  # Python swaps comparisons itself; keep them readable
+        op, reverse = MIRRORED[op], False
     return Map(Elementwise(op, other, reverse, has_const=True), sop)
 
 
@@ -257,6 +206,8 @@ def _check_sop(value: Any, what: str) -> None:
 
 
 def _check_selector(value: Any, what: str) -> None:
+    from rasplang.selectors import Selector  # selectors.py builds on this module
+
     if not isinstance(value, Selector):
         raise TypeError(f"{what} must be a Selector, got {type(value).__name__}: {value!r}")
 
@@ -436,175 +387,6 @@ class SelectorWidth(SOp):
         return self.selector.label
 
 
-# ---------------------------------------------------------------------- selectors
-
-
-class Comparison(enum.Enum):
-    """A predicate for Select, applied as ``key OP query``."""
-
-    EQ = "=="
-    LT = "<"
-    LEQ = "<="
-    GT = ">"
-    GEQ = ">="
-    NEQ = "!="
-    TRUE = "True"
-    FALSE = "False"
-
-    def __call__(self, key: Value, query: Value) -> bool:
-        if key is None:
-            raise ValueError("key is None!")
-        if query is None:
-            raise ValueError("query is None!")
-        return bool(_COMPARISONS[self](key, query))
-
-    def __repr__(self) -> str:
-        return f"Comparison.{self.name}"
-
-    @classmethod
-    def parse(cls, spec: str | Comparison) -> Comparison:
-        """``"<"``, ``"=="``, ``"true"``, ... (or a Comparison) -> Comparison."""
-        if isinstance(spec, Comparison):
-            return spec
-        key = spec.strip().lower() if isinstance(spec, str) else spec
-        if key not in _COMPARISON_NAMES:
-            raise ValueError(
-                f"unknown comparison {spec!r}; expected one of {sorted(_COMPARISON_NAMES)}"
-            )
-        return _COMPARISON_NAMES[key]
-
-
-_COMPARISONS: dict[Comparison, Callable[[Any, Any], Any]] = {
-    Comparison.EQ: operator.eq,
-    Comparison.LT: operator.lt,
-    Comparison.LEQ: operator.le,
-    Comparison.GT: operator.gt,
-    Comparison.GEQ: operator.ge,
-    Comparison.NEQ: operator.ne,
-    Comparison.TRUE: lambda key, query: True,
-    Comparison.FALSE: lambda key, query: False,
-}
-_COMPARISON_NAMES = {c.value.lower(): c for c in Comparison} | {
-    c.name.lower(): c for c in Comparison
-}
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class Selector(RASPExpr):
-    """A [query, key] boolean matrix, the analogue of an attention pattern (abstract)."""
-
-    _default_name = "selector"
-
-    def __bool__(self) -> bool:
-        raise TypeError(_BOOL_ERROR.format(kind="Selector"))
-
-    def __and__(self, other: Any) -> Selector:
-        return SelectorAnd(self, other) if isinstance(other, Selector) else NotImplemented
-
-    def __rand__(self, other: Any) -> Selector:
-        return SelectorAnd(other, self) if isinstance(other, Selector) else NotImplemented
-
-    def __or__(self, other: Any) -> Selector:
-        return SelectorOr(self, other) if isinstance(other, Selector) else NotImplemented
-
-    def __ror__(self, other: Any) -> Selector:
-        return SelectorOr(other, self) if isinstance(other, Selector) else NotImplemented
-
-    def __invert__(self) -> Selector:
-        return SelectorNot(self)
-
-
-Predicate = Callable[[Value, Value], bool]
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class Select(Selector):
-    """``M[q][k] = predicate(keys[k], queries[q])``."""
-
-    keys: SOp
-    queries: SOp
-    predicate: Predicate
-
-    _default_name = "select"
-
-    def __attrs_post_init__(self) -> None:
-        _check_sop(self.keys, "Select's keys")
-        _check_sop(self.queries, "Select's queries")
-        _check_fn(self.predicate, "Select's predicate")
-
-    @property
-    def children(self) -> tuple[RASPExpr, ...]:
-        return (self.keys, self.queries)
-
-    def _args_repr(self) -> str:
-        return f"{self.keys.label}, {self.queries.label}, {_fn_repr(self.predicate)}"
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class ConstantSelector(Selector):
-    """A fixed [query, key] matrix (for tests); its size must match the input's."""
-
-    value: tuple[tuple[bool, ...], ...] = attrs.field(
-        converter=lambda rows: tuple(tuple(bool(v) for v in row) for row in rows)
-    )
-    check_length: bool = True
-
-    _default_name = "constant_selector"
-
-    def _args_repr(self) -> str:
-        return repr([list(row) for row in self.value])
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class _SelectorPair(Selector):
-    """Two selectors combined elementwise (abstract)."""
-
-    fst: Selector
-    snd: Selector
-
-    def __attrs_post_init__(self) -> None:
-        _check_selector(self.fst, f"{type(self).__name__}'s fst")
-        _check_selector(self.snd, f"{type(self).__name__}'s snd")
-
-    @property
-    def children(self) -> tuple[RASPExpr, ...]:
-        return (self.fst, self.snd)
-
-    def _args_repr(self) -> str:
-        return f"{self.fst.label}, {self.snd.label}"
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class SelectorAnd(_SelectorPair):
-    """Elementwise ``fst and snd`` of two selectors."""
-
-    _default_name = "selector_and"
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class SelectorOr(_SelectorPair):
-    """Elementwise ``fst or snd`` of two selectors."""
-
-    _default_name = "selector_or"
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class SelectorNot(Selector):
-    """Elementwise ``not inner`` of a selector."""
-
-    inner: Selector
-
-    _default_name = "selector_not"
-
-    def __attrs_post_init__(self) -> None:
-        _check_selector(self.inner, "SelectorNot's inner")
-
-    @property
-    def children(self) -> tuple[RASPExpr, ...]:
-        return (self.inner,)
-
-    def _args_repr(self) -> str:
-        return self.inner.label
 
 
 # ---------------------------------------------------------------------- encodings
@@ -643,12 +425,6 @@ def is_categorical(sop: SOp) -> bool:
 # --------------------------------------------------- lower-case, paper-style API
 
 
-def select(keys: SOp, queries: SOp, predicate: str | Comparison | Predicate) -> Select:
-    """``select(keys, queries, "<")``: a Select with a comparison string or callable."""
-    if isinstance(predicate, (str, Comparison)):
-        predicate = Comparison.parse(predicate)
-    return Select(keys, queries, predicate)
-
 
 def aggregate(selector: Selector, sop: SOp, default: Value = None) -> Aggregate:
     """``aggregate(sel, sop, default=None)``."""
@@ -658,3 +434,26 @@ def aggregate(selector: Selector, sop: SOp, default: Value = None) -> Aggregate:
 def selector_width(selector: Selector) -> SelectorWidth:
     """``selector_width(sel)``: the number of selected keys per query."""
     return SelectorWidth(selector)
+
+
+# Selectors live in selectors.py and build on the SOps above; re-exported here, where
+# every node kind has always been importable from.
+from rasplang.selectors import (  # noqa: E402
+    ConstantSelector,
+    Predicate,
+    Select,
+    Selector,
+    SelectorAnd,
+    SelectorNot,
+    SelectorOr,
+    select,
+)
+
+__all__ = [
+    "Aggregate", "Comparison", "ConstantSOp", "ConstantSelector", "Elementwise", "Encoding",
+    "ExprT", "Full", "IndicesType", "LengthType", "LinearSequenceMap", "Map", "Predicate",
+    "RASPExpr", "SOp", "Select", "Selector", "SelectorAnd", "SelectorNot", "SelectorOr",
+    "SelectorWidth", "SequenceMap", "TokensType", "Value", "aggregate", "categorical",
+    "get_encoding", "indices", "is_categorical", "is_numerical", "length", "numerical",
+    "select", "selector_width", "tokens",
+]
