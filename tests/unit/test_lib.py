@@ -12,6 +12,7 @@ import pytest
 
 import rasplang.lib as lib
 import rasplang.paper as paper
+import rasplang.tracr_lib as tracr_lib
 from rasplang import analyze, evaluate, indices, tokens, validate
 from rasplang.lib import PROGRAMS
 
@@ -128,7 +129,7 @@ def _outputs(name: str) -> tuple[dict, dict]:
 # ---------------------------------------------------------------------- doctests
 
 
-@pytest.mark.parametrize("module", [lib, paper], ids=["lib", "paper"])
+@pytest.mark.parametrize("module", [lib, tracr_lib, paper], ids=["lib", "tracr_lib", "paper"])
 def test_doctests(module):
     """Every docstring example in the library runs and prints what it shows."""
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
