@@ -6,11 +6,33 @@ from collections import Counter
 
 from rasplang.nodes import (
     Aggregate,
+    IndicesType,
+    LengthType,
     RASPExpr,
-    Select,
     Selector,
     SelectorWidth,
+    TokensType,
 )
+
+#: Fill colours of `rasplang.viz.plot_program` (both engines) and `to_dot`, by what a
+#: node compiles to (see `node_kind`).
+NODE_COLORS = {
+    "primitive": "#e8e8e8",  # tokens, indices, length: the embedding
+    "selector": "#fde9c8",  # Select and selector combinators: attention patterns
+    "attention": "#dbe9f6",  # Aggregate, SelectorWidth: attention heads
+    "mlp": "#dcf1dc",  # Map, SequenceMap, ...: MLPs
+}
+
+
+def node_kind(node: RASPExpr) -> str:
+    """What ``node`` compiles to: "primitive", "selector", "attention" or "mlp"."""
+    if isinstance(node, (TokensType, IndicesType, LengthType)):
+        return "primitive"
+    if isinstance(node, Selector):
+        return "selector"
+    if isinstance(node, (Aggregate, SelectorWidth)):
+        return "attention"
+    return "mlp"
 
 
 def topological_order(program: RASPExpr) -> list[RASPExpr]:
@@ -56,24 +78,52 @@ def unique_labels(nodes: list[RASPExpr]) -> dict[RASPExpr, str]:
     }
 
 
+def display_labels(nodes: list[RASPExpr]) -> dict[RASPExpr, str]:
+    """Labels for showing ``nodes`` (one program's), numbered within the program.
+
+    A node keeps the name it was given. An unnamed node, labelled ``<kind>_<unique_id>``
+    from a counter shared by every program built so far (``map_44``), is shown as
+    ``<kind>_<k>``: the k-th unnamed node of that kind in ``nodes``' order (``map_1``,
+    ``map_2``, ...), skipping labels that named nodes use. Names given to several nodes
+    are told apart as in `unique_labels`. Nodes and their ``label`` are unchanged.
+    """
+    shown = unique_labels(nodes)
+    automatic = {
+        node: node.label.removesuffix(f"_{node.unique_id}") for node in nodes
+        if node.name is None and node.label.endswith(f"_{node.unique_id}")
+    }
+    taken = {shown[node] for node in nodes if node not in automatic}
+    counters: Counter[str] = Counter()
+    for node, kind in automatic.items():
+        while True:
+            counters[kind] += 1
+            label = f"{kind}_{counters[kind]}"
+            if label not in taken:
+                break
+        taken.add(label)
+        shown[node] = label
+    return shown
+
+
 def _dot_quote(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return '"' + escaped + '"'
 
 
 def to_dot(program: RASPExpr) -> str:
-    """The computation graph as Graphviz ``dot`` text (nodes children-first)."""
+    """The computation graph as Graphviz ``dot`` text (nodes children-first).
+
+    Nodes are labelled with `display_labels` and filled with `NODE_COLORS` by
+    `node_kind`; selectors are boxes, SOps ellipses.
+    """
     nodes = topological_order(program)
-    labels = unique_labels(nodes)
+    labels = display_labels(nodes)
     lines = ["digraph rasp {", "  rankdir=BT;", '  node [fontname="Helvetica"];']
     for node in nodes:
         shape = "box" if isinstance(node, Selector) else "ellipse"
-        if isinstance(node, (Aggregate, SelectorWidth, Select)):
-            style = ', style=filled, fillcolor="#dbe9f6"'
-        else:
-            style = ""
+        fill = NODE_COLORS[node_kind(node)]
         text = f"{labels[node]}\n{type(node).__name__}"
-        attrs_text = f"label={_dot_quote(text)}, shape={shape}{style}"
+        attrs_text = f'label={_dot_quote(text)}, shape={shape}, style=filled, fillcolor="{fill}"'
         lines.append(f"  {_dot_quote(labels[node])} [{attrs_text}];")
     for node in nodes:
         for child in node.children:

@@ -10,35 +10,37 @@ expression of a cell.
 from __future__ import annotations
 
 import io
+import itertools
 import shutil
 import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rasplang.graph import to_dot, topological_order, unique_labels
-from rasplang.nodes import (
-    Aggregate,
-    IndicesType,
-    LengthType,
-    RASPExpr,
-    Selector,
-    SelectorWidth,
-    TokensType,
+from rasplang.graph import (
+    NODE_COLORS,
+    display_labels,
+    node_kind,
+    to_dot,
+    topological_order,
+    unique_labels,
 )
+from rasplang.nodes import RASPExpr, Selector
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_attention", "plot_program", "plot_residual"]
+__all__ = ["NODE_COLORS", "plot_attention", "plot_program", "plot_residual"]
 
-#: Fill colours of `plot_program`'s matplotlib layout, by what the node compiles to.
-NODE_COLORS = {
-    "primitive": "#e8e8e8",  # tokens, indices, length
-    "selector": "#fde9c8",  # Select and selector combinators: attention patterns
-    "attention": "#dbe9f6",  # Aggregate, SelectorWidth: attention heads
-    "mlp": "#dcf1dc",  # Map, SequenceMap, ...: MLPs
-}
+#: Font size (points) of the boxes in `plot_program`'s matplotlib layout.
+_FONT = 9
+#: Inches between layers, and the least inches between two slots of a layer.
+_LAYER_IN, _SLOT_IN = 1.2, 1.6
+#: Half the height (inches) of a two-line box: two lines plus the 0.35 em padding.
+_BOX_HALF_IN = (2 * 1.2 * _FONT + 2 * 0.35 * _FONT) / 72 / 2
+#: Edges leave and enter a box vertically up to this far (layers) from its centre, so
+#: their bends lie between the rows of boxes and never cross a box.
+_STUB = 0.32
 
 
 def _new_figure(
@@ -61,9 +63,11 @@ def plot_program(program: RASPExpr, *, engine: str = "auto", dpi: float = 100) -
 
     ``engine="dot"`` renders `rasplang.to_dot`'s text with Graphviz's ``dot`` binary;
     ``"matplotlib"`` draws a layered layout (a node's layer is its longest path from
-    the inputs); ``"auto"`` uses Graphviz when ``dot`` is on the PATH, else matplotlib.
-    Node colours say what each node compiles to: attention (blue), MLP (green),
-    selector pattern (orange), input (grey).
+    the inputs; an edge that skips layers bends around the boxes in between);
+    ``"auto"`` uses Graphviz when ``dot`` is on the PATH, else matplotlib.
+    Both engines colour a node by what it compiles to (`NODE_COLORS`): attention (blue),
+    MLP (green), selector pattern (orange), input (grey). Unnamed nodes are numbered
+    within the program (``map_1``, ``map_2``, ...; see `rasplang.graph.display_labels`).
     """
     if engine not in ("auto", "dot", "matplotlib"):
         raise ValueError(f"engine must be 'auto', 'dot' or 'matplotlib', got {engine!r}")
@@ -98,16 +102,6 @@ def _plot_program_dot(program: RASPExpr, dot: str, dpi: float) -> Figure:
     return fig
 
 
-def _node_kind(node: RASPExpr) -> str:
-    if isinstance(node, (TokensType, IndicesType, LengthType)):
-        return "primitive"
-    if isinstance(node, Selector):
-        return "selector"
-    if isinstance(node, (Aggregate, SelectorWidth)):
-        return "attention"
-    return "mlp"
-
-
 def program_layers(program: RASPExpr) -> list[list[RASPExpr]]:
     """The nodes of ``program`` by layer: layer k holds the nodes whose longest path
     from an input is k edges long, in topological order within a layer."""
@@ -120,35 +114,109 @@ def program_layers(program: RASPExpr) -> list[list[RASPExpr]]:
     return layers
 
 
+def program_layout(
+    program: RASPExpr,
+) -> tuple[dict[RASPExpr, tuple[float, float]], list[tuple[RASPExpr, RASPExpr, list]]]:
+    """Slots for `plot_program`'s matplotlib layout: ``(positions, edges)``.
+
+    ``positions[node]`` is ``(slot, layer)``; each edge is ``(child, parent, points)``,
+    the slots it passes in the layers between the two. An edge that skips layers takes
+    a slot of its own in each layer it crosses (as in Sugiyama's layered drawing), so
+    it never runs through a box; slots are ordered by the mean slot of their
+    neighbours, a few sweeps up and down, to keep edges short.
+    """
+    layers = program_layers(program)
+    depth = {node: y for y, layer in enumerate(layers) for node in layer}
+    rows: list[list[Any]] = [list(layer) for layer in layers]
+    below: dict[Any, list[Any]] = {}  # item -> the items it connects to one row down
+    above: dict[Any, list[Any]] = {}
+    chains: list[tuple[RASPExpr, RASPExpr, list[Any]]] = []
+    for node in topological_order(program):
+        for i, child in enumerate(node.children):
+            chain: list[Any] = [child]
+            for y in range(depth[child] + 1, depth[node]):
+                waypoint = ("edge", node.unique_id, i, y)
+                rows[y].append(waypoint)
+                chain.append(waypoint)
+            chain.append(node)
+            for lower, upper in itertools.pairwise(chain):
+                below.setdefault(upper, []).append(lower)
+                above.setdefault(lower, []).append(upper)
+            chains.append((child, node, chain[1:-1]))
+    for _ in range(4):
+        for y in range(1, len(rows)):
+            _order_by_neighbours(rows[y], rows[y - 1], below)
+        for y in range(len(rows) - 2, -1, -1):
+            _order_by_neighbours(rows[y], rows[y + 1], above)
+    widest = max(len(row) for row in rows)
+    slot = {item: (widest - len(row)) / 2 + x for row in rows for x, item in enumerate(row)}
+    positions = {node: (slot[node], float(depth[node])) for node in depth}
+    edges = [
+        (child, parent, [(slot[w], float(w[3])) for w in waypoints])
+        for child, parent, waypoints in chains
+    ]
+    return positions, edges
+
+
+def _order_by_neighbours(row: list[Any], other: list[Any], links: dict[Any, list[Any]]) -> None:
+    """Sort ``row`` in place by the mean index of each item's neighbours in ``other``."""
+    index = {item: i for i, item in enumerate(other)}
+    here = {item: i for i, item in enumerate(row)}
+
+    def key(item: Any) -> float:
+        seen = [index[n] for n in links.get(item, ()) if n in index]
+        return sum(seen) / len(seen) if seen else float(here[item])
+
+    row.sort(key=key)
+
+
+def _edge_path(start: tuple[float, float], waypoints: list[tuple[float, float]],
+               end: tuple[float, float], gap: float) -> Any:
+    """An edge from box edge to box edge: vertical through each layer it meets (the two
+    ends and its waypoints), S-curves between layers."""
+    from matplotlib.path import Path
+
+    points = [start, *waypoints, end]
+    vertices = [(start[0], start[1] + gap)]  # the top edge of the child's box
+    codes = [Path.MOVETO]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        mid = (y0 + y1) / 2
+        vertices += [(x0, y0 + _STUB), (x0, mid), (x1, mid), (x1, y1 - _STUB)]
+        codes += [Path.LINETO, Path.CURVE4, Path.CURVE4, Path.CURVE4]
+    vertices.append((end[0], end[1] - gap))  # the bottom edge of the parent's box
+    codes.append(Path.LINETO)
+    return Path(vertices, codes)
+
+
 def _plot_program_layers(program: RASPExpr, dpi: float) -> Figure:
     from matplotlib.patches import FancyArrowPatch
 
-    layers = program_layers(program)
-    labels = unique_labels([node for layer in layers for node in layer])
-    widest = max(len(layer) for layer in layers)
-    fig = _new_figure(max(4.0, 2.2 * widest), max(2.5, 1.2 * len(layers)), dpi)
+    positions, edges = program_layout(program)
+    labels = display_labels(topological_order(program))
+    texts = {node: f"{labels[node]}\n{type(node).__name__}" for node in positions}
+    longest = max(len(line) for text in texts.values() for line in text.split("\n"))
+    slot_in = max(_SLOT_IN, 0.6 * _FONT / 72 * longest + 0.5)
+    xs = [x for x, _ in positions.values()] + [x for *_, way in edges for x, _ in way]
+    widest = max(xs) + 1
+    n_layers = int(max(y for _, y in positions.values())) + 1
+    fig = _new_figure(max(4.0, slot_in * widest), max(2.5, _LAYER_IN * n_layers), dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(-0.6, widest - 0.4)
-    ax.set_ylim(-0.6, len(layers) - 0.4)
+    ax.set_ylim(-0.6, n_layers - 0.4)
     ax.set_axis_off()
-    pos: dict[RASPExpr, tuple[float, float]] = {}
-    for y, layer in enumerate(layers):
-        offset = (widest - len(layer)) / 2
-        for x, node in enumerate(layer):
-            pos[node] = (offset + x, float(y))
-    for node, (x, y) in pos.items():
-        for child in node.children:
-            cx, cy = pos[child]
-            ax.add_patch(FancyArrowPatch(
-                (cx, cy), (x, y), arrowstyle="-|>", mutation_scale=12, color="#555555",
-                shrinkA=14, shrinkB=14, linewidth=1.0, zorder=1,
-            ))
-    for node, (x, y) in pos.items():
+    inches_per_layer = fig.get_figheight() / (n_layers + 0.2)
+    gap = (_BOX_HALF_IN + 0.02) / inches_per_layer
+    for child, parent, waypoints in edges:
+        path = _edge_path(positions[child], waypoints, positions[parent], gap)
+        ax.add_patch(FancyArrowPatch(
+            path=path, arrowstyle="-|>", mutation_scale=12, color="#555555",
+            linewidth=1.0, zorder=1,
+        ))
+    for node, (x, y) in positions.items():
         box = "round,pad=0.35" if not isinstance(node, Selector) else "square,pad=0.35"
         ax.text(
-            x, y, f"{labels[node]}\n{type(node).__name__}", ha="center", va="center",
-            fontsize=9, zorder=2,
-            bbox={"boxstyle": box, "facecolor": NODE_COLORS[_node_kind(node)],
+            x, y, texts[node], ha="center", va="center", fontsize=_FONT, zorder=2,
+            bbox={"boxstyle": box, "facecolor": NODE_COLORS[node_kind(node)],
                   "edgecolor": "#444444"},
         )
     return fig
@@ -164,6 +232,29 @@ def _forward(model: Any, tokens: Sequence[Any]) -> tuple[Any, list[str]]:
     return model.apply(inputs), [str(t) for t in inputs]
 
 
+def _shown_names(model: Any) -> dict[str, str]:
+    """The label each node has in ``model.residual_labels`` and ``model.circuit``, to
+    the label `plot_program` shows for it (unnamed nodes numbered within the program).
+    Empty for a model without its program (one loaded from a file)."""
+    program = getattr(model, "program", None)
+    if program is None:
+        return {}
+    nodes = topological_order(program)
+    compiled, shown = unique_labels(nodes), display_labels(nodes)
+    return {compiled[node]: shown[node] for node in nodes if compiled[node] != shown[node]}
+
+
+def residual_labels(model: Any) -> list[str]:
+    """``model.residual_labels`` with the node labels `plot_program` shows:
+    ``map_44:1`` becomes ``map_1:1`` when that Map is the program's first unnamed one."""
+    names = _shown_names(model)
+    out = []
+    for label in model.residual_labels:
+        node, sep, value = str(label).partition(":")
+        out.append(names.get(node, node) + sep + value)
+    return out
+
+
 def plot_residual(model: Any, tokens: Sequence[Any], *, max_width: float = 40.0) -> Figure:
     """Heatmaps of the residual stream of ``model`` on ``tokens``, one per stage.
 
@@ -171,22 +262,28 @@ def plot_residual(model: Any, tokens: Sequence[Any], *, max_width: float = 40.0)
     the embedding, then one panel after each sublayer (attention, MLP, attention, ...),
     from ``model.apply(...).residuals`` (each ``[1, seq, d_model]``).
     Rows are positions (labelled with their token), columns are residual dimensions
-    (labelled with ``model.residual_labels``, e.g. ``tokens:a`` or ``frac``).
+    (labelled with `residual_labels`, e.g. ``tokens:a`` or ``frac``). When no value is
+    negative (one-hot encodings, fractions) the colours run from white at 0; otherwise
+    a diverging map is centred on 0.
     """
     import numpy as np
 
     result, positions = _forward(model, tokens)
     residuals = np.asarray(result.residuals, dtype=float)[:, 0]  # (stages, seq, d_model)
     names = _stage_names(len(residuals))
-    labels = list(model.residual_labels)
+    labels = residual_labels(model)
     n_stages, seq, d_model = residuals.shape
     width = min(max_width, 2.0 + 0.22 * d_model)
     fig = _new_figure(width, n_stages * (0.6 + 0.28 * seq) + 1.6, layout="constrained")
     axes = fig.subplots(n_stages, 1, squeeze=False)[:, 0]
-    limit = float(np.abs(residuals).max()) or 1.0
+    finite = residuals[np.isfinite(residuals)]
+    low = float(finite.min()) if finite.size else 0.0
+    limit = float(np.abs(finite).max()) if finite.size else 0.0
+    limit = limit or 1.0
+    cmap, vmin = ("Blues", 0.0) if low >= 0 else ("RdBu_r", -limit)
     image = None
     for ax, stage, name in zip(axes, residuals, names):
-        image = ax.imshow(stage, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
+        image = ax.imshow(stage, cmap=cmap, vmin=vmin, vmax=limit, aspect="auto",
                           interpolation="none")
         ax.set_title(name, fontsize=9, loc="left")
         ax.set_yticks(range(seq), positions, fontsize=7)
@@ -204,6 +301,19 @@ def _stage_names(n_stages: int) -> list[str]:
     return names
 
 
+def head_nodes(model: Any, layer: int, head: int) -> tuple[list[str], list[str]]:
+    """``(computed, selectors)``: the nodes head ``head`` of layer ``layer`` computes
+    (an Aggregate or SelectorWidth writes its result) and the selectors whose pattern
+    it holds, by the labels `plot_program` shows; both empty for an unused head."""
+    names = _shown_names(model)
+    computed, selectors = [], []
+    for label, steps in model.circuit.items():
+        for step in steps:
+            if step.layer == layer and str(step.sublayer) == "attn" and step.head == head:
+                (computed if step.writes else selectors).append(names.get(label, label))
+    return computed, selectors
+
+
 def plot_attention(
     model: Any, tokens: Sequence[Any], layer: int, head: int, *, ax: Axes | None = None
 ) -> Figure:
@@ -211,7 +321,10 @@ def plot_attention(
 
     Rows are queries and columns keys, both labelled with their tokens; each cell is
     the attention weight (rows sum to 1), from ``model.apply(...).attention[layer]``
-    (``[1, n_heads, query, key]``). Pass ``ax`` to draw into an existing axes.
+    (``[1, n_heads, query, key]``). The title names the node the head computes and
+    its selector (from ``model.circuit``). A head no node uses (layers have as many
+    heads as the busiest one) is shown as a note, not as its meaningless uniform
+    pattern. Pass ``ax`` to draw into an existing axes.
     """
     import numpy as np
 
@@ -228,11 +341,25 @@ def plot_attention(
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    image = ax.imshow(pattern, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="none")
+    computed, selectors = head_nodes(model, layer, head)
     ax.set_xticks(range(len(positions)), positions)
     ax.set_yticks(range(len(positions)), positions)
     ax.set_xlabel("key")
     ax.set_ylabel("query")
-    ax.set_title(f"layer {layer}, head {head}")
+    title = f"layer {layer}, head {head}"
+    if not computed and not selectors:
+        ax.set_xlim(-0.5, len(positions) - 0.5)
+        ax.set_ylim(len(positions) - 0.5, -0.5)
+        ax.set_aspect("equal")
+        ax.text(0.5, 0.5, "empty head:\nno node of the\nprogram uses it",
+                transform=ax.transAxes, ha="center", va="center", color="#555555")
+        ax.set_title(f"{title} (empty)")
+        return fig
+    if computed:
+        title += ": " + ", ".join(computed)
+    if selectors:
+        title += "\nselector " + ", ".join(selectors)
+    image = ax.imshow(pattern, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="none")
+    ax.set_title(title)
     fig.colorbar(image, ax=ax, shrink=0.8)
     return fig

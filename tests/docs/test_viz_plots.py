@@ -101,7 +101,8 @@ def test_plot_residual_shows_every_stage_and_dimension(model) -> None:
     for ax, residual in zip(panels, result.residuals):
         np.testing.assert_array_equal(ax.images[0].get_array(), residual[0])
     labels = [t.get_text() for t in panels[-1].get_xticklabels()]
-    assert labels == list(model.residual_labels)
+    assert labels == viz.residual_labels(model)
+    assert len(labels) == len(model.residual_labels)
     assert [t.get_text() for t in panels[0].get_yticklabels()] == ["BOS", "c", "a", "b"]
 
 
