@@ -9,6 +9,7 @@ plus the result of a JavaScript expression evaluated in the page.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -36,6 +37,37 @@ def find_chromium() -> str | None:
     return None
 
 
+def spawn_with_pipes(argv: list[str]) -> tuple[subprocess.Popen, int, int]:
+    """Start ``argv`` reading a pipe on its fd 3 and writing one on its fd 4, as
+    ``--remote-debugging-pipe`` wants; return ``(process, write_fd, read_fd)``.
+
+    ``os.pipe`` may hand out fds 3 and 4 themselves (when the caller has them free, as
+    outside pytest). Each end is first copied above 4, so neither ``dup2`` onto 3 or 4
+    is a no-op (a no-op would keep the close-on-exec flag and close the pipe at exec)
+    or overwrites the other end.
+    """
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+
+    def wire_pipes() -> None:  # runs in the child, between fork and exec
+        high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 5)
+        high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 5)
+        os.dup2(high_r, 3, inheritable=True)
+        os.dup2(high_w, 4, inheritable=True)
+        os.close(high_r)
+        os.close(high_w)
+
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # close_fds would run after wire_pipes and close 3 and 4; os.pipe's own
+        # descriptors are non-inheritable, so only the two dup2 copies reach the child.
+        preexec_fn=wire_pipes, close_fds=False,
+    )
+    os.close(to_child_r)
+    os.close(from_child_w)
+    return proc, to_child_w, from_child_r
+
+
 @dataclass
 class PageReport:
     """What happened while a page loaded."""
@@ -51,22 +83,9 @@ class Browser:
     def __init__(self, binary: str, timeout: float = 60.0) -> None:
         self.timeout = timeout
         self._profile = tempfile.TemporaryDirectory(prefix="rasplang-chromium-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-
-        def wire_pipes() -> None:  # runs in the child: commands on fd 3, replies on fd 4
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
-
-        self.proc = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            # close_fds would run after wire_pipes and close 3 and 4; os.pipe's own
-            # descriptors are non-inheritable, so only the two dup2 copies reach Chromium.
-            preexec_fn=wire_pipes, close_fds=False,
+        self.proc, self._to_child, self._from_child = spawn_with_pipes(
+            [binary, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"]
         )
-        os.close(to_child_r)
-        os.close(from_child_w)
         self._buffer = b""
         self._next_id = 0
         self._events: list[dict[str, Any]] = []
