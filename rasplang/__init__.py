@@ -60,7 +60,7 @@ __all__ = [
     "IndicesType", "LengthType", "LinearSequenceMap", "Map", "RASPExpr", "SOp", "Select",
     "Selector", "SelectorAnd", "SelectorNot", "SelectorOr", "SelectorWidth", "SequenceMap",
     "TokensType", "UnsupportedProgramError", "ValueSetTooLarge", "__version__", "aggregate",
-    "analyze", "categorical", "compile", "evaluate", "evaluate_all", "format_program",
+    "analyze", "categorical", "compile", "dataset", "evaluate", "evaluate_all", "format_program",
     "get_encoding", "indices", "is_categorical", "is_numerical", "length", "load", "numerical",
     "select", "selector_width", "to_dot", "tokens", "topological_order", "validate", "verify",
 ]
@@ -68,6 +68,7 @@ __all__ = [
 # Lazy re-exports: importing the compiler stays out of `import rasplang`.
 _LAZY = {
     "compile": "rasplang.backend",
+    "dataset": "rasplang.datasets",
     "load": "rasplang.backend.io",
     "verify": "rasplang.verification",
 }

@@ -35,6 +35,7 @@ import attrs
 import numpy as np
 
 from rasplang.analysis import analyze, typed_key
+from rasplang.domain import Exhaustive
 from rasplang.evaluator import EvaluationError, evaluate, evaluate_all
 from rasplang.nodes import Encoding, RASPExpr, Selector
 from rasplang.verify_inputs import (  # noqa: F401  (re-exported)
@@ -186,6 +187,7 @@ def verify(
     batch_size: int = 8192,
     progress: bool | None = None,
     max_inputs: int | None = MAX_INPUTS,
+    client: Any = None,
 ) -> VerifyReport:
     """Check that ``model`` (compiled from ``program`` when None) computes ``program``.
 
@@ -200,6 +202,10 @@ def verify(
     limit) raises `TooManyInputsError`, a ValueError that gives the count, before
     anything is compiled or run: every input of length 1..20 over 4 tokens is about
     1.5e12 inputs. Errors of the compiler (`UnsupportedProgramError`, ...) propagate.
+
+    ``client`` (a ``dask.distributed.Client``) checks the inputs on its workers, in
+    shards (`rasplang.scale`); the report is the one a single process gives. Without it
+    nothing imports Dask.
 
     >>> import rasplang as rl
     >>> report = rl.verify(rl.Map(lambda x: x + 1, rl.tokens), [1, 2, 3], 3)
@@ -238,17 +244,18 @@ def verify(
     bar = _progress_bar(total, progress)
     start = time.perf_counter()
     try:
-        for codes in batches:
-            bad, skipped = checker.check(codes)
-            report.checked += len(codes) - len(skipped)
-            report.skipped += len(skipped)
-            report.n_mismatches += len(bad)
-            for row in bad[: MAX_REPORTED - len(report.mismatches)]:
-                report.mismatches.append(checker.explain(codes[row]))
-            for row in skipped[: MAX_REPORTED - len(report.undefined)]:
-                report.undefined.append(checker.undefined(codes[row]))
-            if bar is not None:
-                bar.update(len(codes))
+        if client is not None:
+            from rasplang.scale import verify_sharded
+            from rasplang.verify_inputs import sampled_domain
+
+            domain = (Exhaustive(n_vocab, tuple(range(1, max_seq_len + 1))) if exhaustive
+                      else sampled_domain(n_vocab, max_seq_len, samples, seed))
+            verify_sharded(client, checker, report, domain, batch_size, bar)
+        else:
+            for codes in batches:
+                tally(checker, codes, report)
+                if bar is not None:
+                    bar.update(len(codes))
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -256,6 +263,18 @@ def verify(
             bar.close()
         report.seconds = time.perf_counter() - start
     return report
+
+
+def tally(checker: _Checker, codes: np.ndarray, report: VerifyReport) -> None:
+    """Check one batch of inputs (codes ``[b, n]``) and add its counts to ``report``."""
+    bad, skipped = checker.check(codes)
+    report.checked += len(codes) - len(skipped)
+    report.skipped += len(skipped)
+    report.n_mismatches += len(bad)
+    for row in bad[: MAX_REPORTED - len(report.mismatches)]:
+        report.mismatches.append(checker.explain(codes[row]))
+    for row in skipped[: MAX_REPORTED - len(report.undefined)]:
+        report.undefined.append(checker.undefined(codes[row]))
 
 
 def _progress_bar(total: int, progress: bool | None) -> Any:

@@ -14,12 +14,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from rasplang.domain import Exhaustive, Sampled
+
 #: At most this many inputs are enumerated when ``exhaustive=None``.
 EXHAUSTIVE_LIMIT = 10**6
 #: `verify` refuses to check more inputs than this (every input, or samples) unless its
 #: ``max_inputs`` is raised: about 10 minutes at the ~20,000 inputs a second of a small
 #: program on one busy core.
 MAX_INPUTS = 10_000_000
+#: Random inputs come in blocks of this many, block ``k`` drawn from ``(seed, k)`` alone.
+SAMPLE_BLOCK = 1 << 16
 
 
 class TooManyInputsError(ValueError):
@@ -82,24 +86,24 @@ def _count(n: int) -> str:
     return f"about 10^{int(exponent)}"
 
 
-
-
 def _all_inputs(n_vocab: int, max_seq_len: int, batch_size: int) -> Iterator[np.ndarray]:
-    """Every sequence of codes ``[b, n]``, length by length, in lexicographic order."""
-    for n in range(1, max_seq_len + 1):
-        count = n_vocab**n
-        powers = n_vocab ** np.arange(n - 1, -1, -1, dtype=np.int64)  # (n,)
-        for start in range(0, count, batch_size):
-            index = np.arange(start, min(count, start + batch_size), dtype=np.int64)
-            yield ((index[:, None] // powers) % n_vocab).astype(np.int32)  # (b, n)
+    """Every sequence of codes ``[b, n]``, length by length, in lexicographic order
+    (`rasplang.domain.Exhaustive`'s order: input ``i`` is its unranking)."""
+    domain = Exhaustive(n_vocab, tuple(range(1, max_seq_len + 1)))
+    for codes, _ in domain.batches(0, domain.total, batch_size):
+        yield codes
 
 
 def _random_inputs(n_vocab: int, max_seq_len: int, samples: int, seed: int,
                    batch_size: int) -> Iterator[np.ndarray]:
-    """``samples`` random sequences of codes, lengths uniform in ``1..max_seq_len``."""
-    rng = np.random.default_rng(seed)
-    per_length = rng.multinomial(samples, [1 / max_seq_len] * max_seq_len)
-    for n, count in enumerate(per_length.tolist(), start=1):
-        for start in range(0, count, batch_size):
-            size = min(batch_size, count - start)
-            yield rng.integers(0, n_vocab, size=(size, n), dtype=np.int32)  # (b, n)
+    """``samples`` random sequences of codes, lengths uniform in ``1..max_seq_len``, in
+    batches of one length: `rasplang.domain.Sampled` in blocks of `SAMPLE_BLOCK`, so a
+    sharded run checks the same inputs."""
+    domain = sampled_domain(n_vocab, max_seq_len, samples, seed)
+    for codes, _ in domain.batches(0, samples, batch_size, one_length=True):
+        yield codes
+
+
+def sampled_domain(n_vocab: int, max_seq_len: int, samples: int, seed: int) -> Sampled:
+    """The random inputs `verify` checks, addressed by (seed, block)."""
+    return Sampled(n_vocab, tuple(range(1, max_seq_len + 1)), samples, seed, SAMPLE_BLOCK)

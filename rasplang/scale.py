@@ -1,0 +1,184 @@
+"""Dask as the engine: shards of `rasplang.dataset` and `rasplang.verify` on a cluster.
+
+Only imported when a ``dask.distributed.Client`` is given. Workers receive small
+descriptions, not data: the job (program, domain, and for verify the compiled model)
+is sent once as a task of its own, pickled with cloudpickle as Dask does, and each
+shard task names only its range. Unpickling a program runs its code on the worker, so
+use only clusters whose workers you trust, and which trust you.
+
+Faults: a worker that dies mid-run loses nothing. The scheduler recomputes the tasks
+it held (the job itself included, as it is a task), and results are keyed by shard,
+so each shard is counted exactly once whichever attempt finishes. A shard task that
+raises (the program raising on an input, a dataset shard that cannot be written)
+cancels the run and raises here with the worker's exception.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+#: Shard tasks in flight per worker thread (more are submitted as these finish).
+IN_FLIGHT_PER_THREAD = 3
+#: verify's shards: at most this many inputs, and at least `batch_size`.
+MAX_VERIFY_SHARD = 1 << 22
+
+
+def _threads(client: Any) -> int:
+    return max(1, sum(client.nthreads().values()))
+
+
+def _load(blob: bytes) -> Any:
+    import cloudpickle
+
+    return cloudpickle.loads(blob)
+
+
+def _job_future(client: Any, job: Any, name: str) -> Any:
+    """The job as a task of its own: recomputed, not lost, when its worker dies."""
+    import cloudpickle
+
+    return client.submit(_load, cloudpickle.dumps(job), key=f"{name}-job-{uuid.uuid4().hex}",
+                         pure=False)
+
+
+def map_shards(client: Any, fn: Callable[..., Any], job: Any, shards: Iterable[Any],
+               done: Callable[[Any, Any], None], name: str) -> None:
+    """``done(shard, fn(job, *shard))`` for each shard, computed on ``client``'s workers.
+
+    At most `IN_FLIGHT_PER_THREAD` tasks per worker thread are queued at once, so the
+    scheduler's memory does not grow with the number of shards. The first task that
+    raises cancels the others and its exception is raised.
+    """
+    from dask.distributed import as_completed
+
+    job_future = _job_future(client, job, name)
+    run = uuid.uuid4().hex[:8]
+    pending = iter(list(shards))
+    limit = IN_FLIGHT_PER_THREAD * _threads(client)
+    which: dict[str, Any] = {}
+
+    def submit(shard: Any) -> Any:
+        args = shard if isinstance(shard, tuple) else (shard,)
+        future = client.submit(fn, job_future, *args, pure=False,
+                               key=f"{name}-{run}-{'-'.join(map(str, args))}")
+        which[future.key] = shard
+        return future
+
+    first = [submit(s) for s in _take(pending, limit)]
+    if not first:
+        return
+    queue = as_completed(first)
+    try:
+        for future in queue:
+            shard = which.pop(future.key)
+            if future.status == "error":
+                raise future.exception().with_traceback(future.traceback())
+            done(shard, future.result())
+            future.release()
+            for more in _take(pending, 1):
+                queue.add(submit(more))
+    except BaseException:
+        for future in list(queue.futures):
+            future.cancel()
+        raise
+    finally:
+        job_future.release()
+
+
+def _take(items: Any, count: int) -> list[Any]:
+    out = []
+    for item in items:
+        out.append(item)
+        if len(out) == count:
+            break
+    return out
+
+
+# ------------------------------------------------------------------------ dataset
+
+
+def run_shards(client: Any, job: Any, shards: list[int],
+               finished: Callable[[Any], None]) -> None:
+    """Write the dataset ``job``'s ``shards`` on the workers; ``finished(ShardInfo)``."""
+    from rasplang.shards import write_shard
+
+    map_shards(client, write_shard, job, shards, lambda k, info: finished(info),
+               "rasplang-dataset")
+
+
+# ------------------------------------------------------------------------- verify
+
+
+@attrs.frozen
+class VerifyJob:
+    """What a worker needs to verify any range of inputs of one run."""
+
+    program: Any
+    vocab: tuple[Any, ...]
+    max_seq_len: int
+    causal: bool
+    model: Any
+    domain: Any
+    batch_size: int
+    key: str = attrs.field(factory=lambda: uuid.uuid4().hex)  # one checker per run
+
+
+_CHECKERS: dict[str, Any] = {}
+
+
+def verify_range(job: VerifyJob, start: int, stop: int) -> Any:
+    """A `VerifyReport` of inputs ``start..stop-1`` of ``job``'s domain (no model kept)."""
+    from rasplang.interpreter import Plan
+    from rasplang.verification import VerifyReport, _Checker, tally
+
+    checker = _CHECKERS.get(job.key)
+    if checker is None:  # once per worker: the job object stays in the worker's memory
+        plan = Plan(job.program, job.vocab, job.max_seq_len, job.causal)
+        checker = _Checker(plan, job.model)
+        _CHECKERS.clear()
+        _CHECKERS[job.key] = checker
+    part = VerifyReport("", job.vocab, job.max_seq_len, job.causal, True, stop - start)
+    for codes, _ in job.domain.batches(start, stop, job.batch_size, one_length=True):
+        tally(checker, codes, part)
+    return part
+
+
+def verify_sharded(client: Any, checker: Any, report: Any, domain: Any, batch_size: int,
+                   bar: Any) -> None:
+    """Fill ``report`` with the counts of every shard of ``domain``, checked on the
+    workers; counterexamples are kept in input order, as one process would keep them."""
+    from rasplang.verification import MAX_REPORTED
+
+    plan = checker.plan
+    job = VerifyJob(plan.program, plan.vocab, plan.max_seq_len, plan.causal, checker.model,
+                    domain, batch_size)
+    total = domain.total
+    size = max(batch_size, min(MAX_VERIFY_SHARD, math.ceil(total / (8 * _threads(client)))))
+    block = getattr(domain, "block", None)
+    if block is not None:  # a sampled domain: whole blocks per shard
+        size = math.ceil(size / block) * block
+    ranges = [(at, min(total, at + size)) for at in range(0, total, size)]
+    parts: dict[tuple[int, int], Any] = {}
+
+    def done(shard: tuple[int, int], part: Any) -> None:
+        if shard in parts:  # a retried task: counted once
+            return
+        parts[shard] = part
+        report.checked += part.checked
+        report.skipped += part.skipped
+        report.n_mismatches += part.n_mismatches
+        if bar is not None:
+            bar.update(part.checked + part.skipped)
+
+    try:
+        map_shards(client, verify_range, job, ranges, done, "rasplang-verify")
+    finally:  # counterexamples in input order, as far as the shards went
+        for shard in sorted(parts):
+            part = parts[shard]
+            report.mismatches += part.mismatches[: MAX_REPORTED - len(report.mismatches)]
+            report.undefined += part.undefined[: MAX_REPORTED - len(report.undefined)]
