@@ -9,7 +9,8 @@ one too large to build, prints its reason and exits with status 1. ``verify`` ha
 own statuses for its verdicts (`VERIFY_STATUSES`).
 
 A library program is built for the length it is run, compiled or verified at
-(`rasplang.lib.LibraryProgram.build`): some depend on it.
+(`rasplang.lib.LibraryProgram.build`): some depend on it. ``verify`` and ``dataset``,
+which can run on a Dask cluster, are in `rasplang.cli_scale`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import importlib.util
 import inspect
 import pathlib
 import sys
-import textwrap
 import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import rasplang
-from rasplang.verification import MAX_INPUTS, plural
+from rasplang.verification import plural
 
 
 class UsageError(Exception):
@@ -379,44 +379,6 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from rasplang.verification import TooManyInputsError, check_input_count
-
-    model = load_model(args.model) if args.model else None
-    program, vocab, max_seq_len = _program_and_domain(args, args.spec, model)
-    causal = model.config.causal if model is not None else args.causal
-    exhaustive = True if args.exhaustive else (False if args.samples is not None else None)
-    samples = args.samples or 10_000
-    max_inputs = None if args.max_inputs == 0 else args.max_inputs
-    try:  # refuse too many inputs before compiling
-        check_input_count(len(vocab), max_seq_len, exhaustive, samples, max_inputs)
-    except TooManyInputsError as exc:
-        raise_to = f"{exc.count} (or 0 for no limit)" if exc.count < 10**15 else "0 (no limit)"
-        raise UsageError(f"{exc.what}; pass --max-inputs {raise_to} to run it anyway"
-                         + (", or --samples N to check N random inputs"
-                            if exc.exhaustive else "")) from exc
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    seconds = None
-    if model is None:
-        model, seconds = _compile(program, vocab, max_seq_len, causal, "verify")
-    try:
-        report = rasplang.verify(program, vocab, max_seq_len, model=model, causal=causal,
-                                 exhaustive=exhaustive, samples=samples, seed=args.seed,
-                                 max_inputs=max_inputs)
-    except ValueError as exc:  # the model file does not fit the request
-        raise UsageError(str(exc)) from exc
-    if seconds is not None:
-        report.compile_seconds = seconds
-    report.program = program_name(args.spec)  # not the output node's label
-    print(report.summary())
-    if report.interrupted:
-        return 130
-    if not report.ok:
-        return 1
-    return 3 if report.skipped else 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rasplang.demo import main as demo_main
 
@@ -456,7 +418,7 @@ def _add_domain(p: argparse.ArgumentParser, model_file: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one subcommand per job."""
     parser = argparse.ArgumentParser(
-        prog="rasplang", description="RASP programs: run, analyse, compile, verify."
+        prog="rasplang", description="RASP programs: run, analyse, compile, verify, write datasets."
     )
     parser.add_argument("--version", action="version", version=rasplang.__version__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -482,25 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the model to this .safetensors file")
     p.set_defaults(fn=_cmd_compile)
 
-    statuses = "\n".join(textwrap.fill(text, 79, initial_indent=f"  {code:<3}  ",
-                                        subsequent_indent=" " * 7)
-                          for code, text in VERIFY_STATUSES.items())
-    p = sub.add_parser("verify", help="check a compiled model against its program",
-                       description="Check a compiled model against its program on every "
-                                   "input, or on random ones.",
-                       epilog=f"exit status:\n{statuses}",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
-    _add_domain(p, model_file=True)
-    p.add_argument("--model", help="verify this model file (default: compile SPEC)")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--exhaustive", action="store_true", help="check every input")
-    how.add_argument("--samples", type=_positive_int, help="check this many random inputs")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    p.add_argument("--max-inputs", type=_non_negative_int, default=MAX_INPUTS, metavar="N",
-                   help="refuse to check more than N inputs, 0 for no limit "
-                        f"(default {MAX_INPUTS:,})")
-    p.set_defaults(fn=_cmd_verify)
+    from rasplang.cli_scale import add_dataset_parser, add_verify_parser
+
+    add_verify_parser(sub)
+    add_dataset_parser(sub)
 
     p = sub.add_parser("demo", help="compile, run and verify library programs; one table")
     p.set_defaults(fn=_cmd_demo)
