@@ -2,11 +2,12 @@
 
 A dataset is a folder of Parquet files ``shard-KKKKK-of-NNNNN.parquet`` (rows
 ``K * shard_rows`` up to the next shard's first row) and one metadata file,
-`METADATA`, which records the program's node table, the vocabulary, max_seq_len, the
-lengths, the seed, the rasplang version, the columns and each shard's SHA-256. The
-folder loads as it is with ``datasets.load_dataset("parquet", data_dir=...)``,
-``pandas.read_parquet`` and ``polars.read_parquet`` (files starting with ``_`` or ``.``
-are not data).
+`METADATA` (``.rasplang-dataset.json``, read by `read_metadata`), which records the
+program's node table, the vocabulary, max_seq_len, the lengths, the seed, the rasplang
+version, the columns and each shard's SHA-256. The folder loads as it is with
+``datasets.load_dataset("parquet", data_dir=...)``, ``pandas.read_parquet`` and
+``polars.read_parquet("DIR/*.parquet")``: the metadata file and unfinished writes are
+hidden files (their names start with ``.``), which these loaders skip.
 
 Rows: with ``n=None`` every input of the domain, row ``i`` being input number ``i`` in
 `rasplang.domain.Exhaustive`'s order (lengths ascending, then lexicographic); with
@@ -38,7 +39,7 @@ from rasplang.nodes import RASPExpr, Selector, SOp, TokensType
 from rasplang.shards import Column, ShardInfo, ShardJob, arrow_type, sha256_of, write_shard
 
 #: The metadata file of a dataset folder.
-METADATA = "_rasplang_dataset.json"
+METADATA = ".rasplang-dataset.json"
 #: The metadata file is rewritten at most this often while shards complete (seconds).
 METADATA_EVERY_S = 1.0
 #: Arguments that must match for a run to resume a folder.
