@@ -10,6 +10,7 @@ from rasplang.analysis import Analysis, analysis_for, raise_if_unsupported, vali
 from rasplang.backend.assemble import assemble
 from rasplang.backend.budget import DEFAULT_MAX_BYTES, lower_bound, model_size, refuse_over
 from rasplang.backend.build import build_blocks
+from rasplang.backend.finish import check_options, finish
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
 from rasplang.backend.schedule import schedule
@@ -33,6 +34,8 @@ def compile(
     mlp_exactness: float = 100,
     max_bytes: int = DEFAULT_MAX_BYTES,
     analysis: Analysis | None = None,
+    norm: str | None = None,
+    activation: str = "relu",
 ) -> CompiledModel:
     """Compile ``program`` for inputs over ``vocab`` of length 1..``max_seq_len``.
 
@@ -46,6 +49,10 @@ def compile(
     one-hots, exact where one value is selected or all selected values are the same
     non-number.
 
+    ``norm`` (None, "layernorm" or "rmsnorm") adds normalisation layers that are exact
+    on every residual the model produces, and ``activation`` ("relu" or "gelu") picks the
+    MLPs' activation (`rasplang.backend.normalize`, `rasplang.backend.gelu`).
+
     ``analysis`` is ``rasplang.analyze(program, vocab, max_seq_len)`` when the caller
     already has it (`rasplang.verify` shares one with the interpreter); a ValueError
     says so when it was made for another program, vocabulary or length.
@@ -54,6 +61,7 @@ def compile(
         raise TypeError(f"causal must be True or False, got {causal!r}")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    check_options(norm, activation)
     vocab = tuple(vocab)
     for what, token in (("compiler_bos", compiler_bos), ("compiler_pad", compiler_pad)):
         if token in vocab:
@@ -72,7 +80,10 @@ def compile(
     raise_if_unsupported(built.problems)
     plan = schedule(built.blocks, analysis.program)
     refuse_over(model_size(analysis, built, plan), max_bytes)
-    return assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
+    model = assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
+    if norm is None and activation == "relu":
+        return model
+    return finish(model, analysis, built, norm=norm, activation=activation)
 
 
 def compile_rasp_to_model(

@@ -221,6 +221,9 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes[p + "mlp.W_in"], shapes[p + "mlp.b_in"] = (d, m), (m,)
         shapes[p + "mlp.W_out"], shapes[p + "mlp.b_out"] = (m, d), (d,)
     shapes["unembed.W_U"], shapes["unembed.b_U"] = (d, cfg.d_vocab_out), (cfg.d_vocab_out,)
+    from rasplang.backend.normalize import norm_shapes
+
+    shapes.update(norm_shapes(cfg))  # ln1, ln2, ln_final / embed.ln when normalised
     return shapes
 
 

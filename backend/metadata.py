@@ -197,7 +197,10 @@ class MetadataReader:
         for name, f in fields.items():
             if name in raw and name not in ("vocab", "bos", "pad"):
                 want = _JSON_TYPES[str(f.type)]
-                if type(raw[name]) is not want or (want is int and raw[name] < 0):
+                if type(raw[name]) is int and want is float:
+                    raw[name] = float(raw[name])
+                if type(raw[name]) not in (want if isinstance(want, tuple) else (want,)) or (
+                        want is int and raw[name] < 0):
                     kind = "a non-negative integer" if want is int else _TYPE_NAMES[want]
                     raise self.error(f"config.{name}", f"expected {kind}, got {raw[name]!r}")
         if not isinstance(raw["vocab"], list):
@@ -217,7 +220,9 @@ class MetadataReader:
         for key, got, want, why in checks:
             if got != want:
                 raise self.error(f"config.{key}", f"is {got}, expected {want} = {why}")
-        for key, allowed in (("output_encoding", OUTPUT_ENCODINGS), ("act_fn", ACT_FNS)):
+        for key, allowed in (("output_encoding", OUTPUT_ENCODINGS), ("act_fn", ACT_FNS),
+                             ("normalization_type", (None, "LN", "RMS")),
+                             ("norm_position", ("pre", "post"))):
             if getattr(cfg, key) not in allowed:
                 raise self.error(f"config.{key}", f"{getattr(cfg, key)!r} is not one of "
                                  f"{list(allowed)}")
@@ -305,8 +310,10 @@ class MetadataReader:
 
 
 # ModelConfig's field types as JSON holds them (an Encoding is its str value)
-_JSON_TYPES = {"int": int, "bool": bool, "str": str, "None": type(None), "Encoding": str}
-_TYPE_NAMES = {bool: "true or false", str: "a string", type(None): "null"}
+_JSON_TYPES = {"int": int, "bool": bool, "str": str, "None": type(None), "Encoding": str,
+               "float": float, "str | None": (str, type(None))}
+_TYPE_NAMES = {bool: "true or false", str: "a string", type(None): "null", float: "a number",
+               (str, type(None)): "a string or null"}
 
 
 def _same_json(a: Any, b: Any) -> bool:

@@ -15,7 +15,8 @@ from rasplang.backend.encoders import InputEncoder, OutputEncoder, lookup
 from rasplang.backend.forward import forward, trimmed
 from rasplang.nodes import Encoding
 
-ACT_FNS = ("relu",)  # the MLP activations `forward` computes
+ACT_FNS = ("relu", "gelu_new")  # the MLP activations `forward` computes
+NORMALIZATION_TYPES = (None, "LN", "RMS")  # and its norms (`rasplang.backend.normalize`)
 OUTPUT_ENCODINGS = tuple(e.value for e in Encoding)
 #: Memory `CompiledModel.run` lets one chunk's activations take: long sequences of a
 #: wide model run fewer at a time.
@@ -49,7 +50,12 @@ class ModelConfig:
     #: rounding); "" when it is exact in float32 too. `CompiledModel.run` and ``apply``
     #: refuse float32 when it is set.
     float64_only: str = ""  # one of ACT_FNS
-    normalization_type: None = None
+    #: None, "LN" (LayerNorm) or "RMS" (RMSNorm), placed before each sublayer
+    #: (``norm_position`` "pre", as GPT-2) or after each residual addition ("post", as
+    #: BERT), with epsilon ``eps``; see `rasplang.backend.normalize`.
+    normalization_type: str | None = None
+    norm_position: str = "pre"
+    eps: float = 1e-5
 
     @property
     def attn_scale(self) -> float:
@@ -197,6 +203,20 @@ class CompiledModel:
 
         return to_transformer_lens(self, **kwargs)
 
+    def to_hf(self, **kwargs: Any) -> Any:
+        """This model as a Hugging Face ``transformers`` model (extra ``hf``; see
+        `rasplang.backend.hf`)."""
+        from rasplang.backend.hf import to_hf
+
+        return to_hf(self, **kwargs)
+
+    def save_pretrained(self, path: Any, **kwargs: Any) -> Any:
+        """Write this model as a Hugging Face model directory (config.json,
+        model.safetensors, a tokenizer; see `rasplang.backend.hf`)."""
+        from rasplang.backend.hf import save_pretrained
+
+        return save_pretrained(self, path, **kwargs)
+
     def _cached(self, key: tuple[Any, ...], build: Any) -> Any:
         """``build()``, kept in ``_cache`` under ``key`` while ``weights`` holds the same
         arrays (replacing a weight rebuilds it; changing one in place does not)."""
@@ -243,7 +263,8 @@ class CompiledModel:
                  keep: bool = False) -> tuple[Any, dict[str, list[Any]]]:
         """Logits and, with ``keep``, the trace, from the structured or the dense forward
         (the dense one on every head when keeping: padding heads have patterns too)."""
-        if structured:
+        if structured and self.config.normalization_type is None \
+                and self.config.act_fn == "relu":  # else the dense forward runs it
             from rasplang.backend.structured import forward as structured_forward
 
             return structured_forward(self._structure(xp, dtype), ids, xp, keep=keep)
