@@ -32,21 +32,81 @@ def encode(
         )
     n_pos = max(1, int(lengths.max(initial=0)))
     index = {token: code for code, token in enumerate(vocab)}
-    total = int(lengths.sum())
-    tokens = itertools.chain.from_iterable(inputs)
-    try:  # one dict lookup per token, in C (map), collected without boxing the codes
-        if len(vocab) <= 256:
-            flat = np.frombuffer(bytearray(map(index.__getitem__, tokens)), dtype=np.uint8)
-        else:
-            flat = np.fromiter(map(index.__getitem__, tokens), dtype=np.int32, count=total)
-    except (KeyError, TypeError):
+    flat = _flat_codes(inputs, index, int(lengths.sum()))
+    if flat is None:
         _raise_bad_token(inputs, index, vocab)
-        raise
-    if total == len(inputs) * n_pos:  # every sequence has the longest length
+        raise ValueError(f"a token is not in the vocabulary {list(vocab)}")
+    if flat.size == len(inputs) * n_pos:  # every sequence has the longest length
         return flat.reshape(len(inputs), n_pos).astype(np.int32), lengths
     codes = np.zeros((len(inputs), n_pos), dtype=np.int32)
     codes[np.arange(n_pos)[None, :] < lengths[:, None]] = flat
     return codes, lengths
+
+
+def _flat_codes(inputs: Sequence[Sequence[Value]], index: dict, total: int
+                ) -> np.ndarray | None:
+    """Every token's code (``index[token]``), in order; None if a token is not in ``index``.
+
+    When the vocabulary is one-character strs or ints in 0..255, the distinct tokens are
+    looked up once and, if all of them are of that kind, the tokens are converted in C
+    (``"".join``: one code point per token; ``bytes``: one byte per token) and mapped to
+    codes through a table over those code points or bytes. Otherwise, one dict lookup
+    per token. Either way a token's code is ``index[token]``.
+    """
+    fast = _fast_kind(index)
+    if fast is not None:
+        try:
+            distinct = set().union(*inputs)
+            if not all(token in index for token in distinct):
+                return None
+            codes = _fast_codes(inputs, index, total, fast, distinct)
+        except (TypeError, ValueError):  # an unhashable token; a row join or bytes refuse
+            codes = None
+        if codes is not None:
+            return codes
+    tokens = itertools.chain.from_iterable(inputs)
+    try:
+        if len(index) <= 256:  # collected without boxing the codes
+            return np.frombuffer(bytearray(map(index.__getitem__, tokens)), dtype=np.uint8)
+        return np.fromiter(map(index.__getitem__, tokens), dtype=np.int32, count=total)
+    except (KeyError, TypeError):
+        return None
+
+
+def _fast_kind(index: dict) -> type | None:
+    """``str`` for a vocabulary of one-character strs, ``int`` for one of ints (or bools)
+    in 0..255, else None."""
+    kinds = set(map(type, index))
+    if kinds == {str} and all(len(token) == 1 for token in index):
+        return str
+    if kinds and kinds <= {int, bool} and min(index) >= 0 and max(index) < 256:
+        return int
+    return None
+
+
+def _fast_codes(inputs: Sequence[Sequence[Value]], index: dict, total: int, kind: type,
+                distinct: set) -> np.ndarray | None:
+    """`_flat_codes` through ``"".join`` or ``bytes``, when every one of the ``distinct``
+    tokens (each in ``index``) is of ``kind``; else None. A token that ``distinct`` holds
+    as another, equal one (``1.0`` as ``1``) makes the join or ``bytes`` raise."""
+    if kind is str and all(type(token) is str for token in distinct):
+        text = "".join(map("".join, inputs))
+        if len(text) == total:
+            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+            return _through_table(points, {ord(t): index[t] for t in distinct})
+    if kind is int and all(type(token) in (int, bool) for token in distinct):
+        data = b"".join(map(bytes, inputs))
+        if len(data) == total:  # a numpy row gives its buffer: more bytes than tokens
+            points = np.frombuffer(data, dtype=np.uint8)
+            return _through_table(points, {int(t): index[t] for t in distinct})
+    return None
+
+
+def _through_table(keys: np.ndarray, codes: dict[int, int]) -> np.ndarray:
+    """``codes[k]`` for every ``k`` of ``keys`` (each a key of ``codes``)."""
+    table = np.zeros(max(codes) + 1, dtype=np.int32)
+    table[list(codes)] = list(codes.values())
+    return table[keys]
 
 
 def _raise_bad_token(inputs: Sequence[Sequence[Value]], index: dict, vocab: Sequence[Value]):

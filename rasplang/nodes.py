@@ -438,7 +438,7 @@ def selector_width(selector: Selector) -> SelectorWidth:
 
 # Selectors live in selectors.py and build on the SOps above; re-exported here, where
 # every node kind has always been importable from.
-from rasplang.selectors import (  # noqa: E402
+from rasplang.selectors import (  # noqa: E402, F401
     ConstantSelector,
     Predicate,
     Select,
@@ -448,12 +448,3 @@ from rasplang.selectors import (  # noqa: E402
     SelectorOr,
     select,
 )
-
-__all__ = [
-    "Aggregate", "Comparison", "ConstantSOp", "ConstantSelector", "Elementwise", "Encoding",
-    "ExprT", "Full", "IndicesType", "LengthType", "LinearSequenceMap", "Map", "Predicate",
-    "RASPExpr", "SOp", "Select", "Selector", "SelectorAnd", "SelectorNot", "SelectorOr",
-    "SelectorWidth", "SequenceMap", "TokensType", "Value", "aggregate", "categorical",
-    "get_encoding", "indices", "is_categorical", "is_numerical", "length", "numerical",
-    "select", "selector_width", "tokens",
-]
