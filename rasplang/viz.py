@@ -255,7 +255,10 @@ def residual_labels(model: Any) -> list[str]:
     return out
 
 
-def plot_residual(model: Any, tokens: Sequence[Any], *, max_width: float = 40.0) -> Figure:
+def plot_residual(
+    model: Any, tokens: Sequence[Any], *, stages: Sequence[int] | None = None,
+    max_width: float = 40.0,
+) -> Figure:
     """Heatmaps of the residual stream of ``model`` on ``tokens``, one per stage.
 
     ``model`` is a `rasplang.compile` result; the input is ``[bos, *tokens]``. Stage 0 is
@@ -264,15 +267,21 @@ def plot_residual(model: Any, tokens: Sequence[Any], *, max_width: float = 40.0)
     Rows are positions (labelled with their token), columns are residual dimensions
     (labelled with `residual_labels`, e.g. ``tokens:a`` or ``frac``). When no value is
     negative (one-hot encodings, fractions) the colours run from white at 0; otherwise
-    a diverging map is centred on 0.
+    a diverging map is centred on 0. ``stages`` picks panels by index (``[-1]``: only
+    the stream the unembedding reads); the colours are scaled over all stages.
     """
     import numpy as np
 
     result, positions = _forward(model, tokens)
     residuals = np.asarray(result.residuals, dtype=float)[:, 0]  # (stages, seq, d_model)
     names = _stage_names(len(residuals))
+    if stages is not None:
+        picked = [range(len(residuals))[i] for i in stages]  # IndexError when out of range
+        shown, names = residuals[picked], [names[i] for i in picked]
+    else:
+        shown = residuals
     labels = residual_labels(model)
-    n_stages, seq, d_model = residuals.shape
+    n_stages, seq, d_model = shown.shape
     width = min(max_width, 2.0 + 0.22 * d_model)
     fig = _new_figure(width, n_stages * (0.6 + 0.28 * seq) + 1.6, layout="constrained")
     axes = fig.subplots(n_stages, 1, squeeze=False)[:, 0]
@@ -282,7 +291,7 @@ def plot_residual(model: Any, tokens: Sequence[Any], *, max_width: float = 40.0)
     limit = limit or 1.0
     cmap, vmin = ("Blues", 0.0) if low >= 0 else ("RdBu_r", -limit)
     image = None
-    for ax, stage, name in zip(axes, residuals, names):
+    for ax, stage, name in zip(axes, shown, names):
         image = ax.imshow(stage, cmap=cmap, vmin=vmin, vmax=limit, aspect="auto",
                           interpolation="none")
         ax.set_title(name, fontsize=9, loc="left")

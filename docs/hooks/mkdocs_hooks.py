@@ -3,7 +3,9 @@
 - `on_files`: runs the code of every page that shows a generated image and adds the
   figures that code saved (``fig.savefig("name.png")``) to the site, next to the page.
 - `on_files` also adds the Performance page's figures, drawn from the measured numbers
-  in docs/data/performance.json (see performance_page.py; nothing is measured here).
+  in docs/data/performance.json (see performance_page.py; nothing is measured here),
+  and the Program library's figures (each program's graph and residual stream, see
+  library_page.py).
 - `on_page_markdown`: expands ``<!-- rasplang:library -->`` into the program library,
   generated from ``rasplang.lib.PROGRAMS`` (see library_page.py), and each
   ``<!-- rasplang:performance-data NAME -->`` into a collapsed table of that dataset.
@@ -46,6 +48,7 @@ codeblocks = load_sibling("codeblocks")
 library_page = load_sibling("library_page")
 performance_page = load_sibling("performance_page")
 PERFORMANCE_PAGE = "performance.md"
+LIBRARY_PAGE = "library.md"
 
 
 def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, bytes]:
@@ -69,10 +72,14 @@ def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, byte
 
 
 def on_files(files: Files, *, config: MkDocsConfig) -> Files:
-    """Add the Performance page's figures and the figures the pages' code makes."""
+    """Add the Performance and Program library pages' figures and the figures the
+    pages' code makes."""
     if files.get_file_from_path(PERFORMANCE_PAGE) is not None:
         for name, content in performance_page.figures().items():
             files.append(File.generated(config, _join(PERFORMANCE_PAGE, name), content=content))
+    if files.get_file_from_path(LIBRARY_PAGE) is not None:
+        for name, content in library_page.figures().items():
+            files.append(File.generated(config, _join(LIBRARY_PAGE, name), content=content))
     for file in list(files.documentation_pages()):
         if file.abs_src_path is None:
             continue

@@ -8,6 +8,7 @@ plus the result of a JavaScript expression evaluated in the page.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -155,13 +156,20 @@ class Browser:
 
     # -- pages
 
-    def load(self, url: str, expression: str = "null", settle: float = 0.5) -> PageReport:
-        """Open ``url`` in a new tab; report its errors and the value of ``expression``."""
+    def load(
+        self, url: str, expression: str = "null", settle: float = 0.5, *,
+        width: int = 1280, height: int = 900, screenshot: str | os.PathLike | None = None,
+    ) -> PageReport:
+        """Open ``url`` in a new tab of ``width`` x ``height`` CSS pixels; report its
+        errors and the value of ``expression``; with ``screenshot``, save a PNG of the
+        whole page there."""
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self._events.clear()
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session)
+        self.send("Emulation.setDeviceMetricsOverride", session, width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
         self.send("Page.navigate", session, url=url)
         self.wait_for("Page.loadEventFired", session)
         time.sleep(settle)  # let scripts that run after load report their errors
@@ -170,6 +178,11 @@ class Browser:
             awaitPromise=True,
         )
         report = PageReport(url=url, value=result.get("result", {}).get("value"))
+        if screenshot is not None:
+            shot = self.send("Page.captureScreenshot", session, format="png",
+                             captureBeyondViewport=True)
+            with open(screenshot, "wb") as out:
+                out.write(base64.b64decode(shot["data"]))
         report.errors = [
             text for event in self._events
             if event.get("sessionId") == session and (text := _error_text(event))

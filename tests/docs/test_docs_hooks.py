@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import griffe
@@ -78,7 +79,34 @@ def test_library_page_renders_every_program() -> None:
         assert f"## `{name}`" in text
         output = rasplang.evaluate(entry.build(), list(entry.example))
         assert f"| output | `{library_page._code(output)}` |" in text, name
-    assert "```python\n# reverse = make_reverse(rasp.tokens)\n\ndef make_reverse(" in text
+    source = "```python\n# reverse = make_reverse(rasp.tokens)\n\ndef make_reverse("
+    assert textwrap.indent(source, "    ", lambda line: line.strip() != "") in text
+
+
+def test_library_page_tables_have_a_header() -> None:
+    """Every table of the catalogue has a header row with text (none renders empty)."""
+    pytest.importorskip("rasplang.lib")
+    lines = library_page.render().splitlines()
+    headers = [lines[i - 1] for i, line in enumerate(lines) if line.startswith("| ---")]
+    assert headers
+    for header in headers:
+        assert all(cell.strip() for cell in header.strip("|").split("|")), header
+
+
+def test_library_page_shows_each_programs_figures() -> None:
+    """Each program shows its graph and residual thumbnails, and figures() draws them."""
+    lib = pytest.importorskip("rasplang.lib")
+    pytest.importorskip("matplotlib")
+    text = library_page.render()
+    for name in lib.PROGRAMS:
+        for path in library_page.figure_names(name).values():
+            assert f"]({path})" in text, path
+    made = library_page.figures(["hist", "reverse"])
+    assert sorted(made) == sorted(
+        path for name in ("hist", "reverse") for path in library_page.figure_names(name).values()
+    )
+    for content in made.values():
+        assert content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_build_expression_of_a_lambda_and_a_def() -> None:

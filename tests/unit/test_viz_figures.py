@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import warnings
 
+import attrs
 import numpy as np
 import pytest
 
@@ -110,7 +111,7 @@ def test_dot_image_has_the_caption_colours() -> None:
 
 @pytest.fixture(scope="module")
 def sort_freq():
-    """sort_freq compiled: five layers, some with an empty attention head."""
+    """sort_freq compiled (unnamed Map and SequenceMap nodes, several heads)."""
     return compiled("sort_freq")
 
 
@@ -136,18 +137,16 @@ def test_attention_title_names_the_node_and_selector(sort_freq) -> None:
 
 def test_empty_head_gets_a_note(sort_freq) -> None:
     """A head no node uses is shown as a note, not as a uniform pattern."""
-    empty = [
-        (layer, head)
-        for layer in range(sort_freq.config.n_layers)
-        for head in range(sort_freq.config.n_heads)
-        if viz.head_nodes(sort_freq, layer, head) == ([], [])
-    ]
-    assert empty, "sort_freq has MLP-only layers"
-    fig = viz.plot_attention(sort_freq, [2, 3, 2, 1], *empty[0])
+    step = sort_freq.circuit["sort_freq"][0]
+    unused = attrs.evolve(sort_freq, circuit={})  # the same weights, no node in any head
+    assert viz.head_nodes(unused, step.layer, step.head) == ([], [])
+    fig = viz.plot_attention(unused, [2, 3, 2, 1], step.layer, step.head)
     ax = fig.axes[0]
     assert len(ax.images) == 0
     assert "empty" in ax.get_title()
     assert any("no node" in t.get_text() for t in ax.texts)
+    used = viz.plot_attention(sort_freq, [2, 3, 2, 1], step.layer, step.head)
+    assert len(used.axes[0].images) == 1 and "empty" not in used.axes[0].get_title()
 
 
 def test_residual_colours_start_at_zero_for_nonnegative_values(sort_freq) -> None:
@@ -179,4 +178,16 @@ def test_residual_labels_match_the_program_graph(sort_freq) -> None:
     program = {t.get_text().split("\n")[0]
                for t in viz.plot_program(sort_freq.program, engine="matplotlib").axes[0].texts}
     assert nodes - {"one"} <= program
-    assert "map_1" in nodes
+    assert any(n.startswith(("map_", "sequence_map_")) for n in nodes)
+
+
+def test_residual_stages_pick_panels(sort_freq) -> None:
+    """stages=[-1] draws only the stream after the last sublayer; a bad index is refused."""
+    fig = viz.plot_residual(sort_freq, [2, 3, 2, 1], stages=[-1])
+    panels = [ax for ax in fig.axes if ax.images]
+    result = sort_freq.apply([sort_freq.config.bos, 2, 3, 2, 1])
+    assert len(panels) == 1
+    assert panels[0].get_title(loc="left") == f"after layer {sort_freq.config.n_layers - 1} MLP"
+    np.testing.assert_array_equal(panels[0].images[0].get_array(), result.residuals[-1][0])
+    with pytest.raises(IndexError):
+        viz.plot_residual(sort_freq, [2, 3, 2, 1], stages=[99])
