@@ -1,0 +1,334 @@
+"""Export to Hugging Face ``transformers``: a compiled model as GPT-2 or BERT.
+
+A model compiled with ``norm="layernorm"`` has the layout of a standard transformer
+(`rasplang.backend.normalize`), so it becomes one that ``transformers`` ships:
+
+- a causal model (pre-norm) a ``GPT2LMHeadModel`` (``activation_function`` "relu" or
+  "gelu_new", ``tie_word_embeddings=False``, ``layer_norm_epsilon`` the model's ``eps``);
+- a non-causal model (post-norm) a ``BertForTokenClassification``: BERT's embedding
+  LayerNorm and the LayerNorm after each residual addition, and a linear classifier,
+  which passes the unembedding through exactly (``hidden_act`` "relu" or "gelu_new",
+  one token type whose embedding is zero).
+
+Both split the residual into heads of one size (``n_heads * d_head == hidden size``);
+the export pads the residual with zero directions (named ``pad:<i>`` in
+``config.rasplang["residual_labels"]``) or the heads with zero dimensions, whichever is
+smaller, and rescales ``W_Q`` for the new ``1 / sqrt(d_head)``: exact as before.
+
+Outputs. The logits' first ``len(values)`` entries are the compiled model's. A
+categorical output that can be None gets one more logit, constant ``1/2`` (read from
+the ``one`` direction), so that argmax over the logits gives the program's output,
+None included; `decode` maps ids to values. A numerical output's first logit is the
+value (within float rounding) and, if it can be None, its second logit is the None flag
+(``> 1/2``). ``config.rasplang`` holds the output values, the vocabulary and the
+residual labels. The tokenizer is a ``tokenizers`` WordLevel vocabulary (each token as
+``str``, BOS and PAD), whitespace-split, that prepends BOS; ``AutoTokenizer`` loads it.
+
+Requires the ``hf`` extra (``transformers``, ``tokenizers``, ``torch``; imported
+lazily).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_EXTRA_HINT = ("install the extra: pip install 'rasplang[hf]' (on CPU, install torch's CPU "
+               "wheel first)")
+
+
+def _import_hf() -> tuple[Any, Any]:
+    """``(transformers, torch)``, or an ImportError that names the extra."""
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ImportError(f"the Hugging Face export needs transformers and torch ({exc}): "
+                          f"{_EXTRA_HINT}") from exc
+    return transformers, torch
+
+
+def architecture_for(model: Any, architecture: str | None = None) -> str:
+    """"gpt2" (causal) or "bert" (non-causal), checking ``architecture`` and the norm."""
+    cfg = model.config
+    if architecture not in (None, "gpt2", "bert"):
+        raise ValueError(f"architecture must be 'gpt2', 'bert' or None, got {architecture!r}")
+    if cfg.normalization_type != "LN":
+        raise ValueError("the Hugging Face export needs LayerNorm, as GPT-2 and BERT have: "
+                         f"this model has normalization_type={cfg.normalization_type!r}; "
+                         "compile it with norm='layernorm'")
+    if architecture == "gpt2" and not cfg.causal:
+        raise ValueError("this model is not causal, and GPT-2 attends causally: export it as "
+                         "a bidirectional encoder (architecture='bert' or None, a "
+                         "BertForTokenClassification), or compile with causal=True")
+    if architecture == "bert" and cfg.causal:
+        raise ValueError("this model is causal, and BERT attends bidirectionally: export it "
+                         "as GPT-2 (architecture='gpt2' or None)")
+    return "gpt2" if cfg.causal else "bert"
+
+
+def _layout(d: int, h: int, e: int) -> tuple[int, int]:
+    """``(heads, d_head)`` with ``heads * d_head >= d``, ``heads >= h``, ``d_head >= e``,
+    of the smallest product (then the fewest heads)."""
+    by_heads = (max(h, -(-d // e)), e)
+    by_width = (h, max(e, -(-d // h)))
+    return min(by_heads, by_width, key=lambda x: (x[0] * x[1], x[0]))
+
+
+def padded_weights(model: Any) -> tuple[dict[str, np.ndarray], int, int, list[str], list[Any]]:
+    """The model's weights padded to ``(heads, d_head)`` with ``heads * d_head`` residual
+    directions, ``W_U`` with the None logit when needed; also ``heads``, ``d_head``, the
+    residual labels and the output values (one per logit)."""
+    cfg, w = model.config, model.weights
+    heads, e = _layout(cfg.d_model, cfg.n_heads, cfg.d_head)
+    d = heads * e
+    extra = d - cfg.d_model
+    out: dict[str, np.ndarray] = {}
+
+    def resid(a: np.ndarray, axis: int) -> np.ndarray:
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (0, extra)
+        return np.pad(a, pad)
+
+    for name, a in w.items():
+        if name.endswith(("W_E", "W_pos", "b_O", "b_out", ".b")):
+            out[name] = resid(a, a.ndim - 1)
+        elif name.endswith(".w"):
+            out[name] = np.concatenate([a, np.full(extra, a[0])])
+        elif name.endswith(("W_in", "W_U")):
+            out[name] = resid(a, 0)
+        elif name.endswith("W_out"):
+            out[name] = resid(a, 1)
+        elif name.endswith(("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")):
+            a = a * math.sqrt(e / cfg.d_head) if name.endswith("W_Q") else a
+            a = a * math.sqrt(e / cfg.d_head) if name.endswith("b_Q") else a
+            grow = [(0, heads - cfg.n_heads)] + [(0, 0)] * (a.ndim - 1)
+            a = np.pad(a, grow)
+            if name.endswith(("W_Q", "W_K", "W_V")):      # [H, d, E]
+                a = np.pad(a, [(0, 0), (0, extra), (0, e - cfg.d_head)])
+            elif name.endswith("W_O"):                     # [H, E, d]
+                a = np.pad(a, [(0, 0), (0, e - cfg.d_head), (0, extra)])
+            else:                                          # [H, E]
+                a = np.pad(a, [(0, 0), (0, e - cfg.d_head)])
+            out[name] = a
+        else:
+            out[name] = a
+    labels = [*model.residual_labels, *(f"pad:{i}" for i in range(extra))]
+    enc = model.output_encoder
+    values: list[Any] = list(enc.values) if not enc.numerical else ["value", *enc.values]
+    if not enc.numerical and _may_be_none(model):
+        one = np.zeros(d)
+        one[labels.index("one")] = 0.5
+        out["unembed.W_U"] = np.concatenate([out["unembed.W_U"], one[:, None]], axis=1)
+        out["unembed.b_U"] = np.append(out["unembed.b_U"], 0.0)
+        values.append(None)
+    return out, heads, e, labels, values
+
+
+def _may_be_none(model: Any) -> bool:
+    """Whether a categorical output can decode to None (taken as yes unless the program's
+    output value set says otherwise)."""
+    program = model.program
+    if program is None:
+        return True
+    from rasplang.analysis import analyze
+
+    a = analyze(program, model.config.vocab, model.config.max_seq_len)
+    return None in a.value_sets[program]
+
+
+def _rasplang_info(model: Any, labels: list[str], values: list[Any]) -> dict[str, Any]:
+    from rasplang.backend.metadata import to_json
+
+    cfg = model.config
+    return {"vocab": [to_json(v, "vocab") for v in cfg.vocab],
+            "bos": to_json(cfg.bos, "bos"), "pad": to_json(cfg.pad, "pad"),
+            "causal": cfg.causal, "max_seq_len": cfg.max_seq_len,
+            "numerical": bool(model.output_encoder.numerical),
+            "outputs": [to_json(v, "outputs") for v in values],
+            "residual_labels": labels}
+
+
+def to_hf(model: Any, *, architecture: str | None = None, dtype: Any = None) -> Any:
+    """``model`` as a ``transformers`` model with the same logits (see the module
+    docstring): ``GPT2LMHeadModel`` for a causal model, ``BertForTokenClassification``
+    otherwise. ``dtype`` is a torch dtype (default float32, float64 for a model exact in
+    float64 only, which refuses float32)."""
+    kind = architecture_for(model, architecture)
+    transformers, torch = _import_hf()
+    if dtype is None:
+        dtype = torch.float64 if model.config.float64_only else torch.float32
+    if dtype != torch.float64 and model.config.float64_only:
+        raise ValueError(f"this model is exact in float64 only ({model.config.float64_only});"
+                         " export it with dtype=torch.float64")
+    w, heads, e, labels, values = padded_weights(model)
+    cfg = model.config
+    d = heads * e
+    act = cfg.act_fn
+    info = _rasplang_info(model, labels, values)
+    n_out = w["unembed.W_U"].shape[1]
+    if kind == "gpt2":
+        config = transformers.GPT2Config(
+            vocab_size=max(cfg.d_vocab, n_out), n_positions=cfg.n_ctx, n_embd=d,
+            n_layer=cfg.n_layers, n_head=heads, n_inner=cfg.d_mlp, activation_function=act,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=cfg.eps,
+            tie_word_embeddings=False, bos_token_id=cfg.d_vocab - 2,
+            eos_token_id=None, pad_token_id=cfg.pad_id, use_cache=False)
+        config.rasplang = info
+        state = _gpt2_state(w, cfg, config.vocab_size, d)
+        hf = transformers.GPT2LMHeadModel(config)
+    else:
+        config = transformers.BertConfig(
+            vocab_size=cfg.d_vocab, hidden_size=d, num_hidden_layers=cfg.n_layers,
+            num_attention_heads=heads, intermediate_size=cfg.d_mlp, hidden_act=act,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            max_position_embeddings=cfg.n_ctx, type_vocab_size=1, layer_norm_eps=cfg.eps,
+            pad_token_id=cfg.pad_id, num_labels=n_out, classifier_dropout=0.0,
+            tie_word_embeddings=False)
+        config.rasplang = info
+        state = _bert_state(w, cfg, d)
+        hf = transformers.BertForTokenClassification(config)
+    tensors = {k: torch.as_tensor(np.ascontiguousarray(v), dtype=dtype) for k, v in state.items()}
+    hf = hf.to(dtype)
+    missing, unexpected = hf.load_state_dict(tensors, strict=False)
+    params = {name for name, _ in hf.named_parameters()}
+    if sorted(params & set(missing)) or unexpected:
+        raise ValueError(f"weights do not match {type(hf).__name__}: missing "
+                         f"{sorted(params & set(missing))}, unexpected {sorted(unexpected)}")
+    return hf.eval()
+
+
+def _cat_heads(a: np.ndarray) -> np.ndarray:
+    """``[H, d, E] -> [d, H * E]`` (head-major columns, as transformers splits them)."""
+    h, d, e = a.shape
+    return a.transpose(1, 0, 2).reshape(d, h * e)
+
+
+def _gpt2_state(w: dict[str, np.ndarray], cfg: Any, vocab_size: int, d: int,
+                ) -> dict[str, np.ndarray]:
+    """GPT-2's state dict (``Conv1D`` weights are ``[in, out]``)."""
+    wte = np.zeros((vocab_size, d))
+    wte[: cfg.d_vocab] = w["embed.W_E"]
+    w_u = w["unembed.W_U"]
+    if np.any(w["unembed.b_U"]):
+        raise ValueError("GPT-2's lm_head has no bias, but this model's unembed.b_U is nonzero")
+    lm_head = np.zeros((vocab_size, d))
+    lm_head[: w_u.shape[1]] = w_u.T
+    s = {"transformer.wte.weight": wte, "transformer.wpe.weight": w["pos_embed.W_pos"],
+         "transformer.ln_f.weight": w["ln_final.w"], "transformer.ln_f.bias": w["ln_final.b"],
+         "lm_head.weight": lm_head}
+    for i in range(cfg.n_layers):
+        p, t = f"blocks.{i}.", f"transformer.h.{i}."
+        s[t + "ln_1.weight"], s[t + "ln_1.bias"] = w[p + "ln1.w"], w[p + "ln1.b"]
+        s[t + "ln_2.weight"], s[t + "ln_2.bias"] = w[p + "ln2.w"], w[p + "ln2.b"]
+        s[t + "attn.c_attn.weight"] = np.concatenate(
+            [_cat_heads(w[p + f"attn.W_{n}"]) for n in "QKV"], axis=1)
+        s[t + "attn.c_attn.bias"] = np.concatenate([w[p + f"attn.b_{n}"].ravel() for n in "QKV"])
+        h, e, _ = w[p + "attn.W_O"].shape
+        s[t + "attn.c_proj.weight"] = w[p + "attn.W_O"].reshape(h * e, d)
+        s[t + "attn.c_proj.bias"] = w[p + "attn.b_O"]
+        s[t + "mlp.c_fc.weight"], s[t + "mlp.c_fc.bias"] = w[p + "mlp.W_in"], w[p + "mlp.b_in"]
+        s[t + "mlp.c_proj.weight"] = w[p + "mlp.W_out"]
+        s[t + "mlp.c_proj.bias"] = w[p + "mlp.b_out"]
+    return s
+
+
+def _bert_state(w: dict[str, np.ndarray], cfg: Any, d: int) -> dict[str, np.ndarray]:
+    """BertForTokenClassification's state dict (``nn.Linear`` weights are ``[out, in]``)."""
+    e = "bert.embeddings."
+    s = {e + "word_embeddings.weight": w["embed.W_E"],
+         e + "position_embeddings.weight": w["pos_embed.W_pos"],
+         e + "token_type_embeddings.weight": np.zeros((1, d)),
+         e + "LayerNorm.weight": w["embed.ln.w"], e + "LayerNorm.bias": w["embed.ln.b"],
+         "classifier.weight": w["unembed.W_U"].T, "classifier.bias": w["unembed.b_U"]}
+    for i in range(cfg.n_layers):
+        p, t = f"blocks.{i}.", f"bert.encoder.layer.{i}."
+        for n, name in (("Q", "query"), ("K", "key"), ("V", "value")):
+            s[t + f"attention.self.{name}.weight"] = _cat_heads(w[p + f"attn.W_{n}"]).T
+            s[t + f"attention.self.{name}.bias"] = w[p + f"attn.b_{n}"].ravel()
+        h, e_, _ = w[p + "attn.W_O"].shape
+        s[t + "attention.output.dense.weight"] = w[p + "attn.W_O"].reshape(h * e_, d).T
+        s[t + "attention.output.dense.bias"] = w[p + "attn.b_O"]
+        s[t + "attention.output.LayerNorm.weight"] = w[p + "ln1.w"]
+        s[t + "attention.output.LayerNorm.bias"] = w[p + "ln1.b"]
+        s[t + "intermediate.dense.weight"] = w[p + "mlp.W_in"].T
+        s[t + "intermediate.dense.bias"] = w[p + "mlp.b_in"]
+        s[t + "output.dense.weight"] = w[p + "mlp.W_out"].T
+        s[t + "output.dense.bias"] = w[p + "mlp.b_out"]
+        s[t + "output.LayerNorm.weight"] = w[p + "ln2.w"]
+        s[t + "output.LayerNorm.bias"] = w[p + "ln2.b"]
+    return s
+
+
+def token_strings(model: Any) -> list[str]:
+    """Each embedding row's token as the tokenizer writes it (``str``), checked to be
+    distinct and free of whitespace."""
+    cfg = model.config
+    tokens = [*cfg.vocab, cfg.bos, cfg.pad]
+    text = [str(t) for t in tokens]
+    seen: dict[str, Any] = {}
+    for tok, s in zip(tokens, text):
+        if not s or any(c.isspace() for c in s):
+            raise ValueError(f"token {tok!r} prints as {s!r}, which a whitespace-split "
+                             "tokenizer cannot hold; pass input ids to the model instead")
+        if s in seen:
+            raise ValueError(f"tokens {seen[s]!r} and {tok!r} both print as {s!r}; the "
+                             "tokenizer needs distinct strings")
+        seen[s] = tok
+    return text
+
+
+def tokenizer(model: Any) -> Any:
+    """A ``PreTrainedTokenizerFast`` over a ``tokenizers`` WordLevel vocabulary: the
+    model's tokens (ids as its embedding rows), BOS prepended, PAD for padding."""
+    transformers, _ = _import_hf()
+    try:
+        from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    except ImportError as exc:
+        raise ImportError(f"the Hugging Face tokenizer needs tokenizers ({exc}): "
+                          f"{_EXTRA_HINT}") from exc
+    text = token_strings(model)
+    bos, pad = text[-2], text[-1]
+    tok = Tokenizer(models.WordLevel({s: i for i, s in enumerate(text)}, unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, len(text) - 2)])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos,
+                                                pad_token=pad, padding_side="right")
+
+
+def save_pretrained(model: Any, path: str | os.PathLike, *, architecture: str | None = None,
+                    dtype: Any = None) -> Path:
+    """Write ``model`` as a Hugging Face model directory: config.json, model.safetensors
+    and the tokenizer (tokenizer.json, tokenizer_config.json). ``AutoTokenizer`` and
+    ``AutoModelForCausalLM`` (GPT-2) or ``AutoModelForTokenClassification`` (BERT) load it
+    with ``from_pretrained(path)``."""
+    path = Path(path)
+    hf = to_hf(model, architecture=architecture, dtype=dtype)
+    hf.save_pretrained(path)
+    tokenizer(model).save_pretrained(path)
+    return path
+
+
+def decode(config: Any, logits: Any) -> list[list[Any]]:
+    """The program's outputs from an exported model's logits ``[B, T, n]`` (BOS first):
+    argmax over the output values for a categorical output, the first logit (None where
+    the second is above 1/2) for a numerical one. ``config`` is the model's
+    ``config`` (its ``rasplang`` entry)."""
+    from rasplang.backend.metadata import from_json
+
+    info = config.rasplang
+    logits = np.asarray(logits.detach().cpu().double() if hasattr(logits, "detach")
+                        else logits, dtype=float)[:, 1:]
+    if info["numerical"]:
+        out = logits[..., 0].astype(object)
+        if len(info["outputs"]) > 1:
+            out[logits[..., 1] > 0.5] = None
+        return out.tolist()
+    values = [from_json(v, "outputs") for v in info["outputs"]]
+    idx = logits[..., : len(values)].argmax(axis=-1)
+    return [[values[i] for i in row] for row in idx.tolist()]
