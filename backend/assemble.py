@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import attrs
 import numpy as np
 
 from rasplang.analysis import Analysis
@@ -33,7 +34,7 @@ def residual_space(built: Built, blocks: list[NodeBlock]) -> VectorSpace:
     for b in blocks:
         if b.scratch is not None:
             parts.append(VectorSpace([b.scratch]))
-        if isinstance(b.node, SOp):
+        if isinstance(b.node, SOp) and b.node in built.spaces:  # a virtual node has none
             parts.append(built.spaces[b.node].space)
     return join(*parts)
 
@@ -88,8 +89,9 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
             reads = _union(res, head.w_qk.left_space, head.w_qk.right_space,
                            head.w_ov.input_space)
             step = CircuitStep(i, Sublayer.ATTN, h, (), reads,
-                               _union(res, head.w_ov.output_space))
+                               _union(res, head.w_ov.output_space), _labels(analysis, b.fused))
             circuit.setdefault(b.label, []).append(step)
+            _add_fused(circuit, analysis, b, step)
             for sel in b.selectors:
                 label = analysis.labels[sel]
                 circuit.setdefault(label, []).append(
@@ -107,9 +109,11 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
             n = mlp.hidden_dim
             w_in[:, off:off + n] = mlp.first.embedded(res)
             w_out[off:off + n, res.indices(mlp.second.output_space)] = mlp.second.matrix
-            circuit.setdefault(b.label, []).append(CircuitStep(
-                i, Sublayer.MLP, None, tuple(range(off, off + n)),
-                _union(res, mlp.first.input_space), _union(res, mlp.second.output_space)))
+            step = CircuitStep(i, Sublayer.MLP, None, tuple(range(off, off + n)),
+                               _union(res, mlp.first.input_space),
+                               _union(res, mlp.second.output_space), _labels(analysis, b.fused))
+            circuit.setdefault(b.label, []).append(step)
+            _add_fused(circuit, analysis, b, step)
             off += n
         w[p + "mlp.W_in"], w[p + "mlp.b_in"] = w_in, np.zeros(d_mlp)
         w[p + "mlp.W_out"], w[p + "mlp.b_out"] = w_out, np.zeros(d)
@@ -135,6 +139,20 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
         float64_only=built.float64_only)
     return CompiledModel(config, w, [_label(x) for x in res.basis], enc_in, enc_out,
                          {k: tuple(v) for k, v in circuit.items()}, analysis.program)
+
+
+def _labels(analysis: Analysis, nodes: tuple[SOp, ...]) -> tuple[str, ...]:
+    return tuple(analysis.labels[n] for n in nodes)
+
+
+def _add_fused(circuit: dict[str, list[CircuitStep]], analysis: Analysis, block: NodeBlock,
+               step: CircuitStep) -> None:
+    """A step for each virtual node ``block`` computes: where, and fused with what (it
+    writes nothing: the node is not in the residual stream)."""
+    for node in block.fused:
+        label = analysis.labels[node]
+        others = (block.label, *(x for x in step.fused if x != label))
+        circuit.setdefault(label, []).append(attrs.evolve(step, writes=(), fused=others))
 
 
 def _union(res: VectorSpace, *spaces: VectorSpace) -> tuple[int, ...]:

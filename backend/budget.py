@@ -114,18 +114,23 @@ def mlp_bound(label: str, rows: int, units: int) -> ModelSize:
                                           f"{rows:,} directions")}, exact=False)
 
 
-def lower_bound(analysis: Analysis) -> ModelSize:
+def lower_bound(analysis: Analysis, optimize: bool = False) -> ModelSize:
     """A lower bound on the model's size from the analysis alone, before any block is
     built: the residual directions every SOp is sure to take (one per categorical
     value, one or two per numerical SOp) and the widest MLP it is sure to need (a
     categorical output computed by an MLP needs a unit per value but one, whichever
     layout the chamber picks), in one layer. Conversions, products, heads and further
-    layers only add to it."""
+    layers only add to it. With ``optimize`` the nodes fusion computes inside their
+    readers (`rasplang.backend.fusion.choose_virtual`) take nothing."""
+    from rasplang.backend.fusion import choose_virtual
+
+    virtual = choose_virtual(analysis) if optimize else frozenset()
     n = analysis.max_seq_len
     dims: dict[str, int] = {"tokens": len(analysis.vocab) + 2, "indices": n}
     units: dict[str, int] = {}
     for node in analysis.nodes:
-        if not isinstance(node, SOp) or isinstance(node, (TokensType, IndicesType, Full)):
+        if not isinstance(node, SOp) or isinstance(node, (TokensType, IndicesType, Full)) \
+                or node in virtual:
             continue
         label, values = analysis.labels[node], analysis.value_sets[node]
         kept = sum(v is not None for v in values)
@@ -173,7 +178,7 @@ def model_size(analysis: Analysis, built: Built, sched: Schedule) -> ModelSize:
                             "indices": len(built.indices.directions)}
     for b in built.blocks:
         new = [b.scratch] if b.scratch is not None else []
-        if isinstance(b.node, SOp):
+        if isinstance(b.node, SOp) and b.node in built.spaces:
             new += built.spaces[b.node].directions
         new = [x for x in dict.fromkeys(new) if x not in seen]
         seen.update(new)

@@ -29,6 +29,8 @@ from rasplang.backend.chambers.selector import Term, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP, AttentionHead
 from rasplang.backend.derived import AsCategorical, Product
+from rasplang.backend.fusion import choose_virtual
+from rasplang.backend.fusion_build import FusedReads
 from rasplang.backend.spaces import (
     ONE,
     BosState,
@@ -73,6 +75,7 @@ class NodeBlock:
     deps: tuple[SOp, ...] = ()  # SOps that must be computed before
     selectors: tuple[RASPExpr, ...] = ()  # selector nodes folded into the head
     scratch: BasisDirection | None = None
+    fused: tuple[SOp, ...] = ()  # virtual nodes computed inside this block (fusion.py)
 
 
 @attrs.define(eq=False)
@@ -112,10 +115,12 @@ def _term_sops(terms: list[Term]) -> tuple[SOp, ...]:
     return tuple(s for t in terms for s in (t.keys, t.queries))
 
 
-class _Builder:
+class _Builder(FusedReads):
     def __init__(self, analysis: Analysis, causal: bool, bos: Any, mlp_exactness: float,
-                 max_bytes: float):
+                 max_bytes: float, optimize: bool = False):
         self.a = analysis
+        self.virtual = choose_virtual(analysis) if optimize else frozenset()
+        self.views: dict[SOp, Any] = {}
         self.max_bytes = max_bytes
         self.labels: dict[RASPExpr, str] = dict(analysis.labels)
         self.taken = set(self.labels.values())
@@ -152,7 +157,10 @@ class _Builder:
         return selector_terms(selector, self)
 
     def resolve(self, sop: SOp) -> SOp:
-        """SelectorContext: the categorical SOp a table reads for ``sop``."""
+        """SelectorContext: the categorical SOp a table reads for ``sop`` (a virtual
+        one's base)."""
+        if sop in self.virtual:
+            return self.views[sop].bases[0]
         return self.categorical(sop)
 
     def size(self, sop: SOp) -> int:
@@ -161,9 +169,10 @@ class _Builder:
 
     def table(self, select: Select, keys: SOp, queries: SOp) -> np.ndarray:
         """SelectorContext: ``select``'s 0/1 table over resolved values (the analysis's
-        `Analysis.predicate` without None, which categorical spaces leave out)."""
-        rows = [v is not None for v in self.a.value_sets[select.queries]]
-        cols = [v is not None for v in self.a.value_sets[select.keys]]
+        `Analysis.predicate` without None, which categorical spaces leave out, and
+        composed with virtual keys or queries)."""
+        rows = self.select_rows(select.queries, queries)
+        cols = self.select_rows(select.keys, keys)
         return self.a.predicate(select)[np.ix_(rows, cols)]
 
     def label(self, node: RASPExpr) -> str:
@@ -227,6 +236,9 @@ class _Builder:
         label = self.reader = self.labels[node]
         if not isinstance(node, SOp):
             return None
+        if node in self.virtual and not isinstance(node, SelectorWidth):
+            self.define_virtual(node)
+            return None
         rule = _RULES.get(type(node))
         if rule is None:
             raise NotImplementedError(f"no builder for {type(node).__name__} {label!r}")
@@ -257,6 +269,8 @@ class _Builder:
         return self.selector_width(node, label, [term], list(range(1, self.n + 1)), None)
 
     def map(self, node: Map, label: str) -> NodeBlock:
+        if self.reads_virtual(node.inner):
+            return self.fused_block(node, label, self.composed(node))
         inp = self.spaces[node.inner]
         if not inp.numerical:
             out = self.out_space(node, error=len(inp.values) * inp.error)
@@ -328,6 +342,8 @@ class _Builder:
             mlp = numerical_mlp.affine_mlp(label, terms, 0.0, out, self.bos)
             self.register(node, out)
             return NodeBlock(node, label, mlp=mlp, deps=(node.fst, node.snd))
+        if self.reads_virtual(node.fst, node.snd):
+            return self.fused_block(node, label, self.composed(node))
         # A lookup table: numerical inputs are converted to categorical first.
         x, y = self.categorical(node.fst), self.categorical(node.snd)
         fst, snd = self.spaces[x], self.spaces[y]
@@ -370,8 +386,11 @@ class _Builder:
     def aggregate(self, node: Aggregate, label: str) -> NodeBlock:
         terms = self.terms(node.selector)
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
-        source = node.sop if numerical_out else self.categorical(node.sop)
-        value = self.spaces[source]
+        if node.sop in self.virtual:  # folded into the OV matrix
+            source, value = self.value_view(node.sop)
+        else:
+            source = node.sop if numerical_out else self.categorical(node.sop)
+            value = self.spaces[source]
         if numerical_out:
             mags = [abs(float(v)) for v in (*value.values, node.default) if v is not None]
             vmax = max([1.0, *mags])
@@ -386,8 +405,11 @@ class _Builder:
         self.register(node, out)
         head = attention.aggregate_head(label, terms, self.spaces, value, out, node.default,
                                         scale, self.causal, self.bos)
+        fused = self.folded_selects(node.selector)
+        if node.sop in self.virtual:
+            fused = tuple(dict.fromkeys((*fused, *self.views[node.sop].fused)))
         return NodeBlock(node, label, head=head, deps=(*_term_sops(terms), source),
-                         selectors=_selector_nodes(node.selector))
+                         selectors=_selector_nodes(node.selector), fused=fused)
 
     def selector_width(self, node: SOp, label: str, terms: list[Term], widths: list[int],
                        selector: RASPExpr | None) -> NodeBlock:
@@ -403,15 +425,20 @@ class _Builder:
         pairs = sorted((1.0 / (w + 1), w) for w in widths)
         xs = [x for x, _ in pairs]
         ys = [w for _, w in pairs]
+        deps = _term_sops(terms) if selector is not None else ()
+        selectors = _selector_nodes(selector) if selector is not None else ()
+        fused = self.folded_selects(selector) if selector is not None else ()
+        if node in self.virtual:  # the count is decoded inside its readers' MLPs
+            self.define_width(node, scratch_space, xs, ys)
+            return NodeBlock(node, label, head=head, deps=deps, selectors=selectors,
+                             scratch=scratch, fused=fused)
         self.check_tolerance(label, scratch_space, xs, ys)
         out = self.out_space(node)
         mlp = numerical_mlp.discretising_mlp(label, scratch_space, xs, ys, out, self.m,
                                              self.bos)
         self.register(node, out)
-        if selector is None:
-            return NodeBlock(node, label, head=head, mlp=mlp, scratch=scratch)
-        return NodeBlock(node, label, head=head, mlp=mlp, deps=_term_sops(terms),
-                         selectors=_selector_nodes(selector), scratch=scratch)
+        return NodeBlock(node, label, head=head, mlp=mlp, deps=deps, selectors=selectors,
+                         scratch=scratch, fused=fused)
 
 
 #: The build rule of each SOp type (selectors are built into the heads that use them).
@@ -436,13 +463,13 @@ def _range(space: SOpSpace) -> tuple[float, float]:
 
 
 def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: float,
-                 max_bytes: float = math.inf) -> Built:
+                 max_bytes: float = math.inf, optimize: bool = False) -> Built:
     """Build every node's blocks; numerical problems are returned, not raised.
 
     Raises `ModelTooLarge` as soon as one block shows the model would exceed
     ``max_bytes``, before allocating that block.
     """
-    builder = _Builder(analysis, causal, bos, mlp_exactness, max_bytes)
+    builder = _Builder(analysis, causal, bos, mlp_exactness, max_bytes, optimize)
     blocks = []
     for node in analysis.nodes:
         block = builder.build(node)

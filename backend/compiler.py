@@ -36,6 +36,7 @@ def compile(
     analysis: Analysis | None = None,
     norm: str | None = None,
     activation: str = "relu",
+    optimize: bool = True,
 ) -> CompiledModel:
     """Compile ``program`` for inputs over ``vocab`` of length 1..``max_seq_len``.
 
@@ -49,6 +50,13 @@ def compile(
     one-hots, exact where one value is selected or all selected values are the same
     non-number.
 
+    ``optimize`` (default True) computes Maps and SequenceMaps inside the blocks that
+    read them (fused into one MLP, folded into a head's query-key or value-output
+    matrix, a SelectorWidth's count decoded inside its readers' MLPs) wherever the
+    tables stay within `rasplang.backend.fusion.FUSED_TABLE_BUDGET`: fewer layers and
+    residual dimensions, exact all the same. ``optimize=False`` builds one block per
+    node, for teaching and node-level circuits.
+
     ``norm`` (None, "layernorm" or "rmsnorm") adds normalisation layers that are exact
     on every residual the model produces, and ``activation`` ("relu" or "gelu") picks the
     MLPs' activation (`rasplang.backend.normalize`, `rasplang.backend.gelu`).
@@ -57,8 +65,9 @@ def compile(
     already has it (`rasplang.verify` shares one with the interpreter); a ValueError
     says so when it was made for another program, vocabulary or length.
     """
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be True or False, got {causal!r}")
+    for name, flag in (("causal", causal), ("optimize", optimize)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
     check_options(norm, activation)
@@ -72,11 +81,11 @@ def compile(
         raise ValueError(f"mlp_exactness must be > 1, got {mlp_exactness!r}")
     analysis = analysis_for(program, vocab, max_seq_len, analysis)
     raise_if_unsupported(validate(analysis) + backend_problems(analysis, causal))
-    refuse_over(lower_bound(analysis), max_bytes)
+    refuse_over(lower_bound(analysis, optimize), max_bytes)
     for node in spread_aggregates(analysis, causal):
         warnings.warn(_spread_warning(analysis, node), CompilerWarning, stacklevel=2)
     built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
-                         max_bytes=max_bytes)
+                         max_bytes=max_bytes, optimize=optimize)
     raise_if_unsupported(built.problems)
     plan = schedule(built.blocks, analysis.program)
     refuse_over(model_size(analysis, built, plan), max_bytes)

@@ -89,12 +89,14 @@ def metadata_of(model: CompiledModel, tensors: dict[str, np.ndarray]) -> dict[st
 
 
 def step_json(step: CircuitStep) -> list[Any]:
-    """``[layer, sublayer, head, hidden, reads, writes]`` with plain ints."""
+    """``[layer, sublayer, head, hidden, reads, writes]`` with plain ints, then the
+    labels it is fused with when there are any."""
     def opt(x: Any) -> int | None:
         return None if x is None else int(x)
 
-    return [opt(step.layer), str(step.sublayer), opt(step.head), [int(i) for i in step.hidden],
-            [int(i) for i in step.reads], [int(i) for i in step.writes]]
+    out = [opt(step.layer), str(step.sublayer), opt(step.head), [int(i) for i in step.hidden],
+           [int(i) for i in step.reads], [int(i) for i in step.writes]]
+    return out + [list(step.fused)] if step.fused else out
 
 
 def digest(w: np.ndarray) -> str:
@@ -288,9 +290,13 @@ class MetadataReader:
         def index(x: Any, n: int) -> bool:
             return type(x) is int and 0 <= x < n
 
-        if not (isinstance(step, list) and len(step) == 6):
-            raise fail("expected [layer, sublayer, head, hidden, reads, writes]")
-        layer, sublayer, head, hidden, reads, writes = step
+        if not (isinstance(step, list) and len(step) in (6, 7)):
+            raise fail("expected [layer, sublayer, head, hidden, reads, writes(, fused)]")
+        layer, sublayer, head, hidden, reads, writes = step[:6]
+        fused = step[6] if len(step) == 7 else []
+        if not (isinstance(fused, list) and fused and all(isinstance(x, str) for x in fused)
+                or len(step) == 6):
+            raise fail(f"fused {fused!r} is not a list of node labels")
         shapes = {Sublayer.EMBED: (False, False), Sublayer.ATTN: (True, True),
                   Sublayer.MLP: (True, False)}
         if sublayer not in shapes:
@@ -306,7 +312,7 @@ class MetadataReader:
                 raise fail(f"{name} {dims!r} is not a list of indices below {n}" if n else
                            f"{name} {dims!r} must be empty for sublayer {sublayer!r}")
         return CircuitStep(layer, Sublayer(sublayer), head, tuple(hidden), tuple(reads),
-                           tuple(writes))
+                           tuple(writes), tuple(fused))
 
 
 # ModelConfig's field types as JSON holds them (an Encoding is its str value)

@@ -86,7 +86,9 @@ class CircuitStep:
 
     ``sublayer`` is a `Sublayer` ("embed", "attn" or "mlp"); ``head`` the head index for
     "attn"; ``hidden`` the MLP hidden units for "mlp"; ``reads``/``writes`` residual
-    dimensions.
+    dimensions. ``fused`` names the other program nodes this head or MLP computes
+    with it (``optimize=True`` fuses Maps into MLPs and folds them into heads); a fused
+    node's own steps write nothing, as it has no residual dimensions.
     """
 
     layer: int | None
@@ -95,6 +97,7 @@ class CircuitStep:
     hidden: tuple[int, ...]
     reads: tuple[int, ...]
     writes: tuple[int, ...]
+    fused: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -153,8 +156,35 @@ class CompiledModel:
 
     @property
     def n_params(self) -> int:
-        """Total number of weight entries."""
+        """Total number of weight entries (the padded TransformerLens layout: every layer
+        has ``n_heads`` heads of ``d_head`` and ``d_mlp`` hidden units)."""
         return int(sum(w.size for w in self.weights.values()))
+
+    @property
+    def n_params_used(self) -> int:
+        """Weight entries with each head and MLP at its own size: the embeddings and the
+        unembedding, ``d_model`` per used query-key and value-output dimension of each
+        head (``W_Q`` and ``W_K``, ``W_V`` and ``W_O``), and ``2 d_model`` per used MLP
+        hidden unit (``W_in``, ``W_out``). A dimension or unit is used when any of its
+        weights is nonzero; padding and biases (all zero) are left out."""
+        w, d = self.weights, self.config.d_model
+        total = sum(w[k].size for k in ("embed.W_E", "pos_embed.W_pos", "unembed.W_U"))
+        for i in range(self.config.n_layers):
+            p = f"blocks.{i}."
+            for a, b in (("W_Q", "W_K"), ("W_V", "W_O")):
+                x, y = w[p + "attn." + a], w[p + "attn." + b]
+                y = y if b != "W_O" else y.transpose(0, 2, 1)  # (heads, d_model, d_head)
+                used = np.any(x != 0, axis=1) | np.any(y != 0, axis=1)  # (heads, d_head)
+                total += 2 * d * int(used.sum())
+            used = np.any(w[p + "mlp.W_in"] != 0, axis=0) | np.any(w[p + "mlp.W_out"] != 0,
+                                                                     axis=1)
+            total += 2 * d * int(used.sum())
+        return int(total)
+
+    @property
+    def n_nonzero(self) -> int:
+        """Weight entries that are not zero."""
+        return int(sum(np.count_nonzero(w) for w in self.weights.values()))
 
     def __repr__(self) -> str:
         c = self.config

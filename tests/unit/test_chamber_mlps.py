@@ -192,10 +192,13 @@ def test_float32_rounding_is_flagged_where_float32_is_not_exact():
     x = rl.numerical(rl.Map(lambda t: vals[t], rl.tokens, simplify=False))
     y = rl.Map(lambda v: 0 if v < 1 else (1 if v < 10000.0005 else 2), x,
                simplify=False).named("step")
-    model = rl.compile(y, "abc", 4)
+    model = rl.compile(y, "abc", 4, optimize=False)
     assert model.run([["a", "b", "c"]]) == [[0, 1, 2]]
     with pytest.raises(ValueError, match=r"exact in float64 only \(step: "):
         model.run([["a", "b", "c"]], dtype=np.float32)
+    # fused, the step reads the tokens themselves: no threshold, exact in float32 too
+    fused = rl.compile(y, "abc", 4)
+    assert fused.run([["a", "b", "c"]], dtype=np.float32) == [[0, 1, 2]]
 
 
 def test_discretising_mlp_with_an_always_none_input():

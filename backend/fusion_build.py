@@ -1,0 +1,129 @@
+"""The build pass's side of fusion: virtual nodes' views and the blocks that absorb them.
+
+`FusedReads` is mixed into the builder (``build.py``); ``fusion.py`` decides which
+nodes are virtual and documents the cost model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+
+from rasplang.backend.chambers import categorical_mlp, fused_mlp, numerical_mlp
+from rasplang.backend.fusion import Scratch, View, identity, pair
+from rasplang.backend.spaces import SOpSpace
+from rasplang.nodes import Map, Select, SelectorWidth, SOp
+
+
+class FusedReads:
+    """Builder methods for ``optimize=True`` (the builder provides ``a``, ``spaces``,
+    ``virtual``, ``views``, ``m``, ``bos`` and the chamber helpers)."""
+
+    def view(self, sop: SOp) -> View:
+        """``sop`` as a function of residual-stream bases."""
+        found = self.views.get(sop)
+        if found is not None:
+            return found
+        space = self.spaces[sop]
+        if space.numerical:
+            return identity(sop, tuple(v for v in self.a.value_sets[sop] if v is not None))
+        return identity(sop, space.values)
+
+    def reads_virtual(self, *inputs: SOp) -> bool:
+        return any(x in self.virtual for x in inputs)
+
+    def composed(self, node: SOp) -> View:
+        """A Map's or SequenceMap's function of its inputs' bases."""
+        if isinstance(node, Map):
+            return self.view(node.inner).compose(self.outputs(node).get)
+        return pair(self.view(node.fst), self.view(node.snd), self.pair_outputs(node))
+
+    def define_virtual(self, node: SOp) -> None:
+        """Record a virtual Map's or SequenceMap's view (it gets no block)."""
+        view = self.composed(node)
+        self.views[node] = attrs.evolve(view, fused=(*view.fused, node))
+
+    def define_width(self, node: SelectorWidth, scratch_space: SOpSpace,
+                     xs: list[float], ys: list[int]) -> SOp:
+        """A virtual SelectorWidth: its scratch coordinate is the base, read as ``xs``."""
+        base = Scratch(node)
+        self.spaces[base] = scratch_space
+        grid = np.empty(len(ys), dtype=object)
+        grid[:] = ys
+        self.views[node] = View((base,), (tuple(xs),), grid, (node,))
+        return base
+
+    def fused_block(self, node: SOp, label: str, view: View) -> Any:
+        """The one MLP computing ``node`` from ``view``'s bases."""
+        from rasplang.backend.build import NodeBlock
+
+        spaces = [self.spaces[b] for b in view.bases]
+        numerical = [i for i, s in enumerate(spaces) if s.numerical]
+        cats = [i for i, s in enumerate(spaces) if not s.numerical]
+        if not numerical:
+            inputs = [spaces[i] for i in cats]
+            out = self.out_space(node, error=fused_mlp.lookup_error(inputs))
+            self.reserve(label, sum(len(s.directions) for s in inputs) + 1,
+                         fused_mlp.lookup_units(view.grid, out))
+            if len(inputs) == 1:
+                table = dict(zip(view.values[0], view.grid.tolist()))
+                mlp = categorical_mlp.map_categorical_mlp(label, inputs[0], out, table.get,
+                                                          self.bos)
+            else:
+                mlp = fused_mlp.lookup_mlp(label, inputs, view.grid, out, self.bos)
+        else:
+            (n,) = numerical
+            num = spaces[n]
+            grid = np.moveaxis(view.grid, n, 0)
+            xs = [float(v) for v in view.values[n]]
+            inputs = [spaces[i] for i in cats]
+            error = num.error + fused_mlp.gate_error(xs, num.error, inputs, self.m)
+            checked = attrs.evolve(num, error=error)
+            for combo in np.ndindex(*grid.shape[1:]):
+                self.check_tolerance(label, checked, xs, grid[(slice(None), *combo)].tolist())
+            out = self.out_space(node)
+            self.reserve(label, len(num.directions) + 1 + sum(len(s.directions) for s in inputs),
+                         fused_mlp.gated_units(xs, grid))
+            if not inputs:
+                mlp = numerical_mlp.discretising_mlp(label, num, xs, grid.tolist(), out,
+                                                     self.m, self.bos)
+            else:
+                mlp = fused_mlp.gated_discretising_mlp(label, num, xs, inputs, grid, out,
+                                                       self.m, self.bos)
+        self.register(node, out)
+        deps = tuple(b.width if isinstance(b, Scratch) else b for b in view.bases)
+        return NodeBlock(node, label, mlp=mlp, deps=deps, fused=view.fused)
+
+    def select_rows(self, sop: SOp, resolved: SOp) -> Any:
+        """Which entries of ``Analysis.predicate``'s axis for ``sop`` each value of the
+        resolved SOp reads: the view's values for a virtual ``sop``, else every non-None
+        value (categorical spaces leave None out)."""
+        values = self.a.value_sets[sop]
+        if sop not in self.virtual:
+            return np.flatnonzero([v is not None for v in values])
+        position = {v: i for i, v in enumerate(values)}
+        return np.array([position[v] for v in self.views[sop].grid.tolist()], dtype=np.intp)
+
+    def folded_selects(self, selector: Any) -> tuple[SOp, ...]:
+        """The virtual nodes a selector's Selects fold into their head."""
+        out: list[SOp] = []
+        stack = [selector]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Select):
+                for side in (node.keys, node.queries):
+                    if side in self.virtual:
+                        out += self.views[side].fused
+            else:
+                stack.extend(node.children)
+        return tuple(dict.fromkeys(out))
+
+    def value_view(self, sop: SOp) -> tuple[SOp, SOpSpace]:
+        """An Aggregate's value read through a virtual node: its base, and the base's
+        space carrying the node's value at each base value (what the OV matrix writes)."""
+        view = self.views[sop]
+        (base,) = view.bases
+        return base, attrs.evolve(self.spaces[base], values=tuple(view.grid.tolist()))
+
