@@ -27,14 +27,16 @@ test-browser: $(STAMP)
 		(apt-get update && apt-get install -y --no-install-recommends chromium graphviz)
 	$(VENV)/bin/pytest tests/docs -q
 
-# TransformerLens export tests. CPU torch first: a plain `torch` requirement pulls a
-# multi-GB CUDA build on Linux. Here torch==2.13.0 is a local CPU wheel; elsewhere run
+# Hugging Face, TransformerLens and nnsight export tests. CPU torch first: a plain
+# `torch` requirement pulls a multi-GB CUDA build on Linux. Here torch==2.13.0 is a local
+# CPU wheel; elsewhere run
 # make test-interop TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 test-interop: $(STAMP)
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
-	$(PY) -m pip install --quiet -e ".[transformer-lens]"
+	$(PY) -m pip install --quiet -e ".[hf,transformer-lens,nnsight]" "torch==$(TORCH_VERSION)" \
+		$(TORCH_INDEX)
 	$(VENV)/bin/pytest tests/interop -q
 
 # A longer fuzz campaign: COUNT random programs per masking, then CORNER_COUNT

@@ -282,9 +282,11 @@ def token_strings(model: Any) -> list[str]:
     return text
 
 
-def tokenizer(model: Any) -> Any:
+def tokenizer(model: Any, unknown_as_pad: bool = False) -> Any:
     """A ``PreTrainedTokenizerFast`` over a ``tokenizers`` WordLevel vocabulary: the
-    model's tokens (ids as its embedding rows), BOS prepended, PAD for padding."""
+    model's tokens (ids as its embedding rows), BOS prepended, PAD for padding. A word
+    outside the vocabulary is an error, unless ``unknown_as_pad`` (what TransformerLens's
+    bridge needs to probe the tokenizer) reads it as PAD."""
     transformers, _ = _import_hf()
     try:
         from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -293,7 +295,8 @@ def tokenizer(model: Any) -> Any:
                           f"{_EXTRA_HINT}") from exc
     text = token_strings(model)
     bos, pad = text[-2], text[-1]
-    tok = Tokenizer(models.WordLevel({s: i for i, s in enumerate(text)}, unk_token=None))
+    tok = Tokenizer(models.WordLevel({s: i for i, s in enumerate(text)},
+                                     unk_token=pad if unknown_as_pad else None))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, len(text) - 2)])
@@ -302,7 +305,7 @@ def tokenizer(model: Any) -> Any:
 
 
 def save_pretrained(model: Any, path: str | os.PathLike, *, architecture: str | None = None,
-                    dtype: Any = None) -> Path:
+                    dtype: Any = None, unknown_as_pad: bool = False) -> Path:
     """Write ``model`` as a Hugging Face model directory: config.json, model.safetensors
     and the tokenizer (tokenizer.json, tokenizer_config.json). ``AutoTokenizer`` and
     ``AutoModelForCausalLM`` (GPT-2) or ``AutoModelForTokenClassification`` (BERT) load it
@@ -310,7 +313,7 @@ def save_pretrained(model: Any, path: str | os.PathLike, *, architecture: str | 
     path = Path(path)
     hf = to_hf(model, architecture=architecture, dtype=dtype)
     hf.save_pretrained(path)
-    tokenizer(model).save_pretrained(path)
+    tokenizer(model, unknown_as_pad).save_pretrained(path)
     return path
 
 

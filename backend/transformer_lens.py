@@ -1,16 +1,30 @@
-"""Export to TransformerLens: a compiled model as a ``HookedTransformer``.
+"""Export to TransformerLens: a ``HookedTransformer`` (2.x, 3.x) or a ``TransformerBridge``
+(4.x).
 
-The compiled weights already carry TransformerLens names and shapes
-(``W_Q: [n_heads, d_model, d_head]``, ``W_O: [n_heads, d_head, d_model]``,
-``W_in: [d_model, d_mlp]``, ``W_U: [d_model, d_vocab_out]``, ...), and the forward pass
-is TransformerLens's: no LayerNorm, ReLU MLPs, scores divided by ``sqrt(d_head)``. So the
-export is a config (`transformer_lens_config`) and a ``load_state_dict``. Unlike tracr,
-the unembedding comes along: the HookedTransformer's logits are the compiled model's.
+TransformerLens 2 and 3. The compiled weights already carry TransformerLens names and
+shapes (``W_Q: [n_heads, d_model, d_head]``, ``W_O: [n_heads, d_head, d_model]``,
+``W_in: [d_model, d_mlp]``, ``W_U: [d_model, d_vocab_out]``, ``ln1.w [d_model]``, ...),
+and the forward pass is TransformerLens's: scores divided by ``sqrt(d_head)``, ReLU or
+``gelu_new`` MLPs, no norm or a pre-norm LayerNorm/RMSNorm (a post-norm model's norms
+are the identity on its residuals, so it runs pre-norm exactly, its ``embed.ln`` as
+``ln_final``). So the export is a config (`transformer_lens_config`) and a
+``load_state_dict``. Unlike tracr, the unembedding comes along: the HookedTransformer's
+logits are the compiled model's.
+
+TransformerLens 4 removed ``HookedTransformer``; its ``TransformerBridge`` wraps
+Hugging Face models. The export writes the model's Hugging Face form
+(`rasplang.backend.hf`: GPT-2 for a causal model) to a temporary directory and boots the
+bridge on it, so it needs ``norm="layernorm"``; its logits are the compiled model's
+(plus, for a categorical output that can be None, the constant None logit, and padding
+logits of 0), its hooks TransformerLens's (``blocks.0.attn.hook_pattern``,
+``blocks.0.hook_resid_post``, ...); its residual has the padding directions the
+Hugging Face form adds (``model.config.rasplang["residual_labels"]`` on the bridge's
+``original_model``).
 
 Inputs are token ids: ``model.input_encoder.encode([[bos, *tokens]])`` (BOS first, no
 padding; TransformerLens must not prepend its own BOS, hence
-``default_prepend_bos=False``). Requires the ``transformer-lens`` extra
-(TransformerLens 2.x or 3.x, which still have ``HookedTransformer``; imported lazily).
+``default_prepend_bos=False``). Requires the ``transformer-lens`` extra (imported
+lazily).
 """
 
 from __future__ import annotations
@@ -32,11 +46,15 @@ def _import_transformer_lens() -> tuple[Any, Any]:
     except ImportError as exc:
         raise ImportError(f"to_transformer_lens needs transformer_lens and torch ({exc}): "
                           f"{_EXTRA_HINT}") from exc
-    if not hasattr(transformer_lens, "HookedTransformerConfig"):
-        raise ImportError(f"transformer_lens {getattr(transformer_lens, '__version__', '?')} "
-                          "has no HookedTransformer (removed in 4.0); install "
-                          "'transformer-lens>=2,<4'")
     return transformer_lens, torch
+
+
+def has_hooked_transformer(tl: Any) -> bool:
+    """Whether this TransformerLens still has ``HookedTransformer`` (2.x and 3.x)."""
+    try:
+        return hasattr(tl, "HookedTransformerConfig")
+    except ImportError:  # TransformerLens 4 raises, naming its replacement
+        return False
 
 
 def transformer_lens_config(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
@@ -52,8 +70,9 @@ def transformer_lens_config(model: Any, *, dtype: Any = None, device: str = "cpu
         d_mlp=cfg.d_mlp,
         d_vocab=cfg.d_vocab,
         d_vocab_out=cfg.d_vocab_out,
-        act_fn="relu",
-        normalization_type=None,
+        act_fn=cfg.act_fn,
+        normalization_type=cfg.normalization_type,
+        eps=cfg.eps,
         attention_dir="causal" if cfg.causal else "bidirectional",
         positional_embedding_type="standard",
         default_prepend_bos=False,
@@ -65,7 +84,8 @@ def transformer_lens_config(model: Any, *, dtype: Any = None, device: str = "cpu
 
 
 def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
-    """``model`` as a ``transformer_lens.HookedTransformer`` with the same weights.
+    """``model`` as a ``transformer_lens.HookedTransformer`` with the same weights (a
+    ``TransformerBridge`` on TransformerLens 4, `to_bridge`).
 
     Its logits on ``input_encoder.encode([[bos, *tokens]])`` equal ``model.apply``'s
     (within float32 rounding; pass ``dtype=torch.float64`` for float64). Hooks work as
@@ -74,6 +94,8 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
     A model exact only in float64 (``model.config.float64_only``) is refused in float32.
     """
     tl, torch = _import_transformer_lens()
+    if not has_hooked_transformer(tl):
+        return to_bridge(model, dtype=dtype, device=device)
     config = transformer_lens_config(model, dtype=dtype, device=device)
     if config.dtype != torch.float64 and model.config.float64_only:
         raise ValueError(f"this model is exact in float64 only ({model.config.float64_only});"
@@ -84,8 +106,8 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
         warnings.filterwarnings("ignore", "HookedTransformer is deprecated",
                                 DeprecationWarning)
         hooked = tl.HookedTransformer(config)
-    state = {name: torch.as_tensor(np.asarray(w), dtype=config.dtype, device=device)
-             for name, w in model.weights.items()}
+    state = {name.replace("embed.ln.", "ln_final."): torch.as_tensor(
+        np.asarray(w), dtype=config.dtype, device=device) for name, w in model.weights.items()}
     missing, unexpected = hooked.load_state_dict(state, strict=False)
     # Attention masks are buffers TransformerLens fills itself; every weight must load.
     params = {name for name, _ in hooked.named_parameters()}
@@ -95,3 +117,26 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
                          f"{not_loaded}, unexpected {sorted(unexpected)}")
     hooked.eval()
     return hooked
+
+
+def to_bridge(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
+    """``model`` as a TransformerLens 4 ``TransformerBridge`` over its Hugging Face form
+    (`rasplang.backend.hf.to_hf`; a causal LayerNorm model, GPT-2)."""
+    import tempfile
+
+    from rasplang.backend import hf
+
+    _, torch = _import_transformer_lens()
+    if hf.architecture_for(model) != "gpt2":
+        raise ValueError("TransformerLens 4's bridge runs the causal (GPT-2) export; this "
+                         "model is not causal: use model.to_hf() (BERT) with nnsight or "
+                         "transformers, or TransformerLens 2/3's HookedTransformer")
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with tempfile.TemporaryDirectory(prefix="rasplang-hf-") as path:
+        hf.save_pretrained(model, path, dtype=dtype, unknown_as_pad=True)
+        bridge = TransformerBridge.boot_transformers(
+            path, dtype=dtype or (torch.float64 if model.config.float64_only
+                                  else torch.float32), device=device)
+    bridge.cfg.default_prepend_bos = False
+    return bridge
