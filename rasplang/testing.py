@@ -1,11 +1,11 @@
 """Random, well-typed RASP programs for property-based tests and fuzzing.
 
-`random_program` draws programs from a numpy generator, for seeded campaigns
-(``make fuzz``, the GPU tests, the tutorial); the property tests build theirs from
-hypothesis draws instead (``tests/strategies.py``), so failures shrink. Every SOp it
-builds carries a *kind* that says what its values are (``int``, ``bool``, ``str``,
-``num`` for floats, ``any``), and
-functions are drawn from families that are total on that kind, so programs rarely
+`ProgramBuilder` grows a program from a source of choices: `random_program` draws them
+from a numpy generator, for seeded campaigns (``make fuzz``, the GPU tests, the
+tutorial); the property tests draw them from hypothesis (``tests/strategies.py``), so
+failures shrink. Every SOp it builds carries a *kind* that says what its values are
+(``int``, ``bool``, ``str``, ``num`` for floats, ``any``), and functions are drawn from
+menus that are total on that kind and print as their source (`Fn`), so programs rarely
 raise; when they do (a None reaching a Select, several different strings under one
 Aggregate), `rasplang.evaluate` raises too and tests compare that both raise.
 """
@@ -16,12 +16,14 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 
 from rasplang.analysis import typed_key
 from rasplang.nodes import (
     Aggregate,
     Comparison,
+    Elementwise,
     Full,
     LinearSequenceMap,
     Map,
@@ -39,60 +41,100 @@ from rasplang.nodes import (
     tokens,
 )
 
-Kind = str  # "int", "bool", "str", "num", "any"
+Kind = str  # what an SOp's values are: "int", "bool", "str", "num" (floats), "any"
 
-# Unary function families: kind -> [(name, f, result kind)]. Total on their kind.
-_MAPS: dict[Kind, list[tuple[str, Callable[[Any], Any], Kind]]] = {
-    "int": [
-        ("x+1", lambda x: x + 1, "int"), ("x-1", lambda x: x - 1, "int"),
-        ("x%3", lambda x: x % 3, "int"), ("2*x%7", lambda x: 2 * x % 7, "int"),
-        ("min(x,2)", lambda x: min(x, 2), "int"), ("abs(x-2)", lambda x: abs(x - 2), "int"),
-        ("x>1", lambda x: x > 1, "bool"), ("x%2==0", lambda x: x % 2 == 0, "bool"),
-        ("x/2", lambda x: x / 2, "num"), ("str(x)", lambda x: str(x), "str"),
-    ],
-    "bool": [
-        ("not x", lambda x: not x, "bool"), ("int(x)", lambda x: int(x), "int"),
-        ("'t' if x else 'f'", lambda x: "t" if x else "f", "str"),
-    ],
-    "str": [
-        ("x=='a'", lambda x: x == "a", "bool"), ("x<'b'", lambda x: x < "b", "bool"),
-        ("len(x)", lambda x: len(x), "int"), ("x[:1]", lambda x: x[:1], "str"),
-        ("swap a/b", lambda x: {"a": "b", "b": "a"}.get(x, x), "str"),
-        ("ord%3", lambda x: ord(x[0]) % 3 if x else 0, "int"),
-    ],
-    "num": [
-        ("x>0.5", lambda x: x > 0.5, "bool"), ("round(4x)", lambda x: round(4 * x), "int"),
-        ("x*2", lambda x: x * 2, "num"), ("x==0", lambda x: x == 0, "bool"),
-    ],
-    "any": [
-        ("str(x)[:1]", lambda x: str(x)[:1], "str"), ("len(str(x))", lambda x: len(str(x)), "int"),
-    ],
+
+@attrs.frozen(repr=False)
+class Fn:
+    """A function from the menus below; prints as its source text, e.g. ``min(x,2)``."""
+
+    text: str
+    fn: Callable[..., Any]
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _c(op: str, const: Any) -> Elementwise:
+    """``x OP const``, as ``sop OP const`` builds it."""
+    return Elementwise(op, const, has_const=True)
+
+
+# The menus. Each starts with its simplest choice (hypothesis shrinks towards the first).
+# Unary functions, total on their kind: kind -> ((f, result kind), ...).
+MAPS: dict[Kind, tuple[tuple[Callable[[Any], Any], Kind], ...]] = {
+    "int": (
+        (_c("+", 1), "int"), (_c("-", 1), "int"), (_c("%", 3), "int"),
+        (Fn("2*x%7", lambda x: 2 * x % 7), "int"), (Fn("min(x,2)", lambda x: min(x, 2)), "int"),
+        (Fn("abs(x-2)", lambda x: abs(x - 2)), "int"), (_c(">", 1), "bool"),
+        (Fn("x%2==0", lambda x: x % 2 == 0), "bool"), (_c("/", 2), "num"),
+        (Fn("str(x)", str), "str"),
+    ),
+    "bool": (
+        (Elementwise("not"), "bool"), (Fn("int(x)", int), "int"),
+        (Fn("'t' if x else 'f'", lambda x: "t" if x else "f"), "str"),
+    ),
+    "str": (
+        (_c("==", "a"), "bool"), (_c("<", "b"), "bool"), (Fn("len(x)", len), "int"),
+        (Fn("x[:1]", lambda x: x[:1]), "str"),
+        (Fn("{'a':'b','b':'a'}.get(x,x)", lambda x: {"a": "b", "b": "a"}.get(x, x)), "str"),
+        (Fn("ord(x[0])%3 if x else 0", lambda x: ord(x[0]) % 3 if x else 0), "int"),
+    ),
+    "num": (
+        (_c(">", 0.5), "bool"), (Fn("round(4*x)", lambda x: round(4 * x)), "int"),
+        (_c("*", 2), "num"), (_c("==", 0), "bool"),
+    ),
+    "any": (
+        (Fn("str(x)[:1]", lambda x: str(x)[:1]), "str"),
+        (Fn("len(str(x))", lambda x: len(str(x))), "int"),
+    ),
 }
 
-# Binary families: (kind, kind) -> [(name, f, result kind)].
-_SEQUENCE_MAPS: dict[tuple[Kind, Kind], list[tuple[str, Callable[[Any, Any], Any], Kind]]] = {
-    ("int", "int"): [
-        ("x+y", lambda x, y: x + y, "int"), ("x-y", lambda x, y: x - y, "int"),
-        ("max", lambda x, y: max(x, y), "int"), ("x*y%5", lambda x, y: x * y % 5, "int"),
-        ("x==y", lambda x, y: x == y, "bool"), ("(x+y)%n", lambda x, y: (x + y) % 4, "int"),
-    ],
-    ("str", "str"): [
-        ("min", lambda x, y: min(x, y), "str"), ("x==y", lambda x, y: x == y, "bool"),
-    ],
-    ("bool", "bool"): [
-        ("and", lambda x, y: x and y, "bool"), ("or", lambda x, y: x or y, "bool"),
-        ("x!=y", lambda x, y: x != y, "bool"),
-    ],
-    ("str", "int"): [("x if y%2 else 'z'", lambda x, y: x if y % 2 else "z", "str")],
-    ("num", "num"): [("x+y", lambda x, y: x + y, "num"), ("x<y", lambda x, y: x < y, "bool")],
+# Binary functions: (kind, kind) -> ((f, result kind), ...).
+SEQUENCE_MAPS: dict[tuple[Kind, Kind], tuple[tuple[Callable[[Any, Any], Any], Kind], ...]] = {
+    ("int", "int"): (
+        (Elementwise("+"), "int"), (Elementwise("-"), "int"), (Fn("max(x,y)", max), "int"),
+        (Fn("x*y%5", lambda x, y: x * y % 5), "int"), (Elementwise("=="), "bool"),
+        (Fn("(x+y)%4", lambda x, y: (x + y) % 4), "int"),
+    ),
+    ("str", "str"): ((Fn("min(x,y)", min), "str"), (Elementwise("=="), "bool")),
+    ("bool", "bool"): (
+        (Elementwise("and"), "bool"), (Elementwise("or"), "bool"), (Elementwise("!="), "bool"),
+    ),
+    ("str", "int"): ((Fn("x if y%2 else 'z'", lambda x, y: x if y % 2 else "z"), "str"),),
+    ("num", "num"): ((Elementwise("+"), "num"), (Elementwise("<"), "bool")),
 }
 
-_PREDICATES: list[tuple[str, Callable[[Any, Any], bool]]] = [
-    ("str(k)<=str(q)", lambda k, q: str(k) <= str(q)),
-    ("len(str(k)+str(q))%2==0", lambda k, q: len(str(k) + str(q)) % 2 == 0),
-]
+# Conversions to a kind, total on every value.
+AS_KIND: dict[Kind, Fn] = {
+    "str": Fn("str(x)[:1]", lambda x: str(x)[:1]),
+    "int": Fn("len(str(x))%3", lambda x: len(str(x)) % 3),
+    "bool": Fn("len(str(x))%2==0", lambda x: len(str(x)) % 2 == 0),
+    "num": Fn("len(str(x))/2", lambda x: len(str(x)) / 2),
+}
 
-_ORDERED = {"int", "bool", "str", "num"}
+PREDICATES: tuple[Fn, ...] = (
+    Fn("str(k)<=str(q)", lambda k, q: str(k) <= str(q)),
+    Fn("len(str(k)+str(q))%2==0", lambda k, q: len(str(k) + str(q)) % 2 == 0),
+)
+
+# Queries that make Select(indices, query, EQ) select exactly one key: permutations.
+PERMUTATIONS: tuple[Fn, ...] = (
+    Fn("i%n", lambda i, n: i % n),
+    Fn("(i+1)%n", lambda i, n: (i + 1) % n),
+    Fn("n-1-i", lambda i, n: n - 1 - i),
+    Fn("(i-1)%n", lambda i, n: (i - 1) % n),
+    Fn("(i+2)%n", lambda i, n: (i + 2) % n),
+)
+
+ORDERED = ("int", "bool", "str", "num")  # kinds a Comparison can order
+
+# A numerical Aggregate averages ``hi if str(x) < str(threshold) else lo``.
+LEVELS = ((0, 1), (0, 2), (0, 0.5), (0, 1 / 3), (1, 0.25))
+THRESHOLDS = ("a", 1, 0, True)
 
 
 def _kind_of_vocab(vocab: Sequence[Any]) -> Kind:
@@ -103,115 +145,112 @@ def _kind_of_vocab(vocab: Sequence[Any]) -> Kind:
     return "any"
 
 
-class _Generator:
-    def __init__(self, rng: np.random.Generator, vocab: Sequence[Any], compilable: bool):
-        self.rng = rng
-        self.compilable = compilable
-        self.vocab_kind = _kind_of_vocab(vocab)
-        self.pool: list[tuple[SOp, Kind, bool]] = []  # (sop, kind, numerical)
+def _two_levels(lo: Any, hi: Any, threshold: Any) -> Fn:
+    return Fn(f"{hi!r} if str(x) < {str(threshold)!r} else {lo!r}",
+              lambda x: hi if str(x) < str(threshold) else lo)
 
-    def pick(self, items: Sequence[Any]) -> Any:
-        return items[int(self.rng.integers(len(items)))]
+
+class ProgramBuilder:
+    """Grows one random well-typed program from a source of choices (abstract: a
+    subclass says how to `pick` and how to draw a `chance`). `random_program` draws
+    from a numpy generator; the property tests' strategy (``tests/strategies.py``) from
+    hypothesis, so a failing program shrinks.
+
+    ``compilable`` keeps to what `rasplang.compile` accepts (see `random_program`);
+    ``linear`` allows LinearSequenceMaps. ``pool`` holds the categorical SOps built so
+    far, to reuse.
+    """
+
+    def __init__(self, vocab: Sequence[Any], *, compilable: bool, linear: bool):
+        self.compilable = compilable
+        self.linear = linear
+        self.vocab_kind = _kind_of_vocab(vocab)
+        self.pool: list[tuple[SOp, Kind]] = []
+
+    def pick(self, options: Sequence[Any]) -> Any:
+        """One of ``options`` (a subclass should shrink towards the first)."""
+        raise NotImplementedError
 
     def chance(self, p: float) -> bool:
-        return bool(self.rng.random() < p)
+        """True with probability ``p`` (a subclass should shrink towards False)."""
+        raise NotImplementedError
 
     def leaf(self) -> tuple[SOp, Kind]:
-        options: list[tuple[SOp, Kind]] = [
+        options: list[tuple[SOp, Kind] | None] = [
             (tokens, self.vocab_kind), (tokens, self.vocab_kind), (indices, "int"),
-            (length, "int"),
-        ]
-        if not self.compilable:
-            options.append((Full(int(self.rng.integers(3))), "int"))
-        return self.pick(options)
+            (length, "int")]
+        choice = self.pick(options + ([] if self.compilable else [None]))
+        return choice or (Full(self.pick((0, 1, 2))), "int")
 
     def sop(self, depth: int) -> tuple[SOp, Kind]:
         """A categorical SOp (numerical ones come only from `numerical_aggregate`)."""
         if depth <= 0 or self.chance(0.15):
             return self.leaf()
-        reusable = [(s, k) for s, k, num in self.pool if not num]
-        if reusable and self.chance(0.15):
-            return self.pick(reusable)
+        if self.pool and self.chance(0.15):
+            return self.pick(self.pool)
         choice = self.pick(["map", "map", "seqmap", "seqmap", "aggregate", "aggregate",
                             "width", "linear", "numagg"])
-        if choice == "map":
-            out = self.map(*self.sop(depth - 1))
-        elif choice == "seqmap":
+        if choice == "seqmap":
             out = self.sequence_map(depth)
         elif choice == "aggregate":
             out = self.categorical_aggregate(depth)
         elif choice == "width":
-            out = (SelectorWidth(self.selector(depth - 1)), "int")
-        elif choice == "linear" and not self.compilable:
-            a, b = self.as_kind(self.sop(depth - 1), "int"), self.as_kind(self.sop(depth - 1),
-                                                                          "int")
-            fa, fb = self.pick([1, 2, -1]), self.pick([1, 0, 3])
-            out = (LinearSequenceMap(a, b, fa, fb), "int")
+            out = SelectorWidth(self.selector(depth - 1)), "int"
+        elif choice == "linear" and self.linear:
+            fst = self.as_kind(self.sop(depth - 1), "int")
+            snd = self.as_kind(self.sop(depth - 1), "int")
+            fst_fac, snd_fac = self.pick([1, 2, -1]), self.pick([1, 0, 3])
+            out = LinearSequenceMap(fst, snd, fst_fac, snd_fac), "int"
         elif choice == "numagg" and not self.compilable:
-            agg = self.numerical_aggregate(depth)
-            out = self.map(*agg)  # a categorical Map reading a numerical node
+            out = self.map(*self.numerical_aggregate(depth))  # categorical Map of a numerical SOp
         else:
             out = self.map(*self.sop(depth - 1))
-        self.pool.append((out[0], out[1], False))
+        self.pool.append(out)
         return out
 
     def map(self, sop: SOp, kind: Kind) -> tuple[SOp, Kind]:
-        _, f, out_kind = self.pick(_MAPS[kind] + ([] if kind == "any" else _MAPS["any"]))
+        f, out_kind = self.pick(MAPS[kind] + (() if kind == "any" else MAPS["any"]))
         return Map(f, sop), out_kind
 
     def as_kind(self, pair: tuple[SOp, Kind], kind: Kind) -> SOp:
-        """Convert an SOp to ``kind`` with a total Map (``str`` and ``int`` always work)."""
+        """``pair``'s SOp converted to ``kind`` with a total Map."""
         sop, have = pair
-        if have == kind:
-            return sop
-        if kind == "str":
-            return Map(lambda x: str(x)[:1], sop)
-        if kind == "int":
-            return Map(lambda x: len(str(x)) % 3, sop)
-        if kind == "bool":
-            return Map(lambda x: len(str(x)) % 2 == 0, sop)
-        return Map(lambda x: len(str(x)) / 2, sop)
+        return sop if have == kind else Map(AS_KIND[kind], sop)
 
     def sequence_map(self, depth: int) -> tuple[SOp, Kind]:
-        (fst_kind, snd_kind) = self.pick(list(_SEQUENCE_MAPS))
+        fst_kind, snd_kind = self.pick(list(SEQUENCE_MAPS))
         if self.compilable and "num" in (fst_kind, snd_kind):
             fst_kind, snd_kind = "int", "int"
         fst = self.as_kind(self.sop(depth - 1), fst_kind)
         snd = self.as_kind(self.sop(depth - 1), snd_kind)
-        _, f, out_kind = self.pick(_SEQUENCE_MAPS[(fst_kind, snd_kind)])
+        f, out_kind = self.pick(SEQUENCE_MAPS[(fst_kind, snd_kind)])
         return SequenceMap(f, fst, snd), out_kind
 
     def select(self, depth: int) -> Selector:
         keys, kind = self.sop(depth - 1)
-        if kind not in _ORDERED:
+        if kind not in ORDERED:
             keys, kind = self.as_kind((keys, kind), "str"), "str"
         queries = self.as_kind(self.sop(depth - 1), kind)
         if not self.compilable and self.chance(0.2):
-            _, predicate = self.pick(_PREDICATES)
-            return Select(keys, queries, predicate)
+            return Select(keys, queries, self.pick(PREDICATES))
         return Select(keys, queries, self.pick(list(Comparison)))
 
     def one_hot_selector(self, depth: int) -> Selector:
-        """A selector that selects exactly one key per query: a permutation of indices."""
-        shift = int(self.rng.integers(0, 3))
-        query = self.pick([
-            SequenceMap(lambda i, n, s=shift: (i + s) % n, indices, length),
-            SequenceMap(lambda i, n: n - 1 - i, indices, length),
-            SequenceMap(lambda i, n, s=shift: (i - s) % n, indices, length),
-        ])
-        sel: Selector = Select(indices, query, Comparison.EQ)
+        """A selector that selects exactly one key per query (at most one after `&`)."""
+        sel: Selector = Select(indices, SequenceMap(self.pick(PERMUTATIONS), indices, length),
+                               Comparison.EQ)
         if not self.compilable and self.chance(0.3):
-            sel = SelectorAnd(sel, self.selector(depth - 1))  # at most one
+            sel = SelectorAnd(sel, self.selector(depth - 1))
         return sel
 
     def selector(self, depth: int) -> Selector:
-        if self.compilable or depth <= 1 or self.chance(0.5):
+        if self.compilable or depth <= 1 or not self.chance(0.5):
             return self.select(max(depth, 1))
-        op = self.pick(["and", "or", "not"])
+        op = self.pick(["not", "and", "or"])
         if op == "not":
             return SelectorNot(self.selector(depth - 1))
-        cls = SelectorAnd if op == "and" else SelectorOr
-        return cls(self.selector(depth - 1), self.selector(depth - 1))
+        pair = SelectorAnd if op == "and" else SelectorOr
+        return pair(self.selector(depth - 1), self.selector(depth - 1))
 
     def categorical_aggregate(self, depth: int) -> tuple[SOp, Kind]:
         sop, kind = self.sop(depth - 1)
@@ -219,35 +258,39 @@ class _Generator:
             return Aggregate(self.one_hot_selector(depth), sop, None), kind
         spread = self.chance(0.35)
         if spread:
-            # Several selected values: means of numbers (off the value table) or, for
-            # non-numbers, the ValueError evaluate raises too.
+            # Several selected values: a mean of numbers (off the value table) or, for
+            # other values, the ValueError that evaluate raises too.
             sop = self.as_kind((sop, kind), self.pick(["int", "int", "bool", kind]))
             kind = "num" if kind in ("int", "bool", "num") else kind
             selector = self.selector(depth - 1)
         else:
             selector = self.one_hot_selector(depth)
-        default = self.pick([None, 0, 1, "a"] if kind != "str" else [None, "a", "z"])
-        if kind == "num" or (spread and kind in ("int", "bool")):
+        if kind == "num":
             default = self.pick([None, 0, 0.5])
+        else:
+            default = self.pick([None, "a", "z"] if kind == "str" else [None, 0, 1, "a"])
         return Aggregate(selector, sop, default), kind if default is None else "any"
 
     def numerical_aggregate(self, depth: int) -> tuple[SOp, Kind]:
         inner, _ = self.sop(depth - 1)
-        if self.compilable:
-            values = (0, 1)
-        else:
-            values = self.pick([(0, 1), (0, 1), (0, 2), (0, 0.5), (0, 1 / 3), (1, 0.25)])
-        threshold = self.pick(["a", 1, 0, True])
+        lo, hi = LEVELS[0] if self.compilable else self.pick(LEVELS)
+        values = numerical(Map(_two_levels(lo, hi, self.pick(THRESHOLDS)), inner))
+        default = 0 if self.compilable else self.pick([0, 1])
+        return numerical(Aggregate(self.selector(depth - 1), values, default)), "num"
 
-        def f(x, lo=values[0], hi=values[1], c=threshold):
-            return hi if str(x) < str(c) else lo
 
-        sop = numerical(Map(f, inner))
-        default = 0 if self.compilable else self.pick([0, 0, 1])
-        sel = self.selector(depth - 1)
-        agg = numerical(Aggregate(sel, sop, default))
-        self.pool.append((agg, "num", True))
-        return agg, "num"
+class _NumpyBuilder(ProgramBuilder):
+    """`ProgramBuilder` drawing from a numpy generator."""
+
+    def __init__(self, rng: np.random.Generator, vocab: Sequence[Any], compilable: bool):
+        super().__init__(vocab, compilable=compilable, linear=not compilable)
+        self.rng = rng
+
+    def pick(self, options: Sequence[Any]) -> Any:
+        return options[int(self.rng.integers(len(options)))]
+
+    def chance(self, p: float) -> bool:
+        return bool(self.rng.random() < p)
 
 
 def random_program(
@@ -274,7 +317,7 @@ def random_program(
     """
     if max_depth < 1:
         raise ValueError(f"max_depth must be at least 1, got {max_depth}")
-    gen = _Generator(rng, list(vocab), compilable)
+    gen = _NumpyBuilder(rng, list(vocab), compilable)
     if gen.chance(0.25):
         return gen.numerical_aggregate(max_depth)[0]
     return gen.sop(max_depth)[0]

@@ -8,6 +8,14 @@ import numpy as np
 from rasplang.backend.craft.bases import VectorInBasis, VectorSpace, add_rows
 
 
+def _check_shape(owner: LinearMap | BilinearMap, rows: VectorSpace, cols: VectorSpace) -> None:
+    """Refuse ``owner.matrix`` unless it is ``[rows.dim, cols.dim]``."""
+    expected = (rows.dim, cols.dim)
+    if owner.matrix.shape != expected:
+        raise ValueError(f"{type(owner).__name__} matrix has shape {owner.matrix.shape}, "
+                         f"expected {expected}")
+
+
 @attrs.define(eq=False)
 class LinearMap:
     """``y = x @ matrix``: ``matrix`` is [input_space.dim, output_space.dim]."""
@@ -17,9 +25,7 @@ class LinearMap:
     matrix: np.ndarray
 
     def __attrs_post_init__(self) -> None:
-        expected = (self.input_space.dim, self.output_space.dim)
-        if self.matrix.shape != expected:
-            raise ValueError(f"LinearMap matrix has shape {self.matrix.shape}, expected {expected}")
+        _check_shape(self, self.input_space, self.output_space)
 
     def __call__(self, x: VectorInBasis) -> VectorInBasis:
         return VectorInBasis(self.output_space,
@@ -44,11 +50,7 @@ class BilinearMap:
     matrix: np.ndarray
 
     def __attrs_post_init__(self) -> None:
-        expected = (self.left_space.dim, self.right_space.dim)
-        if self.matrix.shape != expected:
-            raise ValueError(
-                f"BilinearMap matrix has shape {self.matrix.shape}, expected {expected}"
-            )
+        _check_shape(self, self.left_space, self.right_space)
 
     def __call__(self, left: VectorInBasis, right: VectorInBasis) -> np.ndarray:
         lm = left.project(self.left_space).magnitudes
