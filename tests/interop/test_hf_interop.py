@@ -1,0 +1,184 @@
+"""Hugging Face, TransformerLens 4 and nnsight: exported models give the program's outputs.
+
+Skipped without the extras (``make test-interop`` installs CPU torch, transformers,
+TransformerLens and nnsight). Every library program compiles with LayerNorm, is saved
+with ``save_pretrained`` and loaded back with ``Auto*.from_pretrained``; argmax-decoding
+its logits is compared with `rasplang.evaluate` (through the interpreter) on every input
+up to length 5, and on 2,000 inputs at length 16.
+"""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+import rasplang as rl
+from rasplang.lib import PROGRAMS
+
+pytestmark = pytest.mark.filterwarnings("ignore::rasplang.backend.compiler.CompilerWarning",
+                                        "ignore::DeprecationWarning", "ignore::FutureWarning",
+                                        "ignore::UserWarning")
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+NAMES = sorted(PROGRAMS)
+
+
+def _inputs(entry, n, samples=None):
+    if samples is None:
+        return [list(s) for k in range(1, n + 1) for s in itertools.product(entry.vocab, repeat=k)]
+    rng = random.Random(0)
+    return [[rng.choice(entry.vocab) for _ in range(rng.randint(1, n))] for _ in range(samples)]
+
+
+def _loaded(model, path):
+    from rasplang.backend.hf import architecture_for
+
+    model.save_pretrained(path)
+    cls = (transformers.AutoModelForCausalLM if architecture_for(model) == "gpt2"
+           else transformers.AutoModelForTokenClassification)
+    return transformers.AutoTokenizer.from_pretrained(path), cls.from_pretrained(path)
+
+
+def _check(model, hf, entry, causal, xs):
+    """Decoded HF logits equal the interpreter's outputs (numerical within 1e-5)."""
+    from rasplang.backend.hf import decode
+    from rasplang.interpreter import evaluate_batch
+
+    want = evaluate_batch(entry.build(), xs, causal=causal)
+    want = want.outputs if hasattr(want, "outputs") else want
+    cfg = model.config
+    dtype = next(hf.parameters()).dtype
+    for start in range(0, len(xs), 512):
+        part = xs[start:start + 512]
+        ids = model.input_encoder.encode([[cfg.bos, *s] for s in part])
+        mask = torch.as_tensor(ids != cfg.pad_id, dtype=torch.long)
+        with torch.no_grad():
+            logits = hf(torch.as_tensor(ids), attention_mask=mask).logits.to(dtype)
+        got = decode(hf.config, logits)
+        for s, g, w in zip(part, got, want[start:start + 512]):
+            g = g[:len(s)]
+            if model.output_encoder.numerical:
+                assert [x is None for x in g] == [x is None for x in w], s
+                np.testing.assert_allclose([x for x in g if x is not None],
+                                           [x for x in w if x is not None], atol=1e-5)
+            else:
+                assert g == list(w), (s, g, w)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("name", NAMES)
+def test_library_program_exhaustive_at_5(name, activation, tmp_path):
+    """save_pretrained -> from_pretrained -> the program's outputs on every input <= 5."""
+    entry = PROGRAMS[name]
+    causal = name in ("frac_prevs", "prev_sum", "detect_pattern") or activation == "gelu"
+    n = min(5, entry.max_seq_len)
+    model = rl.compile(entry.build(), entry.vocab, n, causal=causal, norm="layernorm",
+                       activation=activation)
+    _, hf = _loaded(model, tmp_path)
+    _check(model, hf, entry, causal, _inputs(entry, n))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_library_program_sampled_at_16(name, tmp_path):
+    """2,000 seeded inputs up to length 16, causal and not."""
+    entry = PROGRAMS[name]
+    n = min(16, entry.max_seq_len)
+    for causal in (False, True):
+        model = rl.compile(entry.build(), entry.vocab, n, causal=causal, norm="layernorm")
+        _, hf = _loaded(model, tmp_path / str(causal))
+        _check(model, hf, entry, causal, _inputs(entry, n, samples=2000))
+
+
+def test_tokenizer_prepends_bos_and_pads(tmp_path):
+    """AutoTokenizer gives the model's ids (BOS first, PAD right) and refuses unknown words."""
+    entry = PROGRAMS["sort_unique"]
+    model = rl.compile(entry.build(), entry.vocab, 5, norm="layernorm")
+    tok, _ = _loaded(model, tmp_path)
+    seqs = [list(entry.vocab[:3]), list(entry.vocab[:1])]
+    got = tok([" ".join(map(str, s)) for s in seqs], padding=True)["input_ids"]
+    want = model.input_encoder.encode([[model.config.bos, *s] for s in seqs]).tolist()
+    assert got == [row[:4] for row in want]
+    with pytest.raises(Exception, match=r"(?i)unk"):
+        tok("not-a-token")
+
+
+def test_bad_exports_are_refused(tmp_path):
+    """GPT-2 for a non-causal model names the encoder export; no norm names layernorm."""
+    from rasplang.backend.hf import to_hf
+
+    entry = PROGRAMS["hist"]
+    model = rl.compile(entry.build(), entry.vocab, 4, norm="layernorm")
+    with pytest.raises(ValueError, match=r"bidirectional encoder.*bert"):
+        to_hf(model, architecture="gpt2")
+    plain = rl.compile(entry.build(), entry.vocab, 4)
+    with pytest.raises(ValueError, match="norm='layernorm'"):
+        plain.save_pretrained(tmp_path)
+
+
+def test_transformer_lens_bridge_hooks_and_ablation():
+    """TransformerLens: logits equal apply's, run_with_cache has the residual stream and
+    patterns, and ablating the head that computes frac_prevs zeroes the output."""
+    tl = pytest.importorskip("transformer_lens")
+    entry = PROGRAMS["frac_prevs"]
+    model = rl.compile(entry.build(), entry.vocab, 5, causal=True, norm="layernorm")
+    hooked = model.to_transformer_lens()
+    seq = [model.config.bos, *entry.example[:5]]
+    ids = torch.as_tensor(model.input_encoder.encode([seq]))
+    logits, cache = hooked.run_with_cache(ids)
+    n_out = model.config.d_vocab_out
+    np.testing.assert_allclose(logits.detach().numpy()[..., :n_out], model.apply(seq).logits,
+                               atol=1e-5)
+    assert cache["blocks.0.attn.hook_pattern"].shape[-1] == len(seq)
+    assert cache["blocks.0.hook_resid_post"].shape[1] == len(seq)
+    step = model.circuit["frac_prevs"][0]
+
+    def ablate(z, hook):
+        z[:, :, step.head] = 0
+        return z
+
+    out = hooked.run_with_hooks(ids, fwd_hooks=[(f"blocks.{step.layer}.attn.hook_z", ablate)])
+    np.testing.assert_allclose(out.detach().numpy()[0, 1:, 0], 0, atol=1e-6)
+    assert tl is not None
+
+
+def test_nnsight_reads_a_head_and_patches_a_direction():
+    """nnsight: one head's output is what apply's attention output holds, and turning a
+    token direction into another at one position changes the outputs as the program
+    does on the changed input."""
+    nnsight = pytest.importorskip("nnsight")
+    from rasplang.backend.hf import decode
+
+    entry = PROGRAMS["frac_prevs"]
+    model = rl.compile(entry.build(), entry.vocab, 5, causal=True, norm="layernorm")
+    hf = model.to_hf()
+    traced = nnsight.NNsight(hf)
+    xs = ["x", "y", "x", "z", "x"]
+    seq = [model.config.bos, *xs]
+    ids = torch.as_tensor(model.input_encoder.encode([seq]))
+    step = model.circuit["frac_prevs"][0]
+    e = hf.config.n_embd // hf.config.n_head
+    with traced.trace(ids):
+        z = traced.transformer.h[step.layer].attn.c_proj.input.save()
+    w_o = hf.transformer.h[step.layer].attn.c_proj.weight.detach()
+    rows = slice(step.head * e, (step.head + 1) * e)
+    head_out = (z.detach()[0, :, rows] @ w_o[rows]).numpy()
+    want = model.apply(seq).layer_outputs[2 * step.layer][0]
+    np.testing.assert_allclose(head_out[:, :model.config.d_model], want, atol=1e-5)
+
+    labels = hf.config.rasplang["residual_labels"]
+    x_dir, y_dir = labels.index("tokens:x"), labels.index("tokens:y")
+    with traced.trace(ids):
+        hidden = traced.transformer.h[0].input
+        hidden[0, 3, x_dir] = 0.0   # position 3 holds the third token, "x": make it "y"
+        hidden[0, 3, y_dir] = 1.0
+        logits = traced.output.logits.save()
+    patched = decode(hf.config, logits)[0]
+    changed = xs.copy()
+    changed[2] = "y"
+    np.testing.assert_allclose(patched, rl.evaluate(entry.build(), changed, causal=True),
+                               atol=1e-6)
