@@ -335,3 +335,14 @@ def decode(config: Any, logits: Any) -> list[list[Any]]:
     values = [from_json(v, "outputs") for v in info["outputs"]]
     idx = logits[..., : len(values)].argmax(axis=-1)
     return [[values[i] for i in row] for row in idx.tolist()]
+
+
+def write_directory(model: Any, path: str | os.PathLike, error: type = ValueError) -> Path:
+    """`save_pretrained` for the command line: a missing extra, a model the export refuses
+    or a directory that cannot be written becomes one ``error`` with the reason."""
+    try:
+        return save_pretrained(model, path)
+    except (ImportError, ValueError) as exc:
+        raise error(f"cannot export to Hugging Face: {exc}") from exc
+    except OSError as exc:
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -274,14 +274,14 @@ def _show(value: Any) -> str:
 
 
 def _compile(program: Any, vocab: Sequence[Any], max_seq_len: int, causal: bool,
-             command: str) -> tuple[Any, float]:
+             command: str, **options: Any) -> tuple[Any, float]:
     """Compile, printing each CompilerWarning as one stderr line; returns (model, seconds)."""
     from rasplang.backend import CompilerWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CompilerWarning)
         start = time.perf_counter()
-        model = rasplang.compile(program, vocab, max_seq_len, causal=causal)
+        model = rasplang.compile(program, vocab, max_seq_len, causal=causal, **options)
         seconds = time.perf_counter() - start
     for w in caught:
         print(f"rasplang {command}: warning: {w.message}", file=sys.stderr)
@@ -364,7 +364,12 @@ def _program_and_domain(args: argparse.Namespace, spec: str,
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     program, vocab, max_seq_len = _program_and_domain(args, args.spec)
-    model, seconds = _compile(program, vocab, max_seq_len, args.causal, "compile")
+    hf = args.format == "hf"
+    if hf and not args.out:
+        raise UsageError("--format hf writes a directory: give it with --out DIR")
+    model, seconds = _compile(program, vocab, max_seq_len, args.causal, "compile",
+                              norm=args.norm or ("layernorm" if hf else None),
+                              activation=args.activation)
     cfg = model.config
     print(f"compiled {program_name(args.spec)}: {plural(cfg.n_layers, 'layer')}, "
           f"d_model {cfg.d_model}, {plural(cfg.n_heads, 'head')} of width {cfg.d_head}, "
@@ -376,6 +381,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
         print(f"wrote {path}")
+    if hf:
+        from rasplang.backend.hf import write_directory
+
+        print(f"wrote {write_directory(model, args.out, UsageError)}")
     return 0
 
 
@@ -442,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
     _add_domain(p)
     p.add_argument("-o", "--output", help="write the model to this .safetensors file")
+    p.add_argument("--format", choices=("rasplang", "hf"), default="rasplang",
+                   help="hf: also write a Hugging Face model directory (--out DIR)")
+    p.add_argument("--out", metavar="DIR", help="the directory --format hf writes")
+    p.add_argument("--norm", choices=("layernorm", "rmsnorm"),
+                   help="exact normalisation layers (default: none; layernorm for hf)")
+    p.add_argument("--activation", choices=("relu", "gelu"), default="relu")
     p.set_defaults(fn=_cmd_compile)
 
     from rasplang.cli_scale import add_dataset_parser, add_verify_parser
