@@ -4,8 +4,8 @@
   figures that code saved (``fig.savefig("name.png")``) to the site, next to the page.
 - `on_files` also adds the Performance page's figures, drawn from the measured numbers
   in docs/data/performance.json (see performance_page.py; nothing is measured here),
-  and the Program library's figures (each program's graph and residual stream, see
-  library_page.py).
+  the Program library's figures (each program's graph and residual stream, see
+  library_page.py), and the Design page's pipeline diagram (design_page.py).
 - `on_page_markdown`: expands ``<!-- rasplang:library -->`` into the program library,
   generated from ``rasplang.lib.PROGRAMS`` (see library_page.py), and each
   ``<!-- rasplang:performance-data NAME -->`` into a collapsed table of that dataset.
@@ -47,8 +47,10 @@ def load_sibling(name: str) -> ModuleType:
 codeblocks = load_sibling("codeblocks")
 library_page = load_sibling("library_page")
 performance_page = load_sibling("performance_page")
+design_page = load_sibling("design_page")
 PERFORMANCE_PAGE = "performance.md"
 LIBRARY_PAGE = "library.md"
+DESIGN_PAGE = "design.md"
 
 
 def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, bytes]:
@@ -72,14 +74,13 @@ def generated_figures(markdown: str, page: str, workdir: Path) -> dict[str, byte
 
 
 def on_files(files: Files, *, config: MkDocsConfig) -> Files:
-    """Add the Performance and Program library pages' figures and the figures the
-    pages' code makes."""
-    if files.get_file_from_path(PERFORMANCE_PAGE) is not None:
-        for name, content in performance_page.figures().items():
-            files.append(File.generated(config, _join(PERFORMANCE_PAGE, name), content=content))
-    if files.get_file_from_path(LIBRARY_PAGE) is not None:
-        for name, content in library_page.figures().items():
-            files.append(File.generated(config, _join(LIBRARY_PAGE, name), content=content))
+    """Add the Performance, Program library and Design pages' figures and the figures
+    the pages' code makes."""
+    for page, module in ((PERFORMANCE_PAGE, performance_page), (LIBRARY_PAGE, library_page),
+                         (DESIGN_PAGE, design_page)):
+        if files.get_file_from_path(page) is not None:
+            for name, content in module.figures().items():
+                files.append(File.generated(config, _join(page, name), content=content))
     for file in list(files.documentation_pages()):
         if file.abs_src_path is None:
             continue

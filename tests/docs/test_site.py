@@ -184,3 +184,85 @@ def test_browser_check_catches_errors_and_broken_images(tmp_path: Path) -> None:
     assert "undefined_function is not defined" in text
     assert "missing.png" in text
     assert report.value == [["missing.png", True, 0]]
+
+
+# What `test_pages_have_no_layout_faults` looks for, on a page whose <details> are all
+# opened first (collapsed tables are measured too):
+# - a table whose content is wider than the table (cut off at the right, to scroll);
+# - a header row with no text (a markdown table written with an empty header);
+# - a literal backslash-pipe in code (a table cell's escape that leaked into the text);
+# - a code span in a table's first column (a file name) broken over two lines.
+LAYOUT_JS = r"""
+(() => {
+  document.querySelectorAll('.md-content details').forEach(d => { d.open = true; });
+  const out = {clipped: [], emptyHeader: [], escapedPipe: [], brokenName: []};
+  const tables = Array.from(document.querySelectorAll('.md-content table'));
+  tables.forEach((t, i) => {
+    const first = t.rows.length ? t.rows[0].textContent.trim().slice(0, 60) : '';
+    if (t.scrollWidth > t.clientWidth + 1) {
+      out.clipped.push(`table ${i} (${first}): ${t.scrollWidth}px in ${t.clientWidth}px`);
+    }
+    t.querySelectorAll('thead tr').forEach(row => {
+      if (!row.textContent.trim()) out.emptyHeader.push(`table ${i}, before: ${
+        t.tBodies.length && t.tBodies[0].rows.length ?
+        t.tBodies[0].rows[0].textContent.trim().slice(0, 60) : ''}`);
+    });
+    t.querySelectorAll('td:first-child code').forEach(code => {
+      if (code.getClientRects().length > 1) out.brokenName.push(code.textContent);
+    });
+  });
+  document.querySelectorAll('.md-content code').forEach(code => {
+    if (code.textContent.includes('\\|')) out.escapedPipe.push(code.textContent.slice(0, 80));
+  });
+  return out;
+})()
+"""
+
+
+def layout_faults(browser: Browser, url: str, screenshot: Path | None = None) -> dict:
+    """The faults LAYOUT_JS finds on ``url`` (empty lists when none), and its errors."""
+    report = browser.load(url, LAYOUT_JS, settle=0.3, screenshot=screenshot)
+    faults = {kind: found for kind, found in (report.value or {}).items() if found}
+    if report.errors:
+        faults["errors"] = report.errors
+    return faults
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
+def test_pages_have_no_layout_faults(
+    served: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every page, 1280 px wide in headless Chromium: no clipped table, no empty header
+    row, no literal backslash-pipe in code, no file name broken over lines. Full-page
+    screenshots go to $RASPLANG_SCREENSHOTS (or a temporary folder) for a look."""
+    folder = Path(os.environ.get("RASPLANG_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    faults = {}
+    with Browser(find_chromium()) as browser:  # type: ignore[arg-type]
+        for page in NAV:
+            path = built_page(Path("."), page).parent.as_posix()
+            url = served + ("" if path == "." else path + "/")
+            shot = folder / (page.removesuffix(".md").replace("/", "_") + ".png")
+            found = layout_faults(browser, url, shot)
+            if found:
+                faults[page] = found
+            assert shot.read_bytes()[:8] == PNG_MAGIC
+    assert faults == {}
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
+def test_layout_check_catches_each_fault(tmp_path: Path) -> None:
+    """The layout check reports a clipped table, an empty header, a literal backslash-pipe
+    and a broken file name on a page that has them."""
+    (tmp_path / "bad.html").write_text(
+        '<html><body><div class="md-content" style="width:300px">'
+        '<table style="display:inline-block;max-width:100%;overflow:auto">'
+        "<thead><tr><th></th><th></th></tr></thead><tbody><tr>"
+        "<td><code>kernels_numba_very_long_name.py and_more</code></td>"
+        "<td>" + "x" * 200 + "</td></tr><tr><td>a</td><td><code>a \\| b</code></td></tr>"
+        "</tbody></table></div></body></html>",
+        encoding="utf-8",
+    )
+    with serve(tmp_path) as url, Browser(find_chromium()) as browser:  # type: ignore[arg-type]
+        faults = layout_faults(browser, url + "bad.html")
+    assert set(faults) >= {"clipped", "emptyHeader", "escapedPipe", "brokenName"}, faults
