@@ -21,11 +21,12 @@ test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -m "not slow and not gpu"
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
-# The docs tests with a real browser and Graphviz (Debian packages; needs root).
+# The docs tests with a real browser and Graphviz (Debian packages; needs root). Each
+# page's full screenshot is left in build/screenshots/ for a look.
 test-browser: $(STAMP)
 	apt-get install -y --no-install-recommends chromium graphviz || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium graphviz)
-	$(VENV)/bin/pytest tests/docs -q
+	RASPLANG_SCREENSHOTS=$(CURDIR)/build/screenshots $(VENV)/bin/pytest tests/docs -q
 
 # Hugging Face, TransformerLens and nnsight export tests. CPU torch first: a plain
 # `torch` requirement pulls a multi-GB CUDA build on Linux. Here torch==2.13.0 is a local

@@ -130,3 +130,18 @@ def test_generated_figures_collects_files_the_code_writes(tmp_path: Path) -> Non
     made = mkdocs_hooks.generated_figures(page, "p.md", tmp_path)
     assert made == {"one.png": b"1"}
     assert Path.cwd() == before
+
+
+def test_design_diagram_is_an_svg_with_its_text() -> None:
+    """The Design page's pipeline diagram is an SVG whose labels are text, and the page
+    shows it instead of an ASCII drawing."""
+    pytest.importorskip("matplotlib")
+    design_page = load_hook_module("design_page")
+    svg = design_page.figures()[design_page.NAME].decode()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    for text in ("rasplang.evaluate", "rasplang.analyze", "rasplang.interpreter",
+                 "rasplang.backend", "the three must agree"):
+        assert text in svg, text
+    page = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    assert f"]({design_page.NAME})" in page
+    assert "--(operators" not in page
