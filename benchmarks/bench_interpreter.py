@@ -12,6 +12,10 @@ Each case stores ``extra_info["batch"]``; throughput is ``batch / mean time``
 smaller batch (it is 2-4 orders of magnitude slower), which does not change its
 per-sequence rate. numba kernels are compiled (or loaded from the cache) by an explicit
 warm-up call before timing.
+
+``python benchmarks/bench_interpreter.py summarize bench.json`` prints the results as
+markdown tables; ``... update-data bench.json docs/data/performance.json`` writes the
+throughput rows into the ``interpreter_cpu`` dataset the Performance page draws.
 """
 
 from __future__ import annotations
@@ -255,8 +259,54 @@ def summarize(path: str) -> str:
     return "\n".join([*lines, "", *extras]) + "\n"
 
 
-if __name__ == "__main__":  # python benchmarks/bench_interpreter.py summarize FILE.json
+def interpreter_rows(path: str) -> list[list]:
+    """The rows of docs/data/performance.json's ``interpreter_cpu`` dataset (program, T,
+    then sequences per second of each column of `DATA_COLUMNS`) from a
+    ``--benchmark-json`` file; a cell the file lacks is None."""
+    with open(path) as fh:
+        data = json.load(fh)
+    rates: dict[tuple, int] = {}
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "program" in info and "speedup" not in info:
+            column = (info["backend"] if info["backend"] == "evaluate"
+                      else f"{info['backend']} ({info.get('mode', 'lists')})")
+            rates[info["program"], info["n"], column] = round(
+                info["batch"] / bench["stats"]["mean"])
+    keys = sorted({(p, n) for p, n, _ in rates})
+    return [[p, n, *(rates.get((p, n, c)) for c in DATA_COLUMNS)] for p, n in keys]
+
+
+#: The columns of the ``interpreter_cpu`` dataset after program and T.
+DATA_COLUMNS = ("evaluate", "numba (arrays)", "numba (lists)", "numpy (arrays)",
+                "numpy (lists)")
+
+
+def update_data(bench_path: str, data_path: str) -> None:
+    """Write `interpreter_rows` and today's date into the ``interpreter_cpu`` dataset of
+    ``data_path`` (docs/data/performance.json), leaving every other dataset as it is."""
+    import datetime
+
+    with open(data_path) as fh:
+        data = json.load(fh)
+    dataset = data["datasets"]["interpreter_cpu"]
+    assert dataset["columns"] == ["program", "T", *DATA_COLUMNS], dataset["columns"]
+    dataset["rows"] = interpreter_rows(bench_path)
+    dataset["date"] = datetime.date.today().isoformat()
+    dataset["command"] = ("python -m pytest benchmarks/bench_interpreter.py --benchmark-only "
+                          "--benchmark-json=bench.json && python benchmarks/bench_interpreter.py "
+                          "update-data bench.json docs/data/performance.json")
+    with open(data_path, "w") as fh:
+        fh.write(json.dumps(data, indent=1))
+
+
+if __name__ == "__main__":
+    # python benchmarks/bench_interpreter.py summarize BENCH.json
+    # python benchmarks/bench_interpreter.py update-data BENCH.json docs/data/performance.json
     if len(sys.argv) == 3 and sys.argv[1] == "summarize":
         print(summarize(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "update-data":
+        update_data(sys.argv[2], sys.argv[3])
     else:
-        print("usage: python benchmarks/bench_interpreter.py summarize BENCH.json")
+        print("usage: python benchmarks/bench_interpreter.py summarize BENCH.json\n"
+              "       python benchmarks/bench_interpreter.py update-data BENCH.json DATA.json")
