@@ -21,6 +21,7 @@ same rasplang, numpy and pyarrow give byte-identical shards.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -42,6 +43,8 @@ from rasplang.shards import Column, ShardInfo, ShardJob, arrow_type, sha256_of, 
 METADATA = ".rasplang-dataset.json"
 #: The metadata file is rewritten at most this often while shards complete (seconds).
 METADATA_EVERY_S = 1.0
+#: Shards written at once without a client (each also keeps a thread writing Parquet).
+LOCAL_THREADS = min(2, os.cpu_count() or 1)
 #: Arguments that must match for a run to resume a folder.
 SAME = ("fingerprint", "columns", "vocab", "max_seq_len", "lengths", "causal", "domain",
         "n", "seed", "shard_rows")
@@ -145,14 +148,14 @@ def dataset(
                       sum(done[k].rows for k in done))
     try:
         if client is None:
-            for k in todo:
-                state.finished(write_shard(job, k))
+            _write_here(job, todo, state.finished)
         else:
             from rasplang.scale import run_shards
 
             run_shards(client, job, todo, state.finished)
     finally:
         state.close()
+        _remove_temporary(folder)  # left by workers killed while writing
     shards = [state.done[k] for k in range(n_shards)]
     return DatasetReport(folder, domain.total, [c.name for c in columns], shards, todo,
                          reused, repaired, folder / METADATA,
@@ -281,8 +284,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _resume(folder: Path, meta: dict[str, Any], job: ShardJob) -> tuple[dict[int, ShardInfo],
                                                                         list[int]]:
     """The shards an earlier run finished whose files check out, and those damaged."""
-    for stale in folder.glob(".shard-*.tmp-*"):  # a killed run's unfinished writes
-        stale.unlink(missing_ok=True)
+    _remove_temporary(folder)
     path = folder / METADATA
     if not path.exists():
         if any(folder.glob("shard-*.parquet")):
@@ -308,6 +310,39 @@ def _resume(folder: Path, meta: dict[str, Any], job: ShardJob) -> tuple[dict[int
         else:
             repaired.append(info.index)
     return done, repaired
+
+
+def _write_here(job: ShardJob, todo: list[int], finished: Any) -> None:
+    """Write the shards ``todo`` in this process, up to `LOCAL_THREADS` at a time (the
+    interpreter's kernels and pyarrow release the GIL); ``finished(ShardInfo)`` in the
+    calling thread. The first shard that raises stops the run."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    threads = max(1, min(LOCAL_THREADS, len(todo)))
+    if threads == 1:
+        for k in todo:
+            finished(write_shard(job, k))
+        return
+    pending = iter(todo)
+    with ThreadPoolExecutor(threads, thread_name_prefix="rasplang_dataset") as pool:
+        running = {pool.submit(write_shard, job, k) for k in itertools.islice(pending, threads)}
+        try:
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finished(future.result())
+                    running |= {pool.submit(write_shard, job, k)
+                                for k in itertools.islice(pending, 1)}
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+
+
+def _remove_temporary(folder: Path) -> None:
+    """Delete unfinished shard writes (hidden temporary files of killed processes)."""
+    for stale in folder.glob(".shard-*.tmp-*"):
+        stale.unlink(missing_ok=True)
 
 
 class _Progress:

@@ -142,3 +142,18 @@ def test_killed_worker_loses_nothing_in_dataset(client, tmp_path):
     for a, b in zip(serial.files, report.files):
         assert a.read_bytes() == b.read_bytes()
     assert not [p for p in os.listdir(tmp_path / "cluster") if ".tmp-" in p]
+
+
+def test_cli_runs_on_a_scheduler(client, tmp_path, capsys):
+    """rasplang verify and dataset --scheduler ADDRESS run on that cluster."""
+    from rasplang.cli import main
+
+    address = client.scheduler.address
+    assert main(["verify", "hist", "--max-seq-len", "4", "--scheduler", address]) == 0
+    assert "on 340 of 340 inputs" in capsys.readouterr().out
+    out = tmp_path / "ds"
+    assert main(["dataset", "hist", "--max-seq-len", "4", "-o", str(out), "--shard-rows", "100",
+                 "--scheduler", address]) == 0
+    assert "wrote 4 of 4 shards (340 rows" in capsys.readouterr().out
+    assert main(["verify", "hist", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in capsys.readouterr().err

@@ -1,0 +1,168 @@
+"""Datasets and sharded verification: rows per second, the engine's overhead, memory.
+
+- ``dataset``: `rasplang.dataset` on make_sort_unique over 5 tokens, max_seq_len 16,
+  ``n`` random inputs (lengths 1..16) in shards of 1,000,000 rows, Parquet writing
+  included; without traces, and with ``traces=True`` (every SOp of the program).
+- ``verify``: exhaustive `rasplang.verify` of make_sort_unique over 5 tokens in one
+  process (which uses both cores: the interpreter and the forward pass split batches
+  over threads) against a Dask LocalCluster of 2 single-threaded worker processes on
+  127.0.0.1 (the cluster started before timing); the counts must be equal.
+- ``memory``: the peak resident memory of each worker of that cluster after sharded
+  datasets of growing size (the workers restarted before each, so each peak is that
+  run's own).
+
+Run ``.venv/bin/python benchmarks/bench_dataset.py`` (about 3 minutes on 2 cores;
+``--quick`` for small sizes) for a markdown table and the rows of
+docs/data/performance.json's ``datasets`` dataset, or
+``.venv/bin/python -m pytest benchmarks/bench_dataset.py --benchmark-only`` for small
+pytest-benchmark cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import rasplang as rl
+from rasplang.backend import CompilerWarning
+from rasplang.lib import make_sort_unique
+
+VOCAB = (1, 2, 3, 4, 5)
+MAX_SEQ_LEN = 16
+
+
+def program():
+    return make_sort_unique(rl.tokens, rl.tokens)
+
+
+def dataset_rate(n: int, traces: bool, folder: Path, client=None) -> float:
+    """Rows per second of one dataset run into an empty folder."""
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    report = rl.dataset(program(), VOCAB, MAX_SEQ_LEN, n=n, traces=traces, out=folder,
+                        client=client, progress=False)
+    seconds = time.perf_counter() - start
+    assert report.rows == n
+    return n / seconds
+
+
+def compiled(max_seq_len: int):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompilerWarning)
+        return rl.compile(program(), VOCAB, max_seq_len)
+
+
+def verify_rates(max_seq_len: int, client) -> tuple[float, float, int]:
+    """(one process inputs/s, cluster inputs/s, inputs); the counts must agree."""
+    prog, model = program(), compiled(max_seq_len)
+    warm_up()  # numba kernels and caches, here and in every worker
+    client.run(warm_up)
+    start = time.perf_counter()
+    one = rl.verify(prog, VOCAB, max_seq_len, model=model, exhaustive=True, max_inputs=None)
+    one_s = time.perf_counter() - start
+    start = time.perf_counter()
+    many = rl.verify(prog, VOCAB, max_seq_len, model=model, exhaustive=True, max_inputs=None,
+                     client=client)
+    many_s = time.perf_counter() - start
+    assert (one.checked, one.skipped, one.n_mismatches) == \
+        (many.checked, many.skipped, many.n_mismatches), (one.summary(), many.summary())
+    return one.total / one_s, many.total / many_s, one.total
+
+
+def warm_up() -> None:
+    """Load numba's kernels in this process: the first run pays for it."""
+    prog = program()
+    rl.verify(prog, VOCAB, 4, model=compiled(4))
+
+
+def worker_peaks(client) -> list[float]:
+    """Each worker's peak resident memory in MiB (ru_maxrss of its process)."""
+    import resource
+
+    peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return sorted(peaks.values())
+
+
+def local_cluster():
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    return cluster, Client(cluster)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    n = 200_000 if args.quick else 4_000_000
+    verify_len = 6 if args.quick else 8
+    sizes = (10**5, 10**6) if args.quick else (10**5, 10**6, 10**7)
+    columns = ["run", "case", "rows", "workers", "rows/s", "vs one process"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns), flush=True)
+    rows: list[list] = []
+
+    def row(*values) -> None:
+        rows.append(list(values))
+        print("| " + " | ".join("" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+                                for v in values) + " |", flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_dataset_"))
+    try:
+        dataset_rate(10_000, True, tmp / "warm")
+        for traces in (False, True):
+            rate = max(dataset_rate(n, traces, tmp / "ds") for _ in range(args.rounds))
+            row("dataset", "traces" if traces else "no traces", n, 1, round(rate), None)
+        cluster, client = local_cluster()
+        try:
+            one, many, total = verify_rates(verify_len, client)
+        finally:
+            client.close()
+            cluster.close()
+        row("verify, one process", f"exhaustive, length 1..{verify_len}", total, 1, round(one),
+            None)
+        row("verify, LocalCluster", f"exhaustive, length 1..{verify_len}", total, 2,
+            round(many), round(many / one, 2))
+        for size in sizes:  # a fresh cluster per size: each peak is that run's own
+            cluster, client = local_cluster()
+            try:
+                client.run(warm_up)
+                dataset_rate(1000, False, tmp / "mem", client)
+                base = worker_peaks(client)
+                rate = dataset_rate(size, False, tmp / "mem", client)
+                peaks = worker_peaks(client)
+            finally:
+                client.close()
+                cluster.close()
+            row("dataset, LocalCluster", "worker peak MiB " + " / ".join(
+                f"{p:.0f}" for p in peaks) + " (after warm-up " + " / ".join(
+                f"{p:.0f}" for p in base) + ")", size, 2, round(rate), None)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps({"columns": columns, "rows": rows}))
+
+
+# ----------------------------------------------------------------- pytest-benchmark
+
+
+@pytest.mark.parametrize("traces", [False, True], ids=["no-traces", "traces"])
+def test_dataset_rows(benchmark, tmp_path, traces):
+    """A 200,000-row sampled dataset of sort_unique at max_seq_len 16."""
+    pytest.importorskip("pyarrow")
+    dataset_rate(10_000, traces, tmp_path / "warm")
+    rate = benchmark.pedantic(dataset_rate, args=(200_000, traces, tmp_path / "ds"),
+                              rounds=3, iterations=1)
+    benchmark.extra_info["rows_per_s"] = rate
+
+
+if __name__ == "__main__":
+    main()
