@@ -11,9 +11,10 @@ SOp's contributions ``C_j`` (a superset of what occurs), up to the inputs' error
 (``chambers/gated_mlp.py``).
 
 Scaling. With ``m_u`` the smallest nonzero ``|p|`` over ``P_u`` (and 1 for the gate),
-the unit is rewritten as ``gelu(K_u p) / K_u`` with ``K_u = Z / (m_u - e_u)``: its input
-weights times ``K_u``, its output weights divided by ``K_u``. ReLU is positively
-homogeneous, so the ReLU model is unchanged; for GELU:
+the unit is rewritten as ``gelu(K_u p) / K_u`` with ``K_u`` the power of 2 at or above
+``Z / (m_u - e_u)``: its input weights times ``K_u``, its output weights divided by
+``K_u``, both exact in floating point, so the model rounds as the ReLU model does.
+ReLU is positively homogeneous, so the ReLU model is unchanged; for GELU:
 
 - where the exact ``p`` is nonzero, ``|K_u p| >= Z``, and
   ``|gelu(z) - relu(z)| = |z| Phi(-|z|) <= phi(z)`` (Mills' ratio), at most
@@ -32,6 +33,7 @@ compiler refuses GELU for it, naming its node.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -136,7 +138,7 @@ def gelu_scales(w_in: np.ndarray, rows: RowSpaces, unit_label: list[str],
             problems.append((unit_label[u], f"GELU: hidden unit {u}'s pre-activations are "
                              f"{m:.3g} from 0 but its inputs may be off by {error:.3g}"))
             continue
-        scales[u] = GELU_Z / (m - error)
+        scales[u] = 2.0 ** math.ceil(math.log2(GELU_Z / (m - error)))
     return scales, problems
 
 

@@ -5,10 +5,10 @@ A model compiled with ``norm="layernorm"`` has the layout of a standard transfor
 
 - a causal model (pre-norm) a ``GPT2LMHeadModel`` (``activation_function`` "relu" or
   "gelu_new", ``tie_word_embeddings=False``, ``layer_norm_epsilon`` the model's ``eps``);
-- a non-causal model (post-norm) a ``BertForTokenClassification``: BERT's embedding
-  LayerNorm and the LayerNorm after each residual addition, and a linear classifier,
-  which passes the unembedding through exactly (``hidden_act`` "relu" or "gelu_new",
-  one token type whose embedding is zero).
+- a non-causal model (post-norm) a ``BertForMaskedLM``: BERT's embedding LayerNorm and
+  the LayerNorm after each residual addition, and a prediction head that passes the
+  unembedding through exactly (`_bert_state`; ``hidden_act`` "relu" or "gelu_new", one
+  token type whose embedding is zero).
 
 Both split the residual into heads of one size (``n_heads * d_head == hidden size``);
 the export pads the residual with zero directions (named ``pad:<i>`` in
@@ -64,7 +64,7 @@ def architecture_for(model: Any, architecture: str | None = None) -> str:
     if architecture == "gpt2" and not cfg.causal:
         raise ValueError("this model is not causal, and GPT-2 attends causally: export it as "
                          "a bidirectional encoder (architecture='bert' or None, a "
-                         "BertForTokenClassification), or compile with causal=True")
+                         "BertForMaskedLM), or compile with causal=True")
     if architecture == "bert" and cfg.causal:
         raise ValueError("this model is causal, and BERT attends bidirectionally: export it "
                          "as GPT-2 (architecture='gpt2' or None)")
@@ -79,12 +79,13 @@ def _layout(d: int, h: int, e: int) -> tuple[int, int]:
     return min(by_heads, by_width, key=lambda x: (x[0] * x[1], x[0]))
 
 
-def padded_weights(model: Any) -> tuple[dict[str, np.ndarray], int, int, list[str], list[Any]]:
+def padded_weights(model: Any, min_width: int = 0,
+                   ) -> tuple[dict[str, np.ndarray], int, int, list[str], list[Any]]:
     """The model's weights padded to ``(heads, d_head)`` with ``heads * d_head`` residual
-    directions, ``W_U`` with the None logit when needed; also ``heads``, ``d_head``, the
-    residual labels and the output values (one per logit)."""
+    directions (at least ``min_width``), ``W_U`` with the None logit when needed; also
+    ``heads``, ``d_head``, the residual labels and the output values (one per logit)."""
     cfg, w = model.config, model.weights
-    heads, e = _layout(cfg.d_model, cfg.n_heads, cfg.d_head)
+    heads, e = _layout(max(cfg.d_model, min_width), cfg.n_heads, cfg.d_head)
     d = heads * e
     extra = d - cfg.d_model
     out: dict[str, np.ndarray] = {}
@@ -155,7 +156,7 @@ def _rasplang_info(model: Any, labels: list[str], values: list[Any]) -> dict[str
 
 def to_hf(model: Any, *, architecture: str | None = None, dtype: Any = None) -> Any:
     """``model`` as a ``transformers`` model with the same logits (see the module
-    docstring): ``GPT2LMHeadModel`` for a causal model, ``BertForTokenClassification``
+    docstring): ``GPT2LMHeadModel`` for a causal model, ``BertForMaskedLM``
     otherwise. ``dtype`` is a torch dtype (default float32, float64 for a model exact in
     float64 only, which refuses float32)."""
     kind = architecture_for(model, architecture)
@@ -165,8 +166,10 @@ def to_hf(model: Any, *, architecture: str | None = None, dtype: Any = None) -> 
     if dtype != torch.float64 and model.config.float64_only:
         raise ValueError(f"this model is exact in float64 only ({model.config.float64_only});"
                          " export it with dtype=torch.float64")
-    w, heads, e, labels, values = padded_weights(model)
     cfg = model.config
+    reads = int(np.count_nonzero(np.any(model.weights["unembed.W_U"] != 0, axis=1)))
+    w, heads, e, labels, values = padded_weights(model, 2 * (reads + 1) if kind == "bert"
+                                                 else 0)
     d = heads * e
     act = cfg.act_fn
     info = _rasplang_info(model, labels, values)
@@ -183,15 +186,14 @@ def to_hf(model: Any, *, architecture: str | None = None, dtype: Any = None) -> 
         hf = transformers.GPT2LMHeadModel(config)
     else:
         config = transformers.BertConfig(
-            vocab_size=cfg.d_vocab, hidden_size=d, num_hidden_layers=cfg.n_layers,
+            vocab_size=max(cfg.d_vocab, n_out), hidden_size=d, num_hidden_layers=cfg.n_layers,
             num_attention_heads=heads, intermediate_size=cfg.d_mlp, hidden_act=act,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
             max_position_embeddings=cfg.n_ctx, type_vocab_size=1, layer_norm_eps=cfg.eps,
-            pad_token_id=cfg.pad_id, num_labels=n_out, classifier_dropout=0.0,
-            tie_word_embeddings=False)
+            pad_token_id=cfg.pad_id, tie_word_embeddings=False)
         config.rasplang = info
-        state = _bert_state(w, cfg, d)
-        hf = transformers.BertForTokenClassification(config)
+        state = _bert_state(w, cfg, d, config.vocab_size)
+        hf = transformers.BertForMaskedLM(config)
     tensors = {k: torch.as_tensor(np.ascontiguousarray(v), dtype=dtype) for k, v in state.items()}
     hf = hf.to(dtype)
     missing, unexpected = hf.load_state_dict(tensors, strict=False)
@@ -237,14 +239,40 @@ def _gpt2_state(w: dict[str, np.ndarray], cfg: Any, vocab_size: int, d: int,
     return s
 
 
-def _bert_state(w: dict[str, np.ndarray], cfg: Any, d: int) -> dict[str, np.ndarray]:
-    """BertForTokenClassification's state dict (``nn.Linear`` weights are ``[out, in]``)."""
+def _bert_state(w: dict[str, np.ndarray], cfg: Any, d: int, vocab_size: int,
+                ) -> dict[str, np.ndarray]:
+    """BertForMaskedLM's state dict (``nn.Linear`` weights are ``[out, in]``).
+
+    The prediction head computes ``decoder(LayerNorm(act(dense(x))))``. ``dense`` sends
+    each residual direction ``j`` the unembedding reads to the pair ``(x_j, -x_j)`` in
+    hidden units ``2i, 2i + 1`` and the decoder reads ``h_{2i} - h_{2i+1}``: for ReLU and
+    GELU alike ``act(x) - act(-x) = x`` (GELU: ``x Phi(x) + x Phi(-x)``; the tanh form is
+    odd in the same way). The head's LayerNorm has the model's ``eps`` and gains
+    ``sqrt(eps)``: the pairs' mean is subtracted from both units of a pair and cancels in
+    their difference, and their norm is far below ``eps``. So the logits are the
+    unembedding's, to float rounding."""
     e = "bert.embeddings."
-    s = {e + "word_embeddings.weight": w["embed.W_E"],
+    w_u, b_u = w["unembed.W_U"], w["unembed.b_U"]
+    wte = np.zeros((vocab_size, d))
+    wte[: cfg.d_vocab] = w["embed.W_E"]
+    rows = np.flatnonzero(np.any(w_u != 0, axis=1))
+    dense, decoder = np.zeros((d, d)), np.zeros((vocab_size, d))
+    for i, r in enumerate(rows):
+        dense[2 * i, r], dense[2 * i + 1, r] = 1.0, -1.0
+        decoder[: w_u.shape[1], 2 * i] = w_u[r]
+        decoder[: w_u.shape[1], 2 * i + 1] = -w_u[r]
+    bias = np.zeros(vocab_size)
+    bias[: len(b_u)] = b_u
+    gain = w["embed.ln.w"][0]
+    h = "cls.predictions."
+    s = {e + "word_embeddings.weight": wte,
          e + "position_embeddings.weight": w["pos_embed.W_pos"],
          e + "token_type_embeddings.weight": np.zeros((1, d)),
          e + "LayerNorm.weight": w["embed.ln.w"], e + "LayerNorm.bias": w["embed.ln.b"],
-         "classifier.weight": w["unembed.W_U"].T, "classifier.bias": w["unembed.b_U"]}
+         h + "transform.dense.weight": dense, h + "transform.dense.bias": np.zeros(d),
+         h + "transform.LayerNorm.weight": np.full(d, gain),
+         h + "transform.LayerNorm.bias": np.zeros(d),
+         h + "decoder.weight": decoder, h + "decoder.bias": bias, h + "bias": bias}
     for i in range(cfg.n_layers):
         p, t = f"blocks.{i}.", f"bert.encoder.layer.{i}."
         for n, name in (("Q", "query"), ("K", "key"), ("V", "value")):
@@ -308,7 +336,7 @@ def save_pretrained(model: Any, path: str | os.PathLike, *, architecture: str | 
                     dtype: Any = None, unknown_as_pad: bool = False) -> Path:
     """Write ``model`` as a Hugging Face model directory: config.json, model.safetensors
     and the tokenizer (tokenizer.json, tokenizer_config.json). ``AutoTokenizer`` and
-    ``AutoModelForCausalLM`` (GPT-2) or ``AutoModelForTokenClassification`` (BERT) load it
+    ``AutoModelForCausalLM`` (GPT-2) or ``AutoModelForMaskedLM`` (BERT) load it
     with ``from_pretrained(path)``."""
     path = Path(path)
     hf = to_hf(model, architecture=architecture, dtype=dtype)

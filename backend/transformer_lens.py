@@ -13,10 +13,10 @@ logits are the compiled model's.
 
 TransformerLens 4 removed ``HookedTransformer``; its ``TransformerBridge`` wraps
 Hugging Face models. The export writes the model's Hugging Face form
-(`rasplang.backend.hf`: GPT-2 for a causal model) to a temporary directory and boots the
-bridge on it, so it needs ``norm="layernorm"``; its logits are the compiled model's
-(plus, for a categorical output that can be None, the constant None logit, and padding
-logits of 0), its hooks TransformerLens's (``blocks.0.attn.hook_pattern``,
+(`rasplang.backend.hf`: GPT-2 for a causal model, BERT otherwise) to a temporary
+directory and boots the bridge on it, so it needs ``norm="layernorm"``; its logits are
+the compiled model's (plus, for a categorical output that can be None, the constant
+None logit, and padding logits of 0), its hooks TransformerLens's (``blocks.0.attn.hook_pattern``,
 ``blocks.0.hook_resid_post``, ...); its residual has the padding directions the
 Hugging Face form adds (``model.config.rasplang["residual_labels"]`` on the bridge's
 ``original_model``).
@@ -121,16 +121,13 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
 
 def to_bridge(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
     """``model`` as a TransformerLens 4 ``TransformerBridge`` over its Hugging Face form
-    (`rasplang.backend.hf.to_hf`; a causal LayerNorm model, GPT-2)."""
+    (`rasplang.backend.hf.to_hf`: GPT-2 for a causal LayerNorm model, BERT otherwise)."""
     import tempfile
 
     from rasplang.backend import hf
 
     _, torch = _import_transformer_lens()
-    if hf.architecture_for(model) != "gpt2":
-        raise ValueError("TransformerLens 4's bridge runs the causal (GPT-2) export; this "
-                         "model is not causal: use model.to_hf() (BERT) with nnsight or "
-                         "transformers, or TransformerLens 2/3's HookedTransformer")
+    hf.architecture_for(model)  # a LayerNorm model, else a ValueError saying so
     from transformer_lens.model_bridge import TransformerBridge
 
     with tempfile.TemporaryDirectory(prefix="rasplang-hf-") as path:

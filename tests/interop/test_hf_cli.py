@@ -8,14 +8,14 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def test_compile_format_hf_writes_a_loadable_directory(tmp_path, capsys):
-    """The directory loads with AutoTokenizer and AutoModelForTokenClassification and
+    """The directory loads with AutoTokenizer and AutoModelForMaskedLM and
     says how it was compiled (GELU, LayerNorm)."""
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "hf"
     assert main(["compile", "hist", "--format", "hf", "--out", str(out),
                  "--activation", "gelu"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
-    model = transformers.AutoModelForTokenClassification.from_pretrained(out)
+    model = transformers.AutoModelForMaskedLM.from_pretrained(out)
     assert model.config.hidden_act == "gelu_new" and model.config.layer_norm_eps > 1e10
     assert transformers.AutoTokenizer.from_pretrained(out).bos_token == "BOS"
 

@@ -39,7 +39,7 @@ def _loaded(model, path):
 
     model.save_pretrained(path)
     cls = (transformers.AutoModelForCausalLM if architecture_for(model) == "gpt2"
-           else transformers.AutoModelForTokenClassification)
+           else transformers.AutoModelForMaskedLM)
     return transformers.AutoTokenizer.from_pretrained(path), cls.from_pretrained(path)
 
 
@@ -182,3 +182,20 @@ def test_nnsight_reads_a_head_and_patches_a_direction():
     changed[2] = "y"
     np.testing.assert_allclose(patched, rl.evaluate(entry.build(), changed, causal=True),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_lens_bridge_runs_the_bert_export(activation):
+    """A non-causal model on TransformerLens 4 (BERT): the bridge's logits are apply's."""
+    pytest.importorskip("transformer_lens")
+    entry = PROGRAMS["hist"]
+    model = rl.compile(entry.build(), entry.vocab, 5, norm="layernorm", activation=activation)
+    bridge = model.to_transformer_lens()
+    for xs in _inputs(entry, 5)[::97]:
+        seq = [model.config.bos, *xs]
+        ids = torch.as_tensor(model.input_encoder.encode([seq]))
+        logits, cache = bridge.run_with_cache(ids)
+        got = logits.detach().numpy()[..., :model.config.d_vocab_out]
+        np.testing.assert_allclose(got, model.apply(seq).logits, atol=1e-4)  # float32
+        assert model.output_encoder.decode(got[0, 1:]).tolist() == model.run([xs])[0]
+        assert cache["blocks.0.attn.hook_pattern"].shape[-1] == len(seq)
