@@ -67,3 +67,13 @@ def test_decode_keeps_value_types():
     out = decode(codes, np.array([3, 2]), table)
     assert out == [[1, 1.0, True], ["x", None]]
     assert [type(v) for v in out[0]] == [int, float, bool]
+
+
+def test_decode_numbers_are_the_tables_values():
+    """Numbers come back as the table holds them: -0.0 keeps its sign, a big int stays
+    exact, NaN stays NaN, and the tuple a row ends with is one value."""
+    table = Table.of([-0.0, 2**70, float("nan"), 7, (1, 2)])
+    out = decode(np.array([[0, 1, 2, 3, 4]], dtype=np.int32), np.array([5]), table)[0]
+    assert str(out[0]) == "-0.0" and out[1] == 2**70 and out[2] != out[2]
+    assert out[3:] == [7, (1, 2)] and type(out[3]) is int
+
