@@ -106,7 +106,7 @@ def _through_table(keys: np.ndarray, codes: dict[int, int]) -> np.ndarray:
     """``codes[k]`` for every ``k`` of ``keys`` (each a key of ``codes``)."""
     table = np.zeros(max(codes) + 1, dtype=np.int32)
     table[list(codes)] = list(codes.values())
-    return table[keys]
+    return np.take(table, keys)
 
 
 def _raise_bad_token(inputs: Sequence[Sequence[Value]], index: dict, vocab: Sequence[Value]):
