@@ -121,10 +121,10 @@ def lower_bound(analysis: Analysis, optimize: bool = False) -> ModelSize:
     categorical output computed by an MLP needs a unit per value but one, whichever
     layout the chamber picks), in one layer. Conversions, products, heads and further
     layers only add to it. With ``optimize`` the nodes fusion computes inside their
-    readers (`rasplang.backend.fusion.choose_virtual`) take nothing."""
-    from rasplang.backend.fusion import choose_virtual
+    readers (`rasplang.backend.fusion.choose`) take nothing."""
+    from rasplang.backend.fusion import choose
 
-    virtual = choose_virtual(analysis) if optimize else frozenset()
+    virtual = choose(analysis).virtual if optimize else frozenset()
     n = analysis.max_seq_len
     dims: dict[str, int] = {"tokens": len(analysis.vocab) + 2, "indices": n}
     units: dict[str, int] = {}

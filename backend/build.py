@@ -29,7 +29,7 @@ from rasplang.backend.chambers.selector import Term, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
 from rasplang.backend.craft.blocks import MLP, AttentionHead
 from rasplang.backend.derived import AsCategorical, Product
-from rasplang.backend.fusion import choose_virtual
+from rasplang.backend.fusion import Fusion, choose
 from rasplang.backend.fusion_build import FusedReads
 from rasplang.backend.spaces import (
     ONE,
@@ -119,7 +119,8 @@ class _Builder(FusedReads):
     def __init__(self, analysis: Analysis, causal: bool, bos: Any, mlp_exactness: float,
                  max_bytes: float, optimize: bool = False):
         self.a = analysis
-        self.virtual = choose_virtual(analysis) if optimize else frozenset()
+        self.fusion = choose(analysis) if optimize else Fusion()
+        self.virtual = self.fusion.virtual
         self.views: dict[SOp, Any] = {}
         self.max_bytes = max_bytes
         self.labels: dict[RASPExpr, str] = dict(analysis.labels)
@@ -342,7 +343,7 @@ class _Builder(FusedReads):
             mlp = numerical_mlp.affine_mlp(label, terms, 0.0, out, self.bos)
             self.register(node, out)
             return NodeBlock(node, label, mlp=mlp, deps=(node.fst, node.snd))
-        if self.reads_virtual(node.fst, node.snd):
+        if self.reads_virtual(node.fst, node.snd) or node in self.fusion.direct:
             return self.fused_block(node, label, self.composed(node))
         # A lookup table: numerical inputs are converted to categorical first.
         x, y = self.categorical(node.fst), self.categorical(node.snd)

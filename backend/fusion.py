@@ -9,8 +9,10 @@ from the analysis's tables (no program function is called again).
 
 What may be virtual (`choose_virtual`), and which readers absorb it:
 
-- a Map or a (non-linear) SequenceMap of any nodes, and a SelectorWidth's count (its
-  decoding MLP; the head and its scratch coordinate stay);
+- a Map or a (non-linear) SequenceMap of any nodes, a SelectorWidth's count (its
+  decoding MLP; the head and its scratch coordinate stay), and a numerical
+  LinearSequenceMap of numerical SOps (its readers' MLPs read the combination
+  ``a x + b y`` of the two coordinates directly, `Linear`);
 - read by Maps and table SequenceMaps, which become one MLP over the union of the
   bases (a lookup table over categorical bases, or a discretisation of the one
   numerical base gated by the categorical ones, ``chambers/fused_mlp.py``);
@@ -42,6 +44,7 @@ from rasplang.analysis import RAISED, Analysis
 from rasplang.nodes import (
     Aggregate,
     Encoding,
+    LengthType,
     LinearSequenceMap,
     Map,
     RASPExpr,
@@ -71,6 +74,21 @@ class Scratch(SOp):
     @property
     def children(self) -> tuple[RASPExpr, ...]:
         return (self.width,)
+
+
+@attrs.define(frozen=True, eq=False, repr=False)
+class Linear(SOp):
+    """A numerical LinearSequenceMap ``a x + b y`` read as that combination of its
+    inputs' coordinates, without a residual direction of its own."""
+
+    node: SOp
+
+    __hash__ = object.__hash__
+    _default_name = "linear"
+
+    @property
+    def children(self) -> tuple[RASPExpr, ...]:
+        return (self.node,)
 
 
 @attrs.frozen(eq=False)
@@ -163,7 +181,77 @@ def is_affine_read(analysis: Analysis, node: SOp) -> bool:
         analysis.encodings[node] is Encoding.NUMERICAL
 
 
-def choose_virtual(analysis: Analysis) -> frozenset[SOp]:
+def _plain_numbers(analysis: Analysis, node: LinearSequenceMap) -> bool:
+    """Whether a linear SequenceMap's inputs and output are numerical and never None."""
+    return all(analysis.encodings[x] is Encoding.NUMERICAL
+               and None not in analysis.value_sets[x] for x in (node, node.fst, node.snd))
+
+
+@attrs.frozen
+class Fusion:
+    """What `choose` decided: the virtual nodes, and the SequenceMaps on a numerical
+    input that read it directly (one gated discretisation instead of a one-hot
+    conversion followed by a table)."""
+
+    virtual: frozenset[SOp] = frozenset()
+    direct: frozenset[SOp] = frozenset()
+
+
+def _next(slot: int, parity: int) -> int:
+    """The first sublayer after ``slot`` of the given parity (0 attention, 1 MLP)."""
+    s = slot + 1
+    return s if s % 2 == parity else s + 1
+
+
+def _selects(selector: RASPExpr) -> list[Select]:
+    out, stack = [], [selector]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Select):
+            out.append(node)
+        else:
+            stack.extend(node.children)
+    return out
+
+
+def depth(analysis: Analysis, fusion: Fusion) -> int:
+    """The sublayer where the output is ready, as the schedule places blocks (as soon as
+    possible), with ``fusion``'s decisions: the cost model's measure of depth."""
+    ready: dict[SOp, int] = {}
+
+    def table_read(x: SOp) -> int:  # a numerical SOp read as a table is converted first
+        numerical = analysis.encodings[x] is Encoding.NUMERICAL and x not in fusion.virtual
+        return _next(ready[x], 1) if numerical else ready[x]
+
+    for node in analysis.nodes:
+        if not isinstance(node, SOp):
+            continue
+        if isinstance(node, (Aggregate, SelectorWidth, LengthType)):
+            selects = [] if isinstance(node, LengthType) else _selects(node.selector)
+            sides = [x for s in selects for x in (s.keys, s.queries)]
+            start = max([-1, *map(table_read, sides)])
+            if isinstance(node, Aggregate):
+                value = node.sop
+                numbers = analysis.encodings[node] is Encoding.NUMERICAL
+                start = max(start, ready[value] if numbers else table_read(value))
+            slot = _next(start, 0)
+            ready[node] = slot if isinstance(node, Aggregate) or node in fusion.virtual \
+                else slot + 1
+            continue
+        inputs = [c for c in node.children if isinstance(c, SOp)]
+        if not inputs:
+            ready[node] = -1
+        elif node in fusion.virtual:
+            ready[node] = max(ready[x] for x in inputs)
+        elif isinstance(node, (SequenceMap, LinearSequenceMap)) and not is_affine_read(
+                analysis, node) and node not in fusion.direct:
+            ready[node] = _next(max(map(table_read, inputs)), 1)
+        else:
+            ready[node] = _next(max(ready[x] for x in inputs), 1)
+    return ready.get(analysis.program, -1)
+
+
+def choose(analysis: Analysis) -> Fusion:
     """The nodes to compute inside their readers (see the module docstring)."""
     readers = _readers(analysis)
     virtual: set[SOp] = set()
@@ -178,27 +266,39 @@ def choose_virtual(analysis: Analysis) -> frozenset[SOp]:
     def union(*groups: tuple[_Base, ...]) -> tuple[_Base, ...]:
         return tuple({id(b.node): b for g in groups for b in g}.values())
 
-    def table_ok(group: tuple[_Base, ...], unfused: int) -> bool:
+    def table_ok(group: tuple[_Base, ...], unfused: int, numerical_out: bool) -> int:
+        """0: no; 1: within budget but grown past FUSED_GROWTH; 2: yes."""
+        # one numerical base at most, never None; a categorical base that can be None only
+        # where None comes out as the zero vector (a categorical output)
         numerical = [b for b in group if b.numerical]
-        if len(numerical) > 1 or (numerical and any(b.nullable for b in group)):
-            return False
+        if len(numerical) > 1 or any(b.nullable for b in numerical) or (
+                numerical and numerical_out and any(b.nullable for b in group)):
+            return 0
         size = math.prod(max(1, b.size) for b in group)
-        return size <= FUSED_TABLE_BUDGET and size <= FUSED_GROWTH * max(1, unfused)
+        if size > FUSED_TABLE_BUDGET:
+            return 0
+        return 2 if size <= FUSED_GROWTH * max(1, unfused) else 1
 
-    def reader_ok(node: SOp, mine: tuple[_Base, ...], reader: RASPExpr, role: str) -> bool:
+    def reader_ok(node: SOp, mine: tuple[_Base, ...], reader: RASPExpr, role: str) -> int:
         if role == "select":
-            return len(mine) == 1 and not mine[0].numerical
+            return 2 * (len(mine) == 1 and not mine[0].numerical)
         if role == "value":
             if len(mine) != 1 or mine[0].numerical:
-                return False
-            numbers = analysis.encodings[reader] is Encoding.NUMERICAL
-            return not numbers or None not in analysis.value_sets[node]
+                return 0
+            if analysis.encodings[reader] is not Encoding.NUMERICAL:
+                return 2
+            return 2 * all(isinstance(v, (int, float)) for v in analysis.value_sets[node])
         if role == "pair" and is_affine_read(analysis, reader):
-            return False
+            return 0
         inputs = (reader.inner,) if role == "map" else (reader.fst, reader.snd)
         group = union(*(mine if x is node else bases.get(x) or own(x) for x in inputs))
         unfused = math.prod(own(x)[0].size for x in dict.fromkeys(inputs))
-        return table_ok(group, unfused)
+        return table_ok(group, unfused, analysis.encodings[reader] is Encoding.NUMERICAL)
+
+    def fusion() -> Fusion:
+        return Fusion(frozenset(virtual), frozenset(direct))
+
+    direct: set[SOp] = set()
 
     for node in analysis.nodes:
         if not isinstance(node, SOp):
@@ -210,12 +310,30 @@ def choose_virtual(analysis: Analysis) -> frozenset[SOp]:
         elif isinstance(node, (SequenceMap, LinearSequenceMap)) and \
                 not is_affine_read(analysis, node):
             mine = union(*(bases.get(x) or own(x) for x in (node.fst, node.snd)))
+        elif is_affine_read(analysis, node) and _plain_numbers(analysis, node):
+            size = sum(v is not None for v in analysis.value_sets[node])
+            mine = (_Base(Linear(node), size, True, False),)
         else:
             continue
         users = readers.get(node, [])
         if node is analysis.program or not users:
             continue
-        if all(reader_ok(node, mine, r, role) for r, role in users):
+        verdict = min(reader_ok(node, mine, r, role) for r, role in users)
+        if verdict == 1:  # a larger table: only for a shallower model
+            before = depth(analysis, fusion())
+            virtual.add(node)
+            if depth(analysis, fusion()) >= before:
+                virtual.discard(node)
+                continue
+        if verdict:
             virtual.add(node)
             bases[node] = mine
-    return frozenset(virtual)
+    for node in analysis.nodes:  # a table on a numerical input, read directly
+        if isinstance(node, (SequenceMap, LinearSequenceMap)) and node not in virtual \
+                and not is_affine_read(analysis, node) \
+                and not any(x in virtual for x in (node.fst, node.snd)) \
+                and any(own(x)[0].numerical for x in (node.fst, node.snd)):
+            group = union(own(node.fst), own(node.snd))
+            if table_ok(group, 1, analysis.encodings[node] is Encoding.NUMERICAL):
+                direct.add(node)
+    return fusion()

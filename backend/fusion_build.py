@@ -12,8 +12,11 @@ import attrs
 import numpy as np
 
 from rasplang.backend.chambers import categorical_mlp, fused_mlp, numerical_mlp
-from rasplang.backend.fusion import Scratch, View, identity, pair
-from rasplang.backend.spaces import SOpSpace
+from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
+from rasplang.backend.craft.blocks import MLP
+from rasplang.backend.craft.maps import LinearMap
+from rasplang.backend.fusion import Linear, Scratch, View, identity, is_affine_read, pair
+from rasplang.backend.spaces import SOpSpace, numerical_space
 from rasplang.nodes import Map, Select, SelectorWidth, SOp
 
 
@@ -42,8 +45,25 @@ class FusedReads:
 
     def define_virtual(self, node: SOp) -> None:
         """Record a virtual Map's or SequenceMap's view (it gets no block)."""
+        if is_affine_read(self.a, node):
+            base = Linear(node)
+            values = tuple(v for v in self.a.value_sets[node] if v is not None)
+            fst, snd = self.spaces[node.fst], self.spaces[node.snd]
+            space = numerical_space(f"{self.labels[node]}:linear", values, error=(
+                abs(node.fst_fac) * fst.error + abs(node.snd_fac) * snd.error))
+            self.spaces[base] = space
+            reads = self.linear_reads(node)
+            self.bos.coords[space.directions[0]] = sum(c * self.bos.at(d) for d, c in reads)
+            self.views[node] = attrs.evolve(identity(base, values), fused=(node,))
+            return
         view = self.composed(node)
         self.views[node] = attrs.evolve(view, fused=(*view.fused, node))
+
+    def linear_reads(self, node: SOp) -> list[tuple[BasisDirection, float]]:
+        """``a x + b y`` as coefficients of the inputs' value coordinates."""
+        fst, snd = self.spaces[node.fst], self.spaces[node.snd]
+        return [(fst.directions[0], node.fst_fac * fst.scale),
+                (snd.directions[0], node.snd_fac * snd.scale)]
 
     def define_width(self, node: SelectorWidth, scratch_space: SOpSpace,
                      xs: list[float], ys: list[int]) -> SOp:
@@ -92,9 +112,15 @@ class FusedReads:
             else:
                 mlp = fused_mlp.gated_discretising_mlp(label, num, xs, inputs, grid, out,
                                                        self.m, self.bos)
+        deps: list[SOp] = []
+        for b in view.bases:
+            if isinstance(b, Linear):
+                mlp = _substitute(mlp, self.spaces[b].directions[0], self.linear_reads(b.node))
+                deps += [b.node.fst, b.node.snd]
+            else:
+                deps.append(b.width if isinstance(b, Scratch) else b)
         self.register(node, out)
-        deps = tuple(b.width if isinstance(b, Scratch) else b for b in view.bases)
-        return NodeBlock(node, label, mlp=mlp, deps=deps, fused=view.fused)
+        return NodeBlock(node, label, mlp=mlp, deps=tuple(deps), fused=view.fused)
 
     def select_rows(self, sop: SOp, resolved: SOp) -> Any:
         """Which entries of ``Analysis.predicate``'s axis for ``sop`` each value of the
@@ -127,3 +153,19 @@ class FusedReads:
         (base,) = view.bases
         return base, attrs.evolve(self.spaces[base], values=tuple(view.grid.tolist()))
 
+
+
+def _substitute(mlp: MLP, direction: BasisDirection,
+                reads: list[tuple[BasisDirection, float]]) -> MLP:
+    """``mlp`` with its input row for ``direction`` read as ``sum_j c_j x_j`` instead."""
+    first = mlp.first
+    kept = [d for d in first.input_space.basis if d != direction]
+    space = join(VectorSpace(kept), VectorSpace(dict.fromkeys(d for d, _ in reads)))
+    matrix = np.zeros((space.dim, first.matrix.shape[1]))
+    for i, d in enumerate(first.input_space.basis):
+        if d == direction:
+            for source, c in reads:
+                matrix[space.index_of(source)] += c * first.matrix[i]
+        else:
+            matrix[space.index_of(d)] += first.matrix[i]
+    return MLP(LinearMap(space, first.output_space, matrix), mlp.second, label=mlp.label)

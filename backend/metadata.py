@@ -96,7 +96,7 @@ def step_json(step: CircuitStep) -> list[Any]:
 
     out = [opt(step.layer), str(step.sublayer), opt(step.head), [int(i) for i in step.hidden],
            [int(i) for i in step.reads], [int(i) for i in step.writes]]
-    return out + [list(step.fused)] if step.fused else out
+    return [*out, list(step.fused)] if step.fused else out
 
 
 def digest(w: np.ndarray) -> str:
@@ -294,7 +294,7 @@ class MetadataReader:
             raise fail("expected [layer, sublayer, head, hidden, reads, writes(, fused)]")
         layer, sublayer, head, hidden, reads, writes = step[:6]
         fused = step[6] if len(step) == 7 else []
-        if not (isinstance(fused, list) and fused and all(isinstance(x, str) for x in fused)
+        if not ((isinstance(fused, list) and fused and all(isinstance(x, str) for x in fused))
                 or len(step) == 6):
             raise fail(f"fused {fused!r} is not a list of node labels")
         shapes = {Sublayer.EMBED: (False, False), Sublayer.ATTN: (True, True),

@@ -18,9 +18,12 @@ inputs off by ``e_j`` per coordinate move a unit by at most ``sum_j |V_j| e_j``.
 Gated discretisation. A numerical input ``x`` (exact sorted value set) and categorical
 inputs ``c_1..c_k``: for every combination ``c`` of their values the units of
 ``numerical_mlp.discretising_mlp`` for ``x -> T[x, c]`` (a base unit and two per
-change), each with ``B_u (sum_j e_{c_j} - k)`` added to its pre-activation. That term
-is 0 where every categorical input holds ``c`` and at most ``-B_u`` elsewhere; with
-``B_u`` one more than the unit's largest pre-activation over the input range, every
+change), each with ``-B_u sum_j sum_{v != c_j} e_{j,v}`` added to its pre-activation
+(``B_u (e_{c_j} - 1)`` for an input that can be None, the zero vector). That term
+is 0 where every categorical input holds ``c`` and at most ``-B_u`` elsewhere, and
+where it is 0 it adds nothing large that float rounding could leave behind; with
+``B_u`` more than one above the unit's own largest pre-activation over the input
+range (``L_i (x_max + e - b_i) + 1/2``, so units of late steps get small gates), every
 unit of another combination is exactly 0, and the units of ``c`` discretise ``x`` as
 the plain MLP does. An error ``d`` in the categorical coordinates shifts a unit by at
 most ``B_u k d``, which `gate_error` turns into an equivalent input error that the
@@ -43,8 +46,10 @@ from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.spaces import ONE, BosState, SOpSpace
 from rasplang.values import typed_key
 
+_Unit = tuple[tuple[int, ...], list[int], Any]
 
-def _layout(grid: np.ndarray, out: SOpSpace, axis: int) -> list[tuple[tuple[int, ...], list[int], Any]]:
+
+def _layout(grid: np.ndarray, out: SOpSpace, axis: int) -> list[_Unit]:
     """Units summing over ``axis``: ``(other indices, rows along axis, output)``."""
     units: dict[tuple[tuple[int, ...], Any], list[int]] = defaultdict(list)
     outputs: dict[tuple[tuple[int, ...], Any], Any] = {}
@@ -119,21 +124,28 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
     """``enc(grid[i, c_1, ..., c_k])`` where ``num`` holds ``xs[i]`` (sorted) and
     categorical input ``j`` its ``c_j``-th value."""
     xs = np.asarray(xs, dtype=float)
-    k = len(cats)
-    big = _gate_bound(xs, num.error, mlp_exactness)
     offsets = 2 + np.cumsum([0, *(len(c.directions) for c in cats)])
     in_dirs = [num.directions[0], ONE, *(d for c in cats for d in c.directions)]
     cols_in: list[np.ndarray] = []
     cols_out: list[np.ndarray] = []
     for combo in itertools.product(*(range(len(c.values)) for c in cats)):
-        gate_rows = [int(offsets[j] + i) for j, i in enumerate(combo)]
+        # the gate's rows: -1 on every other value of an input that is never None (no
+        # cancellation where the combination holds), e_c - 1 on one that can be None
+        gate = np.zeros(len(in_dirs))
+        for j, (c, i) in enumerate(zip(cats, combo)):
+            if c.nullable:
+                gate[offsets[j] + i] += 1.0
+                gate[1] -= 1.0
+            else:
+                gate[offsets[j]:offsets[j + 1]] -= 1.0
+                gate[offsets[j] + i] = 0.0
         ys = grid[(slice(None), *combo)].tolist()
 
         def unit(value_weight: float, const: float, bound: float, write: np.ndarray,
-                 gate_rows: list[int] = gate_rows) -> None:
-            col = np.zeros(len(in_dirs))
-            col[0], col[1] = value_weight, const - bound * k
-            col[gate_rows] += bound
+                 gate: np.ndarray = gate) -> None:
+            col = bound * gate
+            col[0] += value_weight
+            col[1] += const
             cols_in.append(col)
             cols_out.append(write)
 
@@ -142,8 +154,10 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
             slope = mlp_exactness / (xs[i] - xs[i - 1])
             mid = (xs[i] + xs[i - 1]) / 2
             delta = out.encode(ys[i]) - out.encode(ys[i - 1])
+            # off-combination this unit needs at least its largest pre-activation + 1
+            bound = slope * (xs[-1] + num.error - mid) + 2.0
             for shift, sign in ((0.5, 1.0), (-0.5, -1.0)):
-                unit(slope * num.scale, shift - slope * mid, big, sign * delta)
+                unit(slope * num.scale, shift - slope * mid, bound, sign * delta)
     w_in = np.stack(cols_in, axis=1) if cols_in else np.zeros((len(in_dirs), 0))
     w_out = np.stack(cols_out) if cols_out else np.zeros((0, len(out.directions)))
     return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos)

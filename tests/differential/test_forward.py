@@ -62,8 +62,12 @@ def assert_close(got, ref, ref64, dtype, what):
     if dtype == np.float64:
         err, bound = np.abs(got - ref).max(initial=0), 1e-9 * scale
     else:
+        # A discretising MLP multiplies rounding by its slope (mlp_exactness / gap, 10^4
+        # for gaps of 10^-2), so an output it writes directly carries up to ~10^-4 in
+        # float32 whatever the summation order; decoded values are compared exactly
+        # (assert_same_decoded).
         err = np.abs(got - ref64).max(initial=0)
-        bound = 2 * np.abs(ref - ref64).max(initial=0) + 1e-5 * scale
+        bound = 2 * np.abs(ref - ref64).max(initial=0) + 1e-4 * scale
     assert err <= bound, f"{what}: {err:.3g} > {bound:.3g}"
 
 

@@ -163,9 +163,14 @@ def test_numerical_sequence_maps_and_encoding_changes(causal):
     for program in (count, product, to_categorical, to_numerical):
         verified(program, "xy", 6, causal=causal)
         verified(program, "xyz", 10, causal=causal, samples=300)
-    model = rl.compile(count, "xy", 6, causal=causal)
+    model = rl.compile(count, "xy", 6, causal=causal, optimize=False)
     step = model.circuit["frac_prevs:categorical"][0]
     assert step.sublayer == "mlp"  # where the conversion went
+    # optimized, one MLP discretises frac gated by the index: no conversion, one layer
+    fused = rl.compile(count, "xy", 6, causal=causal)
+    assert "frac_prevs:categorical" not in fused.circuit
+    assert [s.sublayer for s in fused.circuit["count"]] == ["mlp"]
+    assert fused.config.n_layers < model.config.n_layers
 
 
 @CAUSAL
