@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["NODE_COLORS", "plot_attention", "plot_program", "plot_residual"]
+__all__ = [
+    "NODE_COLORS", "head_nodes", "plot_attention", "plot_program", "plot_residual",
+    "program_layers", "program_layout", "residual_labels",
+]
 
 #: Font size (points) of the boxes in `plot_program`'s matplotlib layout.
 _FONT = 9
