@@ -81,28 +81,32 @@ def unique_labels(nodes: list[RASPExpr]) -> dict[RASPExpr, str]:
 def display_labels(nodes: list[RASPExpr]) -> dict[RASPExpr, str]:
     """Labels for showing ``nodes`` (one program's), numbered within the program.
 
-    A node keeps the name it was given. An unnamed node, labelled ``<kind>_<unique_id>``
-    from a counter shared by every program built so far (``map_44``), is shown as
-    ``<kind>_<k>``: the k-th unnamed node of that kind in ``nodes``' order (``map_1``,
-    ``map_2``, ...), skipping labels that named nodes use. Names given to several nodes
-    are told apart as in `unique_labels`. Nodes and their ``label`` are unchanged.
+    A node keeps the name it was given when no other node of ``nodes`` has it. An
+    unnamed node, labelled ``<kind>_<unique_id>`` from a counter shared by every
+    program built so far (``map_44``), is shown as ``<kind>_<k>``: the k-th unnamed
+    node of that kind in ``nodes``' order (``map_1``, ``map_2``, ...). Nodes that share
+    a name are numbered the same way (``opens_1``, ``opens_2``). Numbers that would
+    repeat a name in use are skipped. Nodes and their ``label`` are unchanged.
     """
-    shown = unique_labels(nodes)
-    automatic = {
-        node: node.label.removesuffix(f"_{node.unique_id}") for node in nodes
-        if node.name is None and node.label.endswith(f"_{node.unique_id}")
-    }
-    taken = {shown[node] for node in nodes if node not in automatic}
+    counts = Counter(node.label for node in nodes)
+    base: dict[RASPExpr, str] = {}  # node -> the stem it is numbered under
+    for node in nodes:
+        if node.name is None and node.label.endswith(f"_{node.unique_id}"):
+            base[node] = node.label.removesuffix(f"_{node.unique_id}")
+        elif counts[node.label] > 1:
+            base[node] = node.label
+    shown = {node: node.label for node in nodes if node not in base}
+    taken = set(shown.values())
     counters: Counter[str] = Counter()
-    for node, kind in automatic.items():
+    for node, stem in base.items():
         while True:
-            counters[kind] += 1
-            label = f"{kind}_{counters[kind]}"
+            counters[stem] += 1
+            label = f"{stem}_{counters[stem]}"
             if label not in taken:
                 break
         taken.add(label)
         shown[node] = label
-    return shown
+    return {node: shown[node] for node in nodes}
 
 
 def _dot_quote(text: str) -> str:

@@ -44,6 +44,9 @@ _BOX_HALF_IN = (2 * 1.2 * _FONT + 2 * 0.35 * _FONT) / 72 / 2
 #: Edges leave and enter a box vertically up to this far (layers) from its centre, so
 #: their bends lie between the rows of boxes and never cross a box.
 _STUB = 0.32
+#: An edge runs straight through a layer it skips when it moves at most this many slots
+#: per layer there (see `_edge_path`).
+_STRAIGHT = 1.0
 
 
 def _new_figure(
@@ -126,7 +129,8 @@ def program_layout(
     the slots it passes in the layers between the two. An edge that skips layers takes
     a slot of its own in each layer it crosses (as in Sugiyama's layered drawing), so
     it never runs through a box; slots are ordered by the mean slot of their
-    neighbours, a few sweeps up and down, to keep edges short.
+    neighbours, a few sweeps up and down, to keep edges short, then moved toward that
+    mean, at least one slot apart, to keep them straight.
     """
     layers = program_layers(program)
     depth = {node: y for y, layer in enumerate(layers) for node in layer}
@@ -153,12 +157,38 @@ def program_layout(
             _order_by_neighbours(rows[y], rows[y + 1], above)
     widest = max(len(row) for row in rows)
     slot = {item: (widest - len(row)) / 2 + x for row in rows for x, item in enumerate(row)}
+    for _ in range(4):  # straighten edges: move each slot toward its neighbours' mean
+        for sweep, links in ((rows[1:], below), (rows[-2::-1], above)):
+            for row in sweep:
+                wanted = [_mean([slot[n] for n in links.get(item, ())], slot[item])
+                          for item in row]
+                slot.update(zip(row, _spread(wanted)))
+    left = min(slot.values())
+    slot = {item: x - left for item, x in slot.items()}
     positions = {node: (slot[node], float(depth[node])) for node in depth}
     edges = [
         (child, parent, [(slot[w], float(w[3])) for w in waypoints])
         for child, parent, waypoints in chains
     ]
     return positions, edges
+
+
+def _mean(values: list[float], default: float) -> float:
+    return sum(values) / len(values) if values else default
+
+
+def _spread(wanted: list[float]) -> list[float]:
+    """The positions closest to ``wanted`` (least squares) that keep the order and are
+    at least one slot apart: pool-adjacent-violators on ``wanted[i] - i``."""
+    blocks: list[list[float]] = []  # [sum, count] of pooled values
+    for i, w in enumerate(wanted):
+        blocks.append([w - i, 1])
+        while len(blocks) > 1 and blocks[-2][0] * blocks[-1][1] > blocks[-1][0] * blocks[-2][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    pooled = [total / count for total, count in blocks for _ in range(int(count))]
+    return [v + i for i, v in enumerate(pooled)]
 
 
 def _order_by_neighbours(row: list[Any], other: list[Any], links: dict[Any, list[Any]]) -> None:
@@ -175,17 +205,32 @@ def _order_by_neighbours(row: list[Any], other: list[Any], links: dict[Any, list
 
 def _edge_path(start: tuple[float, float], waypoints: list[tuple[float, float]],
                end: tuple[float, float], gap: float) -> Any:
-    """An edge from box edge to box edge: vertical through each layer it meets (the two
-    ends and its waypoints), S-curves between layers."""
+    """An edge from box edge to box edge. It leaves and enters boxes vertically, so it
+    bends only between the rows of boxes (S-curves). Through a waypoint whose
+    neighbours on the edge are at most `_STRAIGHT` slots away it runs straight (it
+    then stays within a fraction of a slot of its own slot while it crosses that row);
+    through any other waypoint, vertically."""
     from matplotlib.path import Path
 
     points = [start, *waypoints, end]
+    straight = [False] + [
+        abs(points[i][0] - points[i - 1][0]) <= _STRAIGHT
+        and abs(points[i][0] - points[i + 1][0]) <= _STRAIGHT
+        for i in range(1, len(points) - 1)
+    ] + [False]
     vertices = [(start[0], start[1] + gap)]  # the top edge of the child's box
     codes = [Path.MOVETO]
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        mid = (y0 + y1) / 2
-        vertices += [(x0, y0 + _STUB), (x0, mid), (x1, mid), (x1, y1 - _STUB)]
-        codes += [Path.LINETO, Path.CURVE4, Path.CURVE4, Path.CURVE4]
+    for i, ((x0, y0), (x1, y1)) in enumerate(itertools.pairwise(points)):
+        if not straight[i]:
+            vertices.append((x0, y0 + _STUB))  # out of the box or waypoint, vertically
+            codes.append(Path.LINETO)
+        if straight[i] or straight[i + 1]:
+            vertices.append((x1, y1) if straight[i + 1] else (x1, y1 - _STUB))
+            codes.append(Path.LINETO)
+        else:
+            mid = (y0 + y1) / 2
+            vertices += [(x0, mid), (x1, mid), (x1, y1 - _STUB)]
+            codes += [Path.CURVE4] * 3
     vertices.append((end[0], end[1] - gap))  # the bottom edge of the parent's box
     codes.append(Path.LINETO)
     return Path(vertices, codes)

@@ -39,14 +39,18 @@ def test_display_labels_keep_names_and_avoid_them() -> None:
     assert named.label == "map_1" and unnamed.label == f"map_{unnamed.unique_id}"
 
 
-def test_display_labels_are_unique_with_repeated_names() -> None:
-    """Two nodes given the same name are still told apart."""
+def test_display_labels_number_repeated_names_within_the_program() -> None:
+    """Two nodes given the same name are told apart by numbers counted in the program,
+    not by their ids; their labels stay the name."""
     a = (tokens + 1).named("x")
     b = (tokens * 2).named("x")
-    prog = SequenceMap(lambda p, q: p + q, a, b)
+    taken = (indices + 1).named("x_1")
+    prog = SequenceMap(lambda p, q: p + q, SequenceMap(lambda p, q: p + q, a, b), taken)
     shown = display_labels(rl.topological_order(prog))
     assert len(set(shown.values())) == len(shown)
-    assert shown[prog] == "sequence_map_1"
+    assert {shown[a], shown[b]} == {"x_2", "x_3"} and shown[taken] == "x_1"
+    assert a.label == b.label == "x"
+    assert shown[prog] == "sequence_map_2"
 
 
 def test_to_dot_uses_per_program_labels() -> None:
