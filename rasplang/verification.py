@@ -52,6 +52,8 @@ from rasplang.verify_inputs import (  # noqa: F401  (re-exported)
 MAX_REPORTED = 20
 #: Numerical outputs agree when ``|got - expected| <= tol * max(1, |expected|)``.
 NUMERICAL_TOLERANCE = 1e-6
+#: The same in float32 (about 40 float32 ulps).
+NUMERICAL_TOLERANCE32 = 5e-6
 #: Largest attention-score tensor (elements) one forward call may build.
 FORWARD_ELEMENTS = 1 << 22
 #: The progress bar appears only after this many seconds (and only on a terminal).
@@ -188,6 +190,7 @@ def verify(
     progress: bool | None = None,
     max_inputs: int | None = MAX_INPUTS,
     client: Any = None,
+    dtype: Any = np.float64,
 ) -> VerifyReport:
     """Check that ``model`` (compiled from ``program`` when None) computes ``program``.
 
@@ -202,6 +205,11 @@ def verify(
     limit) raises `TooManyInputsError`, a ValueError that gives the count, before
     anything is compiled or run: every input of length 1..20 over 4 tokens is about
     1.5e12 inputs. Errors of the compiler (`UnsupportedProgramError`, ...) propagate.
+
+    ``dtype`` is the float type the model runs in (``np.float32`` as TransformerLens
+    and torch users run it; a model exact only in float64 refuses it with a
+    ValueError saying why). Numerical outputs are compared within
+    `NUMERICAL_TOLERANCE` in float64 and `NUMERICAL_TOLERANCE32` in float32.
 
     ``client`` (a ``dask.distributed.Client``) checks the inputs on its workers, in
     shards (`rasplang.scale`); the report is the one a single process gives. Without it
@@ -233,7 +241,7 @@ def verify(
         model = compile_program(program, plan.vocab, max_seq_len, causal=causal,
                                 analysis=analysis)
         compile_seconds = time.perf_counter() - start
-    checker = _Checker(plan, model)
+    checker = _Checker(plan, model, dtype)
     n_vocab = len(plan.vocab)
     if exhaustive:
         batches = _all_inputs(n_vocab, max_seq_len, batch_size)
@@ -296,7 +304,7 @@ def _progress_bar(total: int, progress: bool | None) -> Any:
 class _Checker:
     """The program's interpreter plan and the model's weights, ready to compare batches."""
 
-    def __init__(self, plan: Any, model: Any):
+    def __init__(self, plan: Any, model: Any, dtype: Any = np.float64):
         cfg = model.config
         if bool(cfg.causal) != plan.causal:
             raise ValueError(f"the model was compiled with causal={cfg.causal} but "
@@ -311,6 +319,13 @@ class _Checker:
                              f"{list(cfg.vocab)}")
         self.plan = plan
         self.model = model
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float64, np.float32):
+            raise ValueError(f"dtype must be float64 or float32, got {self.dtype}")
+        model.forward(np.zeros((1, 1), dtype=np.int64) + model.input_encoder.bos_id,
+                      dtype=self.dtype)  # a model exact in float64 only refuses float32 here
+        self.tolerance = NUMERICAL_TOLERANCE if self.dtype == np.float64 else \
+            NUMERICAL_TOLERANCE32
         self.n_heads = max(1, cfg.n_heads)
         self.token_ids = np.array([ids[t] for t in plan.vocab], dtype=np.int64)
         self.bos_id = model.input_encoder.bos_id
@@ -333,7 +348,7 @@ class _Checker:
             ids = np.empty((part.shape[0], n_pos), dtype=np.int64)  # (b, 1 + n)
             ids[:, 0] = self.bos_id
             ids[:, 1:] = self.token_ids[part]
-            logits = self.model.forward(ids)  # the structured forward, as model.run
+            logits = self.model.forward(ids, dtype=self.dtype)  # the structured forward
             parts.append(np.asarray(logits)[:, 1:])  # (b, n, d_vocab_out)
         return np.concatenate(parts)
 
@@ -353,7 +368,7 @@ class _Checker:
             expected = out.values  # (b, n), NaN for None
             got = logits[..., 0]
             none = logits[..., 1] > 0.5 if logits.shape[-1] > 1 else np.isnan(got)  # flag
-            tol = NUMERICAL_TOLERANCE * np.maximum(1.0, np.abs(expected))
+            tol = self.tolerance * np.maximum(1.0, np.abs(expected))
             close = np.where(np.isnan(expected), none, ~none & (np.abs(got - expected) <= tol))
             bad = ~close.all(axis=1)
         else:
