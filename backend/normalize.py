@@ -34,17 +34,17 @@ coordinate, and in floating point ``var + eps`` rounds to ``eps``, whose square 
 epsilon, into the mean and so into every coordinate; ``eps`` has no such rounding.)
 
 Rounding. What is left is the float rounding of LayerNorm's mean, which every
-coordinate a reader sees carries. Coordinates that are integers (one-hots, counts,
-integer numerical values, all far below ``2^24``) add up exactly; one off an integer by
-its error bound ``e`` moves a float sum by at most ``e``. The rest, coordinates that may
-hold any number (a mean, a float), make ``fl(sum x)`` off by at most
-``(d - 1) u sum|x_i|`` over them (``u`` the unit roundoff), so the mean by at most
-``2 u F``: ``F`` bounds their absolute sum, and the balance holds as much again. The
-chambers budget `numerical_mlp.ROUNDING` (float64) and `numerical_mlp.ROUNDING32`
+coordinate a reader sees carries. When every coordinate is an integer (one-hots,
+counts, integer numerical values, all far below ``2^24``), the sum is exact, but for
+the coordinates' error bounds ``e`` (each moves a float sum by at most ``e``, and the
+balance as much again): the mean is off by at most ``2 sum e / d``. Whatever the
+coordinates, recursive summation is off by at most ``(d - 1) u sum|x_i|`` (``u`` the
+unit roundoff), so the mean by at most ``2 u A_1``; the smaller bound holds.
+The chambers budget `numerical_mlp.ROUNDING` (float64) and `numerical_mlp.ROUNDING32`
 (float32) per coordinate for rounding; the compiler accepts the norm in a dtype when
 this error is within a quarter of that budget (`rounding_problem`), records why a model
 is exact in float64 only otherwise (``ModelConfig.float64_only``), and refuses the
-norm when even float64 does not hold.
+norm, naming the SOp with the largest such values, when even float64 does not hold.
 
 Placement. Since the norm is the identity on these residuals, the same weights are exact
 with the norm before each sublayer (pre-norm: ``ln1``, ``ln2``, ``ln_final``, as GPT-2
@@ -92,8 +92,9 @@ def norm_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
 
 
 def space_bounds(space: SOpSpace) -> tuple[float, float, float]:
-    """``(largest |enc|^2, largest sum |enc_i|, its part that need not be an integer)``
-    of ``space`` at any position, with its error bound added to every coordinate."""
+    """``(largest |enc|^2, largest sum |enc_i|, deviation)`` of ``space`` at any
+    position, with its error bound added to every coordinate; ``deviation`` is the sum of
+    its error bounds when its coordinates are integers, and inf when they need not be."""
     e = space.error
     n = len(space.directions)
     if space.numerical:
@@ -102,19 +103,35 @@ def space_bounds(space: SOpSpace) -> tuple[float, float, float]:
         top = max([0.0, *mags, *np.abs(space.bos[:1]).tolist()]) + e
         flag = (1.0 + e) if space.nullable else 0.0
         integral = all(c.is_integer() for c in [*coords, *space.bos.tolist()])
-        return top * top + flag * flag, top + flag, n * e if integral else top + flag
+        return top * top + flag * flag, top + flag, n * e if integral else math.inf
     top = 1.0 + n * e  # a one-hot, every coordinate off by e
     bos = float(np.abs(space.bos).sum())
     return max(top * top, float(space.bos @ space.bos)), max(top, bos), n * e
 
 
-def residual_bound(spaces: list[SOpSpace], extra: int) -> tuple[float, float, float]:
-    """``(S, A_1, F)``: bounds on ``|x|^2`` with the balance, on ``sum |x_i|`` without it,
-    and on the part of that sum held by coordinates that need not be integers, over
-    ``spaces`` (each counted once) and ``extra`` directions of magnitude 1 (``one``,
-    BOS)."""
+@attrs.frozen
+class ResidualBound:
+    """What the analysis bounds about every residual: ``norm_sq`` (of ``|x|^2``, the
+    balance included), ``a1`` (``sum |x_i|`` without it), ``deviation`` (the sum of the
+    coordinates' error bounds, inf when some coordinate need not be an integer) and
+    ``widest`` (the label of the SOp with the largest non-integer values, or "")."""
+
+    norm_sq: float
+    a1: float
+    deviation: float
+    widest: str
+
+    def mean_error(self, unit_roundoff: float, d_model: int) -> float:
+        """How far LayerNorm's computed mean over ``d_model`` coordinates may be from 0
+        (the module docstring)."""
+        return min(2 * unit_roundoff * self.a1, 2 * self.deviation / d_model)
+
+
+def residual_bound(spaces: list[SOpSpace], extra: int) -> ResidualBound:
+    """The `ResidualBound` over ``spaces`` (each counted once) and ``extra`` directions of
+    magnitude 1 (``one``, BOS)."""
     sq = a1 = float(extra)
-    frac = 0.0
+    deviation, widest, top = 0.0, "", 0.0
     seen: set[int] = set()
     for space in spaces:
         if id(space) in seen:
@@ -123,8 +140,10 @@ def residual_bound(spaces: list[SOpSpace], extra: int) -> tuple[float, float, fl
         s, a, f = space_bounds(space)
         sq += s
         a1 += a
-        frac += f
-    return sq + a1 * a1, a1, frac
+        deviation += f
+        if math.isinf(f) and a > top:
+            widest, top = space.label, a
+    return ResidualBound(sq + a1 * a1, a1, deviation, widest)
 
 
 def choose_eps(bound_sq: float, d_model: int) -> float:
@@ -133,17 +152,19 @@ def choose_eps(bound_sq: float, d_model: int) -> float:
     return 4.0 ** math.ceil(math.log(need, 4))
 
 
-def rounding_problem(frac: float, dtype_bits: int) -> str | None:
-    """Why LayerNorm's mean may round beyond the chambers' rounding budget in a dtype of
-    ``dtype_bits`` mantissa bits (53 or 24); None when it fits. ``frac`` bounds the
-    absolute sum of the coordinates that need not be integers (`residual_bound`)."""
+def rounding_problem(bound: ResidualBound, d_model: int, dtype_bits: int) -> str | None:
+    """Why LayerNorm's mean over ``d_model`` coordinates may round beyond the chambers'
+    rounding budget in a dtype of ``dtype_bits`` mantissa bits (53 or 24); None when it
+    fits."""
     budget = ROUNDING if dtype_bits == 53 else ROUNDING32
-    error = 2.0 ** -dtype_bits * 2 * frac
+    error = bound.mean_error(2.0 ** -dtype_bits, d_model)
     if error <= budget / 4:
         return None
-    return (f"LayerNorm's mean may round by {error:.3g} per coordinate (coordinates that "
-            f"need not be integers sum to up to {frac:.3g}), more than a quarter of the "
-            f"{budget:.3g} the discretisations allow for rounding")
+    why = (f"non-integer values such as {bound.widest!r}'s, in a residual whose "
+           f"coordinates sum to up to {bound.a1:.3g}" if bound.widest else
+           "its coordinates' error bounds")
+    return (f"LayerNorm's mean may be off by {error:.3g} per coordinate ({why}), more "
+            f"than a quarter of the {budget:.3g} the discretisations allow for rounding")
 
 
 def balanced(model: CompiledModel) -> tuple[dict[str, np.ndarray], list[str], dict]:
@@ -188,15 +209,14 @@ def normalized(model: CompiledModel, norm: str, spaces: list[SOpSpace], extra: i
         weights, labels, circuit = dict(model.weights), list(model.residual_labels), \
             dict(model.circuit)
     d = len(labels)
-    bound_sq, a1, frac = residual_bound(spaces, extra)
-    if kind == "RMS":
-        bound_sq -= a1 * a1  # no balance
+    bound = residual_bound(spaces, extra)
+    bound_sq = bound.norm_sq - (bound.a1 ** 2 if kind == "RMS" else 0.0)  # no balance
     eps = choose_eps(bound_sq, d)
     why32 = None
     if kind == "LN":
-        if (problem := rounding_problem(frac, 53)) is not None:
+        if (problem := rounding_problem(bound, d, 53)) is not None:
             raise ValueError(problem)
-        why32 = rounding_problem(frac, 24)
+        why32 = rounding_problem(bound, d, 24)
     if eps > EPS_MAX32:
         why32 = f"the norm's eps {eps:.3g} is past float32's range"
     cfg = attrs.evolve(model.config, d_model=d, normalization_type=kind, eps=eps,
