@@ -5,8 +5,9 @@ A model compiled with ``norm="layernorm"`` has the layout of a standard transfor
 
 - a causal model (pre-norm) a ``GPT2LMHeadModel`` (``activation_function`` "relu" or
   "gelu_new", ``tie_word_embeddings=False``, ``layer_norm_epsilon`` the model's ``eps``);
-- a non-causal model (post-norm) a ``BertForMaskedLM``: BERT's embedding LayerNorm and
-  the LayerNorm after each residual addition, and a prediction head that passes the
+- a non-causal model a ``BertForMaskedLM``: BERT's embedding LayerNorm and the
+  LayerNorm after each residual addition (post-norm; the same weights are exact there,
+  with the rounding `float64_only` checks), and a prediction head that passes the
   unembedding through exactly (`_bert_state`; ``hidden_act`` "relu" or "gelu_new", one
   token type whose embedding is zero).
 
@@ -69,6 +70,21 @@ def architecture_for(model: Any, architecture: str | None = None) -> str:
         raise ValueError("this model is causal, and BERT attends bidirectionally: export it "
                          "as GPT-2 (architecture='gpt2' or None)")
     return "gpt2" if cfg.causal else "bert"
+
+
+def float64_only(model: Any, kind: str) -> str:
+    """Why the export of ``model`` as ``kind`` ("gpt2", "bert") is exact in float64 only
+    ("" when float32 is exact too): the model's own reason, or for BERT the rounding of
+    its post-norm form (`rasplang.backend.normalize.rounding_problem`; the residual's
+    coordinate sum is bounded through ``eps >= 2^56 a1^2 / d_model``)."""
+    from rasplang.backend import normalize
+
+    cfg = model.config
+    if cfg.float64_only or kind != "bert":
+        return cfg.float64_only
+    a1 = math.sqrt(cfg.eps * cfg.d_model) / 2.0 ** (normalize.EPS_BITS / 2)
+    problem = normalize.rounding_problem(normalize.post_norm_count(cfg.n_layers), a1, 24)
+    return f"as BERT, {problem}" if problem else ""
 
 
 def _layout(d: int, h: int, e: int) -> tuple[int, int]:
@@ -161,11 +177,12 @@ def to_hf(model: Any, *, architecture: str | None = None, dtype: Any = None) -> 
     float64 only, which refuses float32)."""
     kind = architecture_for(model, architecture)
     transformers, torch = _import_hf()
+    why = float64_only(model, kind)
     if dtype is None:
-        dtype = torch.float64 if model.config.float64_only else torch.float32
-    if dtype != torch.float64 and model.config.float64_only:
-        raise ValueError(f"this model is exact in float64 only ({model.config.float64_only});"
-                         " export it with dtype=torch.float64")
+        dtype = torch.float64 if why else torch.float32
+    if dtype != torch.float64 and why:
+        raise ValueError(f"this model is exact in float64 only ({why}); export it with "
+                         "dtype=torch.float64")
     cfg = model.config
     reads = int(np.count_nonzero(np.any(model.weights["unembed.W_U"] != 0, axis=1)))
     w, heads, e, labels, values = padded_weights(model, 2 * (reads + 1) if kind == "bert"
@@ -263,12 +280,13 @@ def _bert_state(w: dict[str, np.ndarray], cfg: Any, d: int, vocab_size: int,
         decoder[: w_u.shape[1], 2 * i + 1] = -w_u[r]
     bias = np.zeros(vocab_size)
     bias[: len(b_u)] = b_u
-    gain = w["embed.ln.w"][0]
+    ln = "embed.ln" if "embed.ln.w" in w else "ln_final"  # a pre-norm model's gains
+    gain = w[ln + ".w"][0]
     h = "cls.predictions."
     s = {e + "word_embeddings.weight": wte,
          e + "position_embeddings.weight": w["pos_embed.W_pos"],
          e + "token_type_embeddings.weight": np.zeros((1, d)),
-         e + "LayerNorm.weight": w["embed.ln.w"], e + "LayerNorm.bias": w["embed.ln.b"],
+         e + "LayerNorm.weight": w[ln + ".w"], e + "LayerNorm.bias": w[ln + ".b"],
          h + "transform.dense.weight": dense, h + "transform.dense.bias": np.zeros(d),
          h + "transform.LayerNorm.weight": np.full(d, gain),
          h + "transform.LayerNorm.bias": np.zeros(d),

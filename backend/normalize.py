@@ -33,25 +33,35 @@ coordinate, and in floating point ``var + eps`` rounds to ``eps``, whose square 
 ``A`` would need ``A^2`` far above ``S`` and put its rounding, ``A`` times the machine
 epsilon, into the mean and so into every coordinate; ``eps`` has no such rounding.)
 
-Rounding. What is left is the float rounding of LayerNorm's mean, which every
-coordinate a reader sees carries. When every coordinate is an integer (one-hots,
-counts, integer numerical values, all far below ``2^24``), the sum is exact, but for
-the coordinates' error bounds ``e`` (each moves a float sum by at most ``e``, and the
-balance as much again): the mean is off by at most ``2 sum e / d``. Whatever the
-coordinates, recursive summation is off by at most ``(d - 1) u sum|x_i|`` (``u`` the
-unit roundoff), so the mean by at most ``2 u A_1``; the smaller bound holds.
-The chambers budget `numerical_mlp.ROUNDING` (float64) and `numerical_mlp.ROUNDING32`
-(float32) per coordinate for rounding; the compiler accepts the norm in a dtype when
-this error is within a quarter of that budget (`rounding_problem`), records why a model
-is exact in float64 only otherwise (``ModelConfig.float64_only``), and refuses the
-norm, naming the SOp with the largest such values, when even float64 does not hold.
+Rounding. What is left is the float rounding of LayerNorm's mean: ``fl(sum x)`` is off
+by at most ``(d - 1) u sum|x_i|`` (``u`` the unit roundoff), so the computed mean
+``m`` by up to ``2 u A_1`` (``A_1`` bounds ``sum |x_i|`` without the balance, which holds
+as much again), and LayerNorm subtracts ``m`` from every coordinate. A second extra
+direction, ``norm:zero``, takes that out: nothing writes it, so the norm turns it into
+exactly ``-m`` (``0 - m`` and multiplying by powers of 2 are exact), and every reader
+(each column of ``W_Q``, ``W_K``, ``W_V``, ``W_in``, ``W_U``) reads it with the negated
+sum of its other weights: ``sum_r w_r (x_r - m) - (sum_r w_r) m' `` with ``m' = m``
+is ``sum_r w_r x_r``. The mean's error cancels exactly; what remains is the rounding of
+``x_r - m``, one unit roundoff of each coordinate per norm it passes.
+
+A reader sees the residual through one norm before a sublayer (pre-norm); after each
+residual addition (post-norm) the norm's output is the residual, and a coordinate
+carries the rounding of every norm it has passed, at most ``2 L + 2`` (the embedding's
+norm, two per layer, and the output head's in the BERT export). The chambers budget
+`numerical_mlp.ROUNDING` (float64, about 10^5 ulps) and `numerical_mlp.ROUNDING32`
+(float32, 16 ulps) of every coordinate's largest value for float rounding; the norms may
+take half of it (`rounding_problem`): always for pre-norm, and in float32 for post-norm
+up to 3 layers. Otherwise the model (or its BERT export) records why it is exact in
+float64 only (``ModelConfig.float64_only``). This assumes a correctly rounded square
+root, which IEEE 754 requires and numpy and torch use.
 
 Placement. Since the norm is the identity on these residuals, the same weights are exact
 with the norm before each sublayer (pre-norm: ``ln1``, ``ln2``, ``ln_final``, as GPT-2
 and TransformerLens place it) and after each residual addition (post-norm: ``embed.ln``,
-``ln1`` after attention, ``ln2`` after the MLP, as BERT places it). The compiler uses
-pre-norm for causal models (the GPT-2 export) and post-norm otherwise (the BERT export);
-`rasplang.backend.forward` runs both.
+``ln1`` after attention, ``ln2`` after the MLP, as BERT places it), with the rounding
+above. The compiler builds pre-norm models (``norm_position="pre"``); the BERT export
+(`rasplang.backend.hf`) runs the same weights post-norm, and `rasplang.backend.forward`
+runs both.
 """
 
 from __future__ import annotations
@@ -72,6 +82,8 @@ NORMS = {None: None, "layernorm": "LN", "rmsnorm": "RMS"}
 ACTIVATIONS = {"relu": "relu", "gelu": "gelu_new"}
 #: The direction that balances every write (LayerNorm).
 BALANCE = "norm:balance"
+#: The direction nothing writes, which readers subtract (LayerNorm's rounded mean).
+ZERO = "norm:zero"
 #: ``eps >= 2^EPS_BITS * S / d``: the norm's factor is within 2^-(EPS_BITS+1) of 1.
 EPS_BITS = 56
 #: float32's largest power of 4 below its range: a larger eps makes a model float64-only.
@@ -91,59 +103,48 @@ def norm_shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
     return {f"{n}.{p}": (cfg.d_model,) for n in names for p in parts}
 
 
-def space_bounds(space: SOpSpace) -> tuple[float, float, float]:
-    """``(largest |enc|^2, largest sum |enc_i|, deviation)`` of ``space`` at any
-    position, with its error bound added to every coordinate; ``deviation`` is the sum of
-    its error bounds when its coordinates are integers, and inf when they need not be."""
+def space_bounds(space: SOpSpace) -> tuple[float, float]:
+    """``(largest |enc|^2, largest sum |enc_i|)`` of ``space`` at any position, with its
+    error bound added to every coordinate."""
     e = space.error
     n = len(space.directions)
     if space.numerical:
-        coords = [float(v) / (space.scale or 1.0) for v in space.values if v is not None]
-        mags = [abs(c) for c in coords]
+        mags = [abs(float(v)) / (space.scale or 1.0) for v in space.values if v is not None]
         top = max([0.0, *mags, *np.abs(space.bos[:1]).tolist()]) + e
         flag = (1.0 + e) if space.nullable else 0.0
-        integral = all(c.is_integer() for c in [*coords, *space.bos.tolist()])
-        return top * top + flag * flag, top + flag, n * e if integral else math.inf
+        return top * top + flag * flag, top + flag
     top = 1.0 + n * e  # a one-hot, every coordinate off by e
     bos = float(np.abs(space.bos).sum())
-    return max(top * top, float(space.bos @ space.bos)), max(top, bos), n * e
+    return max(top * top, float(space.bos @ space.bos)), max(top, bos)
 
 
 @attrs.frozen
 class ResidualBound:
     """What the analysis bounds about every residual: ``norm_sq`` (of ``|x|^2``, the
-    balance included), ``a1`` (``sum |x_i|`` without it), ``deviation`` (the sum of the
-    coordinates' error bounds, inf when some coordinate need not be an integer) and
-    ``widest`` (the label of the SOp with the largest non-integer values, or "")."""
+    balance included), ``a1`` (``sum |x_i|`` without it) and ``widest`` (the label of
+    the SOp with the largest coordinate sum)."""
 
     norm_sq: float
     a1: float
-    deviation: float
     widest: str
-
-    def mean_error(self, unit_roundoff: float, d_model: int) -> float:
-        """How far LayerNorm's computed mean over ``d_model`` coordinates may be from 0
-        (the module docstring)."""
-        return min(2 * unit_roundoff * self.a1, 2 * self.deviation / d_model)
 
 
 def residual_bound(spaces: list[SOpSpace], extra: int) -> ResidualBound:
     """The `ResidualBound` over ``spaces`` (each counted once) and ``extra`` directions of
     magnitude 1 (``one``, BOS)."""
     sq = a1 = float(extra)
-    deviation, widest, top = 0.0, "", 0.0
+    widest, top = "", 0.0
     seen: set[int] = set()
     for space in spaces:
         if id(space) in seen:
             continue
         seen.add(id(space))
-        s, a, f = space_bounds(space)
+        s, a = space_bounds(space)
         sq += s
         a1 += a
-        deviation += f
-        if math.isinf(f) and a > top:
+        if a > top:
             widest, top = space.label, a
-    return ResidualBound(sq + a1 * a1, a1, deviation, widest)
+    return ResidualBound(sq + a1 * a1, a1, widest)
 
 
 def choose_eps(bound_sq: float, d_model: int) -> float:
@@ -152,56 +153,66 @@ def choose_eps(bound_sq: float, d_model: int) -> float:
     return 4.0 ** math.ceil(math.log(need, 4))
 
 
-def rounding_problem(bound: ResidualBound, d_model: int, dtype_bits: int) -> str | None:
-    """Why LayerNorm's mean over ``d_model`` coordinates may round beyond the chambers'
-    rounding budget in a dtype of ``dtype_bits`` mantissa bits (53 or 24); None when it
-    fits."""
+def rounding_problem(norms: int, a1: float, dtype_bits: int) -> str | None:
+    """Why a coordinate that passes ``norms`` LayerNorms may round beyond half of the
+    chambers' rounding budget in a dtype of ``dtype_bits`` mantissa bits (53 or 24), in a
+    residual whose coordinates sum to up to ``a1``; None when it fits (the module
+    docstring: each norm rounds ``x_r - m`` once, and ``|m| <= 2 u a1``)."""
     budget = ROUNDING if dtype_bits == 53 else ROUNDING32
-    error = bound.mean_error(2.0 ** -dtype_bits, d_model)
-    if error <= budget / 4:
+    u = 2.0 ** -dtype_bits
+    error = norms * u * (1 + 2 * u * a1)
+    if error <= budget / 2:
         return None
-    why = (f"non-integer values such as {bound.widest!r}'s, in a residual whose "
-           f"coordinates sum to up to {bound.a1:.3g}" if bound.widest else
-           "its coordinates' error bounds")
-    return (f"LayerNorm's mean may be off by {error:.3g} per coordinate ({why}), more "
-            f"than a quarter of the {budget:.3g} the discretisations allow for rounding")
+    return (f"a coordinate passes up to {norms} LayerNorms, each rounding it by up to "
+            f"{u * (1 + 2 * u * a1):.3g} of max(1, its value): {error:.3g}, more than half "
+            f"of the {budget:.3g} the discretisations allow for float rounding")
+
+
+def post_norm_count(n_layers: int) -> int:
+    """The norms a coordinate passes in the post-norm (BERT) form: the embedding's, two per
+    layer, and the output head's."""
+    return 2 * n_layers + 2
 
 
 def balanced(model: CompiledModel) -> tuple[dict[str, np.ndarray], list[str], dict]:
-    """Weights, residual labels and circuit with the balance direction appended: every
-    write's negated sum in its column, no reader reading it."""
+    """Weights, residual labels and circuit with the balance and zero directions
+    appended: every write's negated sum in the balance column (nothing reads it), and in
+    every reader's zero row the negated sum of its column (nothing writes it)."""
     w = model.weights
     out: dict[str, np.ndarray] = {}
     d = model.config.d_model
 
-    def writer(a: np.ndarray) -> np.ndarray:      # [..., d] -> [..., d + 1]
-        return np.concatenate([a, -a.sum(axis=-1, keepdims=True)], axis=-1)
+    def writer(a: np.ndarray) -> np.ndarray:      # [..., d] -> [..., d + 2]
+        return np.concatenate([a, -a.sum(axis=-1, keepdims=True), np.zeros_like(a[..., :1])],
+                              axis=-1)
 
     def reader(a: np.ndarray, axis: int) -> np.ndarray:
-        pad = [(0, 0)] * a.ndim
-        pad[axis] = (0, 1)
-        return np.pad(a, pad)
+        zero = -a.sum(axis=axis, keepdims=True)
+        return np.concatenate([a, np.zeros_like(zero), zero], axis=axis)
 
     for name, a in w.items():
         part = name.rsplit(".", 1)[-1]
         if part in ("W_E", "W_pos", "W_O", "b_O", "W_out", "b_out"):
             out[name] = writer(a)
         elif part in ("W_Q", "W_K", "W_V"):
-            out[name] = reader(a, 1)                  # [H, d + 1, E]
+            out[name] = reader(a, 1)                  # [H, d + 2, E]
         elif part in ("W_in", "W_U"):
-            out[name] = reader(a, 0)                  # [d + 1, m]
+            out[name] = reader(a, 0)                  # [d + 2, m]
         else:
             out[name] = a
-    circuit = {label: tuple(attrs.evolve(s, writes=(*s.writes, d)) if s.writes else s
-                            for s in steps) for label, steps in model.circuit.items()}
-    return out, [*model.residual_labels, BALANCE], circuit
+
+    def step(s: Any) -> Any:
+        reads = (*s.reads, d + 1) if s.reads and s.sublayer != "embed" else s.reads
+        return attrs.evolve(s, writes=(*s.writes, d) if s.writes else s.writes, reads=reads)
+
+    circuit = {label: tuple(step(s) for s in steps) for label, steps in model.circuit.items()}
+    return out, [*model.residual_labels, BALANCE, ZERO], circuit
 
 
 def normalized(model: CompiledModel, norm: str, spaces: list[SOpSpace], extra: int,
                ) -> tuple[CompiledModel, str | None]:
-    """``model`` with ``norm`` ("layernorm" or "rmsnorm") placed pre-norm when the model is
-    causal and post-norm otherwise, and why float32 is not exact (None when it is);
-    a ValueError when float64 is not exact either."""
+    """``model`` with ``norm`` ("layernorm" or "rmsnorm"), pre-norm, and why float32 is
+    not exact (None when it is); a ValueError when the norm cannot be made exact."""
     kind = NORMS[norm]
     if kind == "LN":
         weights, labels, circuit = balanced(model)
@@ -214,13 +225,13 @@ def normalized(model: CompiledModel, norm: str, spaces: list[SOpSpace], extra: i
     eps = choose_eps(bound_sq, d)
     why32 = None
     if kind == "LN":
-        if (problem := rounding_problem(bound, d, 53)) is not None:
-            raise ValueError(problem)
-        why32 = rounding_problem(bound, d, 24)
+        if (problem := rounding_problem(1, bound.a1, 53)) is not None:
+            raise ValueError(f"{problem} (the largest values: {bound.widest!r})")
+        why32 = rounding_problem(1, bound.a1, 24)
     if eps > EPS_MAX32:
         why32 = f"the norm's eps {eps:.3g} is past float32's range"
     cfg = attrs.evolve(model.config, d_model=d, normalization_type=kind, eps=eps,
-                       norm_position="pre" if model.config.causal else "post")
+                       norm_position="pre")
     gain = math.sqrt(eps)
     for name, shape in norm_shapes(cfg).items():
         weights[name] = np.full(shape, gain if name.endswith(".w") else 0.0)

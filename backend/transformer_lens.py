@@ -127,13 +127,13 @@ def to_bridge(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
     from rasplang.backend import hf
 
     _, torch = _import_transformer_lens()
-    hf.architecture_for(model)  # a LayerNorm model, else a ValueError saying so
+    kind = hf.architecture_for(model)  # a LayerNorm model, else a ValueError saying so
     from transformer_lens.model_bridge import TransformerBridge
 
     with tempfile.TemporaryDirectory(prefix="rasplang-hf-") as path:
         hf.save_pretrained(model, path, dtype=dtype, unknown_as_pad=True)
         bridge = TransformerBridge.boot_transformers(
-            path, dtype=dtype or (torch.float64 if model.config.float64_only
+            path, dtype=dtype or (torch.float64 if hf.float64_only(model, kind)
                                   else torch.float32), device=device)
     bridge.cfg.default_prepend_bos = False
     return bridge

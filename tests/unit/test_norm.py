@@ -49,8 +49,7 @@ def test_residual_has_mean_zero_and_the_norm_is_the_identity(causal):
     returns it unchanged to 1e-12 relative: the construction's two claims."""
     entry, model = _compile("sort_unique", causal=causal, norm="layernorm")
     cfg, w = model.config, model.weights
-    assert cfg.normalization_type == "LN"
-    assert cfg.norm_position == ("pre" if causal else "post")
+    assert cfg.normalization_type == "LN" and cfg.norm_position == "pre"
     gain = w["blocks.0.ln1.w"][0]
     assert gain * gain == cfg.eps and np.log2(gain).is_integer()
     for xs in _inputs(entry, 3)[:30]:
@@ -61,27 +60,34 @@ def test_residual_has_mean_zero_and_the_norm_is_the_identity(causal):
 
 
 def test_norm_costs_at_most_two_dimensions_and_no_layer():
-    """LayerNorm adds one residual direction (norm:balance), RMSNorm none; no layer."""
+    """LayerNorm adds two residual directions (norm:balance, norm:zero), RMSNorm none;
+    no layer."""
     for name in ("sort", "frac_prevs", "dyck1"):
         _, plain = _compile(name)
         _, ln = _compile(name, norm="layernorm")
         _, rms = _compile(name, norm="rmsnorm")
-        assert ln.config.d_model == plain.config.d_model + 1
-        assert ln.residual_labels[-1] == normalize.BALANCE
+        assert ln.config.d_model == plain.config.d_model + 2
+        assert ln.residual_labels[-2:] == [normalize.BALANCE, normalize.ZERO]
         assert rms.config.d_model == plain.config.d_model
         assert ln.config.n_layers == rms.config.n_layers == plain.config.n_layers
 
 
 def test_balance_is_written_by_every_sublayer_and_read_by_none():
-    """The balance column is the negated sum of every write; no reader reads it."""
+    """The balance column is the negated sum of every write and no reader reads it; no
+    writer writes the zero direction and every reader column sums to 0 with it, so a
+    shift of every coordinate (LayerNorm's rounded mean) changes no reader's input."""
     _, model = _compile("hist", norm="layernorm")
-    w, b = model.weights, model.config.d_model - 1
+    w, b, z = model.weights, model.config.d_model - 2, model.config.d_model - 1
     for name in ("embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_O", "blocks.0.mlp.W_out"):
         np.testing.assert_allclose(w[name].sum(axis=-1), 0, atol=1e-12)
-    for name in ("blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V"):
-        assert not w[name][:, b].any()
-    assert not w["blocks.0.mlp.W_in"][b].any() and not w["unembed.W_U"][b].any()
+        assert not w[name][..., z].any()
+    readers = [w[f"blocks.0.attn.W_{n}"].transpose(1, 0, 2) for n in "QKV"]
+    readers += [w["blocks.0.mlp.W_in"], w["unembed.W_U"]]
+    for a in readers:                                   # [d_model, ...]
+        assert not a[b].any() and a[z].any()
+        np.testing.assert_allclose(a.sum(axis=0), 0, atol=1e-9)
     assert any(b in s.writes for steps in model.circuit.values() for s in steps)
+    assert any(z in s.reads for steps in model.circuit.values() for s in steps)
 
 
 def test_gelu_pre_activations_are_far_from_zero():
@@ -116,23 +122,34 @@ def test_structured_forward_runs_normalised_models():
     np.testing.assert_array_equal(model.forward(ids), model.forward(ids, structured=False))
 
 
-def test_verify_in_float64_and_float32():
-    """verify passes (float64); float32 runs agree with float64 where the model allows."""
-    entry = PROGRAMS["hist"]
-    model = rl.compile(entry.build(), entry.vocab, 4, norm="layernorm")
-    assert rl.verify(entry.build(), entry.vocab, 4, model=model).ok
-    if not model.config.float64_only:
-        xs = _inputs(entry, 4)
-        assert model.run(xs, dtype=np.float32) == model.run(xs)
+@pytest.mark.parametrize("name", ["hist", "frac_prevs", "prev_sum", "sort"])
+def test_verify_in_float64_and_float32(name):
+    """Exhaustive verify passes in float64 and in float32, means and floats included."""
+    entry = PROGRAMS[name]
+    model = rl.compile(entry.build(), entry.vocab, 4, norm="layernorm", activation="gelu")
+    assert not model.config.float64_only
+    for dtype in (np.float64, np.float32):
+        assert rl.verify(entry.build(), entry.vocab, 4, model=model, dtype=dtype).ok
 
 
-def test_float64_only_models_refuse_float32():
-    """A LayerNorm whose mean may round past the float32 budget says so, and run refuses
-    float32."""
-    _, model = _compile("prev_sum", norm="layernorm")
-    assert "LayerNorm's mean" in model.config.float64_only
-    with pytest.raises(ValueError, match="float64 only"):
-        model.run([[1, 2]], dtype=np.float32)
+def test_post_norm_runs_the_same_weights():
+    """The same weights run post-norm (embed.ln, ln1 after attention, ln2 after the MLP,
+    as BERT) give the same logits; BERT's deeper post-norm form is float64-only in float32
+    rounding terms past 3 layers."""
+    import attrs
+
+    from rasplang.backend.hf import float64_only
+
+    entry, model = _compile("sort_unique", norm="layernorm")
+    w = {k.replace("ln_final.", "embed.ln."): v for k, v in model.weights.items()}
+    post = rl.backend.CompiledModel(attrs.evolve(model.config, norm_position="post"), w,
+                                    model.residual_labels, model.input_encoder,
+                                    model.output_encoder, model.circuit, model.program)
+    ids = model.input_encoder.encode([[model.config.bos, *xs] for xs in _inputs(entry, 4)])
+    np.testing.assert_allclose(post.forward(ids), model.forward(ids), atol=1e-12)
+    _, deep = _compile("sort_by_most_freq", norm="layernorm")
+    assert deep.config.n_layers > 3 and "as BERT" in float64_only(deep, "bert")
+    assert float64_only(deep, "gpt2") == "" == float64_only(model, "bert")
 
 
 def test_saved_model_keeps_its_norm(tmp_path):
