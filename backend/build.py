@@ -237,7 +237,7 @@ class _Builder(FusedReads):
         label = self.reader = self.labels[node]
         if not isinstance(node, SOp):
             return None
-        if node in self.virtual and not isinstance(node, SelectorWidth):
+        if node in self.virtual and not isinstance(node, (SelectorWidth, LengthType)):
             self.define_virtual(node)
             return None
         rule = _RULES.get(type(node))

@@ -303,7 +303,7 @@ def choose(analysis: Analysis) -> Fusion:
     for node in analysis.nodes:
         if not isinstance(node, SOp):
             continue
-        if isinstance(node, SelectorWidth):
+        if isinstance(node, (SelectorWidth, LengthType)):
             mine = (_Base(Scratch(node), analysis.max_seq_len + 1, True, False),)
         elif isinstance(node, Map):
             mine = bases.get(node.inner) or own(node.inner)

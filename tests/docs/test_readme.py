@@ -17,6 +17,6 @@ def test_readme_example_runs():
         exec(compile(block, "README.md", "exec"), {})
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("[1, 0.5, 0.666")
-    assert lines[1] == "2 14"
+    assert lines[1] == "1 13"
     assert lines[-1] == "True"
     assert len(block.splitlines()) <= 16
