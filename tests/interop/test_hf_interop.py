@@ -48,7 +48,7 @@ def _check(model, hf, entry, causal, xs):
     from rasplang.backend.hf import decode
     from rasplang.interpreter import evaluate_batch
 
-    want = evaluate_batch(entry.build(), xs, causal=causal)
+    want = evaluate_batch(model.program, xs, causal=causal)
     want = want.outputs if hasattr(want, "outputs") else want
     cfg = model.config
     dtype = next(hf.parameters()).dtype
@@ -76,7 +76,7 @@ def test_library_program_exhaustive_at_5(name, activation, tmp_path):
     entry = PROGRAMS[name]
     causal = name in ("frac_prevs", "prev_sum", "detect_pattern") or activation == "gelu"
     n = min(5, entry.max_seq_len)
-    model = rl.compile(entry.build(), entry.vocab, n, causal=causal, norm="layernorm",
+    model = rl.compile(entry.build(n), entry.vocab, n, causal=causal, norm="layernorm",
                        activation=activation)
     _, hf = _loaded(model, tmp_path)
     _check(model, hf, entry, causal, _inputs(entry, n))
@@ -89,7 +89,7 @@ def test_library_program_sampled_at_16(name, tmp_path):
     entry = PROGRAMS[name]
     n = min(16, entry.max_seq_len)
     for causal in (False, True):
-        model = rl.compile(entry.build(), entry.vocab, n, causal=causal, norm="layernorm")
+        model = rl.compile(entry.build(n), entry.vocab, n, causal=causal, norm="layernorm")
         _, hf = _loaded(model, tmp_path / str(causal))
         _check(model, hf, entry, causal, _inputs(entry, n, samples=2000))
 
