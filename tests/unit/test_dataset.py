@@ -112,6 +112,14 @@ def test_exhaustive_dataset_rows_are_the_programs_outputs(tmp_path, hist):
     assert report.columns == ["tokens", "output"]
 
 
+def test_exhaustive_dataset_of_chosen_lengths(tmp_path, hist):
+    """lengths=[...] restricts every input to those lengths, in the same order."""
+    rl.dataset(hist, "ab", 5, lengths=[4, 2], out=tmp_path, shard_rows=7)
+    rows = rows_of(tmp_path)
+    assert [r["tokens"] for r in rows] == every_input("ab", (2, 4))
+    assert all(r["output"] == rl.evaluate(hist, r["tokens"]) for r in rows)
+
+
 def test_traces_hold_every_nodes_values(tmp_path):
     """traces=True: one column per SOp, equal to evaluate_all; selectors when named."""
     program = make_sort_unique(rl.tokens, rl.tokens)

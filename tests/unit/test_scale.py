@@ -69,6 +69,17 @@ def test_sharded_verify_equals_one_process(client, broken):
         same_report(sharded, serial)
 
 
+def test_progress_bar_covers_sharded_runs(client, capsys, monkeypatch):
+    """With progress=True the bar counts every input of a sharded run, shard by shard."""
+    from rasplang import verification
+
+    monkeypatch.setattr(verification, "PROGRESS_DELAY_S", 0.0)
+    report = rl.verify(make_hist(), "abcd", 4, client=client, progress=True)
+    err = capsys.readouterr().err
+    assert report.ok and report.total == 340
+    assert "340/340" in err and "100%" in err
+
+
 def test_program_errors_are_reported_not_swallowed(client, tmp_path):
     """Inputs on which the program raises: skipped and listed by verify, raised by dataset."""
     inverse = rl.numerical(rl.Map(lambda t: 1 / t, rl.tokens))
