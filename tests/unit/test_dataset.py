@@ -142,6 +142,15 @@ def test_traces_hold_every_nodes_values(tmp_path):
         assert row[label] == [[bool(v) for v in q] for q in matrix]
 
 
+def test_causal_dataset_masks_the_selectors(tmp_path):
+    """causal=True: outputs are evaluate's with causal masking, which differ here."""
+    program = make_sort_unique(rl.tokens, rl.tokens)
+    rl.dataset(program, [1, 2, 3], 3, causal=True, out=tmp_path)
+    rows = rows_of(tmp_path)
+    assert all(r["output"] == rl.evaluate(program, r["tokens"], causal=True) for r in rows)
+    assert any(r["output"] != rl.evaluate(program, r["tokens"]) for r in rows)
+
+
 def test_column_types_follow_the_value_tables(tmp_path):
     """Strings, bools, None as null, floats, and other values as their repr."""
     program = rl.SequenceMap(lambda t, i: (t, i) if i else None, rl.tokens, rl.indices)
