@@ -105,3 +105,28 @@ def test_missing_transformer_lens_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformer_lens", None)
     with pytest.raises(ImportError, match=r"rasplang\[transformer-lens\]"):
         model.to_transformer_lens()
+
+
+@pytest.mark.parametrize(("name", "causal"), [("frac_prevs", True), ("sort_unique", False)])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_layernorm_and_gelu_follow_the_model(tl, name, causal, activation):
+    """A LayerNorm / GELU model exports with its norm, eps and activation; logits agree."""
+    import torch
+
+    entry = PROGRAMS[name]
+    model = rl.compile(entry.build(), entry.vocab, entry.max_seq_len, causal=causal,
+                       norm="layernorm", activation=activation)
+    hooked = model.to_transformer_lens()
+    assert hooked.cfg.normalization_type == "LN" and hooked.cfg.eps == model.config.eps
+    assert hooked.cfg.act_fn == model.config.act_fn
+    seqs = all_inputs(entry, entry.max_seq_len)[:200]
+    with torch.no_grad():
+        got = hooked(torch.as_tensor(model.input_encoder.encode(seqs))).numpy()
+    expected = np.concatenate([model.apply(s).logits for s in seqs])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    decoded, ours = model.output_encoder.decode(got[:, 1:]).tolist(), model.run(
+        [s[1:] for s in seqs])
+    if model.output_encoder.numerical:
+        np.testing.assert_allclose(decoded, ours, atol=1e-5)
+    else:
+        assert decoded == ours
