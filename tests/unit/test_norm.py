@@ -175,3 +175,33 @@ def test_eps_is_a_power_of_four_above_the_bound():
         eps = normalize.choose_eps(s, d)
         assert eps >= 2.0 ** 56 * s / d and eps < 4 * 2.0 ** 56 * s / d + 4
         assert np.log(eps) / np.log(4) == pytest.approx(round(np.log(eps) / np.log(4)))
+
+
+def test_large_values_make_layernorm_float64_only():
+    """Coordinates that sum to 3e8 make LayerNorm's mean too coarse for float32: the model
+    says why and refuses float32; float64 stays exact."""
+    program = rl.numerical(rl.Map(lambda x: x * 100_000_000 + 0.5, rl.tokens))
+    assert not rl.compile(program, [1, 2, 3], 3).config.float64_only
+    model = rl.compile(program, [1, 2, 3], 3, norm="layernorm")
+    assert "LayerNorms" in model.config.float64_only
+    assert rl.verify(program, [1, 2, 3], 3, model=model).ok
+    with pytest.raises(ValueError, match="float64 only"):
+        model.run([[1, 2]], dtype=np.float32)
+
+
+def test_gelu_refuses_a_unit_whose_inputs_err_too_much():
+    """gelu_scales names the node of a unit whose pre-activations are closer to 0 than
+    twice its inputs' error, and scales the others by powers of 2 to at least GELU_Z."""
+    from rasplang.backend.craft.bases import BasisDirection
+    from rasplang.backend.spaces import SOpSpace, bos_direction
+
+    labels = ["one", "tokens:BOS", "x"]
+    noisy = SOpSpace("x", True, (0.0, 0.001, 1.0), (BasisDirection("x"),), np.zeros(1),
+                     error=0.01)
+    rows = gelu.RowSpaces(labels, [noisy], str(bos_direction("BOS")))
+    w_in = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    w_in[0, 1] = 1.0                                  # a unit reading only `one`
+    scales, problems = gelu.gelu_scales(w_in, rows, ["noisy", "constant"])
+    assert problems == [("noisy", pytest.approx(problems[0][1]))]
+    assert "off by 0.01" in problems[0][1]
+    assert scales[1] >= gelu.GELU_Z and np.log2(scales[1]).is_integer()
