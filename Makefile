@@ -38,7 +38,7 @@ test-interop: $(STAMP)
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e ".[hf,transformer-lens,nnsight]" "torch==$(TORCH_VERSION)" \
 		$(TORCH_INDEX)
-	$(VENV)/bin/pytest tests/interop -q
+	$(VENV)/bin/pytest tests/interop tests/differential/test_norm_library.py -q
 
 # A longer fuzz campaign: COUNT random programs per masking, then CORNER_COUNT
 # adversarial corner cases (tests/differential/test_fuzz_corners.py), seeded by SEED.
