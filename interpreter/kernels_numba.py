@@ -10,8 +10,9 @@ the exact exception of the first offending sequence.
 
 Selector values come from `_selected`, a tiny interpreter of the selector's register
 program (`interpreter.selectors`): for ``(b, q, k)`` it returns `PRED_FALSE`,
-`PRED_TRUE`, or `PRED_ERROR` when a predicate raised there. `fused_select_kernel` calls
-it inside its key loop, so no ``[B, T, T]`` matrix is ever built.
+`PRED_TRUE`, or `PRED_ERROR` when a predicate raised there. `fused_select_kernel` runs
+the same program one op at a time over a query's row of keys (`_fill_row`), so no
+``[B, T, T]`` matrix is ever built.
 
 The Aggregate rule of `rasplang.evaluator.aggregate_row` is written once for compiled
 code, in the helper `reduce_row` (with `mean_code`, the one division of a mean): the
@@ -118,17 +119,55 @@ def sequence_map_kernel(lut, fst, snd, lengths, out, err):
 @jit(helper=True)
 def _fill_row(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats, b, q, stop,
               regs, row):
-    """``row[k]`` = the selector's value at (b, q, k) for ``k < stop`` (see `_selected`)."""
-    if ops.shape[0] == 1 and ops[0] == SELECT:  # one Select: a gather from its table
+    """``row[k]`` = the selector's value at (b, q, k) for ``k < stop``, as `_selected`
+    gives it, with the register program run one op at a time over the whole row:
+    ``regs [n_ops, n_pos]`` holds each op's row, so an op is dispatched once per query
+    instead of once per (query, key), and each op is a loop over keys."""
+    n_ops = ops.shape[0]
+    if n_ops == 1 and ops[0] == SELECT:  # one Select: a gather from its table
         base = pred_off[0] + qcodes[0, b, q]
         step = pred_nq[0]
         kc = kcodes[0, b]
         for k in range(stop):
             row[k] = pred[base + kc[k] * step]
-    else:
-        for k in range(stop):
-            row[k] = _selected(ops, a0, a1, kcodes, qcodes, pred, pred_off, pred_nq, cmats,
-                               b, q, k, regs)
+        return
+    for k in range(stop):
+        row[k] = 0  # 1 where a predicate raised at key k
+    for i in range(n_ops):
+        op = ops[i]
+        out = regs[i]
+        if op == SELECT:
+            leaf = a0[i]
+            base = pred_off[leaf] + qcodes[leaf, b, q]
+            step = pred_nq[leaf]
+            kc = kcodes[leaf, b]
+            for k in range(stop):
+                v = pred[base + kc[k] * step]
+                if v == PRED_ERROR:
+                    row[k] = 1
+                    v = PRED_FALSE
+                out[k] = v
+        elif op == CONST:
+            c = cmats[a0[i], q]
+            for k in range(stop):
+                out[k] = c[k]
+        elif op == AND:
+            x = regs[a0[i]]
+            y = regs[a1[i]]
+            for k in range(stop):
+                out[k] = x[k] & y[k]
+        elif op == OR:
+            x = regs[a0[i]]
+            y = regs[a1[i]]
+            for k in range(stop):
+                out[k] = x[k] | y[k]
+        else:  # NOT
+            x = regs[a0[i]]
+            for k in range(stop):
+                out[k] = 1 - x[k]
+    last = regs[n_ops - 1]
+    for k in range(stop):
+        row[k] = PRED_ERROR if row[k] else last[k]
 
 
 @jit(helper=True)
@@ -230,7 +269,7 @@ def fused_select_kernel(
     ``acc[b, q]``), or `REEVALUATE` (see `interpreter.codes`).
     """
     n_batch, n_pos = out.shape
-    regs = np.empty(ops.shape[0], np.uint8)
+    regs = np.empty((ops.shape[0], n_pos), np.uint8)  # one row per op (`_fill_row`)
     row = np.empty(n_pos, np.int8)
     for b in range(n_batch):
         n = lengths[b]
