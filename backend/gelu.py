@@ -108,6 +108,9 @@ class RowSpaces:
         for i in np.flatnonzero(column):
             if i in (self.one, self.bos):
                 continue
+            if int(i) not in self.rows:
+                raise ValueError(f"it reads residual direction {int(i)}, whose values the "
+                                 "analysis does not give")
             space, k = self.rows[int(i)]
             entry = groups.setdefault(id(space), (space, [], []))
             entry[1].append(k)

@@ -40,9 +40,9 @@ as much again), and LayerNorm subtracts ``m`` from every coordinate. A second ex
 direction, ``norm:zero``, takes that out: nothing writes it, so the norm turns it into
 exactly ``-m`` (``0 - m`` and multiplying by powers of 2 are exact), and every reader
 (each column of ``W_Q``, ``W_K``, ``W_V``, ``W_in``, ``W_U``) reads it with the negated
-sum of its other weights: ``sum_r w_r (x_r - m) - (sum_r w_r) m' `` with ``m' = m``
-is ``sum_r w_r x_r``. The mean's error cancels exactly; what remains is the rounding of
-``x_r - m``, one unit roundoff of each coordinate per norm it passes.
+sum of its other weights: ``sum_r w_r (x_r - m) + (-sum_r w_r)(-m) = sum_r w_r x_r``.
+The mean's error cancels exactly; what remains is the rounding of ``x_r - m``, one unit
+roundoff of ``|x_r| + |m|`` per norm a coordinate passes.
 
 A reader sees the residual through one norm before a sublayer (pre-norm); after each
 residual addition (post-norm) the norm's output is the residual, and a coordinate
