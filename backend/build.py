@@ -201,11 +201,10 @@ class _Builder(FusedReads):
         self.labels[node] = label
         raw = [v for v in self.a.value_sets[sop] if v is not None]
         xs = [float(v) for v in raw]
-        self.check_tolerance(self.reader, space, xs, raw)  # the problem is the reader's
+        m = self.slope(self.reader, space, xs, [raw])  # the problem is the reader's
         out = categorical_space(label, self.a.value_sets[sop])  # None: the zero vector
         self.reserve(self.reader, len(out.directions), numerical_mlp.step_units(raw))
-        mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, self.m,
-                                             self.bos)
+        mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, m, self.bos)
         self.register(node, out)
         self.derived[key] = node
         self.pending.append(NodeBlock(node, label, mlp=mlp, deps=(sop,)))
@@ -290,11 +289,10 @@ class _Builder(FusedReads):
                 mlp = numerical_mlp.affine_mlp(label, [(inp, fit[0], lohi)], fit[1], out,
                                                self.bos)
             else:
-                self.check_tolerance(label, inp, xs, ys)
+                m = self.slope(label, inp, xs, [ys])
                 out = self.out_space(node)
                 self.reserve(label, len(out.directions), numerical_mlp.step_units(ys))
-                mlp = numerical_mlp.discretising_mlp(label, inp, xs, ys, out, self.m,
-                                                     self.bos)
+                mlp = numerical_mlp.discretising_mlp(label, inp, xs, ys, out, m, self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
 
@@ -318,12 +316,27 @@ class _Builder(FusedReads):
         (``W_out``) holds at least that many."""
         refuse_over(mlp_bound(label, rows, units), self.max_bytes)
 
-    def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any]) -> None:
-        problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, self.m)
+    def slope(self, label: str, inp: SOpSpace, xs: list[float], tables: list[list[Any]]
+              ) -> float:
+        """The slope factor of a discretisation of ``inp`` into each of ``tables``: the
+        gentlest, `numerical_mlp.GENTLE_SLOPE`, where its margin absorbs the input's
+        error (float32 rounds steep steps by more), else ``mlp_exactness``; what cannot
+        be exact is recorded as a problem, what is exact in float64 only as such."""
+        m = min(self.m, numerical_mlp.GENTLE_SLOPE)
+        if any(numerical_mlp.discretisation_problem(xs, ys, inp.error, m) for ys in tables):
+            m = self.m
+        for ys in tables:
+            self.check_tolerance(label, inp, xs, ys, m)
+        return m
+
+    def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any],
+                        m: float) -> None:
+        problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, m)
         if problem:
             self.problems.append((label, f"input {inp.label!r}: {problem}"))
         elif not self.float64_only and (problem := numerical_mlp.discretisation_problem(
-                xs, ys, inp.error, self.m, rounding=numerical_mlp.ROUNDING32)):
+                xs, ys, inp.error, m, rounding=numerical_mlp.ROUNDING32)
+                or numerical_mlp.float32_step_problem(xs, ys, inp.error, m)):
             self.float64_only = f"{label}: input {inp.label!r}: {problem} in float32"
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap, label: str) -> NodeBlock:
@@ -433,10 +446,9 @@ class _Builder(FusedReads):
             self.define_width(node, scratch_space, xs, ys)
             return NodeBlock(node, label, head=head, deps=deps, selectors=selectors,
                              scratch=scratch, fused=fused)
-        self.check_tolerance(label, scratch_space, xs, ys)
+        m = self.slope(label, scratch_space, xs, [ys])
         out = self.out_space(node)
-        mlp = numerical_mlp.discretising_mlp(label, scratch_space, xs, ys, out, self.m,
-                                             self.bos)
+        mlp = numerical_mlp.discretising_mlp(label, scratch_space, xs, ys, out, m, self.bos)
         self.register(node, out)
         return NodeBlock(node, label, head=head, mlp=mlp, deps=deps, selectors=selectors,
                          scratch=scratch, fused=fused)

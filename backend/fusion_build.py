@@ -101,17 +101,17 @@ class FusedReads:
             inputs = [spaces[i] for i in cats]
             error = num.error + fused_mlp.gate_error(xs, num.error, inputs, self.m)
             checked = attrs.evolve(num, error=error)
-            for combo in np.ndindex(*grid.shape[1:]):
-                self.check_tolerance(label, checked, xs, grid[(slice(None), *combo)].tolist())
+            m = self.slope(label, checked, xs, [grid[(slice(None), *combo)].tolist()
+                                                for combo in np.ndindex(*grid.shape[1:])])
             out = self.out_space(node)
             self.reserve(label, len(num.directions) + 1 + sum(len(s.directions) for s in inputs),
                          fused_mlp.gated_units(xs, grid))
             if not inputs:
-                mlp = numerical_mlp.discretising_mlp(label, num, xs, grid.tolist(), out,
-                                                     self.m, self.bos)
+                mlp = numerical_mlp.discretising_mlp(label, num, xs, grid.tolist(), out, m,
+                                                     self.bos)
             else:
-                mlp = fused_mlp.gated_discretising_mlp(label, num, xs, inputs, grid, out,
-                                                       self.m, self.bos)
+                mlp = fused_mlp.gated_discretising_mlp(label, num, xs, inputs, grid, out, m,
+                                                       self.bos)
         deps: list[SOp] = []
         for b in view.bases:
             if isinstance(b, Linear):

@@ -100,6 +100,33 @@ def discretisation_problem(xs: Sequence[float], f_values: Sequence[Any], error: 
             "cannot discretise it exactly")
 
 
+#: The slope factor the compiler gives a discretisation whose margin allows it (in place
+#: of ``mlp_exactness``): steps of ``4 / g_i`` keep every pre-activation 25 times
+#: smaller than ``100 / g_i``, and with it float32's rounding of the steps.
+GENTLE_SLOPE = 4.0
+#: Largest float32 error one step ``relu(p + 1/2) - relu(p - 1/2)`` may carry. Where
+#: ``|p|`` is large both units are active, and their difference keeps float32's
+#: rounding of ``p``, about ``2^-23 |p|``; readers sum such errors over a table's rows.
+FLOAT32_STEP_ERROR = 2.0 ** -7
+
+
+def float32_step_problem(xs: Sequence[float], f_values: Sequence[Any], error: float,
+                         mlp_exactness: float) -> str | None:
+    """Why float32 may round the steps' pre-activations by more than
+    `FLOAT32_STEP_ERROR` (None: it does not), from the steepest step."""
+    step = closest_step(xs, f_values)
+    if step is None:
+        return None
+    xa = np.abs(np.asarray(xs, dtype=float))
+    slope = mlp_exactness / (step[1] - step[0])
+    # each unit's p = L x - L b rounds by 2^-24 (L |x| + L |b|) <= 2^-23 L max|x|; two units
+    rounded = 2.0 ** -22 * slope * (float(xa.max()) + error)
+    if rounded <= FLOAT32_STEP_ERROR:
+        return None
+    return (f"steps of slope {slope:.3g} on values up to {float(xa.max()):.3g} are rounded "
+            f"by up to {rounded:.2g}")
+
+
 def discretising_mlp(
     label: str, inp: SOpSpace, xs: Sequence[float], f: Callable[[Any], Any], out: SOpSpace,
     mlp_exactness: float, bos: BosState,
