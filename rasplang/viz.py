@@ -337,7 +337,8 @@ def plot_residual(
     low = float(finite.min()) if finite.size else 0.0
     limit = float(np.abs(finite).max()) if finite.size else 0.0
     limit = limit or 1.0
-    cmap, vmin = ("Blues", 0.0) if low >= 0 else ("RdBu_r", -limit)
+    # float rounding leaves -1e-17 where a value is 0: not a reason to diverge
+    cmap, vmin = ("Blues", 0.0) if low >= -1e-9 * limit else ("RdBu_r", -limit)
     image = None
     for ax, stage, name in zip(axes, shown, names):
         image = ax.imshow(stage, cmap=cmap, vmin=vmin, vmax=limit, aspect="auto",
