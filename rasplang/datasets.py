@@ -140,7 +140,7 @@ def dataset(
     meta = _metadata(analysis, program, columns, domain, causal, seed, shard_rows)
     n_shards = math.ceil(domain.total / shard_rows)
     job = ShardJob(program, analysis.vocab, max_seq_len, bool(causal), domain, shard_rows,
-                   columns, str(folder.resolve()), n_shards, meta["fingerprint"])
+                   columns, str(folder.resolve()), n_shards, _plan_key(meta))
     done, repaired = _resume(folder, meta, job)
     todo = [k for k in range(n_shards) if k not in done]
     reused = sorted(done)
@@ -231,6 +231,13 @@ def fingerprint(analysis: Any) -> str:
             digest.update(analysis.select_table(node).tobytes()
                           if hasattr(node, "predicate") else b"")
     return digest.hexdigest()
+
+
+def _plan_key(meta: dict[str, Any]) -> str:
+    """What a process's cached interpreter plan must match: the program's tables, the
+    vocabulary, max_seq_len and causal."""
+    return hashlib.sha256(repr((meta["fingerprint"], meta["vocab"], meta["max_seq_len"],
+                                meta["causal"])).encode()).hexdigest()
 
 
 def _json_value(value: Any) -> Any:

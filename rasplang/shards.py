@@ -33,8 +33,11 @@ from rasplang.nodes import RASPExpr
 
 #: Rows per Parquet row group (and most rows held in memory at once while writing).
 ROW_GROUP = 1 << 17
-#: Inputs per interpreter call.
-BATCH = 1 << 15
+#: Inputs per interpreter call (an exhaustive batch is cut where the length changes),
+#: fewer for long inputs: at most `BATCH_CELLS` positions, or (query, key) pairs when a
+#: selector is traced.
+BATCH = 1 << 17
+BATCH_CELLS = 1 << 22
 #: Parquet compression of every shard.
 COMPRESSION = "zstd"
 
@@ -248,6 +251,14 @@ def schema(job: ShardJob) -> Any:
     return pa.schema([(c.name, pa.list_(item(c.kind))) for c in job.columns])
 
 
+def batch_rows(job: ShardJob) -> int:
+    """Rows per interpreter call for ``job``: `BATCH`, fewer for long inputs."""
+    width = max(job.domain.lengths)
+    if any(c.kind == "selector" for c in job.columns):
+        width *= width
+    return max(64, min(BATCH, BATCH_CELLS // width))
+
+
 def write_shard(job: ShardJob, k: int) -> ShardInfo:
     """Compute shard ``k`` of ``job`` and write it atomically; its `ShardInfo`.
 
@@ -263,7 +274,7 @@ def write_shard(job: ShardJob, k: int) -> ShardInfo:
         with _Writer(tmp, schema(job)) as writer:
             pending: list[Any] = []
             held = 0
-            for codes, lengths in job.domain.batches(start, stop, BATCH):
+            for codes, lengths in job.domain.batches(start, stop, batch_rows(job)):
                 pending.append(_batch_table(job, plan, converters, codes, lengths))
                 held += len(lengths)
                 if held >= ROW_GROUP:

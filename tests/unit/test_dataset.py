@@ -151,6 +151,20 @@ def test_causal_dataset_masks_the_selectors(tmp_path):
     assert any(r["output"] != rl.evaluate(program, r["tokens"]) for r in rows)
 
 
+def test_datasets_of_one_program_for_other_domains(tmp_path):
+    """The same program for another length, or causal, in one process: each its own."""
+    succ = rl.tokens + 1
+    rl.dataset(succ, [1, 2], 3, out=tmp_path / "3")
+    rows = rows_of(rl.dataset(succ, [1, 2], 4, out=tmp_path / "4").out)
+    assert [r["tokens"] for r in rows] == every_input([1, 2], range(1, 5))
+    program = make_sort_unique(rl.tokens, rl.tokens)
+    plain = rows_of(rl.dataset(program, [1, 2], 2, out=tmp_path / "plain").out)
+    causal = rows_of(rl.dataset(program, [1, 2], 2, causal=True, out=tmp_path / "causal").out)
+    assert [r["output"] for r in plain] == [rl.evaluate(program, r["tokens"]) for r in plain]
+    assert [r["output"] for r in causal] == [
+        rl.evaluate(program, r["tokens"], causal=True) for r in causal]
+
+
 def test_column_types_follow_the_value_tables(tmp_path):
     """Strings, bools, None as null, floats, and other values as their repr."""
     program = rl.SequenceMap(lambda t, i: (t, i) if i else None, rl.tokens, rl.indices)
