@@ -1,0 +1,85 @@
+"""Size pins: every library program's compiled shape at max_seq_len 5 and 16, so a change
+that makes a model deeper, wider or larger fails here. A change that makes one smaller
+fails too, with the new numbers to pin."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import rasplang as rl
+from rasplang import lib
+
+#: (n_layers, d_model, d_mlp, n_heads, n_params_used) of `rasplang.compile` (optimize=True).
+PINS = {
+    ('above_mean', 5): (1, 15, 12, 1, 780),
+    ('count', 5): (1, 17, 11, 1, 833),
+    ('count_distinct', 5): (2, 20, 11, 1, 1460),
+    ('count_less_freq', 5): (2, 25, 11, 1, 2250),
+    ('detect_pattern', 5): (1, 16, 5, 2, 880),
+    ('double_hist', 5): (2, 28, 14, 2, 3416),
+    ('dyck1', 5): (3, 28, 108, 2, 11788),
+    ('dyck2', 5): (5, 56, 108, 2, 39592),
+    ('frac_prevs', 5): (1, 11, 1, 1, 286),
+    ('hist', 5): (1, 18, 11, 1, 936),
+    ('length', 5): (1, 18, 11, 1, 936),
+    ('nary_sequencemap', 5): (1, 19, 15, 1, 950),
+    ('pair_balance', 5): (1, 12, 2, 2, 516),
+    ('prev_sum', 5): (1, 15, 3, 1, 525),
+    ('reverse', 5): (2, 26, 55, 1, 4108),
+    ('same_frac', 5): (2, 28, 21, 1, 3360),
+    ('shift_by', 5): (1, 15, 1, 1, 540),
+    ('shift_fill', 5): (1, 14, 1, 1, 490),
+    ('shuffle_dyck', 5): (2, 26, 19, 3, 3224),
+    ('shuffle_dyck2', 5): (3, 38, 16, 4, 6992),
+    ('sort', 5): (3, 49, 25, 1, 8232),
+    ('sort_by_most_freq', 5): (5, 95, 55, 1, 35245),
+    ('sort_freq', 5): (3, 51, 55, 1, 12240),
+    ('sort_stable', 5): (3, 42, 20, 1, 6048),
+    ('sort_unique', 5): (2, 24, 11, 1, 1872),
+    ('above_mean', 16): (1, 26, 12, 1, 2210),
+    ('count', 16): (1, 39, 33, 1, 4485),
+    ('count_distinct', 16): (2, 42, 33, 1, 6762),
+    ('count_less_freq', 16): (2, 58, 33, 1, 12876),
+    ('detect_pattern', 16): (1, 27, 5, 2, 2970),
+    ('double_hist', 16): (2, 61, 36, 2, 16836),
+    ('dyck1', 16): (4, 63, 576, 2, 89712),
+    ('dyck2', 16): (6, 124, 578, 2, 362080),
+    ('frac_prevs', 16): (1, 22, 1, 1, 1298),
+    ('hist', 16): (1, 40, 33, 1, 4720),
+    ('length', 16): (1, 40, 33, 1, 4720),
+    ('nary_sequencemap', 16): (1, 41, 48, 1, 5658),
+    ('pair_balance', 16): (1, 23, 2, 2, 2254),
+    ('prev_sum', 16): (1, 26, 3, 1, 1768),
+    ('reverse', 16): (2, 59, 528, 1, 67083),
+    ('same_frac', 16): (2, 120, 161, 1, 75360),
+    ('shift_by', 16): (1, 26, 1, 1, 1794),
+    ('shift_fill', 16): (1, 25, 1, 1, 1700),
+    ('shuffle_dyck', 16): (2, 48, 41, 3, 12816),
+    ('shuffle_dyck2', 16): (3, 60, 38, 4, 22260),
+    ('sort', 16): (3, 126, 80, 1, 58590),
+    ('sort_by_most_freq', 16): (5, 612, 528, 1, 1499400),
+    ('sort_freq', 16): (3, 315, 528, 1, 550305),
+    ('sort_stable', 16): (3, 108, 64, 1, 42876),
+    ('sort_unique', 16): (2, 46, 33, 1, 7130),
+}
+
+FIELDS = ("n_layers", "d_model", "d_mlp", "n_heads", "n_params_used")
+
+
+def test_every_library_program_is_pinned():
+    assert {name for name, _ in PINS} == set(lib.PROGRAMS)
+
+
+@pytest.mark.parametrize(("name", "n"), sorted(PINS))
+def test_size_is_pinned(name, n):
+    entry = lib.PROGRAMS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = rl.compile(entry.build(n), entry.vocab, n)
+    c = model.config
+    got = (c.n_layers, c.d_model, c.d_mlp, c.n_heads, model.n_params_used)
+    grown = [f"{f} {w} -> {g}" for f, w, g in zip(FIELDS, PINS[name, n], got) if g > w]
+    assert not grown, f"{name} at {n} grew: {', '.join(grown)}"
+    assert got == PINS[name, n], f"{name} at {n} shrank: pin {got} in PINS"
