@@ -199,3 +199,37 @@ def test_transformer_lens_bridge_runs_the_bert_export(activation):
         np.testing.assert_allclose(got, model.apply(seq).logits, atol=1e-4)  # float32
         assert model.output_encoder.decode(got[0, 1:]).tolist() == model.run([xs])[0]
         assert cache["blocks.0.attn.hook_pattern"].shape[-1] == len(seq)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_library_program_through_transformer_lens(name, causal):
+    """Every library program through to_transformer_lens (TransformerLens 4's bridge on the
+    GPT-2 or BERT export, or a HookedTransformer on 2/3): argmax-decoded logits are the
+    program's outputs on every input up to length 5."""
+    pytest.importorskip("transformer_lens")
+    from rasplang.interpreter import evaluate_batch
+
+    entry = PROGRAMS[name]
+    n = min(5, entry.max_seq_len)
+    model = rl.compile(entry.build(n), entry.vocab, n, causal=causal, norm="layernorm")
+    hooked = model.to_transformer_lens()
+    xs = _inputs(entry, n)
+    want = evaluate_batch(model.program, xs, causal=causal)
+    cfg = model.config
+    for start in range(0, len(xs), 512):
+        part = xs[start:start + 512]
+        ids = model.input_encoder.encode([[cfg.bos, *s] for s in part])
+        mask = torch.as_tensor(ids != cfg.pad_id, dtype=torch.long)
+        with torch.no_grad():
+            logits = hooked(torch.as_tensor(ids), attention_mask=mask)
+        got = model.output_encoder.decode(
+            logits.double().numpy()[:, 1:, :cfg.d_vocab_out]).tolist()
+        for s, g, w in zip(part, got, want[start:start + 512]):
+            g = g[:len(s)]
+            if model.output_encoder.numerical:
+                assert [x is None for x in g] == [x is None for x in w], s
+                np.testing.assert_allclose([x for x in g if x is not None],
+                                           [x for x in w if x is not None], atol=1e-5)
+            else:
+                assert g == list(w), (s, g, w)
