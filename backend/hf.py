@@ -140,6 +140,8 @@ def padded_weights(model: Any, min_width: int = 0,
     if not enc.numerical and _may_be_none(model):
         one = np.zeros(d)
         one[labels.index("one")] = 0.5
+        if "norm:zero" in labels:  # and, as every reader, the norm's rounded mean back
+            one[labels.index("norm:zero")] = -0.5
         out["unembed.W_U"] = np.concatenate([out["unembed.W_U"], one[:, None]], axis=1)
         out["unembed.b_U"] = np.append(out["unembed.b_U"], 0.0)
         values.append(None)
