@@ -161,12 +161,15 @@ class _Builder(FusedReads):
         """SelectorContext: the categorical SOp a table reads for ``sop`` (a virtual
         one's base)."""
         if sop in self.virtual:
-            return self.views[sop].bases[0]
+            bases = self.views[sop].bases
+            if len(bases) == 1 and not self.spaces[bases[0]].numerical:
+                return bases[0]
+            return sop  # computed inside the Product MLP that reads it
         return self.categorical(sop)
 
     def size(self, sop: SOp) -> int:
         """SelectorContext: the number of values of a categorical SOp."""
-        return len(self.spaces[sop].values)
+        return len(self.part_values(sop))
 
     def table(self, select: Select, keys: SOp, queries: SOp) -> np.ndarray:
         """SelectorContext: ``select``'s 0/1 table over resolved values (the analysis's
@@ -218,6 +221,10 @@ class _Builder(FusedReads):
         node = Product(parts)
         label = self.fresh_label("(" + ", ".join(self.labels[p] for p in parts) + ")")
         self.labels[node] = label
+        if any(map(self.unbuilt, parts)):
+            self.derived[key] = node
+            self.pending.append(self.fused_product(node, label, parts))
+            return node
         spaces = [self.spaces[p] for p in parts]
         values = tuple(itertools.product(*(s.values for s in spaces)))
         out = categorical_space(label, values,

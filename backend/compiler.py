@@ -9,14 +9,16 @@ from typing import Any
 from rasplang.analysis import Analysis, analysis_for, raise_if_unsupported, validate
 from rasplang.backend.assemble import assemble
 from rasplang.backend.budget import DEFAULT_MAX_BYTES, lower_bound, model_size, refuse_over
-from rasplang.backend.build import build_blocks
+from rasplang.backend.build import Built, build_blocks
+from rasplang.backend.chambers.selector import SelectorUnsupported
 from rasplang.backend.finish import check_options, finish
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
-from rasplang.backend.schedule import schedule
+from rasplang.backend.schedule import Schedule, schedule
 from rasplang.evaluator import is_number
 from rasplang.nodes import Aggregate, RASPExpr
 from rasplang.selection import spread_aggregates
+from rasplang.validation import UnsupportedProgramError
 
 
 class CompilerWarning(UserWarning):
@@ -84,11 +86,22 @@ def compile(
     refuse_over(lower_bound(analysis, optimize), max_bytes)
     for node in spread_aggregates(analysis, causal):
         warnings.warn(_spread_warning(analysis, node), CompilerWarning, stacklevel=2)
-    built = build_blocks(analysis, causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
-                         max_bytes=max_bytes, optimize=optimize)
-    raise_if_unsupported(built.problems)
-    plan = schedule(built.blocks, analysis.program)
-    refuse_over(model_size(analysis, built, plan), max_bytes)
+    options = dict(causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
+                   max_bytes=max_bytes)
+
+    def build(fuse: bool) -> tuple[Built, Schedule]:
+        built = build_blocks(analysis, **options, optimize=fuse)
+        raise_if_unsupported(built.problems)
+        plan = schedule(built.blocks, analysis.program)
+        refuse_over(model_size(analysis, built, plan), max_bytes)
+        return built, plan
+
+    try:
+        built, plan = build(optimize)
+    except (UnsupportedProgramError, SelectorUnsupported):
+        if not optimize:
+            raise
+        built, plan = build(False)  # what one block per node builds, optimize builds
     model = assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
     if norm is None and activation == "relu":
         return model

@@ -17,7 +17,8 @@ What may be virtual (`choose_virtual`), and which readers absorb it:
   bases (a lookup table over categorical bases, or a discretisation of the one
   numerical base gated by the categorical ones, ``chambers/fused_mlp.py``);
 - read as the keys or queries of a Select when it has one categorical base: the head's
-  query-key table is the predicate composed with the node's function;
+  query-key table is the predicate composed with the node's function; under a ``|``
+  or ``~`` of Selects on different SOps, the `Product` MLP those need reads its bases;
 - read as the value of an Aggregate when it has one categorical base: the head's OV
   matrix writes the encoding of the node's value directly.
 
@@ -49,6 +50,8 @@ from rasplang.nodes import (
     Map,
     RASPExpr,
     Select,
+    SelectorNot,
+    SelectorOr,
     SelectorWidth,
     SequenceMap,
     SOp,
@@ -181,6 +184,24 @@ def is_affine_read(analysis: Analysis, node: SOp) -> bool:
         analysis.encodings[node] is Encoding.NUMERICAL
 
 
+def _under_or_not(analysis: Analysis) -> set[Select]:
+    """The Selects under a ``|`` or ``~`` (whose SOps a head reads through a Product)."""
+    out: set[Select] = set()
+    for node in analysis.nodes:
+        if not isinstance(node, (Aggregate, SelectorWidth)):
+            continue
+        stack = [(node.selector, False)]
+        while stack:
+            sel, under = stack.pop()
+            if isinstance(sel, Select):
+                if under:
+                    out.add(sel)
+                continue
+            nested = under or isinstance(sel, (SelectorOr, SelectorNot))
+            stack.extend((child, nested) for child in sel.children)
+    return out
+
+
 def _plain_numbers(analysis: Analysis, node: LinearSequenceMap) -> bool:
     """Whether a linear SequenceMap's inputs and output are numerical and never None."""
     return all(analysis.encodings[x] is Encoding.NUMERICAL
@@ -254,6 +275,7 @@ def depth(analysis: Analysis, fusion: Fusion) -> int:
 def choose(analysis: Analysis) -> Fusion:
     """The nodes to compute inside their readers (see the module docstring)."""
     readers = _readers(analysis)
+    in_product = _under_or_not(analysis)
     virtual: set[SOp] = set()
     bases: dict[SOp, tuple[_Base, ...]] = {}
 
@@ -281,7 +303,11 @@ def choose(analysis: Analysis) -> Fusion:
 
     def reader_ok(node: SOp, mine: tuple[_Base, ...], reader: RASPExpr, role: str) -> int:
         if role == "select":
-            return 2 * (len(mine) == 1 and not mine[0].numerical)
+            if len(mine) == 1 and not mine[0].numerical:
+                return 2  # the head reads the base
+            if reader in in_product:  # the Product MLP of its `|` or `~` reads the bases
+                return table_ok(mine, own(node)[0].size, False)
+            return 0
         if role == "value":
             if len(mine) != 1 or mine[0].numerical:
                 return 0

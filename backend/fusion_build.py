@@ -6,6 +6,7 @@ nodes are virtual and documents the cost model.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import attrs
@@ -16,7 +17,7 @@ from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import LinearMap
 from rasplang.backend.fusion import Linear, Scratch, View, identity, is_affine_read, pair
-from rasplang.backend.spaces import SOpSpace, numerical_space
+from rasplang.backend.spaces import SOpSpace, categorical_space, numerical_space
 from rasplang.nodes import Map, Select, SelectorWidth, SOp
 
 
@@ -79,12 +80,21 @@ class FusedReads:
         """The one MLP computing ``node`` from ``view``'s bases."""
         from rasplang.backend.build import NodeBlock
 
+        mlp, out, deps = self.view_mlp(label, view, lambda error: self.out_space(node,
+                                                                                 error=error))
+        self.register(node, out)
+        return NodeBlock(node, label, mlp=mlp, deps=deps, fused=view.fused)
+
+    def view_mlp(self, label: str, view: View, make_out: Any) -> tuple[MLP, SOpSpace,
+                                                                        tuple[SOp, ...]]:
+        """An MLP writing ``view``'s value from its bases into ``make_out(error)``, the
+        space, and the SOps it reads."""
         spaces = [self.spaces[b] for b in view.bases]
         numerical = [i for i, s in enumerate(spaces) if s.numerical]
         cats = [i for i, s in enumerate(spaces) if not s.numerical]
         if not numerical:
             inputs = [spaces[i] for i in cats]
-            out = self.out_space(node, error=fused_mlp.lookup_error(inputs))
+            out = make_out(fused_mlp.lookup_error(inputs))
             self.reserve(label, sum(len(s.directions) for s in inputs) + 1,
                          fused_mlp.lookup_units(view.grid, out))
             if len(inputs) == 1:
@@ -103,7 +113,7 @@ class FusedReads:
             checked = attrs.evolve(num, error=error)
             m = self.slope(label, checked, xs, [grid[(slice(None), *combo)].tolist()
                                                 for combo in np.ndindex(*grid.shape[1:])])
-            out = self.out_space(node)
+            out = make_out(0.0)
             self.reserve(label, len(num.directions) + 1 + sum(len(s.directions) for s in inputs),
                          fused_mlp.gated_units(xs, grid))
             if not inputs:
@@ -119,15 +129,40 @@ class FusedReads:
                 deps += [b.node.fst, b.node.snd]
             else:
                 deps.append(b.width if isinstance(b, Scratch) else b)
+        return mlp, out, tuple(deps)
+
+    def unbuilt(self, sop: SOp) -> bool:
+        """SelectorContext: whether ``sop`` is computed only inside the MLPs that read it
+        (a virtual node of several bases), so a head needs it as a `Product`."""
+        return sop in self.virtual and sop not in self.spaces
+
+    def fused_product(self, node: SOp, label: str, parts: tuple[SOp, ...]) -> Any:
+        """The `Product` of ``parts`` some of which are unbuilt virtual nodes: one MLP from
+        all their bases to the one-hot of the tuple."""
+        from rasplang.backend.build import NodeBlock
+
+        views = [self.views[p] if self.unbuilt(p) else self.view(p) for p in parts]
+        acc = views[0].compose(lambda v: (v,))
+        for view in views[1:]:
+            acc = pair(acc, view, lambda t, v: (*t, v))
+        values = tuple(itertools.product(*(self.part_values(p) for p in parts)))
+        mlp, out, deps = self.view_mlp(label, acc, lambda error: categorical_space(
+            label, values, error=error))
         self.register(node, out)
-        return NodeBlock(node, label, mlp=mlp, deps=tuple(deps), fused=view.fused)
+        return NodeBlock(node, label, mlp=mlp, deps=deps, fused=acc.fused)
+
+    def part_values(self, sop: SOp) -> tuple[Any, ...]:
+        """A categorical part's values in the order its one-hot (and a table) lists them."""
+        if self.unbuilt(sop):
+            return tuple(v for v in self.a.value_sets[sop] if v is not None)
+        return self.spaces[sop].values
 
     def select_rows(self, sop: SOp, resolved: SOp) -> Any:
         """Which entries of ``Analysis.predicate``'s axis for ``sop`` each value of the
         resolved SOp reads: the view's values for a virtual ``sop``, else every non-None
         value (categorical spaces leave None out)."""
         values = self.a.value_sets[sop]
-        if sop not in self.virtual:
+        if sop not in self.virtual or resolved is sop:
             return np.flatnonzero([v is not None for v in values])
         position = {v: i for i, v in enumerate(values)}
         return np.array([position[v] for v in self.views[sop].grid.tolist()], dtype=np.intp)

@@ -46,6 +46,9 @@ class _Sizes:
     def product(self, parts: tuple[SOp, ...]) -> SOp:
         return Product(parts)
 
+    def unbuilt(self, sop: SOp) -> bool:
+        return False
+
     def label(self, node: RASPExpr) -> str:
         return self.analysis.labels[node]
 

@@ -84,6 +84,10 @@ class SelectorContext(Protocol):
     def label(self, node: RASPExpr) -> str:
         """The node's label, for messages."""
 
+    def unbuilt(self, sop: SOp) -> bool:
+        """Whether a resolved SOp has no residual directions of its own (the compiler
+        computes it inside a `Product`, even of one part)."""
+
 
 @attrs.frozen(eq=False)
 class Pred:
@@ -98,8 +102,8 @@ def selector_terms(selector: Selector, ctx: SelectorContext) -> list[Term]:
     """The terms whose logits add up to ``selector``; SelectorUnsupported says why not."""
     terms = []
     for pred in _conjunction(selector, ctx):
-        queries = pred.queries[0] if len(pred.queries) == 1 else ctx.product(pred.queries)
-        keys = pred.keys[0] if len(pred.keys) == 1 else ctx.product(pred.keys)
+        queries, keys = (parts[0] if len(parts) == 1 and not ctx.unbuilt(parts[0])
+                         else ctx.product(parts) for parts in (pred.queries, pred.keys))
         n_q = math.prod(pred.table.shape[: len(pred.queries)])
         n_k = math.prod(pred.table.shape[len(pred.queries):])
         terms.append(Term(keys, queries, pred.table.reshape(n_q, n_k)))
