@@ -228,6 +228,7 @@ def normalized(model: CompiledModel, norm: str, spaces: list[SOpSpace], extra: i
         if (problem := rounding_problem(1, bound.a1, 53)) is not None:
             raise ValueError(f"{problem} (the largest values: {bound.widest!r})")
         why32 = rounding_problem(1, bound.a1, 24)
+        why32 = why32 and f"{why32} (the largest values: {bound.widest!r})"
     if eps > EPS_MAX32:
         why32 = f"the norm's eps {eps:.3g} is past float32's range"
     cfg = attrs.evolve(model.config, d_model=d, normalization_type=kind, eps=eps,
