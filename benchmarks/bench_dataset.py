@@ -124,10 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("dataset", "verify", "memory"),
+                        help="run one part")
+    parser.add_argument("--verify-len", type=int, help="verify lengths 1..N (default 8)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="memory runs' rows")
     args = parser.parse_args(argv)
     n = 200_000 if args.quick else 4_000_000
-    verify_len = 6 if args.quick else 8
-    sizes = (10**5, 10**6) if args.quick else (10**5, 10**6, 10**7)
+    verify_len = args.verify_len or (6 if args.quick else 8)
+    sizes = args.sizes or ((10**5, 10**6) if args.quick else (10**5, 10**6, 10**7))
+    parts = {args.only} if args.only else {"dataset", "verify", "memory"}
     columns = ["run", "case", "rows", "workers", "rows/s", "rows per CPU s", "vs one process"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns), flush=True)
@@ -141,21 +146,22 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_dataset_"))
     try:
         dataset_rate(10_000, True, tmp / "warm")
-        for traces in (False, True):
+        for traces in (False, True) if "dataset" in parts else ():
             wall, cpu = max(dataset_rate(n, traces, tmp / "ds") for _ in range(args.rounds))
             row("dataset", "traces" if traces else "no traces", n, 1, round(wall), round(cpu),
                 None)
-        cluster, client = local_cluster()
-        try:
-            one, one_cpu, many, many_cpu, total = verify_rates(verify_len, client)
-        finally:
-            client.close()
-            cluster.close()
-        case = f"exhaustive, length 1..{verify_len}"
-        row("verify, one process", case, total, 1, round(one), round(one_cpu), None)
-        row("verify, LocalCluster", case, total, 2, round(many), round(many_cpu),
-            round(many / one, 2))
-        for size in sizes:  # a fresh cluster per size: each peak is that run's own
+        if "verify" in parts:
+            cluster, client = local_cluster()
+            try:
+                one, one_cpu, many, many_cpu, total = verify_rates(verify_len, client)
+            finally:
+                client.close()
+                cluster.close()
+            case = f"exhaustive, length 1..{verify_len}"
+            row("verify, one process", case, total, 1, round(one), round(one_cpu), None)
+            row("verify, LocalCluster", case, total, 2, round(many), round(many_cpu),
+                round(many / one, 2))
+        for size in sizes if "memory" in parts else ():  # a fresh cluster per size
             cluster, client = local_cluster()
             try:
                 started = worker_peaks(client)
