@@ -326,34 +326,80 @@ def choose(analysis: Analysis) -> Fusion:
 
     direct: set[SOp] = set()
 
-    for node in analysis.nodes:
-        if not isinstance(node, SOp):
-            continue
-        if isinstance(node, (SelectorWidth, LengthType)):
-            mine = (_Base(Scratch(node), analysis.max_seq_len + 1, True, False),)
-        elif isinstance(node, Map):
-            mine = bases.get(node.inner) or own(node.inner)
-        elif isinstance(node, (SequenceMap, LinearSequenceMap)) and \
+    scratch = {node: Scratch(node) for node in analysis.nodes
+               if isinstance(node, (SelectorWidth, LengthType))}
+    linear = {node: Linear(node) for node in analysis.nodes if isinstance(node, SOp)
+              and is_affine_read(analysis, node) and _plain_numbers(analysis, node)}
+
+    def mine_of(node: SOp) -> tuple[_Base, ...] | None:
+        """The bases ``node`` would have as a virtual node (None: it cannot be one)."""
+        if node in scratch:
+            return (_Base(scratch[node], analysis.max_seq_len + 1, True, False),)
+        if isinstance(node, Map):
+            return bases.get(node.inner) or own(node.inner)
+        if isinstance(node, (SequenceMap, LinearSequenceMap)) and \
                 not is_affine_read(analysis, node):
-            mine = union(*(bases.get(x) or own(x) for x in (node.fst, node.snd)))
-        elif is_affine_read(analysis, node) and _plain_numbers(analysis, node):
+            return union(*(bases.get(x) or own(x) for x in (node.fst, node.snd)))
+        if node in linear:
             size = sum(v is not None for v in analysis.value_sets[node])
-            mine = (_Base(Linear(node), size, True, False),)
-        else:
-            continue
-        users = readers.get(node, [])
-        if node is analysis.program or not users:
-            continue
-        verdict = min(reader_ok(node, mine, r, role) for r, role in users)
-        if verdict == 1:  # a larger table: only for a shallower model
-            before = depth(analysis, fusion())
-            virtual.add(node)
-            if depth(analysis, fusion()) >= before:
-                virtual.discard(node)
+            return (_Base(linear[node], size, True, False),)
+        return None
+
+    def verdict_of(node: SOp, mine: tuple[_Base, ...]) -> int:
+        return min(reader_ok(node, mine, r, role) for r, role in readers[node])
+
+    def candidates() -> list[SOp]:
+        return [node for node in analysis.nodes if isinstance(node, SOp)
+                and node is not analysis.program and readers.get(node)
+                and mine_of(node) is not None]
+
+    def greedy(skip: frozenset[SOp] = frozenset()) -> None:
+        """Make virtual, in topological order, each node all of whose readers take it."""
+        for node in candidates():
+            if node in virtual or node in skip:
                 continue
-        if verdict:
+            mine = mine_of(node)
+            verdict = verdict_of(node, mine)
+            if verdict == 1:  # a larger table: only for a shallower model
+                before = depth(analysis, fusion())
+                virtual.add(node)
+                shallower = depth(analysis, fusion()) < before
+                virtual.discard(node)
+                if not shallower:
+                    continue
+            if verdict:
+                virtual.add(node)
+                bases[node] = mine
+
+    greedy()
+
+    def rebase() -> bool:
+        """Recompute every virtual node's bases; whether all its readers still take it."""
+        bases.clear()
+        for node in analysis.nodes:
+            if node in virtual:
+                bases[node] = mine_of(node)
+        return all(verdict_of(node, bases[node]) for node in virtual)
+
+    # A node whose reader's table is too large may fit once one of the reader's other
+    # inputs is computed in the residual stream again: trade them where that is shallower.
+    for node in candidates():
+        if node in virtual:
+            continue
+        others = {x for r, role in readers[node] if role in ("map", "pair")
+                  for x in ((r.inner,) if role == "map" else (r.fst, r.snd))
+                  if x in virtual and x is not node}
+        for other in others:
+            before, saved = depth(analysis, fusion()), set(virtual)
+            virtual.discard(other)
             virtual.add(node)
-            bases[node] = mine
+            if rebase():
+                greedy(frozenset([other]))  # what the trade lets through
+                if rebase() and depth(analysis, fusion()) < before:
+                    break
+            virtual.clear()
+            virtual.update(saved)
+            rebase()
     for node in analysis.nodes:  # a table on a numerical input, read directly
         if isinstance(node, (SequenceMap, LinearSequenceMap)) and node not in virtual \
                 and not is_affine_read(analysis, node) \
