@@ -165,7 +165,10 @@ class FusedReads:
         if sop not in self.virtual or resolved is sop:
             return np.flatnonzero([v is not None for v in values])
         position = {v: i for i, v in enumerate(values)}
-        return np.array([position[v] for v in self.views[sop].grid.tolist()], dtype=np.intp)
+        # None where a function raised (evaluate raises there too, so any row will do),
+        # unless None is a value
+        return np.array([position[v] if v is not None else position.get(None, 0)
+                         for v in self.views[sop].grid.tolist()], dtype=np.intp)
 
     def folded_selects(self, selector: Any) -> tuple[SOp, ...]:
         """The virtual nodes a selector's Selects fold into their head."""
@@ -186,7 +189,10 @@ class FusedReads:
         space carrying the node's value at each base value (what the OV matrix writes)."""
         view = self.views[sop]
         (base,) = view.bases
-        return base, attrs.evolve(self.spaces[base], values=tuple(view.grid.tolist()))
+        values = view.grid.tolist()
+        if None not in self.a.value_sets[sop]:  # None only where a function raised
+            values = [0 if v is None else v for v in values]
+        return base, attrs.evolve(self.spaces[base], values=tuple(values))
 
 
 
