@@ -136,3 +136,16 @@ def test_random_programs_unoptimized(case, seed):
     inputs = [[vocab[i] for i in rng.integers(0, len(vocab), rng.integers(0, MAX_SEQ_LEN + 1))]
               for _ in range(30)]
     _agree(model, program, inputs, False)
+
+
+def test_folded_nodes_of_functions_that_raise():
+    """A Map that raises on some values, folded into a Select and an OV matrix (a fuzz
+    case): compiles, and agrees wherever evaluate does not raise."""
+    n1 = rl.Map(lambda x: {"a": 0, 0: 1}[x], rl.indices)
+    n2 = rl.numerical(rl.Map(lambda x: 0.3 if str(x) < "b" else 0, n1))
+    n3 = rl.numerical(rl.Aggregate(rl.Select(n2, n2, rl.Comparison.GT), n2, default=0))
+    program = rl.SequenceMap(lambda x, y: (x, y), n2, n3)
+    model = _compile(program, [0, 1, 2], 5)
+    assert model.config.n_layers < _compile(program, [0, 1, 2], 5, optimize=False).config.n_layers
+    report = rl.verify(program, [0, 1, 2], 5, model=model, progress=False)
+    assert report.ok and report.checked > 0 and report.skipped > 0, report
