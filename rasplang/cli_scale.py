@@ -28,6 +28,9 @@ from rasplang.cli import (
 )
 from rasplang.verification import MAX_INPUTS
 
+#: How long ``--scheduler`` waits to connect before it gives up.
+SCHEDULER_TIMEOUT = "10s"
+
 # ------------------------------------------------------------------------- cluster
 
 
@@ -53,7 +56,7 @@ def cluster(args: argparse.Namespace) -> Iterator[Any]:
                          "'rasplang[distributed]'") from exc
     if args.scheduler:
         try:
-            client = Client(args.scheduler, timeout="10s")
+            client = Client(args.scheduler, timeout=SCHEDULER_TIMEOUT)
         except OSError as exc:
             raise UsageError(f"cannot reach the Dask scheduler at {args.scheduler}: "
                              f"{exc}") from exc

@@ -155,10 +155,13 @@ def test_killed_worker_loses_nothing_in_dataset(client, tmp_path):
     assert not [p for p in os.listdir(tmp_path / "cluster") if ".tmp-" in p]
 
 
-def test_cli_runs_on_a_scheduler(client, tmp_path, capsys):
-    """rasplang verify and dataset --scheduler ADDRESS run on that cluster."""
+def test_cli_runs_on_a_scheduler(client, tmp_path, capsys, monkeypatch):
+    """rasplang verify and dataset --scheduler ADDRESS run on that cluster; an address
+    where no scheduler listens is one line, exit 2."""
+    from rasplang import cli_scale
     from rasplang.cli import main
 
+    monkeypatch.setattr(cli_scale, "SCHEDULER_TIMEOUT", "1s")
     address = client.scheduler.address
     assert main(["verify", "hist", "--max-seq-len", "4", "--scheduler", address]) == 0
     assert "on 340 of 340 inputs" in capsys.readouterr().out
