@@ -72,6 +72,9 @@ class _Ctx:
     def product(self, parts):
         return Product(parts)
 
+    def unbuilt(self, sop):
+        return False
+
     def label(self, node):
         return node.label
 
