@@ -22,7 +22,6 @@ import attrs
 import numpy as np
 
 from rasplang.analysis import RAISED, Analysis, sorted_values
-from rasplang.backend.budget import mlp_bound, refuse_over
 from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
 from rasplang.backend.chambers.none_flags import none_unit_count
 from rasplang.backend.chambers.selector import Term, selector_terms
@@ -31,6 +30,7 @@ from rasplang.backend.craft.blocks import MLP, AttentionHead
 from rasplang.backend.derived import AsCategorical, Product
 from rasplang.backend.fusion import Fusion, choose
 from rasplang.backend.fusion_build import FusedReads
+from rasplang.backend.margins import Margins
 from rasplang.backend.spaces import (
     ONE,
     BosState,
@@ -115,7 +115,7 @@ def _term_sops(terms: list[Term]) -> tuple[SOp, ...]:
     return tuple(s for t in terms for s in (t.keys, t.queries))
 
 
-class _Builder(FusedReads):
+class _Builder(Margins, FusedReads):
     def __init__(self, analysis: Analysis, causal: bool, bos: Any, mlp_exactness: float,
                  max_bytes: float, optimize: bool = False):
         self.a = analysis
@@ -316,35 +316,6 @@ class _Builder(FusedReads):
         rows = {v: i for i, v in enumerate(self.a.value_sets[node.fst])}
         cols = {v: j for j, v in enumerate(self.a.value_sets[node.snd])}
         return lambda a, b: _value(grid[rows[a], cols[b]])
-
-    def reserve(self, label: str, rows: int, units: int) -> None:
-        """Refuse now an MLP that reads (or writes) ``rows`` directions with ``units``
-        hidden units when those weights alone exceed ``max_bytes``: the model's ``W_in``
-        (``W_out``) holds at least that many."""
-        refuse_over(mlp_bound(label, rows, units), self.max_bytes)
-
-    def slope(self, label: str, inp: SOpSpace, xs: list[float], tables: list[list[Any]]
-              ) -> float:
-        """The slope factor of a discretisation of ``inp`` into each of ``tables``: the
-        gentlest, `numerical_mlp.GENTLE_SLOPE`, where its margin absorbs the input's
-        error (float32 rounds steep steps by more), else ``mlp_exactness``; what cannot
-        be exact is recorded as a problem, what is exact in float64 only as such."""
-        m = min(self.m, numerical_mlp.GENTLE_SLOPE)
-        if any(numerical_mlp.discretisation_problem(xs, ys, inp.error, m) for ys in tables):
-            m = self.m
-        for ys in tables:
-            self.check_tolerance(label, inp, xs, ys, m)
-        return m
-
-    def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any],
-                        m: float) -> None:
-        problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, m)
-        if problem:
-            self.problems.append((label, f"input {inp.label!r}: {problem}"))
-        elif not self.float64_only and (problem := numerical_mlp.discretisation_problem(
-                xs, ys, inp.error, m, rounding=numerical_mlp.ROUNDING32)
-                or numerical_mlp.float32_step_problem(xs, ys, inp.error, m)):
-            self.float64_only = f"{label}: input {inp.label!r}: {problem} in float32"
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap, label: str) -> NodeBlock:
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
