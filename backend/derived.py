@@ -8,6 +8,8 @@ model's circuit (`CompiledModel.circuit`, keyed by their labels) show where they
   discretising MLP, see ``chambers/numerical_mlp.py``). Used where a categorical
   reader needs a table over values: a SequenceMap, a Select (keys or queries), a
   categorical Aggregate of a numerical SOp.
+- `Scratch`, `Linear`: what fused MLPs read in place of a SelectorWidth's count and a
+  LinearSequenceMap (``fusion.py``); they take no residual directions of their own.
 - `Product`: the tuple of several categorical SOps, one-hot over the cartesian product
   of their values (``chambers/categorical_mlp.product_mlp``). Used as the keys or
   queries of a selector that combines Selects on different SOps with ``|`` or ``~``.
@@ -21,17 +23,36 @@ from rasplang.nodes import RASPExpr, SOp
 
 
 @attrs.define(frozen=True, eq=False, repr=False)
-class AsCategorical(SOp):
-    """``inner`` (numerical) encoded categorically; the same values."""
+class _OfOne(SOp):
+    """An inserted SOp computed from one SOp, ``inner``."""
 
     inner: SOp
 
     __hash__ = object.__hash__
-    _default_name = "as_categorical"
 
     @property
     def children(self) -> tuple[RASPExpr, ...]:
         return (self.inner,)
+
+
+class AsCategorical(_OfOne):
+    """``inner`` (numerical) encoded categorically; the same values."""
+
+    _default_name = "as_categorical"
+
+
+class Scratch(_OfOne):
+    """A SelectorWidth's (or length's) scratch coordinate ``1 / (width + 1)``, as a
+    numerical SOp (``optimize=True`` decodes the count inside its readers)."""
+
+    _default_name = "scratch"
+
+
+class Linear(_OfOne):
+    """A numerical LinearSequenceMap ``a x + b y`` (``inner``) read by the MLPs after it
+    as that combination of its inputs' coordinates, with no direction of its own."""
+
+    _default_name = "linear"
 
 
 @attrs.define(frozen=True, eq=False, repr=False)

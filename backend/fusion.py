@@ -42,6 +42,7 @@ import attrs
 import numpy as np
 
 from rasplang.analysis import RAISED, Analysis
+from rasplang.backend.derived import Linear, Scratch
 from rasplang.nodes import (
     Aggregate,
     Encoding,
@@ -63,35 +64,6 @@ from rasplang.nodes import (
 FUSED_TABLE_BUDGET = 4096
 #: Largest factor by which folding may grow a reader's table over its unfused one.
 FUSED_GROWTH = 8
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class Scratch(SOp):
-    """A SelectorWidth's scratch coordinate ``1 / (width + 1)``, as a numerical SOp."""
-
-    width: SOp
-
-    __hash__ = object.__hash__
-    _default_name = "scratch"
-
-    @property
-    def children(self) -> tuple[RASPExpr, ...]:
-        return (self.width,)
-
-
-@attrs.define(frozen=True, eq=False, repr=False)
-class Linear(SOp):
-    """A numerical LinearSequenceMap ``a x + b y`` read as that combination of its
-    inputs' coordinates, without a residual direction of its own."""
-
-    node: SOp
-
-    __hash__ = object.__hash__
-    _default_name = "linear"
-
-    @property
-    def children(self) -> tuple[RASPExpr, ...]:
-        return (self.node,)
 
 
 @attrs.frozen(eq=False)

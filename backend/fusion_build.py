@@ -16,7 +16,8 @@ from rasplang.backend.chambers import categorical_mlp, fused_mlp, numerical_mlp
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import LinearMap
-from rasplang.backend.fusion import Linear, Scratch, View, identity, is_affine_read, pair
+from rasplang.backend.derived import Linear, Scratch
+from rasplang.backend.fusion import View, identity, is_affine_read, pair
 from rasplang.backend.spaces import SOpSpace, categorical_space, numerical_space
 from rasplang.nodes import Map, Select, SelectorWidth, SOp
 
@@ -125,10 +126,10 @@ class FusedReads:
         deps: list[SOp] = []
         for b in view.bases:
             if isinstance(b, Linear):
-                mlp = _substitute(mlp, self.spaces[b].directions[0], self.linear_reads(b.node))
-                deps += [b.node.fst, b.node.snd]
+                mlp = _substitute(mlp, self.spaces[b].directions[0], self.linear_reads(b.inner))
+                deps += [b.inner.fst, b.inner.snd]
             else:
-                deps.append(b.width if isinstance(b, Scratch) else b)
+                deps.append(b.inner if isinstance(b, Scratch) else b)
         return mlp, out, tuple(deps)
 
     def unbuilt(self, sop: SOp) -> bool:
