@@ -223,7 +223,7 @@ class _Builder(Margins, FusedReads):
         self.labels[node] = label
         if any(map(self.unbuilt, parts)):
             self.derived[key] = node
-            self.pending.append(self.fused_product(node, label, parts))
+            self.pending.append(self.fused_product(node, label, parts))  # or refuses
             return node
         spaces = [self.spaces[p] for p in parts]
         values = tuple(itertools.product(*(s.values for s in spaces)))

@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from rasplang.backend.chambers import categorical_mlp, fused_mlp, numerical_mlp
+from rasplang.backend.chambers.selector import SelectorUnsupported
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import LinearMap
@@ -146,6 +147,9 @@ class FusedReads:
         acc = views[0].compose(lambda v: (v,))
         for view in views[1:]:
             acc = pair(acc, view, lambda t, v: (*t, v))
+        if sum(self.spaces[b].numerical for b in acc.bases) > 1:  # compile builds it unfused
+            raise SelectorUnsupported(f"{label}: the Product's fused parts read "
+                                      "several numerical SOps, which no one MLP can")
         values = tuple(itertools.product(*(self.part_values(p) for p in parts)))
         mlp, out, deps = self.view_mlp(label, acc, lambda error: categorical_space(
             label, values, error=error))

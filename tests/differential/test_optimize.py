@@ -149,3 +149,19 @@ def test_folded_nodes_of_functions_that_raise():
     assert model.config.n_layers < _compile(program, [0, 1, 2], 5, optimize=False).config.n_layers
     report = rl.verify(program, [0, 1, 2], 5, model=model, progress=False)
     assert report.ok and report.checked > 0 and report.skipped > 0, report
+
+
+def test_products_of_parts_on_two_counts():
+    """Selects under `|` whose fused parts read two SelectorWidth counts (a fuzz case):
+    no one MLP reads both, so compile builds it unfused, exactly."""
+    n1 = rl.SequenceMap(lambda x, y: x - y, rl.length, rl.length)
+    n2 = rl.Map(lambda x: x == x, n1)
+    n3 = rl.SelectorWidth(rl.Select(n2, n2, rl.Comparison.GT) | rl.Select(n2, n1,
+                                                                        rl.Comparison.NEQ))
+    n4 = rl.SequenceMap(lambda x, y: str(x) + str(y), rl.indices, n3)
+    n5 = rl.numerical(rl.Map(lambda x: x < "m", n4))
+    program = rl.SelectorWidth(rl.Select(n3, n5, rl.Comparison.LT)
+                               | ~rl.Select(n2, n5, rl.Comparison.EQ))
+    vocab = [i / 10 for i in range(6)]
+    model = _compile(program, vocab, 3)
+    assert rl.verify(program, vocab, 3, model=model, progress=False).ok
