@@ -101,6 +101,8 @@ def compile(
     except (UnsupportedProgramError, SelectorUnsupported):
         if not optimize:
             raise
+        built = None  # the refused build's weights go with the exception, before the next
+    if built is None:
         built, plan = build(False)  # what one block per node builds, optimize builds
     model = assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
     if norm is None and activation == "relu":
