@@ -162,23 +162,31 @@ class CompiledModel:
 
     @property
     def n_params_used(self) -> int:
-        """Weight entries with each head and MLP at its own size: the embeddings and the
-        unembedding, ``d_model`` per used query-key and value-output dimension of each
-        head (``W_Q`` and ``W_K``, ``W_V`` and ``W_O``), and ``2 d_model`` per used MLP
-        hidden unit (``W_in``, ``W_out``). A dimension or unit is used when any of its
-        weights is nonzero; padding and biases (all zero) are left out."""
-        w, d = self.weights, self.config.d_model
-        total = sum(w[k].size for k in ("embed.W_E", "pos_embed.W_pos", "unembed.W_U"))
-        for i in range(self.config.n_layers):
-            p = f"blocks.{i}."
-            for a, b in (("W_Q", "W_K"), ("W_V", "W_O")):
-                x, y = w[p + "attn." + a], w[p + "attn." + b]
-                y = y if b != "W_O" else y.transpose(0, 2, 1)  # (heads, d_model, d_head)
-                used = np.any(x != 0, axis=1) | np.any(y != 0, axis=1)  # (heads, d_head)
-                total += 2 * d * int(used.sum())
-            used = np.any(w[p + "mlp.W_in"] != 0, axis=0) | np.any(w[p + "mlp.W_out"] != 0,
-                                                                     axis=1)
-            total += 2 * d * int(used.sum())
+        """Weight entries with each head and MLP at its own size: a head's query-key rank
+        times the residual dimensions its queries and keys read, and its value-output
+        rank times the dimensions it reads and writes; an MLP's hidden units times the
+        dimensions it reads and writes (`circuit`); the embeddings and the unembedding
+        on the dimensions they write and read. Padding, the residual dimensions a block
+        never touches, and biases (all zero) are left out: a model stored block by block
+        holds this many numbers. Between `n_nonzero` and `n_params`."""
+        w, cfg = self.weights, self.config
+
+        def rows(a: np.ndarray, axis: int) -> int:  # rows or columns with a nonzero entry
+            return int(np.any(a != 0, axis=axis).sum())
+
+        total = sum(rows(w[k], 0) * w[k].shape[0] for k in ("embed.W_E", "pos_embed.W_pos"))
+        total += rows(w["unembed.W_U"], 1) * w["unembed.W_U"].shape[1]
+        for i in range(cfg.n_layers):
+            p = f"blocks.{i}.attn."
+            for h in range(cfg.n_heads):
+                q, k, v, o = (w[p + name][h] for name in ("W_Q", "W_K", "W_V", "W_O"))
+                r_qk = int((np.any(q != 0, 0) | np.any(k != 0, 0)).sum())
+                r_ov = int((np.any(v != 0, 0) | np.any(o != 0, 1)).sum())
+                total += (rows(q, 1) + rows(k, 1)) * r_qk + (rows(v, 1) + rows(o, 0)) * r_ov
+        for steps in self.circuit.values():
+            for step in steps:
+                if step.sublayer == Sublayer.MLP and step.writes:  # the block's own step
+                    total += len(step.hidden) * (len(step.reads) + len(step.writes))
         return int(total)
 
     @property

@@ -144,11 +144,19 @@ def unpadded(model) -> int:
 
 # ------------------------------------------------------------------ the optimizing compiler
 
-#: tracr's layers at max_seq_len 16 and parameters at 40 for the programs it compiles,
-#: measured with tracr's compile_rasp_to_model on a 2-core machine of the same kind.
-TRACR = {"reverse": (4, 3_700_000), "hist": (1, None), "sort_unique": (2, None),
-         "sort": (3, None), "sort_freq": (5, 89_500_000), "shuffle_dyck": (6, 10_900_000),
-         "shuffle_dyck2": (8, 32_500_000)}
+#: tracr's layers at max_seq_len 16, and at 40 its parameters (``model.params`` and the
+#: unembedding) and the nonzero entries of ``model.params``: tracr commit 9ce2b8c,
+#: ``compile_rasp_to_model(..., mlp_exactness=100)`` on the same programs and vocabularies,
+#: on a 2-core machine of the same kind (jax 0.10.2, dm-haiku 0.0.17).
+TRACR = {
+    "length": (1, 24_842, 401), "hist": (1, 24_842, 389), "count": (1, 24_121, 385),
+    "reverse": (4, 3_673_767, 7_211), "sort_unique": (2, 68_911, 491),
+    "sort": (3, 1_088_903, 21_376), "sort_freq": (5, 89_461_216, 1_353_065),
+    "frac_prevs": (2, 19_022, 916), "pair_balance": (2, 37_412, 1_788),
+    "shuffle_dyck": (6, 10_888_549, 16_419), "shuffle_dyck2": (8, 32_461_024, 30_517),
+    "shift_by": (1, 11_500, 141), "detect_pattern": (3, 66_654, 266),
+    "count_less_freq": (2, 100_506, 882), "nary_sequencemap": (3, 1_042_101, 1_906),
+}
 
 
 def optimizer_rows() -> list[list]:
@@ -167,14 +175,14 @@ def optimizer_rows() -> list[list]:
                     fused = compile(program, entry.vocab, n)
                 except rl.UnsupportedProgramError:
                     plain = fused = None
+            tracr = TRACR.get(name, (None, None, None))
             if n == 16:
-                row += [plain.config.n_layers, fused.config.n_layers,
-                        TRACR.get(name, (None, None))[0]]
+                row += [plain.config.n_layers, fused.config.n_layers, tracr[0]]
             elif fused is None:
-                row += [None] * 5
+                row += [None] * 6
             else:
                 row += [plain.n_params, fused.n_params, fused.n_params_used, fused.n_nonzero,
-                        TRACR.get(name, (None, None))[1]]
+                        tracr[1], tracr[2]]
         rows.append(row)
     return rows
 
@@ -226,14 +234,16 @@ def write_optimizer(path: str) -> None:
                  "tracr's; sizes at 40: n_params (the padded TransformerLens layout) with "
                  "both settings, and the optimized model's n_params_used (each head and MLP "
                  "at its own size) and n_nonzero, beside tracr's parameter count where it "
-                 "was measured. Empty: refused at 40 (a selector table past its limit), or "
-                 "not measured."),
+                 "was measured (tracr commit 9ce2b8c, model.params and the unembedding; its "
+                 "nonzero count over model.params). n_params_used counts each head and MLP "
+                 "on the residual dimensions it reads and writes. Empty: refused at 40 (a "
+                 "selector table past its limit), or not a tracr program."),
         "columns": ["program", "layers, one block per node", "layers", "tracr layers",
                     "n_params, one block per node", "n_params", "n_params_used",
-                    "n_nonzero", "tracr n_params"],
+                    "n_nonzero", "tracr n_params", "tracr nonzero"],
         "views": [["program", "layers, one block per node", "layers", "tracr layers"],
                   ["program", "n_params, one block per node", "n_params", "n_params_used",
-                   "n_nonzero", "tracr n_params"]],
+                   "tracr n_params", "n_nonzero", "tracr nonzero"]],
         "rows": optimizer_rows(),
     })
 

@@ -108,18 +108,25 @@ def test_fused_nodes_in_the_circuit(tmp_path):
 
 
 def test_size_counts():
-    """n_nonzero <= n_params_used <= n_params, and the counts read the weights."""
+    """n_nonzero <= n_params_used <= n_params, and padding changes n_params but not
+    n_params_used."""
+    import attrs
+    import numpy as np
+
     for name in ("sort", "dyck1", "shuffle_dyck"):
         entry = lib.PROGRAMS[name]
         model = _compile(entry.build(8), entry.vocab, 8)
         assert model.n_nonzero <= model.n_params_used <= model.n_params
-        # every MLP unit the circuit lists is counted: 2 d_model weights each
-        units = {(s.layer, u) for steps in model.circuit.values() for s in steps
-                 if s.sublayer == "mlp" and s.writes for u in s.hidden}
-        w = model.weights
-        embeds = sum(w[k].size for k in ("embed.W_E", "pos_embed.W_pos", "unembed.W_U"))
-        assert model.n_params_used >= embeds + 2 * model.config.d_model * len(units)
-        assert model.n_params - model.n_params_used >= 0
+        # pad every layer with a zero head dimension and an unused MLP unit
+        padded = {}
+        for key, w in model.weights.items():
+            axis = {"W_Q": 2, "W_K": 2, "W_V": 2, "W_O": 1, "b_Q": 1, "b_K": 1,
+                    "b_V": 1, "W_in": 1, "b_in": 0, "W_out": 0}.get(key.rsplit(".", 1)[-1])
+            padded[key] = w if axis is None else np.concatenate(
+                [w, np.zeros_like(w.take([0], axis=axis))], axis=axis)
+        wider = attrs.evolve(model, weights=padded)
+        assert wider.n_params > model.n_params
+        assert wider.n_params_used == model.n_params_used
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
