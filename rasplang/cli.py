@@ -373,8 +373,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     cfg = model.config
     print(f"compiled {program_name(args.spec)}: {plural(cfg.n_layers, 'layer')}, "
           f"d_model {cfg.d_model}, {plural(cfg.n_heads, 'head')} of width {cfg.d_head}, "
-          f"d_mlp {cfg.d_mlp}, {plural(model.n_params, 'parameter')} in "
-          f"{seconds * 1000:.1f} ms")
+          f"d_mlp {cfg.d_mlp}, {plural(model.n_params, 'parameter')} ({model.n_params_used:,} "
+          f"at their own sizes, {model.n_nonzero:,} nonzero) in {seconds * 1000:.1f} ms")
     if args.output:
         try:
             path = model.save(args.output)

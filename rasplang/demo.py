@@ -75,7 +75,8 @@ def run_one(name: str) -> list[str] | str:
     cfg = model.config
     how = "all" if report.exhaustive else "random"
     return [name, _show(entry.example), _show(output), str(n), str(cfg.n_layers),
-            str(cfg.d_model), f"{model.n_params:,}", f"{compile_s * 1000:.1f}",
+            str(cfg.d_model), f"{model.n_params:,}", f"{model.n_params_used:,}",
+            f"{model.n_nonzero:,}", f"{compile_s * 1000:.1f}",
             f"{report.checked:,} {how}", f"{report.n_mismatches:,}"]
 
 
@@ -90,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rows.append(row)
     headers = ["program", "input", "model output", "max_len", "layers", "d_model", "params",
-               "compile ms", "inputs verified", "mismatches"]
+               "used", "nonzero", "compile ms", "inputs verified", "mismatches"]
     print(f"rasplang {rasplang.__version__}: library programs compiled to transformers, "
           "run, and verified against the program\n")
-    print(_table(headers, rows, right={3, 4, 5, 6, 7, 8, 9}))
+    print(_table(headers, rows, right=set(range(3, 12))))
     if refused:
         print("\nnot compiled (the compiler says why):")
         print("\n".join(refused))

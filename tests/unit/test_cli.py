@@ -93,10 +93,13 @@ def test_compile_prints_shape_and_writes_file(capsys, tmp_path):
                          "--max-seq-len", "4", "-o", str(path))
     assert code == 0 and err == ""
     assert "1 layer, d_model" in out and "1 head of width" in out
-    assert "parameters in" in out and f"wrote {path}" in out
+    assert f"wrote {path}" in out
     import rasplang as rl
 
-    assert rl.load(path).run([["a", "b", "a"]]) == [[2, 1, 2]]
+    model = rl.load(path)
+    assert model.run([["a", "b", "a"]]) == [[2, 1, 2]]
+    assert (f"{model.n_params:,} parameters ({model.n_params_used:,} at their own sizes, "
+            f"{model.n_nonzero:,} nonzero) in ") in out  # the three size counts
 
 
 def test_compile_warnings_are_one_line(capsys, tmp_path):
