@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import rasplang as rl
 from rasplang import lib
 from rasplang.backend import CompilerWarning
-from tests.property.test_compiler_random import MAX_SEQ_LEN, _agree
+from tests.property.test_compiler_random import check_compilable
 from tests.strategies import programs
 
 NAMES = sorted(lib.PROGRAMS)
@@ -133,16 +133,7 @@ def test_size_counts():
 @given(case=programs(compilable=True, max_depth=5), seed=st.integers(0, 2**32 - 1))
 def test_random_programs_unoptimized(case, seed):
     """optimize=False on random programs (optimize=True runs in test_compiler_random)."""
-    program, vocab = case
-    try:
-        model = _compile(program, vocab, MAX_SEQ_LEN, optimize=False)
-    except rl.UnsupportedProgramError as exc:
-        assert all("OUTPUT_TOLERANCE" in reason for _, reason in exc.problems), exc
-        return
-    rng = np.random.default_rng(seed)
-    inputs = [[vocab[i] for i in rng.integers(0, len(vocab), rng.integers(0, MAX_SEQ_LEN + 1))]
-              for _ in range(30)]
-    _agree(model, program, inputs, False)
+    check_compilable(case, False, seed, n_inputs=30, optimize=False)
 
 
 def test_folded_nodes_of_functions_that_raise():

@@ -38,13 +38,19 @@ def _agree(model, program, inputs, causal):
        seed=st.integers(0, 2**32 - 1))
 def test_random_compilable_program_agrees(case, causal, seed):
     """compile(random program) == evaluate on 50 random inputs, causal or not."""
+    check_compilable(case, causal, seed)
+
+
+def check_compilable(case, causal, seed, n_inputs=50, **options):
+    """A random compilable program compiles (with ``options``) and agrees with the
+    oracle on ``n_inputs`` random inputs."""
     program, vocab = case
     if causal and any(isinstance(n, rl.LengthType) for n in rl.topological_order(program)):
         causal = False  # length is refused under causal masking (tested elsewhere)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompilerWarning)
         try:
-            model = compile(program, vocab, MAX_SEQ_LEN, causal=causal)
+            model = compile(program, vocab, MAX_SEQ_LEN, causal=causal, **options)
         except rl.UnsupportedProgramError as exc:
             # Exact or refused: a numerical output whose error bound (attention leakage
             # over a long chain) exceeds OUTPUT_TOLERANCE is refused, even in tracr's
@@ -53,7 +59,7 @@ def test_random_compilable_program_agrees(case, causal, seed):
             return
     rng = np.random.default_rng(seed)
     inputs = [[vocab[i] for i in rng.integers(0, len(vocab), rng.integers(0, MAX_SEQ_LEN + 1))]
-              for _ in range(50)]
+              for _ in range(n_inputs)]
     _agree(model, program, inputs, causal)
 
 
