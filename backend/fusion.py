@@ -358,9 +358,9 @@ def choose(analysis: Analysis) -> Fusion:
     for node in candidates():
         if node in virtual:
             continue
-        others = {x for r, role in readers[node] if role in ("map", "pair")
-                  for x in ((r.inner,) if role == "map" else (r.fst, r.snd))
-                  if x in virtual and x is not node}
+        others = dict.fromkeys(x for r, role in readers[node] if role in ("map", "pair")
+                               for x in ((r.inner,) if role == "map" else (r.fst, r.snd))
+                               if x in virtual and x is not node)  # in a fixed order
         for other in others:
             before, saved = depth(analysis, fusion()), set(virtual)
             virtual.discard(other)
