@@ -122,6 +122,7 @@ class _Builder(Margins, FusedReads):
         self.fusion = choose(analysis) if optimize else Fusion()
         self.virtual = self.fusion.virtual
         self.views: dict[SOp, Any] = {}
+        self.current: RASPExpr | None = None  # the node being built (a reader)
         self.max_bytes = max_bytes
         self.labels: dict[RASPExpr, str] = dict(analysis.labels)
         self.taken = set(self.labels.values())
@@ -243,9 +244,11 @@ class _Builder(Margins, FusedReads):
         label = self.reader = self.labels[node]
         if not isinstance(node, SOp):
             return None
+        self.current = node
         if node in self.virtual and not isinstance(node, (SelectorWidth, LengthType)):
             self.define_virtual(node)
-            return None
+            if node not in self.fusion.built_for:
+                return None  # else built as well, for the readers that read it built
         rule = _RULES.get(type(node))
         if rule is None:
             raise NotImplementedError(f"no builder for {type(node).__name__} {label!r}")
@@ -297,7 +300,7 @@ class _Builder(Margins, FusedReads):
                                                self.bos)
             else:
                 m = self.slope(label, inp, xs, [ys])
-                out = self.out_space(node)
+                out = self.out_space(node, error=self.rounding(node, xs, [ys], inp.error, m))
                 self.reserve(label, len(out.directions), numerical_mlp.step_units(ys))
                 mlp = numerical_mlp.discretising_mlp(label, inp, xs, ys, out, m, self.bos)
         self.register(node, out)
@@ -425,7 +428,7 @@ class _Builder(Margins, FusedReads):
             return NodeBlock(node, label, head=head, deps=deps, selectors=selectors,
                              scratch=scratch, fused=fused)
         m = self.slope(label, scratch_space, xs, [ys])
-        out = self.out_space(node)
+        out = self.out_space(node, error=self.rounding(node, xs, [ys], scratch_space.error, m))
         mlp = numerical_mlp.discretising_mlp(label, scratch_space, xs, ys, out, m, self.bos)
         self.register(node, out)
         return NodeBlock(node, label, head=head, mlp=mlp, deps=deps, selectors=selectors,

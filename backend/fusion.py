@@ -188,6 +188,12 @@ class Fusion:
 
     virtual: frozenset[SOp] = frozenset()
     direct: frozenset[SOp] = frozenset()
+    #: Virtual nodes that are also built, and the readers that read them built.
+    built_for: dict[SOp, frozenset[SOp]] = attrs.field(factory=dict)
+
+    def inline(self, node: SOp, reader: RASPExpr) -> bool:
+        """Whether ``reader`` computes ``node`` inside itself."""
+        return node in self.virtual and reader not in self.built_for.get(node, ())
 
 
 def _next(slot: int, parity: int) -> int:
@@ -210,11 +216,16 @@ def _selects(selector: RASPExpr) -> list[Select]:
 def depth(analysis: Analysis, fusion: Fusion) -> int:
     """The sublayer where the output is ready, as the schedule places blocks (as soon as
     possible), with ``fusion``'s decisions: the cost model's measure of depth."""
-    ready: dict[SOp, int] = {}
+    ready: dict[SOp, int] = {}  # where a node is ready as its readers compute it inside
+    built: dict[SOp, int] = {}  # where its own block has written it
 
-    def table_read(x: SOp) -> int:  # a numerical SOp read as a table is converted first
-        numerical = analysis.encodings[x] is Encoding.NUMERICAL and x not in fusion.virtual
-        return _next(ready[x], 1) if numerical else ready[x]
+    def at(x: SOp, reader: RASPExpr) -> int:
+        return ready[x] if fusion.inline(x, reader) else built[x]
+
+    def table_read(x: SOp, reader: RASPExpr) -> int:  # a numerical SOp read as a table
+        numerical = analysis.encodings[x] is Encoding.NUMERICAL and \
+            not fusion.inline(x, reader)  # is converted first
+        return _next(at(x, reader), 1) if numerical else at(x, reader)
 
     for node in analysis.nodes:
         if not isinstance(node, SOp):
@@ -222,26 +233,27 @@ def depth(analysis: Analysis, fusion: Fusion) -> int:
         if isinstance(node, (Aggregate, SelectorWidth, LengthType)):
             selects = [] if isinstance(node, LengthType) else _selects(node.selector)
             sides = [x for s in selects for x in (s.keys, s.queries)]
-            start = max([-1, *map(table_read, sides)])
+            start = max([-1, *(table_read(x, node) for x in sides)])
             if isinstance(node, Aggregate):
                 value = node.sop
                 numbers = analysis.encodings[node] is Encoding.NUMERICAL
-                start = max(start, ready[value] if numbers else table_read(value))
+                start = max(start, at(value, node) if numbers else table_read(value, node))
             slot = _next(start, 0)
-            ready[node] = slot if isinstance(node, Aggregate) or node in fusion.virtual \
-                else slot + 1
+            built[node] = slot if isinstance(node, Aggregate) else slot + 1
+            ready[node] = slot if node in fusion.virtual else built[node]
             continue
         inputs = [c for c in node.children if isinstance(c, SOp)]
         if not inputs:
-            ready[node] = -1
-        elif node in fusion.virtual:
-            ready[node] = max(ready[x] for x in inputs)
-        elif isinstance(node, (SequenceMap, LinearSequenceMap)) and not is_affine_read(
+            ready[node] = built[node] = -1
+            continue
+        if isinstance(node, (SequenceMap, LinearSequenceMap)) and not is_affine_read(
                 analysis, node) and node not in fusion.direct:
-            ready[node] = _next(max(map(table_read, inputs)), 1)
+            built[node] = _next(max(table_read(x, node) for x in inputs), 1)
         else:
-            ready[node] = _next(max(ready[x] for x in inputs), 1)
-    return ready.get(analysis.program, -1)
+            built[node] = _next(max(at(x, node) for x in inputs), 1)
+        ready[node] = max(at(x, node) for x in inputs) if node in fusion.virtual \
+            else built[node]
+    return built.get(analysis.program, -1)
 
 
 def choose(analysis: Analysis) -> Fusion:
@@ -249,6 +261,10 @@ def choose(analysis: Analysis) -> Fusion:
     readers = _readers(analysis)
     in_product = _under_or_not(analysis)
     virtual: set[SOp] = set()
+    built_for: dict[SOp, set[RASPExpr]] = {}
+
+    def inline(x: SOp, reader: RASPExpr) -> bool:
+        return x in virtual and reader not in built_for.get(x, ())
     bases: dict[SOp, tuple[_Base, ...]] = {}
 
     def own(node: SOp) -> tuple[_Base, ...]:
@@ -289,12 +305,14 @@ def choose(analysis: Analysis) -> Fusion:
         if role == "pair" and is_affine_read(analysis, reader):
             return 0
         inputs = (reader.inner,) if role == "map" else (reader.fst, reader.snd)
-        group = union(*(mine if x is node else bases.get(x) or own(x) for x in inputs))
+        group = union(*(mine if x is node else bases[x] if inline(x, reader) else own(x)
+                        for x in inputs))
         unfused = math.prod(own(x)[0].size for x in dict.fromkeys(inputs))
         return table_ok(group, unfused, analysis.encodings[reader] is Encoding.NUMERICAL)
 
     def fusion() -> Fusion:
-        return Fusion(frozenset(virtual), frozenset(direct))
+        return Fusion(frozenset(virtual), frozenset(direct),
+                      {x: frozenset(r) for x, r in built_for.items() if r})
 
     direct: set[SOp] = set()
 
@@ -308,17 +326,20 @@ def choose(analysis: Analysis) -> Fusion:
         if node in scratch:
             return (_Base(scratch[node], analysis.max_seq_len + 1, True, False),)
         if isinstance(node, Map):
-            return bases.get(node.inner) or own(node.inner)
+            return bases[node.inner] if inline(node.inner, node) else own(node.inner)
         if isinstance(node, (SequenceMap, LinearSequenceMap)) and \
                 not is_affine_read(analysis, node):
-            return union(*(bases.get(x) or own(x) for x in (node.fst, node.snd)))
+            return union(*(bases[x] if inline(x, node) else own(x)
+                           for x in (node.fst, node.snd)))
         if node in linear:
             size = sum(v is not None for v in analysis.value_sets[node])
             return (_Base(linear[node], size, True, False),)
         return None
 
     def verdict_of(node: SOp, mine: tuple[_Base, ...]) -> int:
-        return min(reader_ok(node, mine, r, role) for r, role in readers[node])
+        inside = [(r, role) for r, role in readers[node] if inline(node, r) or
+                  node not in virtual]
+        return min((reader_ok(node, mine, r, role) for r, role in inside), default=2)
 
     def candidates() -> list[SOp]:
         return [node for node in analysis.nodes if isinstance(node, SOp)
@@ -361,9 +382,17 @@ def choose(analysis: Analysis) -> Fusion:
         others = dict.fromkeys(x for r, role in readers[node] if role in ("map", "pair")
                                for x in ((r.inner,) if role == "map" else (r.fst, r.snd))
                                if x in virtual and x is not node)  # in a fixed order
-        for other in others:
+        for other, keep in ((o, k) for o in others for k in (False, True)):
+            # trade `other` back into the residual stream for every reader, or (keep)
+            # build it too, for the readers of `node` only
             before, saved = depth(analysis, fusion()), set(virtual)
-            virtual.discard(other)
+            saved_for = {x: set(r) for x, r in built_for.items()}
+            if keep and not isinstance(other, (SelectorWidth, LengthType)) and \
+                    other not in linear:
+                built_for.setdefault(other, set()).update(
+                    r for r, _ in readers[node] if any(c is other for c in r.children))
+            else:
+                virtual.discard(other)
             virtual.add(node)
             if rebase():
                 greedy(frozenset([other]))  # what the trade lets through
@@ -371,6 +400,8 @@ def choose(analysis: Analysis) -> Fusion:
                     break
             virtual.clear()
             virtual.update(saved)
+            built_for.clear()
+            built_for.update(saved_for)
             rebase()
     for node in analysis.nodes:  # a table on a numerical input, read directly
         if isinstance(node, (SequenceMap, LinearSequenceMap)) and node not in virtual \

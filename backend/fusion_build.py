@@ -28,9 +28,9 @@ class FusedReads:
     ``virtual``, ``views``, ``m``, ``bos`` and the chamber helpers)."""
 
     def view(self, sop: SOp) -> View:
-        """``sop`` as a function of residual-stream bases."""
+        """``sop`` as the node being built reads it: a function of residual-stream bases."""
         found = self.views.get(sop)
-        if found is not None:
+        if found is not None and self.fusion.inline(sop, self.current):
             return found
         space = self.spaces[sop]
         if space.numerical:
@@ -38,7 +38,7 @@ class FusedReads:
         return identity(sop, space.values)
 
     def reads_virtual(self, *inputs: SOp) -> bool:
-        return any(x in self.virtual for x in inputs)
+        return any(self.fusion.inline(x, self.current) for x in inputs)
 
     def composed(self, node: SOp) -> View:
         """A Map's or SequenceMap's function of its inputs' bases."""
@@ -82,15 +82,15 @@ class FusedReads:
         """The one MLP computing ``node`` from ``view``'s bases."""
         from rasplang.backend.build import NodeBlock
 
-        mlp, out, deps = self.view_mlp(label, view, lambda error: self.out_space(node,
-                                                                                 error=error))
+        mlp, out, deps = self.view_mlp(
+            label, view, lambda error: self.out_space(node, error=error), node)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=deps, fused=view.fused)
 
-    def view_mlp(self, label: str, view: View, make_out: Any) -> tuple[MLP, SOpSpace,
-                                                                        tuple[SOp, ...]]:
-        """An MLP writing ``view``'s value from its bases into ``make_out(error)``, the
-        space, and the SOps it reads."""
+    def view_mlp(self, label: str, view: View, make_out: Any, node: SOp | None = None,
+                 ) -> tuple[MLP, SOpSpace, tuple[SOp, ...]]:
+        """An MLP writing ``view``'s value (``node``'s, if it is one) from its bases into
+        ``make_out(error)``, the space, and the SOps it reads."""
         spaces = [self.spaces[b] for b in view.bases]
         numerical = [i for i, s in enumerate(spaces) if s.numerical]
         cats = [i for i, s in enumerate(spaces) if not s.numerical]
@@ -113,9 +113,10 @@ class FusedReads:
             inputs = [spaces[i] for i in cats]
             error = num.error + fused_mlp.gate_error(xs, num.error, inputs, self.m)
             checked = attrs.evolve(num, error=error)
-            m = self.slope(label, checked, xs, [grid[(slice(None), *combo)].tolist()
-                                                for combo in np.ndindex(*grid.shape[1:])])
-            out = make_out(0.0)
+            tables = [grid[(slice(None), *combo)].tolist()
+                      for combo in np.ndindex(*grid.shape[1:])]
+            m = self.slope(label, checked, xs, tables)
+            out = make_out(self.rounding(node, xs, tables, error, m, len(inputs)))
             self.reserve(label, len(num.directions) + 1 + sum(len(s.directions) for s in inputs),
                          fused_mlp.gated_units(xs, grid))
             if not inputs:

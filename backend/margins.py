@@ -8,6 +8,7 @@ from typing import Any
 from rasplang.backend.budget import mlp_bound, refuse_over
 from rasplang.backend.chambers import numerical_mlp
 from rasplang.backend.spaces import SOpSpace
+from rasplang.nodes import Encoding
 
 
 class Margins:
@@ -42,3 +43,12 @@ class Margins:
                 xs, ys, inp.error, m, rounding=numerical_mlp.ROUNDING32)
                 or numerical_mlp.float32_step_problem(xs, ys, inp.error, m)):
             self.float64_only = f"{label}: input {inp.label!r}: {problem} in float32"
+
+    def rounding(self, node: Any, xs: list[float], tables: list[list[Any]], error: float,
+                 m: float, gates: int = 0) -> float:
+        """The float64 rounding a discretisation leaves in a numerical output
+        (`numerical_mlp.step_rounding`), which later factors may amplify past
+        OUTPUT_TOLERANCE; a categorical output's one-hots are read with a margin."""
+        if node is None or self.a.encodings.get(node) is not Encoding.NUMERICAL:
+            return 0.0
+        return numerical_mlp.step_rounding(xs, tables, error, m, gates)

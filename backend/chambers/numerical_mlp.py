@@ -127,6 +127,31 @@ def float32_step_problem(xs: Sequence[float], f_values: Sequence[Any], error: fl
             f"by up to {rounded:.2g}")
 
 
+def step_rounding(xs: Sequence[float], tables: Sequence[Sequence[Any]], error: float,
+                  mlp_exactness: float, gates: int = 0) -> float:
+    """A bound on the float64 rounding in a discretising MLP's output, which its margin
+    does not remove: an active step ``relu(p + 1/2) - relu(p - 1/2)`` is 1 only up to
+    ``2^-52 (|p| + 1)``, with ``|p|`` at most the steepest slope times
+    ``2 max|x| + error`` (each gate of a gated discretisation as large again), and its
+    jump multiplies that. Summed over the steps of the worst of ``tables``."""
+    xa = np.abs(np.asarray(xs, dtype=float))
+    worst = 0.0
+    for ys in tables:
+        step = closest_step(xs, ys)
+        if step is None:
+            continue
+        reach = mlp_exactness / (step[1] - step[0]) * (2 * float(xa.max()) + error)
+        jumps = sum(_jump(ys[i - 1], ys[i]) for i in changes(ys).tolist())
+        worst = max(worst, 2.0 ** -52 * (reach * (1 + gates) + 1) * jumps)
+    return worst
+
+
+def _jump(a: Any, b: Any) -> float:
+    """How far one step moves an output coordinate (1 for a one-hot or a None flag)."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return max(1.0, abs(float(b) - float(a))) if numbers else 1.0
+
+
 def discretising_mlp(
     label: str, inp: SOpSpace, xs: Sequence[float], f: Callable[[Any], Any], out: SOpSpace,
     mlp_exactness: float, bos: BosState,

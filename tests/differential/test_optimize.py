@@ -163,3 +163,16 @@ def test_products_of_parts_on_two_counts():
     vocab = [i / 10 for i in range(6)]
     model = _compile(program, vocab, 3)
     assert rl.verify(program, vocab, 3, model=model, progress=False).ok
+
+
+def test_rounding_of_a_fused_discretisation_is_not_amplified():
+    """A count's decoding fused into a numerical Map rounds its output by ~1e-16; a
+    factor 2**53 after it would make that 1.5 (a fuzz case): the optimized build is
+    refused for it and compile builds the exact one-block-per-node model."""
+    n1 = rl.numerical(rl.Map(lambda x: 0.3 if str(x)[-1] in "02468" else 0, rl.length))
+    n2 = rl.numerical(rl.Aggregate(~rl.Select(n1, rl.indices, rl.Comparison.GEQ), n1,
+                                   default=1))
+    program = rl.numerical(rl.LinearSequenceMap(n1, n2, 2**53, 0.3))
+    vocab = [10**400, 1, -(10**400)]
+    model = _compile(program, vocab, 5)
+    assert rl.verify(program, vocab, 5, model=model, progress=False).ok
