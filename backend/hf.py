@@ -38,19 +38,12 @@ from typing import Any
 
 import numpy as np
 
-_EXTRA_HINT = ("install the extra: pip install 'rasplang[hf]' (on CPU, install torch's CPU "
-               "wheel first)")
+from rasplang.backend.extras import import_extra
 
 
 def _import_hf() -> tuple[Any, Any]:
     """``(transformers, torch)``, or an ImportError that names the extra."""
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise ImportError(f"the Hugging Face export needs transformers and torch ({exc}): "
-                          f"{_EXTRA_HINT}") from exc
-    return transformers, torch
+    return import_extra("the Hugging Face export", "hf", "transformers", "torch")
 
 
 def architecture_for(model: Any, architecture: str | None = None) -> str:
@@ -336,11 +329,8 @@ def tokenizer(model: Any, unknown_as_pad: bool = False) -> Any:
     outside the vocabulary is an error, unless ``unknown_as_pad`` (what TransformerLens's
     bridge needs to probe the tokenizer) reads it as PAD."""
     transformers, _ = _import_hf()
-    try:
-        from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    except ImportError as exc:
-        raise ImportError(f"the Hugging Face tokenizer needs tokenizers ({exc}): "
-                          f"{_EXTRA_HINT}") from exc
+    import_extra("the Hugging Face tokenizer", "hf", "tokenizers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     text = token_strings(model)
     bos, pad = text[-2], text[-1]
     tok = Tokenizer(models.WordLevel({s: i for i, s in enumerate(text)},

@@ -34,19 +34,12 @@ from typing import Any
 
 import numpy as np
 
-_EXTRA_HINT = ("install the extra: pip install 'rasplang[transformer-lens]' "
-               "(on CPU, install torch's CPU wheel first)")
+from rasplang.backend.extras import import_extra
 
 
 def _import_transformer_lens() -> tuple[Any, Any]:
-    """``(transformer_lens, torch)``, or an ImportError that says how to install them."""
-    try:
-        import torch
-        import transformer_lens
-    except ImportError as exc:
-        raise ImportError(f"to_transformer_lens needs transformer_lens and torch ({exc}): "
-                          f"{_EXTRA_HINT}") from exc
-    return transformer_lens, torch
+    """``(transformer_lens, torch)``, or an ImportError that names the extra."""
+    return import_extra("to_transformer_lens", "transformer-lens", "transformer_lens", "torch")
 
 
 def has_hooked_transformer(tl: Any) -> bool:
