@@ -59,14 +59,7 @@ def _check(model, hf, entry, causal, xs):
         with torch.no_grad():
             logits = hf(torch.as_tensor(ids), attention_mask=mask).logits.to(dtype)
         got = decode(hf.config, logits)
-        for s, g, w in zip(part, got, want[start:start + 512]):
-            g = g[:len(s)]
-            if model.output_encoder.numerical:
-                assert [x is None for x in g] == [x is None for x in w], s
-                np.testing.assert_allclose([x for x in g if x is not None],
-                                           [x for x in w if x is not None], atol=1e-5)
-            else:
-                assert g == list(w), (s, g, w)
+        _assert_outputs(model, part, got, want[start:start + 512])
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
@@ -225,11 +218,17 @@ def test_library_program_through_transformer_lens(name, causal):
             logits = hooked(torch.as_tensor(ids), attention_mask=mask)
         got = model.output_encoder.decode(
             logits.double().numpy()[:, 1:, :cfg.d_vocab_out]).tolist()
-        for s, g, w in zip(part, got, want[start:start + 512]):
-            g = g[:len(s)]
-            if model.output_encoder.numerical:
-                assert [x is None for x in g] == [x is None for x in w], s
-                np.testing.assert_allclose([x for x in g if x is not None],
-                                           [x for x in w if x is not None], atol=1e-5)
-            else:
-                assert g == list(w), (s, g, w)
+        _assert_outputs(model, part, got, want[start:start + 512])
+
+
+def _assert_outputs(model, inputs, got, want):
+    """Each decoded output (trimmed to its input's length) is the program's: exactly, or
+    within 1e-5 for numerical outputs (None exactly where the program's is None)."""
+    for s, g, w in zip(inputs, got, want):
+        g = g[:len(s)]
+        if model.output_encoder.numerical:
+            assert [x is None for x in g] == [x is None for x in w], s
+            np.testing.assert_allclose([x for x in g if x is not None],
+                                       [x for x in w if x is not None], atol=1e-5)
+        else:
+            assert g == list(w), (s, g, w)
