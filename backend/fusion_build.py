@@ -69,14 +69,13 @@ class FusedReads:
                 (snd.directions[0], node.snd_fac * snd.scale)]
 
     def define_width(self, node: SelectorWidth, scratch_space: SOpSpace,
-                     xs: list[float], ys: list[int]) -> SOp:
+                     xs: list[float], ys: list[int]) -> None:
         """A virtual SelectorWidth: its scratch coordinate is the base, read as ``xs``."""
         base = Scratch(node)
         self.spaces[base] = scratch_space
         grid = np.empty(len(ys), dtype=object)
         grid[:] = ys
         self.views[node] = View((base,), (tuple(xs),), grid, (node,))
-        return base
 
     def fused_block(self, node: SOp, label: str, view: View) -> Any:
         """The one MLP computing ``node`` from ``view``'s bases."""
