@@ -412,12 +412,12 @@ class _Builder(Margins, FusedReads):
         scale = attention.coldness(n, 4.0 * (n + 1) * (n + 2), 1.0)
         eta = scale * attention.logit_error(terms, self.spaces)
         scratch = BasisDirection(label, "scratch")
-        scratch_space = SOpSpace(f"{label}:scratch", True, (), (scratch,), np.ones(1),
+        scratch_space = SOpSpace(f"{label}:scratch", True, (), (scratch,), -np.ones(1),
                                  error=n * math.exp(-scale) + math.expm1(min(2 * eta, 50.0)))
         head = attention.selector_width_head(label, terms, self.spaces, scratch, scale,
                                              self.causal, self.bos)
-        self.bos.coords[scratch] = 1.0
-        pairs = sorted((1.0 / (w + 1), w) for w in widths)
+        self.bos.coords[scratch] = -1.0
+        pairs = sorted((-1.0 / (w + 1), w) for w in widths)
         xs = [x for x, _ in pairs]
         ys = [w for _, w in pairs]
         deps = _term_sops(terms) if selector is not None else ()

@@ -42,7 +42,7 @@ class AsCategorical(_OfOne):
 
 
 class Scratch(_OfOne):
-    """A SelectorWidth's (or length's) scratch coordinate ``1 / (width + 1)``, as a
+    """A SelectorWidth's (or length's) scratch coordinate ``-1 / (width + 1)``, as a
     numerical SOp (``optimize=True`` decodes the count inside its readers)."""
 
     _default_name = "scratch"

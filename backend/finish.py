@@ -32,13 +32,13 @@ def check_options(norm: Any, activation: Any) -> None:
 
 def residual_spaces(analysis: Analysis, built: Built) -> list[SOpSpace]:
     """Every space that holds residual directions: the SOps', tokens, indices and each
-    SelectorWidth's scratch direction (``1 / (w + 1)``)."""
+    SelectorWidth's scratch direction (``-1 / (w + 1)``)."""
     spaces = [built.tokens, built.indices, *built.spaces.values()]
     n = analysis.max_seq_len
-    values = tuple(1.0 / (w + 1) for w in range(n + 1))
+    values = tuple(-1.0 / (w + 1) for w in range(n + 1))
     for b in built.blocks:
         if b.scratch is not None:
-            spaces.append(SOpSpace(str(b.scratch), True, values, (b.scratch,), np.ones(1),
+            spaces.append(SOpSpace(str(b.scratch), True, values, (b.scratch,), -np.ones(1),
                                    error=SCRATCH_ERROR))
     return spaces
 

@@ -20,7 +20,8 @@ from rasplang.backend.craft.maps import LinearMap
 from rasplang.backend.derived import Linear, Scratch
 from rasplang.backend.fusion import View, identity, is_affine_read, pair
 from rasplang.backend.spaces import SOpSpace, categorical_space, numerical_space
-from rasplang.nodes import Map, Select, SelectorWidth, SOp
+from rasplang.nodes import IndicesType, LengthType, Map, Select, SelectorWidth, SOp
+from rasplang.operators import Comparison
 
 
 class FusedReads:
@@ -96,25 +97,27 @@ class FusedReads:
         if not numerical:
             inputs = [spaces[i] for i in cats]
             out = make_out(fused_mlp.lookup_error(inputs))
+            grid = _mark_impossible(view)
             self.reserve(label, sum(len(s.directions) for s in inputs) + 1,
-                         fused_mlp.lookup_units(view.grid, out))
+                         fused_mlp.lookup_units(grid, out))
             if len(inputs) == 1:
                 table = dict(zip(view.values[0], view.grid.tolist()))
                 mlp = categorical_mlp.map_categorical_mlp(label, inputs[0], out, table.get,
                                                           self.bos)
             else:
-                mlp = fused_mlp.lookup_mlp(label, inputs, view.grid, out, self.bos)
+                mlp = fused_mlp.lookup_mlp(label, inputs, grid, out, self.bos)
         else:
             (n,) = numerical
             num = spaces[n]
-            grid = np.moveaxis(view.grid, n, 0)
+            grid = np.moveaxis(_mark_impossible(view), n, 0)
             xs = [float(v) for v in view.values[n]]
             inputs = [spaces[i] for i in cats]
             error = num.error + fused_mlp.gate_error(xs, num.error, inputs, self.m)
             checked = attrs.evolve(num, error=error)
-            tables = [grid[(slice(None), *combo)].tolist()
-                      for combo in np.ndindex(*grid.shape[1:])]
-            m = self.slope(label, checked, xs, tables)
+            tables = [ys for combo in np.ndindex(*grid.shape[1:])
+                      if (ys := fused_mlp.possible(grid[(slice(None), *combo)].tolist()))
+                      is not None]
+            m = self.slope(label, checked, xs, tables, len(inputs))
             out = make_out(self.rounding(node, xs, tables, error, m, len(inputs)))
             self.reserve(label, len(num.directions) + 1 + sum(len(s.directions) for s in inputs),
                          fused_mlp.gated_units(xs, grid))
@@ -215,3 +218,31 @@ def _substitute(mlp: MLP, direction: BasisDirection,
         else:
             matrix[space.index_of(d)] += first.matrix[i]
     return MLP(LinearMap(space, first.output_space, matrix), mlp.second, label=mlp.label)
+
+
+def _counts_every_key(sop: SOp) -> bool:
+    """Whether ``sop`` is the length (a count of every key): at least ``i + 1`` at the
+    position of index ``i``, causal or not."""
+    return isinstance(sop, LengthType) or (
+        isinstance(sop, SelectorWidth) and isinstance(sop.selector, Select)
+        and sop.selector.predicate is Comparison.TRUE)
+
+
+def _mark_impossible(view: View) -> np.ndarray:
+    """``view.grid`` with IMPOSSIBLE where a length base is not above an indices base."""
+    lengths = [a for a, b in enumerate(view.bases)
+               if _counts_every_key(b.inner if isinstance(b, Scratch) else b)]
+    positions = [a for a, b in enumerate(view.bases) if isinstance(b, IndicesType)]
+    if not lengths or not positions:
+        return view.grid
+    grid = view.grid.copy()
+    for a in lengths:
+        scratch = isinstance(view.bases[a], Scratch)  # values -1 / (w + 1)
+        widths = np.array([round(-1.0 / x - 1.0) if scratch else x for x in view.values[a]])
+        for p in positions:
+            shape = [1] * grid.ndim
+            shape[a], shape[p] = len(widths), len(view.values[p])
+            below = np.less_equal.outer(widths, np.asarray(view.values[p], dtype=float))
+            below = below if a < p else below.T
+            grid[np.broadcast_to(below.reshape(shape), grid.shape)] = fused_mlp.IMPOSSIBLE
+    return grid

@@ -4,11 +4,11 @@ Every hidden unit of a compiled MLP computes ``relu(p)`` for a pre-activation ``
 is an affine function of the residual directions it reads. The analysis knows every
 state those directions can hold at a real position: a categorical SOp is one of its
 one-hots (or zero where it can be None), a numerical SOp one of its values (or its None
-flag), a SelectorWidth's scratch direction one of ``1/(w+1)``, ``one`` is 1 and the BOS
+flag), a SelectorWidth's scratch direction one of ``-1/(w+1)``, ``one`` is 1 and the BOS
 direction 0. So ``p`` lies in the sum set ``P_u = C_1 + ... + C_k + c`` of each read
 SOp's contributions ``C_j`` (a superset of what occurs), up to the inputs' error bound
-``e_u = sum_rows |w| error``. At the BOS position every unit is gated to ``p <= -1``
-(``chambers/gated_mlp.py``).
+``e_u = sum_rows |w| error``. At the BOS position every unit is gated to ``p <= -1``, or
+is there already (``chambers/gated_mlp.py``).
 
 Scaling. With ``m_u`` the smallest nonzero ``|p|`` over ``P_u`` (and 1 for the gate),
 the unit is rewritten as ``gelu(K_u p) / K_u`` with ``K_u`` the power of 2 at or above

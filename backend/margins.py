@@ -21,27 +21,28 @@ class Margins:
         (``W_out``) holds at least that many."""
         refuse_over(mlp_bound(label, rows, units), self.max_bytes)
 
-    def slope(self, label: str, inp: SOpSpace, xs: list[float], tables: list[list[Any]]
-              ) -> float:
+    def slope(self, label: str, inp: SOpSpace, xs: list[float], tables: list[list[Any]],
+              gates: int = 0) -> float:
         """The slope factor of a discretisation of ``inp`` into each of ``tables``: the
         gentlest, `numerical_mlp.GENTLE_SLOPE`, where its margin absorbs the input's
         error (float32 rounds steep steps by more), else ``mlp_exactness``; what cannot
-        be exact is recorded as a problem, what is exact in float64 only as such."""
+        be exact is recorded as a problem, what is exact in float64 only as such.
+        ``gates``: the categorical inputs gating a gated discretisation."""
         m = min(self.m, numerical_mlp.GENTLE_SLOPE)
         if any(numerical_mlp.discretisation_problem(xs, ys, inp.error, m) for ys in tables):
             m = self.m
         for ys in tables:
-            self.check_tolerance(label, inp, xs, ys, m)
+            self.check_tolerance(label, inp, xs, ys, m, gates)
         return m
 
     def check_tolerance(self, label: str, inp: SOpSpace, xs: list[float], ys: list[Any],
-                        m: float) -> None:
+                        m: float, gates: int = 0) -> None:
         problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, m)
         if problem:
             self.problems.append((label, f"input {inp.label!r}: {problem}"))
         elif not self.float64_only and (problem := numerical_mlp.discretisation_problem(
                 xs, ys, inp.error, m, rounding=numerical_mlp.ROUNDING32)
-                or numerical_mlp.float32_step_problem(xs, ys, inp.error, m)):
+                or numerical_mlp.float32_step_problem(xs, ys, inp.error, m, gates)):
             self.float64_only = f"{label}: input {inp.label!r}: {problem} in float32"
 
     def rounding(self, node: Any, xs: list[float], tables: list[list[Any]], error: float,

@@ -36,9 +36,11 @@ Aggregate may do; otherwise the evaluator raises or returns a mean of numbers an
 compiler warns (the analysis cannot prove the selection holds one value).
 
 SelectorWidth. Selected keys and BOS share the top logit, so BOS gets
-``1 / (w + 1)`` up to ``n e^{-C}``; the OV map writes that weight to a scratch direction
-and an MLP (``numerical_mlp.discretising_mlp`` over the exact set ``{1/(w+1)}``, gaps at
-least ``1/((n+1)(n+2))``) turns it into ``w``.
+``1 / (w + 1)`` up to ``n e^{-C}``; the OV map writes minus that weight to a scratch
+direction and an MLP (``numerical_mlp.discretising_mlp`` over the exact set
+``{-1/(w+1)}``, gaps at least ``1/((n+1)(n+2))``) turns it into ``w``. The sign puts the
+BOS position's value, -1 (BOS attends to itself), below every threshold, so the MLP's
+ramps are off there without a BOS gate (see ``gated_mlp.py``).
 """
 
 from __future__ import annotations
@@ -64,20 +66,40 @@ def coldness(max_seq_len: int, value_scale: float, margin: float) -> float:
     return math.log((max_seq_len + 1) * max(1.0, value_scale) / LEAKAGE_TARGET) / margin
 
 
+def _constant(t: Term, spaces: Mapping[SOp, SOpSpace]) -> float | None:
+    """The value of a term that is the same for every query and key value, where both
+    SOps are categorical and never None (exactly one of their directions is hot at every
+    real position, so the term is that value times ``one`` x ``one``); else None."""
+    q, k = spaces[t.queries], spaces[t.keys]
+    if q.numerical or k.numerical or q.nullable or k.nullable or not t.table.size:
+        return None
+    first = t.table.flat[0]
+    return float(first) if bool((t.table == first).all()) else None
+
+
 def selector_logits(
     terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace], bos_level: float, scale: float,
     bos: BosState,
 ) -> BilinearMap:
-    """The query-key bilinear map for ``terms`` with the BOS key at ``bos_level``."""
-    q_space = join(*(spaces[t.queries].space for t in terms), VectorSpace([ONE, bos.direction]))
-    k_space = join(*(spaces[t.keys].space for t in terms), VectorSpace([bos.direction]))
+    """The query-key bilinear map for ``terms`` with the BOS key at ``bos_level``. A term
+    that is the same for every query and key (the always-true selector of `length`)
+    reads ``one`` on both sides instead of the SOps' one-hots."""
+    constant = {id(t): _constant(t, spaces) for t in terms}
+    tables = [t for t in terms if constant[id(t)] is None]
+    both = sum(c for c in constant.values() if c is not None)
+    q_space = join(*(spaces[t.queries].space for t in tables), VectorSpace([ONE, bos.direction]))
+    k_space = join(*(spaces[t.keys].space for t in tables),
+                   VectorSpace([ONE] if len(tables) < len(terms) else []),
+                   VectorSpace([bos.direction]))
     m = np.zeros((q_space.dim, k_space.dim))
-    for t in terms:
+    i_one, i_bos_q, i_bos_k = (q_space.index_of(ONE), q_space.index_of(bos.direction),
+                                  k_space.index_of(bos.direction))
+    for t in tables:
         qi = q_space.indices(spaces[t.queries].space)
         ki = k_space.indices(spaces[t.keys].space)
         m[np.ix_(qi, ki)] += t.table
-    i_one, i_bos_q, i_bos_k = (q_space.index_of(ONE), q_space.index_of(bos.direction),
-                                  k_space.index_of(bos.direction))
+    if len(tables) < len(terms):
+        m[i_one, k_space.index_of(ONE)] += both
     key_at_bos = bos.vector(k_space.basis)
     key_at_bos[i_bos_k] = 1.0
     m[:, i_bos_k] -= m @ key_at_bos  # cancel what the keys' BOS state adds
@@ -87,7 +109,9 @@ def selector_logits(
     query_at_bos[i_one] = query_at_bos[i_bos_q] = 1.0
     row = query_at_bos @ m
     best = sum(max(0.0, float(row[k_space.indices(spaces[key].space)].max(initial=0.0)))
-               for key in {id(t.keys): t.keys for t in terms}.values())
+               for key in {id(t.keys): t.keys for t in tables}.values())
+    if len(tables) < len(terms):
+        best += max(0.0, float(row[k_space.index_of(ONE)]))
     m[i_bos_q, i_bos_k] += max(0.0, best + 0.5 - float(row[i_bos_k]))
     return BilinearMap(q_space, k_space, m * scale)
 
@@ -96,6 +120,8 @@ def logit_error(terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace]) -> float:
     """Bound (in logit units before scaling) on the logit error from input errors."""
     total = 0.0
     for t in terms:
+        if _constant(t, spaces) is not None:  # read from ``one``: exact
+            continue
         q, k = spaces[t.queries], spaces[t.keys]
         total += (1 + len(q.values) * q.error) * (1 + len(k.values) * k.error) - 1
     return total
@@ -133,7 +159,7 @@ def selector_width_head(
     scratch: BasisDirection, scale: float, causal: bool,
     bos: BosState,
 ) -> AttentionHead:
-    """The head of a SelectorWidth: writes ``1 / (width + 1)`` to ``scratch``."""
+    """The head of a SelectorWidth: writes ``-1 / (width + 1)`` to ``scratch``."""
     w_qk = selector_logits(terms, spaces, float(len(terms)), scale, bos)
-    w_ov = LinearMap(VectorSpace([bos.direction]), VectorSpace([scratch]), np.ones((1, 1)))
+    w_ov = LinearMap(VectorSpace([bos.direction]), VectorSpace([scratch]), -np.ones((1, 1)))
     return AttentionHead(w_qk, w_ov, causal=causal, label=label)

@@ -15,13 +15,18 @@ vector) fires no unit; ``none_flags.none_units`` write ``enc(None)`` there, whic
 what the composed function gives (a Map or SequenceMap of None is None). Error:
 inputs off by ``e_j`` per coordinate move a unit by at most ``sum_j |V_j| e_j``.
 
+A cell marked IMPOSSIBLE (a combination of values no input reaches, such as a length
+not above the position's index) gets no unit in a lookup, and in a gated discretisation
+takes its neighbour's value, so no step is spent on it.
+
 Gated discretisation. A numerical input ``x`` (exact sorted value set) and categorical
 inputs ``c_1..c_k``: for every combination ``c`` of their values the units of
 ``numerical_mlp.discretising_mlp`` for ``x -> T[x, c]`` (a base unit and two per
-change), each with ``-B_u sum_j sum_{v != c_j} e_{j,v}`` added to its pre-activation
-(``B_u (e_{c_j} - 1)`` for an input that can be None, the zero vector). That term
-is 0 where every categorical input holds ``c`` and at most ``-B_u`` elsewhere, and
-where it is 0 it adds nothing large that float rounding could leave behind; with
+change), each with ``B_u sum_j (e_{j,c_j} - 1)`` added to its pre-activation (two
+nonzero weights per input: its value's coordinate and ``one``). That term is 0 where
+every categorical input holds ``c`` and at most ``-B_u`` elsewhere (an input that is
+None, the zero vector, included); it cancels two terms of size ``B_u``, whose float32
+rounding `numerical_mlp.float32_step_problem` bounds with the step's own; with
 ``B_u`` more than one above the unit's own largest pre-activation over the input
 range (``L_i (x_max + e - b_i) + 1/2``, so units of late steps get small gates), every
 unit of another combination is exactly 0, and the units of ``c`` discretise ``x`` as
@@ -49,13 +54,40 @@ from rasplang.values import typed_key
 _Unit = tuple[tuple[int, ...], list[int], Any]
 
 
+class _Impossible:
+    """A grid cell whose combination of input values never occurs (see `possible`)."""
+
+    def __repr__(self) -> str:
+        return "IMPOSSIBLE"
+
+
+#: Marks a grid cell no input reaches; its output is free, so no unit is spent on it.
+IMPOSSIBLE = _Impossible()
+
+
+def possible(ys: Sequence[Any]) -> list[Any] | None:
+    """``ys`` with each IMPOSSIBLE cell given its nearest possible neighbour's value (the
+    earlier one first), so a discretisation changes value only where it must; None when
+    no cell is possible."""
+    seen = [i for i, y in enumerate(ys) if y is not IMPOSSIBLE]
+    if not seen:
+        return None
+    out, last = list(ys), ys[seen[0]]
+    for i, y in enumerate(ys):
+        if y is IMPOSSIBLE:
+            out[i] = last
+        else:
+            last = y
+    return out
+
+
 def _layout(grid: np.ndarray, out: SOpSpace, axis: int) -> list[_Unit]:
     """Units summing over ``axis``: ``(other indices, rows along axis, output)``."""
     units: dict[tuple[tuple[int, ...], Any], list[int]] = defaultdict(list)
     outputs: dict[tuple[tuple[int, ...], Any], Any] = {}
     for idx in np.ndindex(*grid.shape):
         y = grid[idx]
-        if not out.encode(y).any():
+        if y is IMPOSSIBLE or not out.encode(y).any():
             continue
         rest = idx[:axis] + idx[axis + 1:]
         key = (rest, typed_key(y))
@@ -129,17 +161,14 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
     cols_in: list[np.ndarray] = []
     cols_out: list[np.ndarray] = []
     for combo in itertools.product(*(range(len(c.values)) for c in cats)):
-        # the gate's rows: -1 on every other value of an input that is never None (no
-        # cancellation where the combination holds), e_c - 1 on one that can be None
+        # the gate's rows: e_c - 1 for each input (its value's coordinate, through one)
         gate = np.zeros(len(in_dirs))
-        for j, (c, i) in enumerate(zip(cats, combo)):
-            if c.nullable:
-                gate[offsets[j] + i] += 1.0
-                gate[1] -= 1.0
-            else:
-                gate[offsets[j]:offsets[j + 1]] -= 1.0
-                gate[offsets[j] + i] = 0.0
-        ys = grid[(slice(None), *combo)].tolist()
+        for j, i in enumerate(combo):
+            gate[offsets[j] + i] += 1.0
+            gate[1] -= 1.0
+        ys = possible(grid[(slice(None), *combo)].tolist())
+        if ys is None:  # the combination never occurs, or the numerical input has no value
+            continue
 
         def unit(value_weight: float, const: float, bound: float, write: np.ndarray,
                  gate: np.ndarray = gate) -> None:
@@ -167,5 +196,6 @@ def gated_units(xs: Sequence[float], grid: np.ndarray) -> int:
     """Hidden units `gated_discretising_mlp` uses."""
     total = 0
     for combo in itertools.product(*(range(n) for n in grid.shape[1:])):
-        total += 1 + 2 * len(changes(grid[(slice(None), *combo)].tolist()))
+        ys = possible(grid[(slice(None), *combo)].tolist())
+        total += 1 + 2 * len(changes(ys)) if ys is not None else 0
     return total

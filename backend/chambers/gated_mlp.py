@@ -4,7 +4,10 @@ Every chamber's MLP is built from rows over named input directions (the ``one``
 direction plays the role of a bias) and columns over output directions. This module
 adds one more input row, the BOS direction, with weight ``-B_h`` on hidden unit ``h``,
 where ``B_h = max(0, p_h) + 1`` and ``p_h`` is the unit's pre-activation at the BOS
-position, computed exactly from the known BOS state of its inputs.
+position, computed exactly from the known BOS state of its inputs. A unit with
+``p_h <= -1`` is already off there with the same margin and gets no gate (a lookup
+over two or more inputs, whose BOS states are zero, or a ramp whose threshold lies
+above the input's BOS value), which keeps the weights sparse.
 
 Why: at BOS, ``relu(p_h - B_h) = 0`` with margin 1, so every MLP writes exactly 0 at
 BOS (and stays 0 under input perturbations below 1). At a real position the BOS
@@ -44,7 +47,8 @@ def gated_mlp(
     at_bos = bos.vector(in_space.basis)
     at_bos[in_space.index_of(bos.direction)] = 0.0
     pre = at_bos @ first
-    first[in_space.index_of(bos.direction)] -= np.maximum(pre, 0.0) + 1.0
+    first[in_space.index_of(bos.direction)] -= np.where(pre > -1.0, np.maximum(pre, 0.0) + 1.0,
+                                                        0.0)
     hidden_space = VectorSpace(BasisDirection(f"{label}:hidden", i) for i in range(hidden))
     out_space = VectorSpace(dict.fromkeys(out_dirs))
     second = np.zeros((hidden, out_space.dim))

@@ -111,16 +111,19 @@ FLOAT32_STEP_ERROR = 2.0 ** -7
 
 
 def float32_step_problem(xs: Sequence[float], f_values: Sequence[Any], error: float,
-                         mlp_exactness: float) -> str | None:
+                         mlp_exactness: float, gates: int = 0) -> str | None:
     """Why float32 may round the steps' pre-activations by more than
-    `FLOAT32_STEP_ERROR` (None: it does not), from the steepest step."""
+    `FLOAT32_STEP_ERROR` (None: it does not), from the steepest step. Each of ``gates``
+    (a gated discretisation's ``B (e_c - 1)``, ``B`` at most the slope times
+    ``2 max|x| + error``, plus 2) adds two terms of that size."""
     step = closest_step(xs, f_values)
     if step is None:
         return None
     xa = np.abs(np.asarray(xs, dtype=float))
     slope = mlp_exactness / (step[1] - step[0])
     # each unit's p = L x - L b rounds by 2^-24 (L |x| + L |b|) <= 2^-23 L max|x|; two units
-    rounded = 2.0 ** -22 * slope * (float(xa.max()) + error)
+    gate = slope * (2 * float(xa.max()) + error) + 2.0
+    rounded = 2.0 ** -22 * (slope * (float(xa.max()) + error) + gates * gate)
     if rounded <= FLOAT32_STEP_ERROR:
         return None
     return (f"steps of slope {slope:.3g} on values up to {float(xa.max()):.3g} are rounded "

@@ -263,8 +263,9 @@ def test_bos_query_attends_bos_whatever_its_state_selects():
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_selector_width_head_writes_one_over_width_plus_one(causal):
-    """The SelectorWidth head writes 1/(w + 1) to its scratch, within n e^{-C}."""
+def test_selector_width_head_writes_minus_one_over_width_plus_one(causal):
+    """The SelectorWidth head writes -1/(w + 1) to its scratch, within n e^{-C}, and -1
+    at BOS."""
     # w counts the visible keys; at the builder's coldness and at a low one.
     terms = [Term(TOKS, TOKS, table(lambda k, q: k <= q, TOKENS, TOKENS))]
     scratch = BasisDirection("w", "scratch")
@@ -276,8 +277,9 @@ def test_selector_width_head_writes_one_over_width_plus_one(causal):
         rows = [[{BasisDirection("tokens", t): 1.0} for t in tok] for tok in toks]
         got = head(stream(head, {}, rows)).project(VectorSpace([scratch])).magnitudes[..., 0]
         for b, tok in enumerate(toks):
-            assert got[b, 0] == pytest.approx(1.0, abs=N * math.exp(-scale))
+            assert got[b, 0] == pytest.approx(-1.0, abs=N * math.exp(-scale))
             for p, q in enumerate(tok):
                 seen = tok[: p + 1] if causal else tok
                 width = sum(k <= q for k in seen)
-                assert got[b, p + 1] == pytest.approx(1 / (width + 1), abs=N * math.exp(-scale))
+                assert got[b, p + 1] == pytest.approx(-1 / (width + 1),
+                                                      abs=N * math.exp(-scale))

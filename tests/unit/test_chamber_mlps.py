@@ -86,18 +86,22 @@ def test_gated_mlp_is_unchanged_at_real_positions():
 
 
 def test_gated_mlp_is_zero_at_bos_with_margin_one():
-    """At BOS every unit is min(p, 0) - 1, so 0 under input moves below 1."""
+    """At BOS every unit is min(p, 0) - 1, or p where p <= -1 already (no gate), so 0
+    under input moves below 1."""
     # p: the unit's ungated pre-activation at BOS. Moves that shift any pre-activation by
     # less than 1 keep the output exactly 0; a move of 3/2 on a margin-1 unit fires it.
     mlp, w, w_out, state = gated_example()
     bos_row = {BOS: 1.0, **state}
     p = np.array([state[A], state[B], state[C], 1.0]) @ w
-    assert (p >= 0).any() and (p < 0).any()  # both cases of B_h = max(0, p_h) + 1
+    assert (p >= 0).any() and (p <= -1).any()  # B_h = max(0, p_h) + 1, and no gate
     space = join(mlp.residual_space)
     x = np.zeros(space.dim)
     for d, v in {ONE: 1.0, **bos_row}.items():
         x[space.index_of(d)] = v
-    assert np.array_equal(mlp.first(VectorInBasis(space, x)).magnitudes, np.minimum(p, 0) - 1)
+    want = np.where(p > -1, np.minimum(p, 0) - 1, p)
+    assert np.array_equal(mlp.first(VectorInBasis(space, x)).magnitudes, want)
+    gate = mlp.first.matrix[space.index_of(BOS)]
+    assert np.array_equal(gate == 0, p <= -1)  # ungated exactly where already off
     assert not run(mlp, [bos_row], [O1, O2]).any()
     l1 = np.abs(w[:3]).sum(axis=0)  # how far a unit moves per unit of input error
     rng = np.random.default_rng(2)
