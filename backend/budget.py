@@ -4,7 +4,7 @@ Assembly pads every layer to the widest one (``n_heads``, ``d_head``, ``d_mlp``)
 stores dense float64 matrices, so a few wide nodes can make a model of many GiB from
 small blocks. `model_size` computes the exact shapes `assemble` will allocate from the
 scheduled blocks alone (the residual width from the SOp spaces, ``d_head`` from each
-head's smaller side, as `BilinearMap.factor` and `factor_linear` choose it), and
+head's factors, as `BilinearMap.factor` and `factor_linear` choose them), and
 charges every weight to the node whose directions or hidden units it spans, so a
 refusal names the nodes that make the model big. `lower_bound` bounds the size from below from the
 analysis alone, so a hopeless program is refused before its blocks are built (they
@@ -21,14 +21,12 @@ import attrs
 from rasplang.analysis import Analysis, UnsupportedProgramError
 from rasplang.backend.spaces import ONE
 from rasplang.nodes import (
-    Aggregate,
     Encoding,
     Full,
     IndicesType,
     LengthType,
     LinearSequenceMap,
     Map,
-    Select,
     SelectorWidth,
     SequenceMap,
     SOp,
@@ -141,11 +139,7 @@ def lower_bound(analysis: Analysis, optimize: bool = False) -> ModelSize:
             if isinstance(node, (Map, SequenceMap, LinearSequenceMap, SelectorWidth,
                                  LengthType)):
                 units[label] = max(0, kept - 1)
-    d_head = 1
-    for node in analysis.nodes:  # a head on one Select factors its table on the smaller side
-        if isinstance(node, (Aggregate, SelectorWidth)) and isinstance(node.selector, Select):
-            sides = (node.selector.keys, node.selector.queries)
-            d_head = max(d_head, min(_categorical_size(analysis, s) for s in sides))
+    d_head = 1  # a table of constant blocks factors into as few columns as it has blocks
     d = sum(dims.values())
     d_mlp = max([1, *units.values()])
     d_out = max(1, dims.get(analysis.labels[analysis.program], 1))
@@ -159,15 +153,6 @@ def lower_bound(analysis: Analysis, optimize: bool = False) -> ModelSize:
         shares[widest] = (k + 2 * d_mlp * d, f"{what} and an MLP of at least {d_mlp:,} "
                                              "hidden units")
     return ModelSize(1, d, 1, d_head, d_mlp, parameters, shares, exact=False)
-
-
-def _categorical_size(analysis: Analysis, sop: SOp) -> int:
-    """Directions of ``sop`` read as categorical (tokens and indices as embedded)."""
-    if isinstance(sop, TokensType):
-        return len(analysis.vocab)
-    if isinstance(sop, IndicesType):
-        return analysis.max_seq_len
-    return sum(v is not None for v in analysis.value_sets[sop])
 
 
 def model_size(analysis: Analysis, built: Built, sched: Schedule) -> ModelSize:
@@ -189,7 +174,7 @@ def model_size(analysis: Analysis, built: Built, sched: Schedule) -> ModelSize:
     n_layers = len(layers)
     heads = [b for layer in layers for b in layer.heads]
     n_heads = max([1, *(len(layer.heads) for layer in layers)])
-    d_head = max([1, *(max(min(b.head.w_qk.matrix.shape), min(b.head.w_ov.matrix.shape))
+    d_head = max([1, *(max(b.head.w_qk.factor()[0].shape[1], min(b.head.w_ov.matrix.shape))
                        for b in heads)])
     d_mlp = max([1, *(sum(b.mlp.hidden_dim for b in layer.mlps) for layer in layers)])
     n_vocab, n_ctx = len(built.tokens.values) + 2, analysis.max_seq_len + 1

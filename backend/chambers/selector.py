@@ -45,8 +45,10 @@ from rasplang.nodes import (
 #: Largest number of value tuples one side of a product selector may have (each is a
 #: residual direction and an MLP unit).
 MAX_PRODUCT_VALUES = 4096
-#: Largest combined (query tuple x key tuple) table a selector may need.
-MAX_TABLE_ENTRIES = 4_000_000
+#: Largest combined (query tuple x key tuple) table a selector may need (sort_by_most_freq
+#: at max_seq_len 40 needs 3,240 x 3,240; its head factors into constant blocks, see
+#: `BilinearMap.factor`).
+MAX_TABLE_ENTRIES = 2**24
 #: Largest (query values x key values) table of one Select: its predicate is called on
 #: every pair, and the head's query-key matrix holds the table (indices x indices at
 #: length 8,192).

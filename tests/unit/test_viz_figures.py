@@ -151,12 +151,12 @@ def test_empty_head_gets_a_note(sort_freq) -> None:
 
 def test_residual_colours_start_at_zero_for_nonnegative_values() -> None:
     """One-hot residuals (all >= 0) use a sequential map from 0, not -1..1 diverging."""
-    entry = lib.PROGRAMS["sort_freq"]  # one block per node: one-hots only, all >= 0
+    entry = lib.PROGRAMS["detect_pattern"]  # one block per node: one-hots only, all >= 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = rl.compile(entry.build(entry.max_seq_len), entry.vocab, entry.max_seq_len,
                            optimize=False)
-    fig = viz.plot_residual(model, [2, 3, 2, 1])
+    fig = viz.plot_residual(model, list(entry.example))
     image = next(ax for ax in fig.axes if ax.images).images[0]
     assert image.get_clim()[0] == 0.0
     assert image.get_cmap().name == "Blues"
