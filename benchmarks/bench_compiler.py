@@ -235,10 +235,10 @@ def write_optimizer(path: str) -> None:
                  "tracr's; sizes at 40: n_params (the padded TransformerLens layout) with "
                  "both settings, and the optimized model's n_params_used (each head and MLP "
                  "at its own size) and n_nonzero, beside tracr's parameter count where it "
-                 "was measured (tracr commit 9ce2b8c, model.params and the unembedding; its "
-                 "nonzero count over model.params). n_params_used counts each head and MLP "
-                 "on the residual dimensions it reads and writes. Empty: refused at 40 (a "
-                 "selector table past its limit), or not a tracr program."),
+                 "was measured (tracr commit 9ce2b8c, model.params and the unembedding, "
+                 "counted the same way for nonzeros). n_params_used counts each head and MLP "
+                 "on the residual dimensions it reads and writes. Empty: not a tracr "
+                 "program."),
         "columns": ["program", "layers, one block per node", "layers", "tracr layers",
                     "n_params, one block per node", "n_params", "n_params_used",
                     "n_nonzero", "tracr n_params", "tracr nonzero"],

@@ -47,20 +47,18 @@ def _flat_codes(inputs: Sequence[Sequence[Value]], index: dict, total: int
                 ) -> np.ndarray | None:
     """Every token's code (``index[token]``), in order; None if a token is not in ``index``.
 
-    When the vocabulary is one-character strs or ints in 0..255, the distinct tokens are
-    looked up once and, if all of them are of that kind, the tokens are converted in C
-    (``"".join``: one code point per token; ``bytes``: one byte per token) and mapped to
-    codes through a table over those code points or bytes. Otherwise, one dict lookup
-    per token. Either way a token's code is ``index[token]``.
+    When the vocabulary is one-character strs or ints in 0..255 and the sequences are
+    lists or tuples, the tokens are converted in C (``"".join``: one code point per
+    token; ``bytes``: one byte per token) and mapped to codes through a table over those
+    code points or bytes, where a point outside the vocabulary shows as -1. Otherwise,
+    or if that fails, one dict lookup per token. Either way a token's code is
+    ``index[token]``.
     """
     fast = _fast_kind(index)
-    if fast is not None:
+    if fast is not None and all(type(seq) in (list, tuple) for seq in inputs):
         try:
-            distinct = set().union(*inputs)
-            if not all(token in index for token in distinct):
-                return None
-            codes = _fast_codes(inputs, index, total, fast, distinct)
-        except (TypeError, ValueError):  # an unhashable token; a row join or bytes refuse
+            codes = _fast_codes(inputs, index, total, fast)
+        except (TypeError, ValueError):  # a token of another kind; bytes refuses > 255
             codes = None
         if codes is not None:
             return codes
@@ -84,29 +82,30 @@ def _fast_kind(index: dict) -> type | None:
     return None
 
 
-def _fast_codes(inputs: Sequence[Sequence[Value]], index: dict, total: int, kind: type,
-                distinct: set) -> np.ndarray | None:
-    """`_flat_codes` through ``"".join`` or ``bytes``, when every one of the ``distinct``
-    tokens (each in ``index``) is of ``kind``; else None. A token that ``distinct`` holds
-    as another, equal one (``1.0`` as ``1``) makes the join or ``bytes`` raise."""
-    if kind is str and all(type(token) is str for token in distinct):
+def _fast_codes(inputs: Sequence[Sequence[Value]], index: dict, total: int, kind: type
+                ) -> np.ndarray | None:
+    """`_flat_codes` through ``"".join`` or ``bytes`` (which raise TypeError on a token
+    of another kind, and ``bytes`` ValueError past 255, so it gives one byte per token);
+    None where a token is not in ``index``."""
+    if kind is str:  # "" and "ab" would join to as many characters as two tokens
+        if not all(token in index for token in set().union(*inputs)):
+            return None
         text = "".join(map("".join, inputs))
-        if len(text) == total:
-            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-            return _through_table(points, {ord(t): index[t] for t in distinct})
-    if kind is int and all(type(token) in (int, bool) for token in distinct):
-        data = b"".join(map(bytes, inputs))
-        if len(data) == total:  # a numpy row gives its buffer: more bytes than tokens
-            points = np.frombuffer(data, dtype=np.uint8)
-            return _through_table(points, {int(t): index[t] for t in distinct})
-    return None
-
-
-def _through_table(keys: np.ndarray, codes: dict[int, int]) -> np.ndarray:
-    """``codes[k]`` for every ``k`` of ``keys`` (each a key of ``codes``)."""
-    table = np.zeros(max(codes) + 1, dtype=np.int32)
-    table[list(codes)] = list(codes.values())
-    return np.take(table, keys)
+        if len(text) != total:
+            return None
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        keys = {ord(t): code for t, code in index.items()}
+    else:
+        points = np.frombuffer(b"".join(map(bytes, inputs)), dtype=np.uint8)
+        keys = {int(t): code for t, code in index.items()}
+    if points.size != total:
+        return None
+    table = np.full(max(keys) + 1, -1, dtype=np.int32)
+    table[list(keys)] = list(keys.values())
+    if points.size and int(points.max()) >= table.size:
+        return None
+    codes = np.take(table, points)
+    return None if points.size and int(codes.min()) < 0 else codes
 
 
 def _raise_bad_token(inputs: Sequence[Sequence[Value]], index: dict, vocab: Sequence[Value]):

@@ -37,6 +37,8 @@ CASES = [
     ("a numpy str", [[np.str_("a"), "b"]], ("a", "b")),
     ("tuples", [[(1, 2)]], ((1, 2),)),
     ("empty and short", [[], ["b"], ["a", "b"]], ("a", "b")),
+    ("ints as tuples", [(1, 2), (2,)], (1, 2)),
+    ("an int8 numpy row", [[1, 2], np.array([2, 1], dtype=np.int8)], (1, 2)),
 ]
 
 
@@ -53,6 +55,9 @@ def test_encode_matches_dict_lookup(inputs, vocab):
     ([["a", "", "ab"]], ("a", "b"), "''"),  # "" and "ab" join to as many chars as tokens
     ([[1.5]], (1, 2), "1.5"),
     ([[[1]]], (1,), r"\[1\]"),
+    ([[2, 0], [1, 2]], (1, 2), "0"),  # a byte outside the vocabulary
+    ([[2, 256], [1]], (1, 2), "256"),  # past a byte
+    ([np.array([1, -1], dtype=np.int8)], (1, 255), r"np.int8\(-1\)"),  # bytes: 255
 ])
 def test_encode_names_a_token_outside_the_vocabulary(inputs, vocab, token):
     """A token outside the vocabulary is refused with its sequence and position."""
