@@ -6,7 +6,8 @@
 - ``verify``: exhaustive `rasplang.verify` of make_sort_unique over 5 tokens in one
   process (which uses both cores: the interpreter and the forward pass split batches
   over threads) against a Dask LocalCluster of 2 single-threaded worker processes on
-  127.0.0.1 (the cluster started before timing); the counts must be equal.
+  127.0.0.1 (the cluster started before timing); the best of ``--rounds`` runs each,
+  one process and cluster in turns; the counts must be equal.
 - ``memory``: the peak resident memory of each worker of that cluster after sharded
   datasets of growing size (the workers restarted before each, so each peak is that
   run's own).
@@ -67,25 +68,26 @@ def compiled(max_seq_len: int):
         return rl.compile(program(), VOCAB, max_seq_len)
 
 
-def verify_rates(max_seq_len: int, client) -> tuple[float, float, float, float, int]:
+def verify_rates(max_seq_len: int, client, rounds: int = 2
+                 ) -> tuple[float, float, float, float, int]:
     """Inputs per second and per CPU-second, in one process and on the cluster (the
-    better of two runs each), and the number of inputs; the counts must agree."""
+    best of ``rounds`` runs each, taken in turns so that a change in the machine's load
+    falls on both), and the number of inputs; the counts must agree."""
     prog, model = program(), compiled(max_seq_len)
     warm_up()  # numba kernels and caches, here and in every worker
     client.run(warm_up)
-
-    def timed(client_or_none):
-        best = None
-        for _ in range(2):  # the first run on a cluster loads the job and kernels
-            cpu, start = cpu_seconds(client_or_none), time.perf_counter()
-            report = rl.verify(prog, VOCAB, max_seq_len, model=model, exhaustive=True,
-                               max_inputs=None, client=client_or_none)
-            took = (time.perf_counter() - start, cpu_seconds(client_or_none) - cpu)
-            best = took if best is None or took < best else best
-        return report, best
-
-    one, (one_s, one_cpu) = timed(None)
-    many, (many_s, many_cpu) = timed(client)
+    best: dict[bool, tuple[float, float]] = {}
+    reports = {}
+    for _ in range(rounds):
+        for sharded in (False, True):
+            used = client if sharded else None
+            cpu, start = cpu_seconds(used), time.perf_counter()
+            reports[sharded] = rl.verify(prog, VOCAB, max_seq_len, model=model,
+                                         exhaustive=True, max_inputs=None, client=used)
+            took = (time.perf_counter() - start, cpu_seconds(used) - cpu)
+            best[sharded] = min(best.get(sharded, took), took)
+    one, many = reports[False], reports[True]
+    (one_s, one_cpu), (many_s, many_cpu) = best[False], best[True]
     assert (one.checked, one.skipped, one.n_mismatches) == \
         (many.checked, many.skipped, many.n_mismatches), (one.summary(), many.summary())
     n = one.total
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         if "verify" in parts:
             cluster, client = local_cluster()
             try:
-                one, one_cpu, many, many_cpu, total = verify_rates(verify_len, client)
+                one, one_cpu, many, many_cpu, total = verify_rates(verify_len, client,
+                                                                   args.rounds)
             finally:
                 client.close()
                 cluster.close()

@@ -6,6 +6,12 @@ is sent once as a task of its own, pickled with cloudpickle as Dask does, and ea
 shard task names only its range. Unpickling a program runs its code on the worker, so
 use only clusters whose workers you trust, and which trust you.
 
+On a worker, a verify shard keeps freed memory for reuse while it runs
+(`keep_freed_memory`: under Dask's allocator setting a worker used twice the CPU time
+per input), and runs the interpreter on its share of the host's CPUs (the CPUs
+divided by the worker threads on that host, `task_threads`: 2 single-threaded workers
+on 2 cores each splitting batches over 2 threads cost about a fifth more CPU time).
+
 Faults: a worker that dies mid-run loses nothing. The scheduler recomputes the tasks
 it held (the job itself included, as it is a task), and results are keyed by shard,
 so each shard is counted exactly once whichever attempt finishes. A shard task that
@@ -15,9 +21,13 @@ cancels the run and raises here with the worker's exception.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
+import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -99,6 +109,80 @@ def _take(items: Any, count: int) -> list[Any]:
     return out
 
 
+# ------------------------------------------------------------ the worker's allocator
+
+#: glibc's `mallopt` parameters, and the thresholds a shard runs with: those glibc's own
+#: dynamic thresholds reach on 64-bit systems (arrays up to 32 MiB come from the heap
+#: and are reused; free memory at the top of the heap is kept up to 64 MiB).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+SHARD_MMAP_THRESHOLD = 32 << 20
+SHARD_TRIM_THRESHOLD = 64 << 20
+#: glibc's defaults where its environment variables fix only one of the two.
+_GLIBC_MMAP_THRESHOLD = _GLIBC_TRIM_THRESHOLD = 128 << 10
+
+_alloc_lock = threading.Lock()
+_alloc_users = 0
+
+
+@functools.cache
+def _fixed_thresholds() -> tuple[Any, int, int] | None:
+    """(libc, mmap threshold, trim threshold) when glibc's thresholds were fixed by its
+    environment variables (Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``), else None:
+    glibc then adapts them itself, and nothing is changed. glibc reads the variables
+    when the process starts, so the answer is kept."""
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    mmap = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    if trim is None and mmap is None:
+        return None
+    try:
+        import ctypes
+        import platform
+
+        if platform.libc_ver()[0] != "glibc":
+            return None
+        libc = ctypes.CDLL("libc.so.6")
+        return (libc, int(mmap) if mmap is not None else _GLIBC_MMAP_THRESHOLD,
+                int(trim) if trim is not None else _GLIBC_TRIM_THRESHOLD)
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def keep_freed_memory() -> Iterator[None]:
+    """While verify shards run in this process, glibc keeps freed memory for reuse; when
+    the last one ends, its thresholds are restored and free memory is handed back with
+    ``malloc_trim`` (which leaves the top of a thread's own arena: a worker may keep up
+    to `SHARD_TRIM_THRESHOLD` there until later frees trim it).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also fixes
+    glibc's mmap threshold at 128 KiB: every array over 128 KiB (a batch's interpreter
+    and forward-pass arrays) is then mapped, zero-filled page by page and unmapped
+    again, which doubled a worker's CPU time per input (twice the page faults, and
+    system time close to the computation's own). Without such a variable, or on
+    another C library, this does nothing.
+    """
+    global _alloc_users
+    fixed = _fixed_thresholds()
+    if fixed is None:
+        yield
+        return
+    libc, mmap, trim = fixed
+    with _alloc_lock:
+        if _alloc_users == 0:
+            libc.mallopt(_M_MMAP_THRESHOLD, SHARD_MMAP_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, SHARD_TRIM_THRESHOLD)
+        _alloc_users += 1
+    try:
+        yield
+    finally:
+        with _alloc_lock:
+            _alloc_users -= 1
+            if _alloc_users == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, mmap)
+                libc.mallopt(_M_TRIM_THRESHOLD, trim)
+                libc.malloc_trim(0)
+
+
 # ------------------------------------------------------------------------ dataset
 
 
@@ -125,10 +209,51 @@ class VerifyJob:
     model: Any
     domain: Any
     batch_size: int
+    #: (host, threads of the cluster's workers on it): a shard's interpreter runs on the
+    #: host's CPUs divided by that count (one thread on a host with a worker thread per
+    #: CPU), so the workers of one host do not split their kernels over more threads
+    #: than the host has CPUs.
+    host_threads: tuple[tuple[str, int], ...] = ()
     key: str = attrs.field(factory=lambda: uuid.uuid4().hex)  # one checker per run
 
 
 _CHECKERS: dict[str, Any] = {}
+
+
+def host_threads(client: Any) -> tuple[tuple[str, int], ...]:
+    """(host, worker threads on it) for each host of ``client``'s cluster."""
+    from distributed.comm import get_address_host
+
+    hosts: dict[str, int] = {}
+    for address, n in client.nthreads().items():
+        host = get_address_host(address)
+        hosts[host] = hosts.get(host, 0) + int(n)
+    return tuple(sorted(hosts.items()))
+
+
+def task_threads(hosts: tuple[tuple[str, int], ...]) -> int | None:
+    """The threads one task of this worker may use: its CPUs divided by the worker
+    threads of its host (at least 1); None outside a worker or on a host not listed."""
+    try:
+        from distributed import get_worker
+        from distributed.comm import get_address_host
+
+        host = get_address_host(get_worker().address)
+    except (ImportError, ValueError):
+        return None
+    share = dict(hosts).get(host)
+    if not share:
+        return None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // share)
+
+
+@functools.cache
+def _backend(threads: int) -> Any:
+    """The numba interpreter backend with ``threads`` threads (one per count, kept)."""
+    from rasplang.interpreter.backends import NumbaBackend
+
+    return NumbaBackend(threads=threads)
 
 
 def verify_range(job: VerifyJob, start: int, stop: int) -> Any:
@@ -138,13 +263,16 @@ def verify_range(job: VerifyJob, start: int, stop: int) -> Any:
 
     checker = _CHECKERS.get(job.key)
     if checker is None:  # once per worker: the job object stays in the worker's memory
-        plan = Plan(job.program, job.vocab, job.max_seq_len, job.causal)
+        threads = task_threads(job.host_threads)
+        plan = Plan(job.program, job.vocab, job.max_seq_len, job.causal,
+                    backend="numba" if threads is None else _backend(threads))
         checker = _Checker(plan, job.model)
         _CHECKERS.clear()
         _CHECKERS[job.key] = checker
     part = VerifyReport("", job.vocab, job.max_seq_len, job.causal, True, stop - start)
-    for codes, _ in job.domain.batches(start, stop, job.batch_size, one_length=True):
-        tally(checker, codes, part)
+    with keep_freed_memory():
+        for codes, _ in job.domain.batches(start, stop, job.batch_size, one_length=True):
+            tally(checker, codes, part)
     return part
 
 
@@ -156,7 +284,7 @@ def verify_sharded(client: Any, checker: Any, report: Any, domain: Any, batch_si
 
     plan = checker.plan
     job = VerifyJob(plan.program, plan.vocab, plan.max_seq_len, plan.causal, checker.model,
-                    domain, batch_size)
+                    domain, batch_size, host_threads(client))
     total = domain.total
     size = max(batch_size, min(MAX_VERIFY_SHARD, math.ceil(total / (8 * _threads(client)))))
     block = getattr(domain, "block", None)

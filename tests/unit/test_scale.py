@@ -171,3 +171,90 @@ def test_cli_runs_on_a_scheduler(client, tmp_path, capsys, monkeypatch):
     assert "wrote 4 of 4 shards (340 rows" in capsys.readouterr().out
     assert main(["verify", "hist", "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in capsys.readouterr().err
+
+
+def _shard_settings():
+    """On a worker: the threads of the interpreter backend of each cached checker."""
+    from rasplang import scale
+
+    return [checker.plan.backend.threads for checker in scale._CHECKERS.values()]
+
+
+def test_shards_split_the_cpus_between_the_workers_of_a_host(client):
+    """A worker's shards run the interpreter on the host's CPUs divided by the worker
+    threads there (one thread each on 2 CPUs), not on every CPU each; outside a worker
+    the plan keeps its default."""
+    from rasplang import scale
+
+    hosts = scale.host_threads(client)
+    assert hosts == (("127.0.0.1", 2),)
+    expected = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert client.submit(scale.task_threads, hosts, pure=False).result() == expected
+    assert scale.task_threads(hosts) is None  # not on a worker
+    assert scale.task_threads((("10.0.0.9", 2),)) is None
+    report = rl.verify(make_hist(), "abcd", 5, client=client, exhaustive=True)
+    assert report.ok
+    used = [n for threads in client.run(_shard_settings).values() for n in threads]
+    assert used and set(used) == {expected}
+
+
+def _fixed_env():
+    """On a worker: its MALLOC_TRIM_THRESHOLD_, and the thresholds shards restore."""
+    from rasplang import scale
+
+    fixed = scale._fixed_thresholds.__wrapped__()
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), None if fixed is None else fixed[1:]
+
+
+def test_workers_keep_freed_memory_while_shards_run(monkeypatch):
+    """Where glibc's thresholds were fixed by environment variables (Dask's nanny sets
+    MALLOC_TRIM_THRESHOLD_), shards raise them once while any runs, and the last one to
+    end restores them and trims; without those variables nothing is changed."""
+    from rasplang import scale
+
+    fixed = scale._fixed_thresholds.__wrapped__  # uncached
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append(("mallopt", param, value))
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+
+    monkeypatch.setattr(scale, "_fixed_thresholds", lambda: (Libc(), 131072, 65536))
+    with scale.keep_freed_memory():
+        with scale.keep_freed_memory():  # a second shard on another thread of the worker
+            pass
+        assert calls == [("mallopt", scale._M_MMAP_THRESHOLD, scale.SHARD_MMAP_THRESHOLD),
+                         ("mallopt", scale._M_TRIM_THRESHOLD, scale.SHARD_TRIM_THRESHOLD)]
+    assert calls[2:] == [("mallopt", scale._M_MMAP_THRESHOLD, 131072),
+                         ("mallopt", scale._M_TRIM_THRESHOLD, 65536), ("trim", 0)]
+    calls.clear()
+    with pytest.raises(ZeroDivisionError), scale.keep_freed_memory():
+        raise ZeroDivisionError
+    assert [c[0] for c in calls] == ["mallopt"] * 4 + ["trim"]  # restored on errors too
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert fixed() is None
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "not a number")
+    assert fixed() is None
+
+
+def test_dask_workers_have_fixed_thresholds(client):
+    """The LocalCluster's workers are started with MALLOC_TRIM_THRESHOLD_ (so shards do
+    change the thresholds there), and on glibc the thresholds are read from it."""
+    import platform
+
+    from rasplang import scale
+
+    found = set(client.run(_fixed_env).values())
+    assert len(found) == 1
+    env, fixed = found.pop()
+    if env is None:
+        pytest.skip("this Dask does not set MALLOC_TRIM_THRESHOLD_ on its workers")
+    if platform.libc_ver()[0] != "glibc":
+        assert fixed is None
+    else:
+        assert fixed == (scale._GLIBC_MMAP_THRESHOLD, int(env))
