@@ -22,8 +22,10 @@ takes its neighbour's value, so no step is spent on it.
 Gated discretisation. A numerical input ``x`` (exact sorted value set) and categorical
 inputs ``c_1..c_k``: for every combination ``c`` of their values the units of
 ``numerical_mlp.discretising_mlp`` for ``x -> T[x, c]`` (a base unit and two per
-change), each with ``B_u sum_j (e_{j,c_j} - 1)`` added to its pre-activation (two
-nonzero weights per input: its value's coordinate and ``one``). That term is 0 where
+change; one base unit for every combination where all start from the same output and
+no input can be None, so one combination always holds), each with
+``B_u sum_j (e_{j,c_j} - 1)`` added to its pre-activation (two nonzero weights per
+input: its value's coordinate and ``one``). That term is 0 where
 every categorical input holds ``c`` and at most ``-B_u`` elsewhere (an input that is
 None, the zero vector, included); it cancels two terms of size ``B_u``, whose float32
 rounding `numerical_mlp.float32_step_problem` bounds with the step's own; with
@@ -160,25 +162,31 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
     in_dirs = [num.directions[0], ONE, *(d for c in cats for d in c.directions)]
     cols_in: list[np.ndarray] = []
     cols_out: list[np.ndarray] = []
-    for combo in itertools.product(*(range(len(c.values)) for c in cats)):
+
+    def unit(gate: np.ndarray, value_weight: float, const: float, bound: float,
+             write: np.ndarray) -> None:
+        col = bound * gate
+        col[0] += value_weight
+        col[1] += const
+        cols_in.append(col)
+        cols_out.append(write)
+
+    live = [(combo, ys) for combo in itertools.product(*(range(len(c.values)) for c in cats))
+            if (ys := possible(grid[(slice(None), *combo)].tolist())) is not None]
+    # one base unit for all when every combination starts from the same output and one of
+    # them always holds (no input is ever None)
+    firsts = {out.encode(ys[0]).tobytes() for _, ys in live}
+    shared = len(firsts) == 1 and not any(c.nullable for c in cats)
+    if shared:
+        unit(np.zeros(len(in_dirs)), 0.0, 1.0, 0.0, out.encode(live[0][1][0]))
+    for combo, ys in live:
         # the gate's rows: e_c - 1 for each input (its value's coordinate, through one)
         gate = np.zeros(len(in_dirs))
         for j, i in enumerate(combo):
             gate[offsets[j] + i] += 1.0
             gate[1] -= 1.0
-        ys = possible(grid[(slice(None), *combo)].tolist())
-        if ys is None:  # the combination never occurs, or the numerical input has no value
-            continue
-
-        def unit(value_weight: float, const: float, bound: float, write: np.ndarray,
-                 gate: np.ndarray = gate) -> None:
-            col = bound * gate
-            col[0] += value_weight
-            col[1] += const
-            cols_in.append(col)
-            cols_out.append(write)
-
-        unit(0.0, 1.0, 2.0, out.encode(ys[0]))
+        if not shared:
+            unit(gate, 0.0, 1.0, 2.0, out.encode(ys[0]))
         for i in changes(ys).tolist():
             slope = mlp_exactness / (xs[i] - xs[i - 1])
             mid = (xs[i] + xs[i - 1]) / 2
@@ -186,14 +194,14 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
             # off-combination this unit needs at least its largest pre-activation + 1
             bound = slope * (xs[-1] + num.error - mid) + 2.0
             for shift, sign in ((0.5, 1.0), (-0.5, -1.0)):
-                unit(slope * num.scale, shift - slope * mid, bound, sign * delta)
+                unit(gate, slope * num.scale, shift - slope * mid, bound, sign * delta)
     w_in = np.stack(cols_in, axis=1) if cols_in else np.zeros((len(in_dirs), 0))
     w_out = np.stack(cols_out) if cols_out else np.zeros((0, len(out.directions)))
     return gated_mlp(label, in_dirs, w_in, out.directions, w_out, bos)
 
 
 def gated_units(xs: Sequence[float], grid: np.ndarray) -> int:
-    """Hidden units `gated_discretising_mlp` uses."""
+    """Hidden units `gated_discretising_mlp` uses at most (it may share the base unit)."""
     total = 0
     for combo in itertools.product(*(range(n) for n in grid.shape[1:])):
         ys = possible(grid[(slice(None), *combo)].tolist())
