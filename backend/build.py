@@ -382,7 +382,7 @@ class _Builder(Margins, FusedReads):
         terms = self.terms(node.selector)
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
         if node.sop in self.virtual:  # folded into the OV matrix
-            source, value = self.value_view(node.sop)
+            source, value = self.value_view(node.sop, numerical_out)
         else:
             source = node.sop if numerical_out else self.categorical(node.sop)
             value = self.spaces[source]

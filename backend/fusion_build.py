@@ -192,16 +192,18 @@ class FusedReads:
                 stack.extend(node.children)
         return tuple(dict.fromkeys(out))
 
-    def value_view(self, sop: SOp) -> tuple[SOp, SOpSpace]:
+    def value_view(self, sop: SOp, numerical: bool) -> tuple[SOp, SOpSpace]:
         """An Aggregate's value read through a virtual node: its base, and the base's
-        space carrying the node's value at each base value (what the OV matrix writes)."""
+        space carrying the node's value at each base value (what the OV matrix writes).
+        Where the function raised on a base value (None in the grid, though the node is
+        never None), that value never reaches the head: a numerical head reads it as 0,
+        a categorical one as None, the zero vector."""
         view = self.views[sop]
         (base,) = view.bases
         values = view.grid.tolist()
-        if None not in self.a.value_sets[sop]:  # None only where a function raised
+        if numerical and None not in self.a.value_sets[sop]:
             values = [0 if v is None else v for v in values]
         return base, attrs.evolve(self.spaces[base], values=tuple(values))
-
 
 
 def _substitute(mlp: MLP, direction: BasisDirection,
