@@ -55,7 +55,7 @@ def _flat_codes(inputs: Sequence[Sequence[Value]], index: dict, total: int
     ``index[token]``.
     """
     fast = _fast_kind(index)
-    if fast is not None and all(type(seq) in (list, tuple) for seq in inputs):
+    if fast is not None and set(map(type, inputs)) <= {list, tuple}:
         try:
             codes = _fast_codes(inputs, index, total, fast)
         except (TypeError, ValueError):  # a token of another kind; bytes refuses > 255
