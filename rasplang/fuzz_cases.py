@@ -32,6 +32,10 @@ import attrs
 import numpy as np
 
 THEMES = ("ulp", "twins", "tuples", "wide", "partial", "edge")
+#: The model size limit the cases compile with: compiling holds an MLP's weights twice
+#: while it builds them and the model's once, so a 1 GiB limit keeps a case well inside
+#: the campaign's 4 GiB address space (the default, 4 GiB, would not).
+CASE_MAX_BYTES = 2**30
 
 # --------------------------------------------------------------------------- tables
 # Kinds steer which functions read a value: int, float, bool, str, tuple, twin (a mix
@@ -150,7 +154,7 @@ class Case:
         head = ["import math", "", "import rasplang as rl",
                 "from rasplang import *  # noqa: F403", "", self.source(),
                 f"model = rl.compile(program, vocab, {self.max_seq_len}, "
-                f"causal={self.causal})"]
+                f"causal={self.causal}, max_bytes={CASE_MAX_BYTES})"]
         if positions is not None:
             head += [f"xs = [vocab[i] for i in {tuple(positions)!r}]",
                      f"print('evaluate', rl.evaluate(program, xs, causal={self.causal}))",

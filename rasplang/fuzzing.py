@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rasplang.fuzz_cases import THEMES, Case, generate_case
+from rasplang.fuzz_cases import CASE_MAX_BYTES, THEMES, Case, generate_case
 
 __all__ = ["BAD_OUTCOMES", "EXHAUSTIVE_LIMIT", "NUMERICAL_TOLERANCE", "OUTCOMES", "SAMPLES",
            "THEMES", "Case", "CaseResult", "check_case", "generate_case", "run_campaign"]
@@ -167,7 +167,8 @@ def _check(case: Case, compile_budget: float, check_budget: float) -> CaseResult
         signal.setitimer(signal.ITIMER_REAL, compile_budget)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = rl.compile(program, vocab, case.max_seq_len, causal=case.causal)
+            model = rl.compile(program, vocab, case.max_seq_len, causal=case.causal,
+                               max_bytes=CASE_MAX_BYTES)
         signal.setitimer(signal.ITIMER_REAL, 0)
     except _Timeout:
         return CaseResult(case, "slow", f"compile took over {compile_budget:g} s")
