@@ -114,15 +114,15 @@ def float32_step_problem(xs: Sequence[float], f_values: Sequence[Any], error: fl
                          mlp_exactness: float, gates: int = 0) -> str | None:
     """Why float32 may round the steps' pre-activations by more than
     `FLOAT32_STEP_ERROR` (None: it does not), from the steepest step. Each of ``gates``
-    (a gated discretisation's ``B (e_c - 1)``, ``B`` at most the slope times
-    ``2 max|x| + error``, plus 2) adds two terms of that size."""
+    (a gated discretisation's ``B (e_c - 1)``, ``B`` at most the slope times the
+    input's range plus its error, plus 2) adds two terms of that size."""
     step = closest_step(xs, f_values)
     if step is None:
         return None
     xa = np.abs(np.asarray(xs, dtype=float))
     slope = mlp_exactness / (step[1] - step[0])
     # each unit's p = L x - L b rounds by 2^-24 (L |x| + L |b|) <= 2^-23 L max|x|; two units
-    gate = slope * (2 * float(xa.max()) + error) + 2.0
+    gate = slope * (float(np.ptp(xs)) + error) + 2.0
     rounded = 2.0 ** -22 * (slope * (float(xa.max()) + error) + gates * gate)
     if rounded <= FLOAT32_STEP_ERROR:
         return None
