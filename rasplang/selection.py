@@ -106,7 +106,10 @@ def _merged(analysis, node: SOp) -> np.ndarray | None:
     if lut is None:
         return None
     lut = np.asarray(lut)
-    merged = analysis.merged_index(node)[np.where(lut == RAISED_CODE, 0, lut)]
+    index = analysis.merged_index(node)
+    if not index.size:  # the node has no value: every entry of its lookup raised
+        return lut
+    merged = index[np.where(lut == RAISED_CODE, 0, lut)]
     return np.where(lut == RAISED_CODE, RAISED_CODE, merged)
 
 

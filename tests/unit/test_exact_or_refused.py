@@ -12,7 +12,7 @@ import pytest
 import rasplang as rl
 from rasplang import lib, rasp
 from rasplang.analysis import AnalysisError, UnsupportedProgramError, ValueSetTooLarge
-from rasplang.backend import ModelTooLarge
+from rasplang.backend import CompilerWarning, ModelTooLarge
 from rasplang.backend.budget import lower_bound, model_size
 from rasplang.backend.build import build_blocks
 from rasplang.backend.schedule import schedule
@@ -235,3 +235,21 @@ def test_conversion_is_reserved_before_it_is_built():
     limit = lower_bound(analysis).bytes + 1
     with pytest.raises(ModelTooLarge, match=r"reader: .*hidden units reading"):
         build_blocks(analysis, causal=False, bos="BOS", mlp_exactness=100, max_bytes=limit)
+
+
+def test_aggregate_read_by_a_node_without_values():
+    """A Map that raises on every value feeds a LinearSequenceMap after a categorical
+    Aggregate (a fuzz case): the check of spread selections skips the node that never
+    has a value, and the model compiles (every input raises in evaluate too)."""
+    vocab = [1e300, -1e300, 1.0]
+    n1 = rl.Map(lambda x: 1e300 * len(str(x)), rl.length)
+    n2 = rl.Aggregate(rl.Select(n1, rl.length, lambda k, q: abs(k - q) < 0.15), rl.length,
+                      default=0.5)
+    n3 = rl.Map(lambda x: 10**400 + len(str(x)), n2)
+    n4 = rl.LinearSequenceMap(n1, n3, 1 / 3, 10**400)
+    program = rl.numerical(rl.LinearSequenceMap(n4, n4, 2, 0.5))
+    for optimize in (True, False):
+        with pytest.warns(CompilerWarning, match="may select several values"):
+            model = rl.compile(program, vocab, 2, optimize=optimize)
+        report = rl.verify(program, vocab, 2, model=model, progress=False)
+        assert report.ok and report.checked == 0 and report.skipped > 0, report
