@@ -272,7 +272,7 @@ class _Builder(Margins, FusedReads):
 
     def width(self, node: SelectorWidth, label: str) -> NodeBlock:
         return self.selector_width(node, label, self.terms(node.selector),
-                                   list(range(self.n + 1)), node.selector)
+                                   list(self.a.value_sets[node]), node.selector)
 
     def length(self, node: LengthType, label: str) -> NodeBlock:
         term = Term(self.base_tokens, self.base_tokens, np.ones((len(self.tokens.values),) * 2))

@@ -324,7 +324,7 @@ def choose(analysis: Analysis) -> Fusion:
     def mine_of(node: SOp) -> tuple[_Base, ...] | None:
         """The bases ``node`` would have as a virtual node (None: it cannot be one)."""
         if node in scratch:
-            return (_Base(scratch[node], analysis.max_seq_len + 1, True, False),)
+            return (_Base(scratch[node], len(analysis.value_sets[node]), True, False),)
         if isinstance(node, Map):
             return bases[node.inner] if inline(node.inner, node) else own(node.inner)
         if isinstance(node, (SequenceMap, LinearSequenceMap)) and \

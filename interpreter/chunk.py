@@ -185,6 +185,9 @@ class Chunk:
     def selector_width(self, node: SelectorWidth) -> None:
         out, err = self.be.width(self.selector_args(self.plan._selectors[node]),
                                  self.dev_lengths, self.plan.causal)
+        low = self.state.tables[node].values[0]  # 1 where every query selects itself
+        if low:  # code = count - 1 (a count of 0 only where evaluate raises: code 0)
+            out = self.be.xp.maximum(out - low, 0).astype(out.dtype)
         self.values[node] = out
         self.flag(err)
 

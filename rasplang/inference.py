@@ -155,7 +155,8 @@ class Inference:
         return Table(tuple(range(1, self.max_seq_len + 1)))
 
     def selector_width(self, node: SelectorWidth) -> Table:
-        return Table(tuple(range(self.max_seq_len + 1)))
+        low = 1 if selects_itself(node.selector, self.typed) else 0
+        return Table(tuple(range(low, self.max_seq_len + 1)))
 
     def full(self, node: Full) -> Table:
         self.unhashable_value(node, (node.fill,))
@@ -324,3 +325,25 @@ def _selects_at_most_one(selector: Selector) -> bool:
     if isinstance(selector, SelectorAnd):
         return _selects_at_most_one(selector.fst) or _selects_at_most_one(selector.snd)
     return False
+
+
+def selects_itself(selector: Selector, values: Callable[[SOp], tuple[Value, ...]]) -> bool:
+    """Whether every query selects its own position, so a SelectorWidth of ``selector``
+    is at least 1: a Select of an SOp against itself by a Comparison that holds on each
+    of its values (or raises there, where `evaluate` raises), or an `&` of such, or an
+    `|` with one. Causal or not, a query sees its own key. Only Comparisons are tried
+    (a program's own predicates are called once per pair, when their table is built)."""
+    if isinstance(selector, SelectorAnd):
+        return selects_itself(selector.fst, values) and selects_itself(selector.snd, values)
+    if isinstance(selector, SelectorOr):
+        return selects_itself(selector.fst, values) or selects_itself(selector.snd, values)
+    if not (isinstance(selector, Select) and selector.keys is selector.queries
+            and isinstance(selector.predicate, Comparison)):
+        return False
+    for value in values(selector.keys):
+        try:
+            if not selector.predicate(value, value):
+                return False
+        except Exception:  # evaluate raises on this value: nothing is counted
+            continue
+    return True

@@ -103,11 +103,21 @@ def test_value_sets_are_sound(name, causal):
 
 
 def test_primitive_value_sets():
-    """tokens -> vocab, indices -> 0..N-1, length -> 1..N, SelectorWidth -> 0..N."""
-    width = SelectorWidth(Select(tokens, tokens, Comparison.EQ))
+    """tokens -> vocab, indices -> 0..N-1, length -> 1..N, SelectorWidth -> 0..N, or 1..N
+    where every query selects its own position."""
+    width = SelectorWidth(Select(tokens, tokens, Comparison.LT))
     analysis = analyze(width, ["b", "a"], 4)
     assert analysis.value_set(tokens) == ("a", "b")
     assert analysis.value_set(width) == (0, 1, 2, 3, 4)
+    selves = (Select(tokens, tokens, Comparison.EQ),
+              Select(indices, indices, Comparison.LEQ) & Select(tokens, tokens, Comparison.TRUE),
+              Select(tokens, tokens, Comparison.LT) | Select(tokens, tokens, Comparison.GEQ))
+    others = (Select(tokens, indices, Comparison.TRUE) & Select(tokens, tokens, Comparison.EQ),
+              Select(tokens, tokens, lambda k, q: k == q),  # not tried: the program's own
+              Select(indices, indices, Comparison.LEQ) & Select(tokens, tokens, Comparison.GT))
+    for selector, low in [(s, 1) for s in selves] + [(s, 0) for s in others]:
+        node = SelectorWidth(selector)
+        assert analyze(node, "ab", 4).value_set(node) == tuple(range(low, 5)), selector
     a2 = analyze(length + indices, "ab", 3)
     assert a2.value_set(indices) == (0, 1, 2)
     assert a2.value_set(length) == (1, 2, 3)
