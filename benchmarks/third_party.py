@@ -14,8 +14,9 @@ InterpBench does.
 
 ``measure rasplang`` compiles each program with ``optimize=True`` and ``optimize=False``
 and verifies the optimized model on 300 random inputs (``rasplang.verify``);
-``measure tracr`` needs a Python with tracr installed (and not rasplang). ``summarize``
-prints the totals over the programs both compile.
+``measure tracr`` needs a Python with tracr installed (and not rasplang); its parameter
+count is ``model.params`` plus the unembedding, as rasplang's ``n_params`` counts it.
+``summarize`` prints the totals over the programs both compile.
 """
 
 from __future__ import annotations
@@ -132,9 +133,13 @@ def _tracr(program, vocab, n: int, causal: bool) -> dict:
                                             compiler_bos="BOS", compiler_pad="PAD",
                                             causal=causal)
     leaves = jax.tree_util.tree_leaves(model.params)
-    return {"tracr": {"layers": model.model_config.num_layers,
-                      "d_model": len(model.residual_labels),
-                      "params": int(sum(np.size(x) for x in leaves))}}
+    d_model = len(model.residual_labels)
+    # the unembedding (residual -> output space) is outside model.params; rasplang's
+    # n_params counts it (unembed.W_U), so it is added here
+    outputs = getattr(model.output_encoder, "encoding_map", None)
+    return {"tracr": {"layers": model.model_config.num_layers, "d_model": d_model,
+                      "params": int(sum(np.size(x) for x in leaves))
+                      + d_model * (len(outputs) if outputs else 1)}}
 
 
 def measure(engine: str, root: str, out: str) -> None:
