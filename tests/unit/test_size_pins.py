@@ -11,61 +11,62 @@ import pytest
 import rasplang as rl
 from rasplang import lib
 
-#: (n_layers, d_model, d_mlp, n_heads, n_params_used) of `rasplang.compile` (optimize=True).
+#: (n_layers, d_model, d_mlp, n_heads, n_params_used, n_nonzero) of `rasplang.compile`
+#: (optimize=True).
 PINS = {
-    ('above_mean', 5): (1, 15, 9, 1, 167),
-    ('count', 5): (1, 17, 11, 1, 204),
-    ('count_distinct', 5): (2, 20, 11, 1, 347),
-    ('count_less_freq', 5): (2, 24, 11, 1, 354),
-    ('detect_pattern', 5): (1, 16, 5, 2, 216),
-    ('double_hist', 5): (2, 27, 12, 2, 611),
-    ('dyck1', 5): (3, 28, 108, 2, 3164),
-    ('dyck2', 5): (5, 55, 108, 2, 7063),
-    ('frac_prevs', 5): (1, 11, 1, 1, 130),
-    ('hist', 5): (1, 17, 9, 1, 215),
-    ('length', 5): (1, 17, 9, 1, 173),
-    ('nary_sequencemap', 5): (1, 19, 15, 1, 421),
-    ('pair_balance', 5): (1, 12, 2, 2, 205),
-    ('prev_sum', 5): (1, 15, 3, 1, 143),
-    ('reverse', 5): (2, 25, 21, 1, 553),
-    ('same_frac', 5): (2, 27, 21, 1, 801),
-    ('shift_by', 5): (1, 15, 1, 1, 164),
-    ('shift_fill', 5): (1, 14, 1, 1, 153),
-    ('shuffle_dyck', 5): (2, 25, 17, 3, 443),
-    ('shuffle_dyck2', 5): (3, 37, 16, 4, 700),
-    ('sort', 5): (3, 49, 25, 1, 2502),
-    ('sort_by_most_freq', 5): (4, 79, 90, 1, 10899),
-    ('sort_freq', 5): (3, 46, 45, 1, 3024),
-    ('sort_stable', 5): (3, 42, 20, 1, 1707),
-    ('sort_unique', 5): (2, 24, 11, 1, 377),
-    ('above_mean', 16): (1, 26, 9, 1, 409),
-    ('count', 16): (1, 39, 33, 1, 1260),
-    ('count_distinct', 16): (2, 42, 33, 1, 1997),
-    ('count_less_freq', 16): (2, 57, 33, 1, 1940),
-    ('detect_pattern', 16): (1, 27, 5, 2, 1338),
-    ('double_hist', 16): (2, 60, 34, 2, 3383),
-    ('dyck1', 16): (3, 93, 546, 2, 30054),
-    ('dyck2', 16): (5, 154, 578, 2, 85526),
-    ('frac_prevs', 16): (1, 22, 1, 1, 878),
-    ('hist', 16): (1, 39, 31, 1, 1205),
-    ('length', 16): (1, 39, 31, 1, 1163),
-    ('nary_sequencemap', 16): (1, 41, 48, 1, 2665),
-    ('pair_balance', 16): (1, 23, 2, 2, 1459),
-    ('prev_sum', 16): (1, 26, 3, 1, 847),
-    ('reverse', 16): (2, 58, 241, 1, 12994),
-    ('same_frac', 16): (2, 119, 161, 1, 28687),
-    ('shift_by', 16): (1, 26, 1, 1, 868),
-    ('shift_fill', 16): (1, 25, 1, 1, 857),
-    ('shuffle_dyck', 16): (2, 47, 39, 3, 2720),
-    ('shuffle_dyck2', 16): (3, 59, 36, 4, 3989),
-    ('sort', 16): (3, 126, 80, 1, 22676),
-    ('sort_by_most_freq', 16): (4, 563, 992, 1, 1055426),
-    ('sort_freq', 16): (3, 299, 496, 1, 269070),
-    ('sort_stable', 16): (3, 108, 64, 1, 15292),
-    ('sort_unique', 16): (2, 46, 33, 1, 1686),
+    ('above_mean', 5): (1, 15, 9, 1, 167, 71),
+    ('count', 5): (1, 17, 11, 1, 204, 70),
+    ('count_distinct', 5): (2, 20, 11, 1, 347, 103),
+    ('count_less_freq', 5): (2, 24, 11, 1, 354, 127),
+    ('detect_pattern', 5): (1, 16, 5, 2, 216, 75),
+    ('double_hist', 5): (2, 27, 12, 2, 611, 164),
+    ('dyck1', 5): (3, 28, 108, 2, 3164, 986),
+    ('dyck2', 5): (5, 55, 108, 2, 7063, 1650),
+    ('frac_prevs', 5): (1, 11, 1, 1, 130, 34),
+    ('hist', 5): (1, 17, 9, 1, 215, 67),
+    ('length', 5): (1, 17, 9, 1, 173, 61),
+    ('nary_sequencemap', 5): (1, 19, 15, 1, 421, 82),
+    ('pair_balance', 5): (1, 12, 2, 2, 205, 58),
+    ('prev_sum', 5): (1, 15, 3, 1, 143, 41),
+    ('reverse', 5): (2, 25, 21, 1, 553, 148),
+    ('same_frac', 5): (2, 27, 21, 1, 801, 180),
+    ('shift_by', 5): (1, 15, 1, 1, 164, 37),
+    ('shift_fill', 5): (1, 14, 1, 1, 153, 35),
+    ('shuffle_dyck', 5): (2, 25, 17, 3, 443, 171),
+    ('shuffle_dyck2', 5): (3, 37, 16, 4, 700, 279),
+    ('sort', 5): (3, 49, 25, 1, 2502, 309),
+    ('sort_by_most_freq', 5): (4, 79, 90, 1, 10899, 952),
+    ('sort_freq', 5): (3, 46, 45, 1, 3024, 424),
+    ('sort_stable', 5): (3, 42, 20, 1, 1707, 254),
+    ('sort_unique', 5): (2, 24, 11, 1, 377, 103),
+    ('above_mean', 16): (1, 26, 9, 1, 409, 82),
+    ('count', 16): (1, 39, 33, 1, 1260, 180),
+    ('count_distinct', 16): (2, 42, 33, 1, 1997, 273),
+    ('count_less_freq', 16): (2, 57, 33, 1, 1940, 331),
+    ('detect_pattern', 16): (1, 27, 5, 2, 1338, 130),
+    ('double_hist', 16): (2, 60, 34, 2, 3383, 448),
+    ('dyck1', 16): (3, 93, 546, 2, 30054, 5692),
+    ('dyck2', 16): (5, 154, 578, 2, 85526, 9980),
+    ('frac_prevs', 16): (1, 22, 1, 1, 878, 99),
+    ('hist', 16): (1, 39, 31, 1, 1205, 177),
+    ('length', 16): (1, 39, 31, 1, 1163, 171),
+    ('nary_sequencemap', 16): (1, 41, 48, 1, 2665, 236),
+    ('pair_balance', 16): (1, 23, 2, 2, 1459, 177),
+    ('prev_sum', 16): (1, 26, 3, 1, 847, 74),
+    ('reverse', 16): (2, 58, 241, 1, 12994, 1281),
+    ('same_frac', 16): (2, 119, 161, 1, 28687, 1044),
+    ('shift_by', 16): (1, 26, 1, 1, 868, 70),
+    ('shift_fill', 16): (1, 25, 1, 1, 857, 68),
+    ('shuffle_dyck', 16): (2, 47, 39, 3, 2720, 400),
+    ('shuffle_dyck2', 16): (3, 59, 36, 4, 3989, 616),
+    ('sort', 16): (3, 126, 80, 1, 22676, 1044),
+    ('sort_by_most_freq', 16): (4, 563, 992, 1, 1055426, 10823),
+    ('sort_freq', 16): (3, 299, 496, 1, 269070, 4708),
+    ('sort_stable', 16): (3, 108, 64, 1, 15292, 847),
+    ('sort_unique', 16): (2, 46, 33, 1, 1686, 224),
 }
 
-FIELDS = ("n_layers", "d_model", "d_mlp", "n_heads", "n_params_used")
+FIELDS = ("n_layers", "d_model", "d_mlp", "n_heads", "n_params_used", "n_nonzero")
 
 
 def test_every_library_program_is_pinned():
@@ -79,7 +80,7 @@ def test_size_is_pinned(name, n):
         warnings.simplefilter("ignore")
         model = rl.compile(entry.build(n), entry.vocab, n)
     c = model.config
-    got = (c.n_layers, c.d_model, c.d_mlp, c.n_heads, model.n_params_used)
+    got = (c.n_layers, c.d_model, c.d_mlp, c.n_heads, model.n_params_used, model.n_nonzero)
     grown = [f"{f} {w} -> {g}" for f, w, g in zip(FIELDS, PINS[name, n], got) if g > w]
     assert not grown, f"{name} at {n} grew: {', '.join(grown)}"
     assert got == PINS[name, n], f"{name} at {n} shrank: pin {got} in PINS"
