@@ -86,10 +86,9 @@ def selector_logits(
     reads ``one`` on both sides instead of the SOps' one-hots."""
     constant = {id(t): _constant(t, spaces) for t in terms}
     tables = [t for t in terms if constant[id(t)] is None]
-    both = sum(c for c in constant.values() if c is not None)
+    key_one = [ONE] if len(tables) < len(terms) else []  # where the constant terms read
     q_space = join(*(spaces[t.queries].space for t in tables), VectorSpace([ONE, bos.direction]))
-    k_space = join(*(spaces[t.keys].space for t in tables),
-                   VectorSpace([ONE] if len(tables) < len(terms) else []),
+    k_space = join(*(spaces[t.keys].space for t in tables), VectorSpace(key_one),
                    VectorSpace([bos.direction]))
     m = np.zeros((q_space.dim, k_space.dim))
     i_one, i_bos_q, i_bos_k = (q_space.index_of(ONE), q_space.index_of(bos.direction),
@@ -98,8 +97,8 @@ def selector_logits(
         qi = q_space.indices(spaces[t.queries].space)
         ki = k_space.indices(spaces[t.keys].space)
         m[np.ix_(qi, ki)] += t.table
-    if len(tables) < len(terms):
-        m[i_one, k_space.index_of(ONE)] += both
+    for d in key_one:
+        m[i_one, k_space.index_of(d)] += sum(c for c in constant.values() if c is not None)
     key_at_bos = bos.vector(k_space.basis)
     key_at_bos[i_bos_k] = 1.0
     m[:, i_bos_k] -= m @ key_at_bos  # cancel what the keys' BOS state adds
@@ -110,8 +109,7 @@ def selector_logits(
     row = query_at_bos @ m
     best = sum(max(0.0, float(row[k_space.indices(spaces[key].space)].max(initial=0.0)))
                for key in {id(t.keys): t.keys for t in tables}.values())
-    if len(tables) < len(terms):
-        best += max(0.0, float(row[k_space.index_of(ONE)]))
+    best += sum(max(0.0, float(row[k_space.index_of(d)])) for d in key_one)
     m[i_bos_q, i_bos_k] += max(0.0, best + 0.5 - float(row[i_bos_k]))
     return BilinearMap(q_space, k_space, m * scale)
 

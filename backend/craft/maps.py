@@ -101,6 +101,8 @@ def constant_blocks(matrix: np.ndarray, limit: int
     of sorted values) that is ``n - 1`` rectangles with ``O(n log n)`` entries in all.
     """
     out: list[tuple[np.ndarray, np.ndarray, float]] = []
+    if not matrix.size:
+        return out
     stack = [(np.arange(matrix.shape[0]), np.arange(matrix.shape[1]))]
     while stack:
         rows, cols = stack.pop()
