@@ -417,7 +417,7 @@ class _Builder(Margins, FusedReads):
         head = attention.selector_width_head(label, terms, self.spaces, scratch, scale,
                                              self.causal, self.bos)
         self.bos.coords[scratch] = -1.0
-        pairs = sorted((-1.0 / (w + 1), w) for w in widths)
+        pairs = sorted((attention.scratch_value(w), w) for w in widths)
         xs = [x for x, _ in pairs]
         ys = [w for _, w in pairs]
         deps = _term_sops(terms) if selector is not None else ()

@@ -12,6 +12,7 @@ import numpy as np
 from rasplang.analysis import Analysis
 from rasplang.backend import gelu, normalize
 from rasplang.backend.build import Built
+from rasplang.backend.chambers import attention
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.spaces import SOpSpace
 from rasplang.validation import UnsupportedProgramError
@@ -35,7 +36,7 @@ def residual_spaces(analysis: Analysis, built: Built) -> list[SOpSpace]:
     SelectorWidth's scratch direction (``-1 / (w + 1)``)."""
     spaces = [built.tokens, built.indices, *built.spaces.values()]
     n = analysis.max_seq_len
-    values = tuple(-1.0 / (w + 1) for w in range(n + 1))
+    values = tuple(attention.scratch_value(w) for w in range(n + 1))
     for b in built.blocks:
         if b.scratch is not None:
             spaces.append(SOpSpace(str(b.scratch), True, values, (b.scratch,), -np.ones(1),

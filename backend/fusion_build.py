@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rasplang.backend.chambers import categorical_mlp, fused_mlp, numerical_mlp
+from rasplang.backend.chambers import attention, categorical_mlp, fused_mlp, numerical_mlp
 from rasplang.backend.chambers.selector import SelectorUnsupported
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import MLP
@@ -239,8 +239,9 @@ def _mark_impossible(view: View) -> np.ndarray:
         return view.grid
     grid = view.grid.copy()
     for a in lengths:
-        scratch = isinstance(view.bases[a], Scratch)  # values -1 / (w + 1)
-        widths = np.array([round(-1.0 / x - 1.0) if scratch else x for x in view.values[a]])
+        scratch = isinstance(view.bases[a], Scratch)
+        widths = np.array([attention.scratch_width(x) if scratch else x
+                           for x in view.values[a]])
         for p in positions:
             shape = [1] * grid.ndim
             shape[a], shape[p] = len(widths), len(view.values[p])

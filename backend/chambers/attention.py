@@ -152,6 +152,16 @@ def aggregate_head(
     return AttentionHead(w_qk, LinearMap(in_space, out.space, w), causal=causal, label=label)
 
 
+def scratch_value(width: int) -> float:
+    """What a SelectorWidth's head writes to its scratch direction for ``width``."""
+    return -1.0 / (width + 1)
+
+
+def scratch_width(value: float) -> int:
+    """The width a scratch value stands for (the inverse of `scratch_value`)."""
+    return round(-1.0 / value - 1.0)
+
+
 def selector_width_head(
     label: str, terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace],
     scratch: BasisDirection, scale: float, causal: bool,
