@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rasplang.analysis import RAISED, Analysis, sorted_values
+from rasplang.analysis import Analysis, sorted_values
 from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
 from rasplang.backend.chambers.none_flags import none_unit_count
 from rasplang.backend.chambers.selector import Term, selector_terms
@@ -39,6 +39,7 @@ from rasplang.backend.spaces import (
     categorical_space,
     numerical_space,
 )
+from rasplang.backend.views import map_table, pair_table
 from rasplang.nodes import (
     Aggregate,
     Encoding,
@@ -90,12 +91,6 @@ class Built:
     problems: list[tuple[str, str]]
     #: Why the model is exact only in float64 ("" when float32 is exact too).
     float64_only: str = ""
-
-
-def _value(y: Any) -> Any:
-    """An analysis output as the chambers take it: where ``f`` raised (`RAISED`),
-    `evaluate` raises too, so any value will do, and None writes nothing."""
-    return None if y is RAISED else y
 
 
 def _selector_nodes(selector: RASPExpr) -> tuple[RASPExpr, ...]:
@@ -284,10 +279,10 @@ class _Builder(Margins, FusedReads):
         inp = self.spaces[node.inner]
         if not inp.numerical:
             out = self.out_space(node, error=len(inp.values) * inp.error)
-            mlp = categorical_mlp.map_categorical_mlp(label, inp, out, self.outputs(node).get,
+            mlp = categorical_mlp.map_categorical_mlp(label, inp, out, map_table(self.a, node).get,
                                                       self.bos)
         else:
-            table = self.outputs(node)
+            table = map_table(self.a, node)
             raw = [x for x in self.a.value_sets[node.inner] if x is not None]
             xs = [float(v) for v in raw]
             ys = [table[x] for x in raw]
@@ -305,20 +300,6 @@ class _Builder(Margins, FusedReads):
                 mlp = numerical_mlp.discretising_mlp(label, inp, xs, ys, out, m, self.bos)
         self.register(node, out)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
-
-    # ------------------------------------------- the analysis's tables, as chambers read them
-
-    def outputs(self, node: Map) -> dict[Any, Any]:
-        """A Map's output at each value of its input (`Analysis.map_outputs`)."""
-        return dict(zip(self.a.value_sets[node.inner], map(_value, self.a.map_outputs(node))))
-
-    def pair_outputs(self, node: SequenceMap | LinearSequenceMap) -> Any:
-        """A SequenceMap's output at each pair of input values, as a function
-        (`Analysis.sequence_map_outputs`); the function is never called again."""
-        grid = self.a.sequence_map_outputs(node)
-        rows = {v: i for i, v in enumerate(self.a.value_sets[node.fst])}
-        cols = {v: j for j, v in enumerate(self.a.value_sets[node.snd])}
-        return lambda a, b: _value(grid[rows[a], cols[b]])
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap, label: str) -> NodeBlock:
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
@@ -344,13 +325,13 @@ class _Builder(Margins, FusedReads):
         fst, snd = self.spaces[x], self.spaces[y]
         if x is y:
             out = self.out_space(node, error=len(fst.values) * fst.error)
-            table = self.pair_outputs(node)
+            table = pair_table(self.a, node)
             mlp = categorical_mlp.map_categorical_mlp(
                 label, fst, out, lambda v: table(v, v), self.bos)
         else:
             err = len(fst.values) * fst.error + len(snd.values) * snd.error
             out = self.out_space(node, error=len(fst.values) * len(snd.values) * err)
-            f = self.pair_outputs(node)
+            f = pair_table(self.a, node)
             layout = categorical_mlp.table_layout(fst, snd, out, f)
             table_units = len(layout.units) + none_unit_count([fst, snd], out)
             separable = self.separable(node, label, fst, snd, f)
@@ -379,7 +360,8 @@ class _Builder(Margins, FusedReads):
         return mlp, out
 
     def aggregate(self, node: Aggregate, label: str) -> NodeBlock:
-        terms = self.terms(node.selector)
+        distance = node.selector in self.fusion.distance
+        terms = [] if distance else self.terms(node.selector)
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
         if node.sop in self.virtual:  # folded into the OV matrix
             source, value = self.value_view(node.sop, numerical_out)
@@ -393,17 +375,22 @@ class _Builder(Margins, FusedReads):
             vmax = 1.0
         scale = attention.coldness(self.n, 2 * vmax, 0.5)
         leak = (self.n + 1) * math.exp(-scale / 2)
-        eta = scale * attention.logit_error(terms, self.spaces)
+        if distance:
+            w_qk, logit_error, reads = self.distance_logits(node.selector, scale)
+        else:
+            w_qk, logit_error = None, attention.logit_error(terms, self.spaces)
+            reads = _term_sops(terms)
+        eta = scale * logit_error
         err = value.error + 2 * vmax * (leak + math.expm1(min(2 * eta, 50.0)))
         out = self.out_space(node, error=err)
         out = attrs.evolve(out, bos=out.encode(node.default))
         self.register(node, out)
         head = attention.aggregate_head(label, terms, self.spaces, value, out, node.default,
-                                        scale, self.causal, self.bos)
+                                        scale, self.causal, self.bos, w_qk)
         fused = self.folded_selects(node.selector)
         if node.sop in self.virtual:
             fused = tuple(dict.fromkeys((*fused, *self.views[node.sop].fused)))
-        return NodeBlock(node, label, head=head, deps=(*_term_sops(terms), source),
+        return NodeBlock(node, label, head=head, deps=(*reads, source),
                          selectors=_selector_nodes(node.selector), fused=fused)
 
     def selector_width(self, node: SOp, label: str, terms: list[Term], widths: list[int],

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
 
 import attrs
-import numpy as np
 
-from rasplang.analysis import RAISED, Analysis
+from rasplang.analysis import Analysis
 from rasplang.backend.derived import Linear, Scratch
+from rasplang.backend.distance import folds
 from rasplang.nodes import (
     Aggregate,
     Encoding,
@@ -64,60 +63,6 @@ from rasplang.nodes import (
 FUSED_TABLE_BUDGET = 4096
 #: Largest factor by which folding may grow a reader's table over its unfused one.
 FUSED_GROWTH = 8
-
-
-@attrs.frozen(eq=False)
-class View:
-    """An SOp as a function of residual-stream bases: ``grid[i_1, ..., i_k]`` is its value
-    where base ``j`` holds its ``i_j``-th value (``values[j]``)."""
-
-    bases: tuple[SOp, ...]
-    values: tuple[tuple[Any, ...], ...]
-    grid: np.ndarray
-    #: The virtual nodes composed into it, in the order they were defined.
-    fused: tuple[SOp, ...] = ()
-
-    def compose(self, f: Any) -> View:
-        """``f`` of this view's values (``f(None)`` is never asked: None stays None)."""
-        out = np.empty(self.grid.shape, dtype=object)
-        flat, res = self.grid.reshape(-1), out.reshape(-1)
-        for i, v in enumerate(flat.tolist()):
-            res[i] = None if v is None else _value(f(v))
-        return View(self.bases, self.values, out, self.fused)
-
-    def lift(self, bases: tuple[SOp, ...], values: tuple[tuple[Any, ...], ...]) -> np.ndarray:
-        """``grid`` broadcast to axes ``bases`` (a superset of this view's bases)."""
-        axes = [next(i for i, b in enumerate(bases) if b is mine) for mine in self.bases]
-        order = np.argsort(axes)
-        shape = [1] * len(bases)
-        for axis in axes:
-            shape[axis] = len(values[axis])
-        grid = self.grid.transpose(order).reshape(shape)
-        return np.broadcast_to(grid, [len(v) for v in values])
-
-
-def pair(fst: View, snd: View, f: Any) -> View:
-    """The view of ``f(x, y)`` for x read by ``fst`` and y by ``snd`` (None if either is)."""
-    bases = tuple({id(b): b for b in (*fst.bases, *snd.bases)}.values())
-    lookup = {id(b): v for view in (fst, snd) for b, v in zip(view.bases, view.values)}
-    values = tuple(lookup[id(b)] for b in bases)
-    xs, ys = fst.lift(bases, values), snd.lift(bases, values)
-    out = np.empty(xs.shape, dtype=object)
-    for idx in np.ndindex(*xs.shape):
-        x, y = xs[idx], ys[idx]
-        out[idx] = None if x is None or y is None else _value(f(x, y))
-    return View(bases, values, out, tuple(dict.fromkeys((*fst.fused, *snd.fused))))
-
-
-def identity(base: SOp, values: tuple[Any, ...]) -> View:
-    """A base read as itself."""
-    grid = np.empty(len(values), dtype=object)
-    grid[:] = list(values)
-    return View((base,), (values,), grid)
-
-
-def _value(y: Any) -> Any:
-    return None if y is RAISED else y
 
 
 # ------------------------------------------------------------------ the decisions
@@ -190,6 +135,8 @@ class Fusion:
     direct: frozenset[SOp] = frozenset()
     #: Virtual nodes that are also built, and the readers that read them built.
     built_for: dict[SOp, frozenset[SOp]] = attrs.field(factory=dict)
+    #: Selects scored by squared distance, their queries folded (``distance.py``).
+    distance: frozenset[Select] = frozenset()
 
     def inline(self, node: SOp, reader: RASPExpr) -> bool:
         """Whether ``reader`` computes ``node`` inside itself."""
@@ -290,6 +237,8 @@ def choose(analysis: Analysis) -> Fusion:
         return 2 if size <= FUSED_GROWTH * max(1, unfused) else 1
 
     def reader_ok(node: SOp, mine: tuple[_Base, ...], reader: RASPExpr, role: str) -> int:
+        if reader in distance or reader in distance_chain:
+            return 2  # the Select's head reads the leaves (``distance.py``)
         if role == "select":
             if len(mine) == 1 and not mine[0].numerical:
                 return 2  # the head reads the base
@@ -312,9 +261,12 @@ def choose(analysis: Analysis) -> Fusion:
 
     def fusion() -> Fusion:
         return Fusion(frozenset(virtual), frozenset(direct),
-                      {x: frozenset(r) for x, r in built_for.items() if r})
+                      {x: frozenset(r) for x, r in built_for.items() if r},
+                      frozenset(distance))
 
     direct: set[SOp] = set()
+    distance: set[Select] = set()
+    distance_chain: set[SOp] = set()
 
     scratch = {node: Scratch(node) for node in analysis.nodes
                if isinstance(node, (SelectorWidth, LengthType))}
@@ -403,6 +355,24 @@ def choose(analysis: Analysis) -> Fusion:
             built_for.clear()
             built_for.update(saved_for)
             rebase()
+    for fold in folds(analysis, readers):  # a Select scored by squared distance
+        before, saved = depth(analysis, fusion()), set(virtual)
+        saved_for = {x: set(r) for x, r in built_for.items()}
+        virtual.difference_update(fold.leaves)
+        virtual.update(fold.chain)
+        for x in (*fold.leaves, *fold.chain):
+            built_for.pop(x, None)
+        distance.add(fold.select)
+        distance_chain.update(fold.chain)
+        if rebase() and depth(analysis, fusion()) <= before:
+            continue
+        distance.discard(fold.select)
+        distance_chain.difference_update(fold.chain)
+        virtual.clear()
+        virtual.update(saved)
+        built_for.clear()
+        built_for.update(saved_for)
+        rebase()
     for node in analysis.nodes:  # a table on a numerical input, read directly
         if isinstance(node, (SequenceMap, LinearSequenceMap)) and node not in virtual \
                 and not is_affine_read(analysis, node) \

@@ -12,16 +12,17 @@ from typing import Any
 import attrs
 import numpy as np
 
+from rasplang.backend import distance
 from rasplang.backend.chambers import attention, categorical_mlp, fused_mlp, numerical_mlp
 from rasplang.backend.chambers.selector import SelectorUnsupported
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import MLP
-from rasplang.backend.craft.maps import LinearMap
+from rasplang.backend.craft.maps import BilinearMap, LinearMap
 from rasplang.backend.derived import Linear, Scratch
-from rasplang.backend.fusion import View, identity, is_affine_read, pair
+from rasplang.backend.fusion import is_affine_read
 from rasplang.backend.spaces import SOpSpace, categorical_space, numerical_space
-from rasplang.nodes import IndicesType, LengthType, Map, Select, SelectorWidth, SOp
-from rasplang.operators import Comparison
+from rasplang.backend.views import View, identity, map_table, mark_impossible, pair, pair_table
+from rasplang.nodes import Map, Select, SelectorWidth, SOp
 
 
 class FusedReads:
@@ -44,8 +45,8 @@ class FusedReads:
     def composed(self, node: SOp) -> View:
         """A Map's or SequenceMap's function of its inputs' bases."""
         if isinstance(node, Map):
-            return self.view(node.inner).compose(self.outputs(node).get)
-        return pair(self.view(node.fst), self.view(node.snd), self.pair_outputs(node))
+            return self.view(node.inner).compose(map_table(self.a, node).get)
+        return pair(self.view(node.fst), self.view(node.snd), pair_table(self.a, node))
 
     def define_virtual(self, node: SOp) -> None:
         """Record a virtual Map's or SequenceMap's view (it gets no block)."""
@@ -97,7 +98,7 @@ class FusedReads:
         if not numerical:
             inputs = [spaces[i] for i in cats]
             out = make_out(fused_mlp.lookup_error(inputs))
-            grid = _mark_impossible(view)
+            grid = mark_impossible(view)
             self.reserve(label, sum(len(s.directions) for s in inputs) + 1,
                          fused_mlp.lookup_units(grid, out))
             if len(inputs) == 1:
@@ -109,7 +110,7 @@ class FusedReads:
         else:
             (n,) = numerical
             num = spaces[n]
-            grid = np.moveaxis(_mark_impossible(view), n, 0)
+            grid = np.moveaxis(mark_impossible(view), n, 0)
             xs = [float(v) for v in view.values[n]]
             inputs = [spaces[i] for i in cats]
             error = num.error + fused_mlp.gate_error(xs, num.error, inputs, self.m)
@@ -192,6 +193,23 @@ class FusedReads:
                 stack.extend(node.children)
         return tuple(dict.fromkeys(out))
 
+    def distance_logits(self, select: Select, scale: float
+                        ) -> tuple[BilinearMap, float, tuple[SOp, ...]]:
+        """The query-key map of a Select scored by squared distance (``distance.py``), the
+        bound on its logit error before scaling, and the SOps it reads."""
+        view = self.views[select.queries]
+        found = distance.split(view)
+        if found is None:  # `fusion.choose` checked the same table
+            raise AssertionError(f"{self.labels[select]}: the query is no longer a sum")
+        leaves = [self.spaces[b] for b in view.bases]
+        keys = self.spaces[select.keys]
+        top = max(abs(float(v)) for v in keys.values)
+        w_qk = attention.distance_logits(list(zip(leaves, (found.u, found.v))), keys,
+                                         [float(v) for v in keys.values], scale, self.bos)
+        error = 2 * top * sum(sum(map(abs, c)) * s.error
+                              for s, c in zip(leaves, (found.u, found.v)))
+        return w_qk, error, (*view.bases, select.keys)
+
     def value_view(self, sop: SOp, numerical: bool) -> tuple[SOp, SOpSpace]:
         """An Aggregate's value read through a virtual node: its base, and the base's
         space carrying the node's value at each base value (what the OV matrix writes).
@@ -220,32 +238,3 @@ def _substitute(mlp: MLP, direction: BasisDirection,
         else:
             matrix[space.index_of(d)] += first.matrix[i]
     return MLP(LinearMap(space, first.output_space, matrix), mlp.second, label=mlp.label)
-
-
-def _counts_every_key(sop: SOp) -> bool:
-    """Whether ``sop`` is the length (a count of every key): at least ``i + 1`` at the
-    position of index ``i``, causal or not."""
-    return isinstance(sop, LengthType) or (
-        isinstance(sop, SelectorWidth) and isinstance(sop.selector, Select)
-        and sop.selector.predicate is Comparison.TRUE)
-
-
-def _mark_impossible(view: View) -> np.ndarray:
-    """``view.grid`` with IMPOSSIBLE where a length base is not above an indices base."""
-    lengths = [a for a, b in enumerate(view.bases)
-               if _counts_every_key(b.inner if isinstance(b, Scratch) else b)]
-    positions = [a for a, b in enumerate(view.bases) if isinstance(b, IndicesType)]
-    if not lengths or not positions:
-        return view.grid
-    grid = view.grid.copy()
-    for a in lengths:
-        scratch = isinstance(view.bases[a], Scratch)
-        widths = np.array([attention.scratch_width(x) if scratch else x
-                           for x in view.values[a]])
-        for p in positions:
-            shape = [1] * grid.ndim
-            shape[a], shape[p] = len(widths), len(view.values[p])
-            below = np.less_equal.outer(widths, np.asarray(view.values[p], dtype=float))
-            below = below if a < p else below.T
-            grid[np.broadcast_to(below.reshape(shape), grid.shape)] = fused_mlp.IMPOSSIBLE
-    return grid

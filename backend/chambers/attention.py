@@ -114,6 +114,40 @@ def selector_logits(
     return BilinearMap(q_space, k_space, m * scale)
 
 
+def distance_logits(
+    reads: Sequence[tuple[SOpSpace, Sequence[float]]], keys: SOpSpace,
+    key_values: Sequence[float], scale: float, bos: BosState,
+) -> BilinearMap:
+    """The query-key map ``2 k q - k^2`` of ``rasplang.backend.distance``: the query
+    ``q = sum_j reads_j . x_j`` is read linearly from categorical SOps (one coefficient
+    per value), the key ``k`` is ``key_values`` over the one-hot ``keys``; the BOS key
+    scores ``-1/2`` for every real query, and a BOS query scores BOS at least 1/2 above
+    every real key. Stored as its factors (rank 3: ``q`` x ``2k``, ``one`` x ``-k^2``,
+    the BOS query x the BOS key)."""
+    q_space = join(*(s.space for s, _ in reads), VectorSpace([ONE, bos.direction]))
+    k_space = join(keys.space, VectorSpace([bos.direction]))
+    i_one, i_bos_q, i_bos_k = (q_space.index_of(ONE), q_space.index_of(bos.direction),
+                                  k_space.index_of(bos.direction))
+    left, right = np.zeros((q_space.dim, 3)), np.zeros((k_space.dim, 3))
+    for space, coefficients in reads:
+        left[q_space.indices(space.space), 0] += coefficients
+    left[i_one, 1] = 1.0
+    k = np.asarray(key_values, dtype=float)
+    ki = k_space.indices(keys.space)
+    right[ki, 0], right[ki, 1] = 2 * k, -k * k
+    key_at_bos = bos.vector(k_space.basis)  # cancel what the keys' BOS state adds
+    right[i_bos_k, :2] = -(key_at_bos @ right[:, :2])
+    right[i_bos_k, 1] -= 0.5
+    query_at_bos = bos.vector(q_space.basis)
+    query_at_bos[i_one] = query_at_bos[i_bos_q] = 1.0
+    key_at_bos[i_bos_k] = 1.0
+    row = (query_at_bos @ left) @ right.T
+    beat = max(0.0, float(row[ki].max(initial=0.0)) + 0.5 - float(row @ key_at_bos))
+    left[i_bos_q, 2], right[i_bos_k, 2] = beat, 1.0
+    keep = [c for c in range(3) if left[:, c].any()]
+    return BilinearMap.from_factors(q_space, k_space, left[:, keep] * scale, right[:, keep])
+
+
 def logit_error(terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace]) -> float:
     """Bound (in logit units before scaling) on the logit error from input errors."""
     total = 0.0
@@ -128,10 +162,13 @@ def logit_error(terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace]) -> float:
 def aggregate_head(
     label: str, terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace], value: SOpSpace,
     out: SOpSpace, default: object, scale: float, causal: bool,
-    bos: BosState,
+    bos: BosState, w_qk: BilinearMap | None = None,
 ) -> AttentionHead:
-    """The head of an Aggregate: mean of the selected values, ``default`` if none."""
-    w_qk = selector_logits(terms, spaces, len(terms) - 0.5, scale, bos)
+    """The head of an Aggregate: mean of the selected values, ``default`` if none. The
+    query-key map is ``terms``' (`selector_logits`), or ``w_qk`` where given (the same
+    levels: selected keys on top, BOS at least 1/2 and the others at least 1 below)."""
+    if w_qk is None:
+        w_qk = selector_logits(terms, spaces, len(terms) - 0.5, scale, bos)
     in_space = join(value.space, VectorSpace([ONE, bos.direction]))
     w = np.zeros((in_space.dim, out.space.dim))
     vi = in_space.indices(value.space)

@@ -54,6 +54,14 @@ class BilinearMap:
     def __attrs_post_init__(self) -> None:
         _check_shape(self, self.left_space, self.right_space)
 
+    @classmethod
+    def from_factors(cls, left_space: VectorSpace, right_space: VectorSpace,
+                     w_left: np.ndarray, w_right: np.ndarray) -> BilinearMap:
+        """The map ``w_left @ w_right.T``, kept as those factors (`factor` returns them)."""
+        out = cls(left_space, right_space, w_left @ w_right.T)
+        out._factors = (w_left, w_right)
+        return out
+
     def __call__(self, left: VectorInBasis, right: VectorInBasis) -> np.ndarray:
         lm = left.project(self.left_space).magnitudes
         rm = right.project(self.right_space).magnitudes

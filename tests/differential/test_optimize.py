@@ -83,28 +83,90 @@ def test_never_deeper_and_never_wider_in_the_residual(n):
         assert fused.config.d_model <= plain.config.d_model, name
 
 
+def _rotate():
+    """``tokens`` rotated by one: the query ``(i + 1) % length`` is not a sum of a
+    function of the length and one of the index, so it is a fused MLP."""
+    length = lib.make_length()
+    rot = rl.SequenceMap(lambda n, i: (i + 1) % n, length, rl.indices).named("rot")
+    return rl.Aggregate(rl.Select(rl.indices, rot, rl.Comparison.EQ), rl.tokens).named("rotate")
+
+
 def test_fused_nodes_in_the_circuit(tmp_path):
     """A fused node names the block that computes it and writes nothing; the block names
     it back; residual_labels hold none of its directions; a saved model keeps this."""
-    model = _compile(lib.make_reverse(rl.tokens), "abc", 6)
-    plain = _compile(lib.make_reverse(rl.tokens), "abc", 6, optimize=False)
+    model = _compile(_rotate(), "abc", 6)
+    plain = _compile(_rotate(), "abc", 6, optimize=False)
     assert model.config.n_layers < plain.config.n_layers
     fused = {label: [s for s in steps if s.fused and not s.writes]
              for label, steps in model.circuit.items()}
     fused = {label: steps for label, steps in fused.items() if steps}
-    assert {"opp_idx", "length"} <= set(fused)  # length keeps its head, not its decoding
+    assert {"length"} <= set(fused)  # length keeps its head, not its decoding
     for label, steps in fused.items():
         for step in steps:
             owner = step.fused[0]
             assert any(label in s.fused and s.writes for s in model.circuit[owner]), label
-    assert set(model.circuit["opp_idx-1"][0].fused) == {"opp_idx", "length"}
-    assert not any(x.startswith("opp_idx:") for x in model.residual_labels)
+    assert set(model.circuit["rot"][0].fused) == {"length"}
     assert not any(x.startswith("length:") and x != "length:scratch"
                    for x in model.residual_labels)
-    assert any(x.startswith("opp_idx") for x in plain.residual_labels)
-    path = tmp_path / "reverse.safetensors"
+    assert any(x.startswith("length:") for x in plain.residual_labels)
+    path = tmp_path / "rotate.safetensors"
     model.save(path)
     assert rl.load(path).circuit == model.circuit
+
+
+def test_reverse_query_scored_by_distance():
+    """reverse's query ``length - indices - 1`` is folded into its head (scored
+    ``2 k q - k^2``): two layers, no MLP for the query, a head of rank at most 3, and the
+    circuit names the head for both query nodes."""
+    model = _compile(lib.make_reverse(rl.tokens), "abc", 6)
+    reverse = model.circuit["reverse"]
+    assert len(reverse) == 1 and set(reverse[0].fused) == {"opp_idx", "opp_idx-1"}
+    for label in ("opp_idx", "opp_idx-1"):
+        (step,) = model.circuit[label]
+        assert step.layer == reverse[0].layer and step.head == reverse[0].head
+        assert not step.writes
+    assert not any(x.startswith("opp_idx") for x in model.residual_labels)
+    assert [x for x in model.residual_labels if x.startswith("length:")] == \
+        ["length:scratch", *(f"length:{n}" for n in range(1, 7))]
+    assert model.config.n_layers == 2 and model.config.d_head <= 4
+
+
+def _shifted(offset):
+    """``tokens`` read ``offset`` positions from the end: ``length - indices - offset``,
+    which selects nothing where it is negative (and is then not folded)."""
+    length = lib.make_length()
+    opp = rl.SequenceMap(lambda n, i: n - i - offset, length, rl.indices).named("opp")
+    return rl.numerical(rl.Aggregate(rl.Select(rl.indices, opp, rl.Comparison.EQ),
+                                     rl.numerical(rl.Map(len, rl.tokens)), default=0))
+
+
+def _mirror_prefix():
+    """A causal mirror: position ``i`` reads position ``i - c(i)`` where ``c`` counts
+    the positions before it: always ``0``... ``i``, present under causal masking."""
+    count = rl.SelectorWidth(rl.Select(rl.tokens, rl.tokens, rl.Comparison.TRUE))
+    back = rl.SequenceMap(lambda w, i: w - 1 - i + i // 2, count, rl.indices).named("back")
+    return rl.Aggregate(rl.Select(rl.indices, back, rl.Comparison.EQ), rl.tokens)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("program", ["reverse", "shift1", "shift0", "mirror"])
+def test_distance_folds_exact(program, causal):
+    """Folded or not (a query that can miss every key is not folded), every model is
+    exact against the interpreter on every input up to length 6, in float64 and float32,
+    causal or not."""
+    build = {"reverse": lambda: lib.make_reverse(rl.tokens), "shift1": lambda: _shifted(1),
+             "shift0": lambda: _shifted(0), "mirror": _mirror_prefix}[program]
+    query = {"reverse": "opp_idx-1", "mirror": "back"}.get(program, "opp")
+    if causal and program == "reverse":
+        build, query = _mirror_prefix, "back"  # a causal model refuses `length`
+    for n in (1, 6):
+        model = _compile(build(), ["ab", "c", "d"], n, causal=causal)
+        in_residual = any(x.startswith(f"{query}:") for x in model.residual_labels)
+        assert in_residual == (program == "shift0"), model.residual_labels
+        for dtype in (np.float64, np.float32):
+            report = rl.verify(build(), ["ab", "c", "d"], n, model=model, causal=causal,
+                               dtype=dtype, progress=False)
+            assert report.ok and report.exhaustive, report
 
 
 def test_size_counts():
