@@ -268,3 +268,36 @@ def test_gated_discretisation_of_an_input_without_values():
     program = rl.LinearSequenceMap(n5, n2, 1e-16, 10**400)
     model = _compile(program, vocab, 5)
     assert rl.verify(program, vocab, 5, model=model, progress=False).ok
+
+
+_POSITION_FUNCTIONS = {
+    "affine": lambda a, b, c: lambda x, y: a * x + b * y + c,
+    "halve": lambda a, b, c: lambda x, y: (a * x + b * y + c) // 2,
+    "clamp": lambda a, b, c: lambda x, y: max(0, a * x + b * y + c),
+    "mod": lambda a, b, c: lambda x, y: (a * x + b * y + c) % 3,
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(_POSITION_FUNCTIONS)), a=st.integers(-2, 2),
+       b=st.integers(-2, 2), c=st.integers(-3, 3), causal=st.booleans(),
+       first=st.sampled_from(["count", "tokens", "indices"]),
+       via_map=st.booleans())
+def test_computed_positions(kind, a, b, c, causal, first, via_map):
+    """``Aggregate(Select(indices, f(x, indices), ==), tokens)`` for random position
+    arithmetic ``f``: whether its query is scored by squared distance in the head or
+    computed by an MLP, the model is exact on every input up to length 5, in float64
+    and float32, causal or not."""
+    count = rl.SelectorWidth(rl.Select(rl.tokens, rl.tokens, rl.Comparison.TRUE))
+    x = {"count": count, "tokens": rl.Map(len, rl.tokens), "indices": rl.indices}[first]
+    f = _POSITION_FUNCTIONS[kind](a, b, c)
+    query = rl.SequenceMap(f, x, rl.indices)
+    if via_map:
+        query = rl.Map(lambda q: q - 1, rl.Map(lambda q: q + 1, query))
+    program = rl.Aggregate(rl.Select(rl.indices, query, rl.Comparison.EQ), rl.tokens)
+    vocab = ["ab", "c", "d"]
+    model = _compile(program, vocab, 5, causal=causal)
+    for dtype in (np.float64, np.float32):
+        report = rl.verify(program, vocab, 5, model=model, causal=causal, dtype=dtype,
+                           progress=False)
+        assert report.ok and report.exhaustive, report
