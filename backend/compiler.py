@@ -8,10 +8,17 @@ from typing import Any
 
 from rasplang.analysis import Analysis, analysis_for, raise_if_unsupported, validate
 from rasplang.backend.assemble import assemble
-from rasplang.backend.budget import DEFAULT_MAX_BYTES, lower_bound, model_size, refuse_over
+from rasplang.backend.budget import (
+    DEFAULT_MAX_BYTES,
+    ModelSize,
+    lower_bound,
+    model_size,
+    refuse_over,
+)
 from rasplang.backend.build import Built, build_blocks
 from rasplang.backend.chambers.selector import SelectorUnsupported
 from rasplang.backend.finish import check_options, finish
+from rasplang.backend.fusion import Fusion, depth
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
 from rasplang.backend.schedule import Schedule, schedule
@@ -56,8 +63,9 @@ def compile(
     read them (fused into one MLP, folded into a head's query-key or value-output
     matrix, a SelectorWidth's count decoded inside its readers' MLPs) wherever the
     tables stay within `rasplang.backend.fusion.FUSED_TABLE_BUDGET`: fewer layers and
-    residual dimensions, exact all the same. ``optimize=False`` builds one block per
-    node, for teaching and node-level circuits.
+    residual dimensions, exact all the same. Where that saves no layer and one block per
+    node has fewer parameters, that model is returned instead. ``optimize=False`` builds
+    one block per node, for teaching and node-level circuits.
 
     ``norm`` (None, "layernorm" or "rmsnorm") adds normalisation layers that are exact
     on every residual the model produces, and ``activation`` ("relu" or "gelu") picks the
@@ -89,25 +97,49 @@ def compile(
     options = dict(causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
                    max_bytes=max_bytes)
 
-    def build(fuse: bool) -> tuple[Built, Schedule]:
+    def build(fuse: bool) -> tuple[Built, Schedule, ModelSize]:
         built = build_blocks(analysis, **options, optimize=fuse)
         raise_if_unsupported(built.problems)
         plan = schedule(built.blocks, analysis.program)
-        refuse_over(model_size(analysis, built, plan), max_bytes)
-        return built, plan
+        size = model_size(analysis, built, plan)
+        refuse_over(size, max_bytes)
+        return built, plan, size
 
     try:
-        built, plan = build(optimize)
+        chosen = build(optimize)
     except (UnsupportedProgramError, SelectorUnsupported):
         if not optimize:
             raise
-        built = None  # the refused build's weights go with the exception, before the next
-    if built is None:
-        built, plan = build(False)  # what one block per node builds, optimize builds
+        chosen = None  # the refused build's weights go with the exception, before the next
+    if chosen is None:
+        chosen = build(False)  # what one block per node builds, optimize builds
+    elif optimize and chosen[2].n_layers >= _unfused_layers(analysis):
+        chosen = _fewer_parameters(chosen, lambda: build(False))
+    built, plan, _ = chosen
     model = assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)
     if norm is None and activation == "relu":
         return model
     return finish(model, analysis, built, norm=norm, activation=activation)
+
+
+def _unfused_layers(analysis: Analysis) -> int:
+    """The layers of the one-block-per-node model, as `fusion.depth` places blocks."""
+    return max(1, depth(analysis, Fusion()) // 2 + 1)
+
+
+def _fewer_parameters(fused: tuple[Built, Schedule, ModelSize], build_plain: Any
+                      ) -> tuple[Built, Schedule, ModelSize]:
+    """The cost model's last word where fusion saves no layer: the one-block-per-node
+    model instead if it is as shallow, exact in float32 where the fused one is, and has
+    fewer parameters (fusion may trade residual directions for wider MLPs)."""
+    try:
+        plain = build_plain()
+    except (UnsupportedProgramError, SelectorUnsupported):  # ModelTooLarge included
+        return fused
+
+    def cost(c: tuple[Built, Schedule, ModelSize]) -> tuple[int, bool, int]:
+        return c[2].n_layers, bool(c[0].float64_only), c[2].parameters
+    return plain if cost(plain) < cost(fused) else fused
 
 
 def compile_rasp_to_model(

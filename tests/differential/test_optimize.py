@@ -301,3 +301,23 @@ def test_computed_positions(kind, a, b, c, causal, first, via_map):
         report = rl.verify(program, vocab, 5, model=model, causal=causal, dtype=dtype,
                            progress=False)
         assert report.ok and report.exhaustive, report
+
+
+def test_no_layer_saved_no_parameters_added():
+    """Where fusion saves no layer, compile keeps the model with fewer parameters: the
+    frequency of each token over the length fuses the length's count into a wider MLP,
+    so one block per node is returned; and no library program's optimized model has
+    more parameters than its one-block-per-node model at the same depth."""
+    normalized = rl.SequenceMap(lambda x, y: x / y if y > 0 else None, lib.make_hist(),
+                                lib.make_length())
+    fused = _compile(normalized, "abc", 8)
+    plain = _compile(normalized, "abc", 8, optimize=False)
+    assert fused.config.n_layers == plain.config.n_layers
+    assert fused.n_params == plain.n_params
+    assert rl.verify(normalized, "abc", 8, model=fused, progress=False).ok
+    for name in NAMES:
+        entry = lib.PROGRAMS[name]
+        fused = _compile(entry.build(8), entry.vocab, 8)
+        plain = _compile(entry.build(8), entry.vocab, 8, optimize=False)
+        if fused.config.n_layers == plain.config.n_layers:
+            assert fused.n_params <= plain.n_params, name
