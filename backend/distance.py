@@ -30,7 +30,7 @@ Float32. The logits are up to ``2 K (max|u| + max|v|) + K^2`` (``K`` the largest
 times the coldness ``C``. Rounding the weights ``C u``, ``C v`` and the two products
 and the sum moves a logit by at most ``2^-24 C (8 K (max|u| + max|v|) + 2 K^2)``; a Select
 is folded only where that is at most ``C / 8``, so every margin keeps ``3/8 C`` in float32
-(``max_seq_len`` up to about 250 for `reverse`). Elsewhere the compiler keeps the MLP.
+(`reverse` up to ``max_seq_len`` 342). Elsewhere the compiler keeps the MLP.
 
 Only a Select read by Aggregates alone (a SelectorWidth needs BOS at the top score,
 which depends on ``q^2``) and whose query nodes have no other readers is folded; the
