@@ -318,6 +318,8 @@ class _Builder(Margins, FusedReads):
             mlp = numerical_mlp.affine_mlp(label, terms, 0.0, out, self.bos)
             self.register(node, out)
             return NodeBlock(node, label, mlp=mlp, deps=(node.fst, node.snd))
+        if node in self.fusion.lattice:
+            return self.lattice_block(node, label)
         if self.reads_virtual(node.fst, node.snd) or node in self.fusion.direct:
             return self.fused_block(node, label, self.composed(node))
         # A lookup table: numerical inputs are converted to categorical first.

@@ -42,6 +42,7 @@ import attrs
 from rasplang.analysis import Analysis
 from rasplang.backend.derived import Linear, Scratch
 from rasplang.backend.distance import folds
+from rasplang.backend.lattice import lattice_pairs
 from rasplang.nodes import (
     Aggregate,
     Encoding,
@@ -137,6 +138,8 @@ class Fusion:
     built_for: dict[SOp, frozenset[SOp]] = attrs.field(factory=dict)
     #: Selects scored by squared distance, their queries folded (``distance.py``).
     distance: frozenset[Select] = frozenset()
+    #: SequenceMaps of two prefix fractions, one table per index (``lattice.py``).
+    lattice: frozenset[SOp] = frozenset()
 
     def inline(self, node: SOp, reader: RASPExpr) -> bool:
         """Whether ``reader`` computes ``node`` inside itself."""
@@ -237,8 +240,8 @@ def choose(analysis: Analysis) -> Fusion:
         return 2 if size <= FUSED_GROWTH * max(1, unfused) else 1
 
     def reader_ok(node: SOp, mine: tuple[_Base, ...], reader: RASPExpr, role: str) -> int:
-        if reader in distance or reader in distance_chain:
-            return 2  # the Select's head reads the leaves (``distance.py``)
+        if reader in distance or reader in distance_chain or reader in lattice:
+            return 2  # the head reads the leaves (``distance.py``), or ``lattice.py``
         if role == "select":
             if len(mine) == 1 and not mine[0].numerical:
                 return 2  # the head reads the base
@@ -262,11 +265,12 @@ def choose(analysis: Analysis) -> Fusion:
     def fusion() -> Fusion:
         return Fusion(frozenset(virtual), frozenset(direct),
                       {x: frozenset(r) for x, r in built_for.items() if r},
-                      frozenset(distance))
+                      frozenset(distance), frozenset(lattice))
 
     direct: set[SOp] = set()
     distance: set[Select] = set()
     distance_chain: set[SOp] = set()
+    lattice: set[SOp] = set()
 
     scratch = {node: Scratch(node) for node in analysis.nodes
                if isinstance(node, (SelectorWidth, LengthType))}
@@ -373,6 +377,33 @@ def choose(analysis: Analysis) -> Fusion:
         built_for.clear()
         built_for.update(saved_for)
         rebase()
+    # SequenceMaps of two prefix fractions, one table per index (``lattice.py``): taken
+    # together, and kept only if they make the model shallower
+    start = depth(analysis, fusion()), set(virtual), {x: set(r) for x, r in built_for.items()}
+
+    def restore(state: tuple[int, set[SOp], dict[SOp, set[RASPExpr]]]) -> None:
+        virtual.clear()
+        virtual.update(state[1])
+        built_for.clear()
+        built_for.update({x: set(r) for x, r in state[2].items()})
+        rebase()
+
+    for node, maps in lattice_pairs(analysis, readers):
+        state = depth(analysis, fusion()), set(virtual), {x: set(r) for x, r in built_for.items()}
+        virtual.discard(node)
+        virtual.update(maps)
+        for x in (node, *maps):
+            built_for.pop(x, None)
+        lattice.add(node)
+        if rebase():
+            greedy()  # what reads the table may now be computed inside its readers
+            if rebase() and depth(analysis, fusion()) <= state[0]:
+                continue
+        lattice.discard(node)
+        restore(state)
+    if lattice and depth(analysis, fusion()) >= start[0]:
+        lattice.clear()
+        restore(start)
     for node in analysis.nodes:  # a table on a numerical input, read directly
         if isinstance(node, (SequenceMap, LinearSequenceMap)) and node not in virtual \
                 and not is_affine_read(analysis, node) \

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rasplang.backend import distance
+from rasplang.backend import distance, lattice
 from rasplang.backend.chambers import attention, categorical_mlp, fused_mlp, numerical_mlp
 from rasplang.backend.chambers.selector import SelectorUnsupported
 from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
@@ -22,7 +22,7 @@ from rasplang.backend.derived import Linear, Scratch
 from rasplang.backend.fusion import is_affine_read
 from rasplang.backend.spaces import SOpSpace, categorical_space, numerical_space
 from rasplang.backend.views import View, identity, map_table, mark_impossible, pair, pair_table
-from rasplang.nodes import Map, Select, SelectorWidth, SOp
+from rasplang.nodes import IndicesType, Map, Select, SelectorWidth, SOp
 
 
 class FusedReads:
@@ -136,6 +136,50 @@ class FusedReads:
             else:
                 deps.append(b.inner if isinstance(b, Scratch) else b)
         return mlp, out, tuple(deps)
+
+    def lattice_block(self, node: SOp, label: str) -> Any:
+        """A SequenceMap of two prefix fractions (``lattice.py``): at each index ``i`` a
+        discretisation of ``x_1 + lambda x_2`` over the points ``(K_1, K_2) / (i + 1)``,
+        gated by the index."""
+        from rasplang.backend.build import NodeBlock
+
+        views = [self.view(x) for x in (node.fst, node.snd)]
+        (b1,), (b2,) = (v.bases for v in views)
+        raw = [b.inner if isinstance(b, Linear) else b for b in (b1, b2)]
+        inputs = tuple((x if x is not r else None, r) for x, r in zip((node.fst, node.snd), raw))
+        found = lattice.tables(self.a, node, inputs)
+        if found is None:  # `fusion.choose` checked the same tables
+            raise AssertionError(f"{label}: two roundings of one fraction disagree")
+        s1, s2 = self.spaces[b1], self.spaces[b2]
+        lam = lattice.projection(self.a, *raw)
+        error = s1.error + lam * s2.error
+        out = self.out_space(node)
+        live, xs_all, rounding = [], [], 0.0
+        for i, xs, ys in found:
+            xs_all += xs
+            proj = numerical_space(f"{label}:projection", tuple(xs), error=error)
+            m = self.slope(label, proj, xs, [ys], 1)
+            rounding = max(rounding, self.rounding(node, xs, [ys], error, m, 1))
+            live.append(((i,), xs, ys, m))
+        out = attrs.evolve(out, error=rounding)
+        proj = numerical_space(f"{label}:projection", tuple(sorted(set(xs_all))), error=error)
+        self.reserve(label, len(s1.directions) + len(s2.directions) + 1 + self.n,
+                     sum(1 + 2 * len(numerical_mlp.changes(ys)) for _, _, ys, _ in live))
+        mlp = fused_mlp.gated_steps_mlp(label, proj, [self.indices], live,
+                                        max(xs_all, default=0.0), out, self.bos)
+        mlp = _substitute(mlp, proj.directions[0], [
+            (s1.directions[0], s1.scale / proj.scale),
+            (s2.directions[0], lam * s2.scale / proj.scale)])
+        deps: list[SOp] = [next(x for x in self.a.nodes if isinstance(x, IndicesType))]
+        for b in (b1, b2):
+            if isinstance(b, Linear):
+                mlp = _substitute(mlp, self.spaces[b].directions[0], self.linear_reads(b.inner))
+                deps += [b.inner.fst, b.inner.snd]
+            else:
+                deps.append(b)
+        self.register(node, out)
+        fused = tuple(dict.fromkeys((*views[0].fused, *views[1].fused)))
+        return NodeBlock(node, label, mlp=mlp, deps=tuple(deps), fused=fused)
 
     def unbuilt(self, sop: SOp) -> bool:
         """SelectorContext: whether ``sop`` is computed only inside the MLPs that read it

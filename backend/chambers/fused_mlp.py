@@ -157,7 +157,18 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
                            mlp_exactness: float, bos: BosState) -> MLP:
     """``enc(grid[i, c_1, ..., c_k])`` where ``num`` holds ``xs[i]`` (sorted) and
     categorical input ``j`` its ``c_j``-th value."""
-    xs = np.asarray(xs, dtype=float)
+    live = [(combo, xs, ys, mlp_exactness)
+            for combo in itertools.product(*(range(len(c.values)) for c in cats))
+            if (ys := possible(grid[(slice(None), *combo)].tolist())) is not None]
+    return gated_steps_mlp(label, num, cats, live, max(xs, default=0.0), out, bos)
+
+
+def gated_steps_mlp(label: str, num: SOpSpace, cats: Sequence[SOpSpace],
+                    live: Sequence[tuple[tuple[int, ...], Sequence[float], Sequence[Any], float]],
+                    x_max: float, out: SOpSpace, bos: BosState) -> MLP:
+    """The units of `gated_discretising_mlp`, one discretisation per combination
+    ``(combo, xs, ys, mlp_exactness)`` of ``live``, each over its own sorted ``xs``;
+    ``x_max`` bounds ``num`` wherever a gate is closed."""
     offsets = 2 + np.cumsum([0, *(len(c.directions) for c in cats)])
     in_dirs = [num.directions[0], ONE, *(d for c in cats for d in c.directions)]
     cols_in: list[np.ndarray] = []
@@ -171,15 +182,14 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
         cols_in.append(col)
         cols_out.append(write)
 
-    live = [(combo, ys) for combo in itertools.product(*(range(len(c.values)) for c in cats))
-            if (ys := possible(grid[(slice(None), *combo)].tolist())) is not None]
     # one base unit for all when every combination starts from the same output and one of
     # them always holds (no input is ever None)
-    firsts = {out.encode(ys[0]).tobytes() for _, ys in live}
+    firsts = {out.encode(ys[0]).tobytes() for _, _, ys, _ in live}
     shared = len(firsts) == 1 and not any(c.nullable for c in cats)
     if shared:
-        unit(np.zeros(len(in_dirs)), 0.0, 1.0, 0.0, out.encode(live[0][1][0]))
-    for combo, ys in live:
+        unit(np.zeros(len(in_dirs)), 0.0, 1.0, 0.0, out.encode(live[0][2][0]))
+    for combo, xs, ys, mlp_exactness in live:
+        xs = np.asarray(xs, dtype=float)
         # the gate's rows: e_c - 1 for each input (its value's coordinate, through one)
         gate = np.zeros(len(in_dirs))
         for j, i in enumerate(combo):
@@ -192,7 +202,7 @@ def gated_discretising_mlp(label: str, num: SOpSpace, xs: Sequence[float],
             mid = (xs[i] + xs[i - 1]) / 2
             delta = out.encode(ys[i]) - out.encode(ys[i - 1])
             # off-combination this unit needs at least its largest pre-activation + 1
-            bound = slope * (xs[-1] + num.error - mid) + 2.0
+            bound = slope * (x_max + num.error - mid) + 2.0
             for shift, sign in ((0.5, 1.0), (-0.5, -1.0)):
                 unit(gate, slope * num.scale, shift - slope * mid, bound, sign * delta)
     w_in = np.stack(cols_in, axis=1) if cols_in else np.zeros((len(in_dirs), 0))

@@ -321,3 +321,52 @@ def test_no_layer_saved_no_parameters_added():
         plain = _compile(entry.build(8), entry.vocab, 8, optimize=False)
         if fused.config.n_layers == plain.config.n_layers:
             assert fused.n_params <= plain.n_params, name
+
+
+_COMBINE = {"and": lambda x, y: bool(x) and bool(y), "or": lambda x, y: bool(x) or bool(y),
+            "xor": lambda x, y: bool(x) != bool(y), "lt": lambda x, y: x < y}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(alpha=st.integers(-2, 2), beta=st.integers(-2, 2), cut=st.sampled_from([0, 0.25, 0.5]),
+       combine=st.sampled_from(sorted(_COMBINE)), through=st.booleans(),
+       causal=st.booleans(), mean=st.booleans())
+def test_prefix_fraction_pairs(alpha, beta, cut, combine, through, causal, mean):
+    """A SequenceMap of two running fractions (or integer combinations of them), read
+    directly or through thresholds, optionally averaged afterwards: tabled per index or
+    not, the model is exact on every input up to length 6, in float64 and float32."""
+    opens = lib.make_frac_prevs(rl.tokens == "(")
+    closes = lib.make_frac_prevs(rl.tokens == ")")
+    x = rl.numerical(rl.LinearSequenceMap(opens, closes, alpha, beta)) if alpha or beta \
+        else opens
+    y = closes
+    if through:
+        x, y = rl.Map(lambda v: v < -cut, x), rl.Map(lambda v: v > cut, y)
+    program = rl.SequenceMap(_COMBINE[combine], x, y)
+    if mean:
+        every = rl.Select(rl.indices, rl.indices, rl.Comparison.LEQ)
+        program = rl.numerical(rl.Aggregate(every, rl.numerical(rl.Map(int, program)),
+                                            default=0))
+    vocab = ["(", ")", "a"]
+    try:
+        model = _compile(program, vocab, 6, causal=causal)
+    except rl.UnsupportedProgramError:  # two roundings of one sum compare differently
+        with pytest.raises(rl.UnsupportedProgramError):
+            _compile(program, vocab, 6, causal=causal, optimize=False)
+        return
+    for dtype in (np.float64, np.float32):
+        report = rl.verify(program, vocab, 6, model=model, causal=causal, dtype=dtype,
+                           progress=False)
+        assert report.ok and report.exhaustive, report
+
+
+def test_shuffle_dyck2_tabled_per_index():
+    """shuffle_dyck2's two `(balance < 0) | ...` and `(balance == 0) & ...` tables are
+    computed per index from the two balances, in the first MLP: two layers at 16."""
+    entry = lib.PROGRAMS["shuffle_dyck2"]
+    model = _compile(entry.build(16), entry.vocab, 16)
+    plain = _compile(entry.build(16), entry.vocab, 16, optimize=False)
+    assert model.config.n_layers == 2 < plain.config.n_layers
+    report = rl.verify(entry.build(16), entry.vocab, 16, model=model, samples=3000,
+                       dtype=np.float32, progress=False)
+    assert report.ok, report

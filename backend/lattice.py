@@ -1,0 +1,170 @@
+"""Prefix fractions: numerical SOps whose value at index ``i`` is a multiple of ``1 / (i + 1)``.
+
+The analysis knows each SOp's value set, not which values occur together; a function
+of two numerical SOps is then a table over every pair of their values (for two
+running fractions at max_seq_len 16, 3,943 x 3,943), too fine to discretise. One
+fact about positions makes it small. A numerical Aggregate over
+``Select(indices, indices, <=)`` (`make_frac_prevs`) averages exactly ``i + 1``
+values at index ``i``, causal or not; if they are integers in ``[a, b]`` its value is
+``K / (i + 1)`` with ``K`` an integer in ``[a (i + 1), b (i + 1)]``, rounded once. An
+integer combination ``alpha x + beta y`` of two such SOps (a LinearSequenceMap) is one
+too. `prefix_lattice` gives ``(a, b)`` for those SOps, None for others.
+
+At index ``i``, a pair of such SOps then holds one of ``(K_1, K_2) / (i + 1)``, and a
+SequenceMap of them is a table over those points, gated by the index
+(``fusion_build.FusedReads.lattice_block``): with ``lambda = 1 / (w_2 n + 1)``
+(``w_2 = b_2 - a_2``), the projection ``x_1 + lambda x_2`` orders the points of every
+index lexicographically, ``lambda / (i + 1)`` apart at least, and one gated
+discretisation of it per index computes the table. Each value the analysis lists is
+matched to its point within `numerical_mlp.ROUNDING`; the function must give one output
+per point (two roundings of one fraction are one point).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rasplang.analysis import Analysis
+from rasplang.backend.chambers import numerical_mlp
+from rasplang.backend.views import map_table, pair_table
+from rasplang.nodes import (
+    Aggregate,
+    Encoding,
+    IndicesType,
+    LinearSequenceMap,
+    Map,
+    RASPExpr,
+    Select,
+    SequenceMap,
+    SOp,
+)
+from rasplang.operators import Comparison
+
+
+def _integer(v: object) -> int | None:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
+def prefix_lattice(analysis: Analysis, node: SOp) -> tuple[int, int] | None:
+    """``(a, b)``: at index ``i`` the value of ``node`` is ``K / (i + 1)`` for an integer
+    ``a (i + 1) <= K <= b (i + 1)``, up to float rounding (module docstring); None when
+    the analysis cannot tell."""
+    if analysis.encodings.get(node) is not Encoding.NUMERICAL \
+            or None in analysis.value_sets[node]:
+        return None
+    if isinstance(node, Aggregate):
+        sel = node.selector
+        if not (isinstance(sel, Select) and sel.predicate is Comparison.LEQ
+                and isinstance(sel.keys, IndicesType) and isinstance(sel.queries, IndicesType)):
+            return None
+        ints = [_integer(v) for v in analysis.value_sets[node.sop]]
+        if not ints or None in ints:
+            return None
+        return min(ints), max(ints)
+    if isinstance(node, LinearSequenceMap):
+        alpha, beta = _integer(node.fst_fac), _integer(node.snd_fac)
+        fst, snd = prefix_lattice(analysis, node.fst), prefix_lattice(analysis, node.snd)
+        if alpha is None or beta is None or fst is None or snd is None:
+            return None
+        if node.fst is node.snd:
+            alpha, beta, snd = alpha + beta, 0, (0, 0)
+        ends = [alpha * x + beta * y for x in fst for y in snd]
+        return min(ends), max(ends)
+    return None
+
+
+#: Largest number of (index, point, point) cells a SequenceMap of two prefix fractions
+#: may be tabled over.
+LATTICE_BUDGET = 1 << 14
+
+
+def projection(analysis: Analysis, fst: SOp, snd: SOp) -> float:
+    """``lambda``: ``x_1 + lambda x_2`` orders the points of every index lexicographically."""
+    a, b = prefix_lattice(analysis, snd)
+    return 1.0 / ((b - a) * analysis.max_seq_len + 1)
+
+
+def lattice_pairs(analysis: Analysis, readers: dict[SOp, list[tuple[RASPExpr, str]]]
+                  ) -> list[tuple[SOp, tuple[SOp, ...]]]:
+    """SequenceMaps of two different prefix fractions, each read directly or through a
+    Map that nothing else reads, within `LATTICE_BUDGET` and exact in float32 with the
+    gentlest steps: each with those Maps (computed inside its table)."""
+    n = analysis.max_seq_len
+    out = []
+    for node in analysis.nodes:
+        if not isinstance(node, SequenceMap) or node.fst is node.snd:
+            continue
+        found = []
+        for x in (node.fst, node.snd):
+            through = isinstance(x, Map) and all(r is node for r, _ in readers.get(x, ()))
+            base = x.inner if through else x
+            lattice = prefix_lattice(analysis, base)
+            if lattice is None:
+                break
+            found.append((x if through else None, base, lattice))
+        if len(found) < 2 or found[0][1] is found[1][1]:
+            continue
+        (_, fst, (a1, b1)), (_, snd, (a2, b2)) = found
+        if sum(((b1 - a1) * m + 1) * ((b2 - a2) * m + 1) for m in range(1, n + 1)) \
+                > LATTICE_BUDGET:
+            continue
+        lam = projection(analysis, fst, snd)
+        reach = max(abs(a1), abs(b1)) + lam * max(abs(a2), abs(b2))
+        gap = lam / n
+        if numerical_mlp.float32_step_problem([-reach, gap - reach, reach], [0, 1, 1], 0.0,
+                                              numerical_mlp.GENTLE_SLOPE, gates=1):
+            continue
+        if tables(analysis, node, ((found[0][0], fst), (found[1][0], snd))) is None:
+            continue
+        out.append((node, tuple(m for m, _, _ in found if m is not None)))
+    return out
+
+
+def _same(ys: list[Any]) -> bool:
+    return all(y is None if ys[0] is None else y is not None and y == ys[0] for y in ys)
+
+
+def tables(analysis: Analysis, node: SequenceMap,
+           inputs: tuple[tuple[Map | None, SOp], tuple[Map | None, SOp]]
+           ) -> list[tuple[int, list[float], list[Any]]] | None:
+    """``node``'s table at each index ``i``: the projections ``x_1 + lambda x_2`` of the
+    points that some value of the analysis rounds to, sorted, and the output at each;
+    None where two values of one point give different outputs. ``inputs``: for each of
+    ``node``'s inputs, the Map it is read through (or None) and its prefix fraction."""
+    bases = [base for _, base in inputs]
+    lattices = [prefix_lattice(analysis, b) for b in bases]
+    lam = projection(analysis, *bases)
+    f = pair_table(analysis, node)
+    reads = []
+    for through, base in inputs:
+        values = [v for v in analysis.value_sets[base] if v is not None]
+        table = {v: v for v in values} if through is None else map_table(analysis, through)
+        reads.append((np.asarray(values, dtype=float), [table[v] for v in values]))
+    out = []
+    for i in range(analysis.max_seq_len):
+        w = i + 1
+        points = [[(k, np.flatnonzero(np.abs(vals - k / w) <= numerical_mlp.ROUNDING
+                                      * max(1.0, abs(k / w))), outs)
+                   for k in range(a * w, b * w + 1)]
+                  for (vals, outs), (a, b) in zip(reads, lattices)]
+        cells = []
+        for k1, rows, outs1 in points[0]:
+            for k2, cols, outs2 in points[1]:
+                if not len(rows) or not len(cols):
+                    continue  # no value of the analysis is this point
+                ys = [f(outs1[r], outs2[c]) for r in rows for c in cols]
+                if not _same(ys):
+                    return None
+                cells.append(((k1 + lam * k2) / w, ys[0]))
+        if cells:
+            cells.sort(key=lambda c: c[0])
+            out.append((i, [c[0] for c in cells], [c[1] for c in cells]))
+    return out
