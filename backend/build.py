@@ -91,6 +91,9 @@ class Built:
     problems: list[tuple[str, str]]
     #: Why the model is exact only in float64 ("" when float32 is exact too).
     float64_only: str = ""
+    #: Whether fusion changed anything (``optimize=True`` built something else than one
+    #: block per node).
+    fused: bool = False
 
 
 def _selector_nodes(selector: RASPExpr) -> tuple[RASPExpr, ...]:
@@ -466,4 +469,4 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: f
             f"the output may be off by {out.error:.3g} (attention leakage, amplified by the "
             f"factors after it), more than OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}")))
     return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos.direction,
-                 builder.problems, builder.float64_only)
+                 builder.problems, builder.float64_only, builder.fusion != Fusion())

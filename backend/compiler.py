@@ -113,7 +113,7 @@ def compile(
         chosen = None  # the refused build's weights go with the exception, before the next
     if chosen is None:
         chosen = build(False)  # what one block per node builds, optimize builds
-    elif optimize and chosen[2].n_layers >= _unfused_layers(analysis):
+    elif chosen[0].fused and chosen[2].n_layers >= _unfused_layers(analysis):
         chosen = _fewer_parameters(chosen, lambda: build(False))
     built, plan, _ = chosen
     model = assemble(analysis, built, plan, causal=causal, bos=compiler_bos, pad=compiler_pad)

@@ -217,11 +217,15 @@ def choose(analysis: Analysis) -> Fusion:
         return x in virtual and reader not in built_for.get(x, ())
     bases: dict[SOp, tuple[_Base, ...]] = {}
 
+    owned: dict[SOp, tuple[_Base, ...]] = {}
+
     def own(node: SOp) -> tuple[_Base, ...]:
-        values = analysis.value_sets[node]
-        numerical = analysis.encodings[node] is Encoding.NUMERICAL
-        size = sum(v is not None for v in values)
-        return (_Base(node, size, numerical, None in values),)
+        if node not in owned:
+            values = analysis.value_sets[node]
+            numerical = analysis.encodings[node] is Encoding.NUMERICAL
+            size = sum(v is not None for v in values)
+            owned[node] = (_Base(node, size, numerical, None in values),)
+        return owned[node]
 
     def union(*groups: tuple[_Base, ...]) -> tuple[_Base, ...]:
         return tuple({id(b.node): b for g in groups for b in g}.values())

@@ -22,6 +22,7 @@ per point (two roundings of one fraction are one point).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -128,8 +129,20 @@ def lattice_pairs(analysis: Analysis, readers: dict[SOp, list[tuple[RASPExpr, st
     return out
 
 
-def _same(ys: list[Any]) -> bool:
-    return all(y is None if ys[0] is None else y is not None and y == ys[0] for y in ys)
+def _equal(y: Any, z: Any) -> bool:
+    return y is None if z is None else y is not None and y == z
+
+
+def _distinct(ys: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for y in ys:
+        if not any(_equal(y, z) for z in out):
+            out.append(y)
+    return out
+
+
+#: `tables` of each analysis (asked by the fusion decisions and by the build).
+_TABLES: weakref.WeakKeyDictionary[Analysis, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
 def tables(analysis: Analysis, node: SequenceMap,
@@ -139,29 +152,41 @@ def tables(analysis: Analysis, node: SequenceMap,
     points that some value of the analysis rounds to, sorted, and the output at each;
     None where two values of one point give different outputs. ``inputs``: for each of
     ``node``'s inputs, the Map it is read through (or None) and its prefix fraction."""
+    memo = _TABLES.setdefault(analysis, {})
+    key = (node, *(x for pair in inputs for x in pair))
+    if key not in memo:
+        memo[key] = _tables(analysis, node, inputs)
+    return memo[key]
+
+
+def _tables(analysis: Analysis, node: SequenceMap,
+            inputs: tuple[tuple[Map | None, SOp], tuple[Map | None, SOp]]
+            ) -> list[tuple[int, list[float], list[Any]]] | None:
     bases = [base for _, base in inputs]
     lattices = [prefix_lattice(analysis, b) for b in bases]
     lam = projection(analysis, *bases)
     f = pair_table(analysis, node)
     reads = []
     for through, base in inputs:
-        values = [v for v in analysis.value_sets[base] if v is not None]
+        values = [v for v in analysis.value_sets[base] if v is not None]  # sorted
         table = {v: v for v in values} if through is None else map_table(analysis, through)
         reads.append((np.asarray(values, dtype=float), [table[v] for v in values]))
     out = []
     for i in range(analysis.max_seq_len):
         w = i + 1
-        points = [[(k, np.flatnonzero(np.abs(vals - k / w) <= numerical_mlp.ROUNDING
-                                      * max(1.0, abs(k / w))), outs)
-                   for k in range(a * w, b * w + 1)]
-                  for (vals, outs), (a, b) in zip(reads, lattices)]
+        points = []
+        for (vals, outs), (a, b) in zip(reads, lattices):
+            ks = np.arange(a * w, b * w + 1)
+            tol = numerical_mlp.ROUNDING * np.maximum(1.0, np.abs(ks / w))
+            lo = np.searchsorted(vals, ks / w - tol, side="left")
+            hi = np.searchsorted(vals, ks / w + tol, side="right")
+            points.append([(int(k), _distinct(outs[x:y]))
+                           for k, x, y in zip(ks, lo.tolist(), hi.tolist()) if y > x])
         cells = []
-        for k1, rows, outs1 in points[0]:
-            for k2, cols, outs2 in points[1]:
-                if not len(rows) or not len(cols):
-                    continue  # no value of the analysis is this point
-                ys = [f(outs1[r], outs2[c]) for r in rows for c in cols]
-                if not _same(ys):
+        for k1, ys1 in points[0]:
+            for k2, ys2 in points[1]:
+                ys = [f(y1, y2) for y1 in ys1 for y2 in ys2]
+                if any(not _equal(y, ys[0]) for y in ys):
                     return None
                 cells.append(((k1 + lam * k2) / w, ys[0]))
         if cells:
