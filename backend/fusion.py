@@ -7,7 +7,7 @@ Every value set is finite and known (`rasplang.analysis`), so the composition is
 table, a `View`: the node's value at every combination of its bases' values, read
 from the analysis's tables (no program function is called again).
 
-What may be virtual (`choose_virtual`), and which readers absorb it:
+What may be virtual (`choose`), and which readers absorb it:
 
 - a Map or a (non-linear) SequenceMap of any nodes, a SelectorWidth's count (its
   decoding MLP; the head and its scratch coordinate stay), and a numerical
@@ -20,7 +20,11 @@ What may be virtual (`choose_virtual`), and which readers absorb it:
   query-key table is the predicate composed with the node's function; under a ``|``
   or ``~`` of Selects on different SOps, the `Product` MLP those need reads its bases;
 - read as the value of an Aggregate when it has one categorical base: the head's OV
-  matrix writes the encoding of the node's value directly.
+  matrix writes the encoding of the node's value directly;
+- read as the query of an equality with a position, as a sum of functions of two
+  categorical bases: the head scores the keys by squared distance (``distance.py``);
+- read by a SequenceMap of two running fractions, as a Map of one: the SequenceMap is
+  one table per index over the fractions that index can hold (``lattice.py``).
 
 Cost model. Folding removes the node's residual directions and its MLP, and takes
 an MLP sublayer (a whole layer when it was between two MLPs) off every path through
@@ -29,7 +33,9 @@ entry per combination of its bases' values (times the steps of a numerical base)
 a node stays in the residual stream when any reader's table would pass
 `FUSED_TABLE_BUDGET` entries, or grow more than `FUSED_GROWTH` times over the reader's
 unfused table. Every decision is made before any weight is built, in topological
-order, so each reader's table is checked with its inputs' final bases.
+order, so each reader's table is checked with its inputs' final bases. The squared-
+distance folds are kept where the model is no deeper, the per-index tables only where
+they make it shallower (they trade MLP width for a layer).
 """
 
 from __future__ import annotations

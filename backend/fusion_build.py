@@ -151,7 +151,7 @@ class FusedReads:
         if found is None:  # `fusion.choose` checked the same tables
             raise AssertionError(f"{label}: two roundings of one fraction disagree")
         s1, s2 = self.spaces[b1], self.spaces[b2]
-        lam = lattice.projection(self.a, *raw)
+        lam = lattice.projection(self.a, raw[1])
         error = s1.error + lam * s2.error
         out = self.out_space(node)
         live, xs_all, rounding = [], [], 0.0

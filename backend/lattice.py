@@ -87,8 +87,9 @@ def prefix_lattice(analysis: Analysis, node: SOp) -> tuple[int, int] | None:
 LATTICE_BUDGET = 1 << 14
 
 
-def projection(analysis: Analysis, fst: SOp, snd: SOp) -> float:
-    """``lambda``: ``x_1 + lambda x_2`` orders the points of every index lexicographically."""
+def projection(analysis: Analysis, snd: SOp) -> float:
+    """``lambda``: ``x_1 + lambda x_2`` orders the points of every index lexicographically
+    (``x_2`` the prefix fraction ``snd``)."""
     a, b = prefix_lattice(analysis, snd)
     return 1.0 / ((b - a) * analysis.max_seq_len + 1)
 
@@ -117,7 +118,7 @@ def lattice_pairs(analysis: Analysis, readers: dict[SOp, list[tuple[RASPExpr, st
         if sum(((b1 - a1) * m + 1) * ((b2 - a2) * m + 1) for m in range(1, n + 1)) \
                 > LATTICE_BUDGET:
             continue
-        lam = projection(analysis, fst, snd)
+        lam = projection(analysis, snd)
         reach = max(abs(a1), abs(b1)) + lam * max(abs(a2), abs(b2))
         gap = lam / n
         if numerical_mlp.float32_step_problem([-reach, gap - reach, reach], [0, 1, 1], 0.0,
@@ -164,7 +165,7 @@ def _tables(analysis: Analysis, node: SequenceMap,
             ) -> list[tuple[int, list[float], list[Any]]] | None:
     bases = [base for _, base in inputs]
     lattices = [prefix_lattice(analysis, b) for b in bases]
-    lam = projection(analysis, *bases)
+    lam = projection(analysis, bases[1])
     f = pair_table(analysis, node)
     reads = []
     for through, base in inputs:
