@@ -1,8 +1,10 @@
 """Equality with a computed position, scored by squared distance (``optimize=True``).
 
 A `Select(indices, q, ==)` whose query ``q`` is computed from two categorical SOps ``a``
-and ``b`` by Maps and SequenceMaps, such as ``length - indices - 1`` in `reverse`,
-would need an MLP for ``q`` (a table over every pair ``(a, b)``) before its head. When
+and ``b`` by Maps and SequenceMaps (LinearSequenceMaps included, categorical or
+numerical), such as ``length - indices - 1`` in `reverse`, would need an MLP for ``q``
+(a table over every pair ``(a, b)``, and a numerical ``q`` a one-hot conversion after
+it) before its head. When
 ``q`` is a sum ``u(a) + v(b)`` on every pair that can occur, the head computes the
 selection itself from the one-hots of ``a`` and ``b``: with key index ``k``,
 
@@ -109,24 +111,23 @@ def _selector_users(analysis: Analysis) -> dict[RASPExpr, list[RASPExpr]]:
     return out
 
 
-def _is_table(analysis: Analysis, node: SOp) -> bool:
-    """Whether ``node`` is a Map or a SequenceMap built as a table of its inputs."""
-    if isinstance(node, LinearSequenceMap):
-        return analysis.encodings[node] is Encoding.CATEGORICAL
-    return isinstance(node, (Map, SequenceMap))
+def _is_table(node: SOp) -> bool:
+    """Whether ``node`` is a Map or a SequenceMap (linear or not, categorical or
+    numerical): a function of its inputs' values that the head can compose."""
+    return isinstance(node, (Map, SequenceMap, LinearSequenceMap))
 
 
 def _chain(analysis: Analysis, select: Select,
            readers: dict[SOp, list[tuple[RASPExpr, str]]]) -> list[SOp] | None:
     """The query's Maps and SequenceMaps read by nothing else, in topological order."""
     top = select.queries
-    if not _is_table(analysis, top) or top is analysis.program \
+    if not _is_table(top) or top is analysis.program \
             or any(r is not select for r, _ in readers[top]):
         return None
     chain = {top}
     for node in reversed(analysis.nodes):  # readers before their inputs
         if node is top or node is analysis.program or not isinstance(node, SOp) \
-                or not _is_table(analysis, node):
+                or not _is_table(node):
             continue
         users = readers.get(node, [])
         if users and all(r in chain for r, _ in users):

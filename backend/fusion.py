@@ -142,8 +142,10 @@ class Fusion:
     direct: frozenset[SOp] = frozenset()
     #: Virtual nodes that are also built, and the readers that read them built.
     built_for: dict[SOp, frozenset[SOp]] = attrs.field(factory=dict)
-    #: Selects scored by squared distance, their queries folded (``distance.py``).
+    #: Selects scored by squared distance, and the query nodes folded into their heads
+    #: (``distance.py``).
     distance: frozenset[Select] = frozenset()
+    distance_chain: frozenset[SOp] = frozenset()
     #: SequenceMaps of two prefix fractions, one table per index (``lattice.py``).
     lattice: frozenset[SOp] = frozenset()
 
@@ -275,7 +277,7 @@ def choose(analysis: Analysis) -> Fusion:
     def fusion() -> Fusion:
         return Fusion(frozenset(virtual), frozenset(direct),
                       {x: frozenset(r) for x, r in built_for.items() if r},
-                      frozenset(distance), frozenset(lattice))
+                      frozenset(distance), frozenset(distance_chain), frozenset(lattice))
 
     direct: set[SOp] = set()
     distance: set[Select] = set()

@@ -50,7 +50,7 @@ class FusedReads:
 
     def define_virtual(self, node: SOp) -> None:
         """Record a virtual Map's or SequenceMap's view (it gets no block)."""
-        if is_affine_read(self.a, node):
+        if is_affine_read(self.a, node) and node not in self.fusion.distance_chain:
             base = Linear(node)
             values = tuple(v for v in self.a.value_sets[node] if v is not None)
             fst, snd = self.spaces[node.fst], self.spaces[node.snd]

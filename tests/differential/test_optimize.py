@@ -131,6 +131,24 @@ def test_reverse_query_scored_by_distance():
     assert model.config.n_layers == 2 and model.config.d_head <= 4
 
 
+def test_numerical_query_in_the_head():
+    """A numerical query, ``length - indices`` as a numerical LinearSequenceMap minus 1,
+    compared with the positions in the head itself (``2 k q - k^2``): no conversion to
+    one-hot, two layers where one block per node takes five, exact on every input."""
+    length = lib.make_length()
+    q = rl.numerical(rl.Map(lambda x: x - 1, rl.numerical(
+        rl.LinearSequenceMap(length, rl.indices, 1, -1)))).named("q")
+    program = rl.Aggregate(rl.Select(rl.indices, q, rl.Comparison.EQ), rl.tokens)
+    model = _compile(program, "abc", 8)
+    plain = _compile(program, "abc", 8, optimize=False)
+    assert model.config.n_layers == 2 < plain.config.n_layers
+    assert not any(":categorical" in x or x.startswith("q") for x in model.residual_labels)
+    assert any(x.startswith("q:categorical") for x in plain.residual_labels)
+    for dtype in (np.float64, np.float32):
+        report = rl.verify(program, "abc", 8, model=model, dtype=dtype, progress=False)
+        assert report.ok and report.exhaustive, report
+
+
 def _shifted(offset):
     """``tokens`` read ``offset`` positions from the end: ``length - indices - offset``,
     which selects nothing where it is negative (and is then not folded)."""
@@ -282,8 +300,8 @@ _POSITION_FUNCTIONS = {
 @given(kind=st.sampled_from(sorted(_POSITION_FUNCTIONS)), a=st.integers(-2, 2),
        b=st.integers(-2, 2), c=st.integers(-3, 3), causal=st.booleans(),
        first=st.sampled_from(["count", "tokens", "indices"]),
-       via_map=st.booleans())
-def test_computed_positions(kind, a, b, c, causal, first, via_map):
+       via_map=st.booleans(), numerical=st.booleans())
+def test_computed_positions(kind, a, b, c, causal, first, via_map, numerical):
     """``Aggregate(Select(indices, f(x, indices), ==), tokens)`` for random position
     arithmetic ``f``: whether its query is scored by squared distance in the head or
     computed by an MLP, the model is exact on every input up to length 5, in float64
@@ -294,6 +312,8 @@ def test_computed_positions(kind, a, b, c, causal, first, via_map):
     query = rl.SequenceMap(f, x, rl.indices)
     if via_map:
         query = rl.Map(lambda q: q - 1, rl.Map(lambda q: q + 1, query))
+    if numerical:  # a numerical query compared with categorical keys
+        query = rl.numerical(rl.Map(lambda q: q, query))
     program = rl.Aggregate(rl.Select(rl.indices, query, rl.Comparison.EQ), rl.tokens)
     vocab = ["ab", "c", "d"]
     model = _compile(program, vocab, 5, causal=causal)
