@@ -252,7 +252,8 @@ def choose(analysis: Analysis) -> Fusion:
         return 2 if size <= FUSED_GROWTH * max(1, unfused) else 1
 
     def reader_ok(node: SOp, mine: tuple[_Base, ...], reader: RASPExpr, role: str) -> int:
-        if reader in distance or reader in distance_chain or reader in lattice:
+        if reader in distance or reader in distance_chain or reader in lattice \
+                or reader in lattice_maps:
             return 2  # the head reads the leaves (``distance.py``), or ``lattice.py``
         if role == "select":
             if len(mine) == 1 and not mine[0].numerical:
@@ -283,6 +284,7 @@ def choose(analysis: Analysis) -> Fusion:
     distance: set[Select] = set()
     distance_chain: set[SOp] = set()
     lattice: set[SOp] = set()
+    lattice_maps: set[SOp] = set()  # the Maps folded into them
 
     scratch = {node: Scratch(node) for node in analysis.nodes
                if isinstance(node, (SelectorWidth, LengthType))}
@@ -400,21 +402,30 @@ def choose(analysis: Analysis) -> Fusion:
         built_for.update({x: set(r) for x, r in state[2].items()})
         rebase()
 
-    for node, maps in lattice_pairs(analysis, readers):
+    for node, maps, fractions in lattice_pairs(analysis, readers):
         state = depth(analysis, fusion()), set(virtual), {x: set(r) for x, r in built_for.items()}
         virtual.discard(node)
         virtual.update(maps)
         for x in (node, *maps):
             built_for.pop(x, None)
         lattice.add(node)
+        lattice_maps.update(maps)
         if rebase():
+            for x in fractions:  # a LinearSequenceMap read as its combination, if it can be
+                if x in linear and x not in virtual:
+                    virtual.add(x)
+                    if not rebase():
+                        virtual.discard(x)
+                        rebase()
             greedy()  # what reads the table may now be computed inside its readers
             if rebase() and depth(analysis, fusion()) <= state[0]:
                 continue
         lattice.discard(node)
+        lattice_maps.difference_update(maps)
         restore(state)
     if lattice and depth(analysis, fusion()) >= start[0]:
         lattice.clear()
+        lattice_maps.clear()
         restore(start)
     for node in analysis.nodes:  # a table on a numerical input, read directly
         if isinstance(node, (SequenceMap, LinearSequenceMap)) and node not in virtual \

@@ -95,10 +95,11 @@ def projection(analysis: Analysis, snd: SOp) -> float:
 
 
 def lattice_pairs(analysis: Analysis, readers: dict[SOp, list[tuple[RASPExpr, str]]]
-                  ) -> list[tuple[SOp, tuple[SOp, ...]]]:
+                  ) -> list[tuple[SOp, tuple[SOp, ...], tuple[SOp, SOp]]]:
     """SequenceMaps of two different prefix fractions, each read directly or through a
     Map that nothing else reads, within `LATTICE_BUDGET` and exact in float32 with the
-    gentlest steps: each with those Maps (computed inside its table)."""
+    gentlest steps: each with those Maps (computed inside its table) and the two
+    fractions."""
     n = analysis.max_seq_len
     out = []
     for node in analysis.nodes:
@@ -126,7 +127,7 @@ def lattice_pairs(analysis: Analysis, readers: dict[SOp, list[tuple[RASPExpr, st
             continue
         if tables(analysis, node, ((found[0][0], fst), (found[1][0], snd))) is None:
             continue
-        out.append((node, tuple(m for m, _, _ in found if m is not None)))
+        out.append((node, tuple(m for m, _, _ in found if m is not None), (fst, snd)))
     return out
 
 
