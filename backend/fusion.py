@@ -41,6 +41,7 @@ they make it shallower (they trade MLP width for a layer).
 from __future__ import annotations
 
 import math
+import weakref
 from collections import defaultdict
 
 import attrs
@@ -214,8 +215,18 @@ def depth(analysis: Analysis, fusion: Fusion) -> int:
     return built.get(analysis.program, -1)
 
 
+#: `choose`'s decisions for each analysis (the size estimate and the build both ask).
+_CHOSEN: weakref.WeakKeyDictionary[Analysis, Fusion] = weakref.WeakKeyDictionary()
+
+
 def choose(analysis: Analysis) -> Fusion:
     """The nodes to compute inside their readers (see the module docstring)."""
+    if analysis not in _CHOSEN:
+        _CHOSEN[analysis] = _choose(analysis)
+    return _CHOSEN[analysis]
+
+
+def _choose(analysis: Analysis) -> Fusion:
     readers = _readers(analysis)
     in_product = _under_or_not(analysis)
     virtual: set[SOp] = set()
@@ -302,8 +313,7 @@ def choose(analysis: Analysis) -> Fusion:
             return union(*(bases[x] if inline(x, node) else own(x)
                            for x in (node.fst, node.snd)))
         if node in linear:
-            size = sum(v is not None for v in analysis.value_sets[node])
-            return (_Base(linear[node], size, True, False),)
+            return (attrs.evolve(own(node)[0], node=linear[node], nullable=False),)
         return None
 
     def verdict_of(node: SOp, mine: tuple[_Base, ...]) -> int:

@@ -135,14 +135,6 @@ def _equal(y: Any, z: Any) -> bool:
     return y is None if z is None else y is not None and y == z
 
 
-def _distinct(ys: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for y in ys:
-        if not any(_equal(y, z) for z in out):
-            out.append(y)
-    return out
-
-
 #: `tables` of each analysis (asked by the fusion decisions and by the build).
 _TABLES: weakref.WeakKeyDictionary[Analysis, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
@@ -168,29 +160,41 @@ def _tables(analysis: Analysis, node: SequenceMap,
     lattices = [prefix_lattice(analysis, b) for b in bases]
     lam = projection(analysis, bases[1])
     f = pair_table(analysis, node)
-    reads = []
+    reads = []  # per input: its values (sorted), and the code of the output each gives
+    distinct: list[list[Any]] = []  # per input: its distinct outputs, by code
     for through, base in inputs:
         values = [v for v in analysis.value_sets[base] if v is not None]  # sorted
         table = {v: v for v in values} if through is None else map_table(analysis, through)
-        reads.append((np.asarray(values, dtype=float), [table[v] for v in values]))
+        code_of: dict[Any, int] = {}  # outputs are hashable, and equal ones hash alike
+        codes = [code_of.setdefault(table[v], len(code_of)) for v in values]
+        reads.append((np.asarray(values, dtype=float), codes))
+        distinct.append(list(code_of))
+    results: dict[tuple[int, int], Any] = {}  # f on each pair of codes
+
+    def result(c1: int, c2: int) -> Any:
+        if (c1, c2) not in results:
+            results[c1, c2] = f(distinct[0][c1], distinct[1][c2])
+        return results[c1, c2]
+
     out = []
     for i in range(analysis.max_seq_len):
         w = i + 1
         points = []
-        for (vals, outs), (a, b) in zip(reads, lattices):
+        for (vals, codes), (a, b) in zip(reads, lattices):
             ks = np.arange(a * w, b * w + 1)
             tol = numerical_mlp.ROUNDING * np.maximum(1.0, np.abs(ks / w))
             lo = np.searchsorted(vals, ks / w - tol, side="left")
             hi = np.searchsorted(vals, ks / w + tol, side="right")
-            points.append([(int(k), _distinct(outs[x:y]))
+            points.append([(int(k), sorted(set(codes[x:y])))
                            for k, x, y in zip(ks, lo.tolist(), hi.tolist()) if y > x])
         cells = []
-        for k1, ys1 in points[0]:
-            for k2, ys2 in points[1]:
-                ys = [f(y1, y2) for y1 in ys1 for y2 in ys2]
-                if any(not _equal(y, ys[0]) for y in ys):
+        for k1, cs1 in points[0]:
+            for k2, cs2 in points[1]:
+                y = result(cs1[0], cs2[0])
+                if (len(cs1) > 1 or len(cs2) > 1) and any(
+                        not _equal(result(c1, c2), y) for c1 in cs1 for c2 in cs2):
                     return None
-                cells.append(((k1 + lam * k2) / w, ys[0]))
+                cells.append(((k1 + lam * k2) / w, y))
         if cells:
             cells.sort(key=lambda c: c[0])
             out.append((i, [c[0] for c in cells], [c[1] for c in cells]))
