@@ -383,37 +383,36 @@ def _choose(analysis: Analysis) -> Fusion:
             built_for.clear()
             built_for.update(saved_for)
             rebase()
-    for fold in folds(analysis, readers):  # a Select scored by squared distance
-        before, saved = depth(analysis, fusion()), set(virtual)
-        saved_for = {x: set(r) for x, r in built_for.items()}
-        virtual.difference_update(fold.leaves)
-        virtual.update(fold.chain)
-        for x in (*fold.leaves, *fold.chain):
-            built_for.pop(x, None)
-        distance.add(fold.select)
-        distance_chain.update(fold.chain)
-        if rebase() and depth(analysis, fusion()) <= before:
-            continue
-        distance.discard(fold.select)
-        distance_chain.difference_update(fold.chain)
-        virtual.clear()
-        virtual.update(saved)
-        built_for.clear()
-        built_for.update(saved_for)
-        rebase()
-    # SequenceMaps of two prefix fractions, one table per index (``lattice.py``): taken
-    # together, and kept only if they make the model shallower
-    start = depth(analysis, fusion()), set(virtual), {x: set(r) for x, r in built_for.items()}
+    State = tuple[int, set[SOp], dict[SOp, set[RASPExpr]]]
 
-    def restore(state: tuple[int, set[SOp], dict[SOp, set[RASPExpr]]]) -> None:
+    def snapshot() -> State:
+        return depth(analysis, fusion()), set(virtual), {x: set(r) for x, r in built_for.items()}
+
+    def restore(state: State) -> None:
         virtual.clear()
         virtual.update(state[1])
         built_for.clear()
         built_for.update({x: set(r) for x, r in state[2].items()})
         rebase()
 
+    for fold in folds(analysis, readers):  # a Select scored by squared distance
+        state = snapshot()
+        virtual.difference_update(fold.leaves)
+        virtual.update(fold.chain)
+        for x in (*fold.leaves, *fold.chain):
+            built_for.pop(x, None)
+        distance.add(fold.select)
+        distance_chain.update(fold.chain)
+        if rebase() and depth(analysis, fusion()) <= state[0]:
+            continue
+        distance.discard(fold.select)
+        distance_chain.difference_update(fold.chain)
+        restore(state)
+    # SequenceMaps of two prefix fractions, one table per index (``lattice.py``): taken
+    # together, and kept only if they make the model shallower
+    start = snapshot()
     for node, maps, fractions in lattice_pairs(analysis, readers):
-        state = depth(analysis, fusion()), set(virtual), {x: set(r) for x, r in built_for.items()}
+        state = snapshot()
         virtual.discard(node)
         virtual.update(maps)
         for x in (node, *maps):
