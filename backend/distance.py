@@ -42,7 +42,6 @@ cost model (``fusion.py``) keeps the fold when the model is no deeper.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Any
 
 import attrs
 import numpy as np
@@ -53,6 +52,7 @@ from rasplang.backend.views import (
     View,
     counts_every_key,
     identity,
+    integer,
     map_table,
     mark_impossible,
     pair,
@@ -148,12 +148,6 @@ def query_view(analysis: Analysis, chain: list[SOp], leaves: tuple[SOp, ...]) ->
     return views[chain[-1]]
 
 
-def _integer(q: Any) -> int | None:
-    if isinstance(q, bool) or not isinstance(q, (int, float)):
-        return None
-    return int(q) if float(q).is_integer() else None
-
-
 def split(view: View) -> Split | None:
     """``view`` (two bases) as ``u + v`` on its possible cells, each an integer
     ``0 <= q <= U`` (see the module docstring); None where that does not hold."""
@@ -174,7 +168,7 @@ def split(view: View) -> Split | None:
     for (i, j), q in np.ndenumerate(grid):
         if q is fused_mlp.IMPOSSIBLE:
             continue
-        q = _integer(q)
+        q = integer(q)
         if q is None or not 0 <= q <= top[i, j]:
             return None
         cells[i, j] = q

@@ -29,7 +29,7 @@ import numpy as np
 
 from rasplang.analysis import Analysis
 from rasplang.backend.chambers import numerical_mlp
-from rasplang.backend.views import map_table, pair_table
+from rasplang.backend.views import integer, map_table, pair_table
 from rasplang.nodes import (
     Aggregate,
     Encoding,
@@ -44,16 +44,6 @@ from rasplang.nodes import (
 from rasplang.operators import Comparison
 
 
-def _integer(v: object) -> int | None:
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return None
-
-
 def prefix_lattice(analysis: Analysis, node: SOp) -> tuple[int, int] | None:
     """``(a, b)``: at index ``i`` the value of ``node`` is ``K / (i + 1)`` for an integer
     ``a (i + 1) <= K <= b (i + 1)``, up to float rounding (module docstring); None when
@@ -66,12 +56,12 @@ def prefix_lattice(analysis: Analysis, node: SOp) -> tuple[int, int] | None:
         if not (isinstance(sel, Select) and sel.predicate is Comparison.LEQ
                 and isinstance(sel.keys, IndicesType) and isinstance(sel.queries, IndicesType)):
             return None
-        ints = [_integer(v) for v in analysis.value_sets[node.sop]]
+        ints = [integer(v) for v in analysis.value_sets[node.sop]]
         if not ints or None in ints:
             return None
         return min(ints), max(ints)
     if isinstance(node, LinearSequenceMap):
-        alpha, beta = _integer(node.fst_fac), _integer(node.snd_fac)
+        alpha, beta = integer(node.fst_fac), integer(node.snd_fac)
         fst, snd = prefix_lattice(analysis, node.fst), prefix_lattice(analysis, node.snd)
         if alpha is None or beta is None or fst is None or snd is None:
             return None

@@ -101,6 +101,13 @@ def pair_table(analysis: Analysis, node: SequenceMap | LinearSequenceMap) -> Any
     return lambda a, b: _value(grid[rows[a], cols[b]])
 
 
+def integer(v: Any) -> int | None:
+    """``v`` as an int when it is an integral number (bools included), else None."""
+    if isinstance(v, (bool, int)):
+        return int(v)
+    return int(v) if isinstance(v, float) and v.is_integer() else None
+
+
 def counts_every_key(sop: SOp) -> bool:
     """Whether ``sop`` is the length (a count of every key): at least ``i + 1`` at the
     position of index ``i``, causal or not."""
