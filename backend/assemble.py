@@ -25,6 +25,7 @@ from rasplang.backend.encoders import InputEncoder, OutputEncoder
 from rasplang.backend.model import CircuitStep, CompiledModel, ModelConfig, Sublayer
 from rasplang.backend.schedule import Schedule
 from rasplang.backend.spaces import ONE
+from rasplang.fingerprint import fingerprint
 from rasplang.nodes import Encoding, SOp, TokensType
 
 
@@ -136,7 +137,7 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
         n_ctx=analysis.max_seq_len + 1, d_vocab=len(vocab) + 2, d_vocab_out=w_u.shape[1],
         causal=causal, vocab=vocab, bos=bos, pad=pad, max_seq_len=analysis.max_seq_len,
         output_encoding=Encoding.NUMERICAL if out_space.numerical else Encoding.CATEGORICAL,
-        float64_only=built.float64_only)
+        float64_only=built.float64_only, program_sha256=fingerprint(analysis))
     return CompiledModel(config, w, [_label(x) for x in res.basis], enc_in, enc_out,
                          {k: tuple(v) for k, v in circuit.items()}, analysis.program)
 

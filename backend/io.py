@@ -32,6 +32,7 @@ no longer exists, e.g. after a ``kill -9``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -66,7 +67,8 @@ def save(model: CompiledModel, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` (one safetensors file) atomically; returns the path.
 
     The file gets the mode ``open`` would give it (``0o666`` less the umask). Temporary
-    files that an earlier, killed save to the same path left behind are removed first.
+    files that earlier, killed saves into the same folder left behind are removed first.
+    A missing folder raises FileNotFoundError naming ``path``.
     """
     from safetensors.numpy import save as to_bytes
 
@@ -84,6 +86,9 @@ def save(model: CompiledModel, path: str | os.PathLike) -> Path:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to a fresh temporary file next to ``path``, then rename it there."""
+    if not path.parent.is_dir():  # name the target, not the temporary file
+        raise FileNotFoundError(errno.ENOENT, f"cannot save {path}: no folder "
+                                f"{path.parent}", str(path))
     _remove_stale_temporaries(path)
     flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
              | getattr(os, "O_CLOEXEC", 0))
@@ -114,15 +119,15 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``path``'s temporaries left by a writer on this host that no longer runs.
+    """Delete the temporaries that writers on this host which no longer run (a killed
+    save) left in ``path``'s folder, whatever file they were saving.
 
     Only POSIX can ask whether a process exists (``os.kill(pid, 0)``); elsewhere, and
     for other hosts' temporaries (a shared folder), nothing is removed.
     """
     if os.name != "posix":
         return
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)"
-                         r"\.[0-9a-f]+\.tmp")
+    pattern = re.compile(r"\..+\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
     try:
         names = os.listdir(path.parent)
     except OSError:

@@ -56,6 +56,15 @@ class ModelConfig:
     normalization_type: str | None = None
     norm_position: str = "pre"
     eps: float = 1e-5
+    #: The SHA-256 of the program the model was compiled from, over its graph and its
+    #: functions' tables on the domain (`rasplang.fingerprint`); "" when unknown.
+    #: `rasplang.verify` refuses a model compiled from another program.
+    program_sha256: str = ""
+    #: How the residual basis was changed after compiling (`rasplang.compress`): "" for
+    #: the compiler's named basis, else each change in order, e.g. ``"rotate(seed=3)"``
+    #: or ``"compress(d_model=11, d=6, seed=0, ...)"``; ``residual_labels`` then name
+    #: dimensions (``rotated:0``), not features.
+    basis: str = ""
 
     @property
     def attn_scale(self) -> float:

@@ -159,6 +159,9 @@ def load_program(spec: str, max_seq_len: int | None = None) -> tuple[rasplang.SO
     entry = library_entry(spec)
     if entry is not None:
         return entry.build(max_seq_len), entry
+    if ":" not in spec and spec.endswith(".py"):
+        raise UsageError(f"{spec} is a file: name the program in it as {spec}:NAME, a "
+                         "variable holding an SOp or a function returning one")
     if ":" not in spec:
         hint = _did_you_mean(spec.removeprefix("make_"), list(PROGRAMS))
         raise UsageError(f"unknown program {spec!r}" + (hint or (
@@ -240,12 +243,13 @@ def _domain(args: argparse.Namespace, entry: Any, spec: str,
     """
     if model is not None:
         return _model_domain(args, model)
-    vocab = parse_vocab(args.vocab) if args.vocab else (entry.vocab if entry else None)
+    given = args.vocab is not None
+    vocab = parse_vocab(args.vocab) if given else (entry.vocab if entry else None)
     max_seq_len = args.max_seq_len if args.max_seq_len is not None else (
         entry.max_seq_len if entry else None)
     if vocab is None or max_seq_len is None:
         raise UsageError(f"{spec} is not a library program: give --vocab and --max-seq-len")
-    if args.vocab:
+    if given:
         check_compilable_vocab(vocab, "--vocab")
     if max_seq_len < 1:
         raise UsageError(f"--max-seq-len must be at least 1, got {max_seq_len}")
@@ -256,7 +260,7 @@ def _model_domain(args: argparse.Namespace, model: Any) -> tuple[tuple[Any, ...]
     """The model file's vocabulary and length; a different ``--vocab``/``--max-seq-len`` is
     refused, naming both."""
     cfg = model.config
-    if args.vocab and set(parse_vocab(args.vocab)) != set(cfg.vocab):
+    if args.vocab is not None and set(parse_vocab(args.vocab)) != set(cfg.vocab):
         raise UsageError(f"--vocab {args.vocab} differs from the vocabulary of {args.model}, "
                          f"{','.join(map(str, cfg.vocab))}; omit --vocab to use the file's")
     if args.max_seq_len is not None and args.max_seq_len != cfg.max_seq_len:
@@ -301,7 +305,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         program, _ = load_program(args.program, model.config.max_seq_len)
         return _print_both(model, xs, rasplang.evaluate(program, xs, causal=model.config.causal))
     entry = library_entry(args.target)
-    vocab = parse_vocab(args.vocab) if args.vocab else (entry.vocab if entry else None)
+    vocab = parse_vocab(args.vocab) if args.vocab is not None else (
+        entry.vocab if entry else None)
     xs = parse_input(args.input, vocab)
     # Long enough for the input, and for the library's domain when compared.
     max_seq_len = max(len(xs), entry.max_seq_len if entry else 1)
@@ -367,6 +372,13 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     hf = args.format == "hf"
     if hf and not args.out:
         raise UsageError("--format hf writes a directory: give it with --out DIR")
+    if args.out and not hf:
+        raise UsageError(f"--out {args.out} is the directory --format hf writes: add --format "
+                         "hf, or give -o FILE.safetensors for a model file")
+    if args.out and pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is an existing file, not a directory")
+    if args.output and pathlib.Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} is a directory: give a .safetensors file name")
     model, seconds = _compile(program, vocab, max_seq_len, args.causal, "compile",
                               norm=args.norm or ("layernorm" if hf else None),
                               activation=args.activation)
@@ -414,14 +426,14 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add_domain(p: argparse.ArgumentParser, model_file: bool = False) -> None:
+def _add_domain(p: argparse.ArgumentParser, model_file: bool = False,
+                causal_help: str = "compile with causal attention") -> None:
     default = "the model file's, else the library's" if model_file else "the library's"
     p.add_argument("--vocab", help=f"comma-separated vocabulary (default: {default})")
     p.add_argument("--max-seq-len", type=_positive_int,
                    help=f"longest input (default: {default})")
     p.add_argument("--causal", action="store_true",
-                   help="compile with causal attention" + (
-                       " (default: as the model file was)" if model_file else ""))
+                   help=causal_help + (" (default: as the model file was)" if model_file else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,13 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a program into a model file")
     p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
     _add_domain(p)
-    p.add_argument("-o", "--output", help="write the model to this .safetensors file")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the model to this .safetensors file")
     p.add_argument("--format", choices=("rasplang", "hf"), default="rasplang",
                    help="hf: also write a Hugging Face model directory (--out DIR)")
     p.add_argument("--out", metavar="DIR", help="the directory --format hf writes")
     p.add_argument("--norm", choices=("layernorm", "rmsnorm"),
                    help="exact normalisation layers (default: none; layernorm for hf)")
-    p.add_argument("--activation", choices=("relu", "gelu"), default="relu")
+    p.add_argument("--activation", choices=("relu", "gelu"), default="relu",
+                   help="the MLPs' activation: relu (default), or gelu with every unit scaled "
+                        "so that GELU computes what ReLU does, exactly")
     p.set_defaults(fn=_cmd_compile)
 
     from rasplang.cli_scale import add_dataset_parser, add_verify_parser

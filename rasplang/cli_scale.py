@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import pathlib
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -57,7 +58,7 @@ def cluster(args: argparse.Namespace) -> Iterator[Any]:
     if args.scheduler:
         try:
             client = Client(args.scheduler, timeout=SCHEDULER_TIMEOUT)
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, or a bad address
             raise UsageError(f"cannot reach the Dask scheduler at {args.scheduler}: "
                              f"{exc}") from exc
         with client:
@@ -72,7 +73,7 @@ def cluster(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from rasplang.verification import TooManyInputsError, check_input_count
+    from rasplang.verification import TooManyInputsError, VerifyInterrupted, check_input_count
 
     model = load_model(args.model) if args.model else None
     program, vocab, max_seq_len = _program_and_domain(args, args.spec, model)
@@ -95,8 +96,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     with cluster(args) as client:
         try:
             report = rasplang.verify(program, vocab, max_seq_len, model=model, causal=causal,
-                                     exhaustive=exhaustive, samples=samples, seed=args.seed,
-                                     max_inputs=max_inputs, client=client)
+                                     exhaustive=exhaustive, samples=args.samples,
+                                     seed=args.seed, max_inputs=max_inputs, client=client)
+        except VerifyInterrupted as stop:  # Ctrl-C: report what was checked, exit 130
+            report = stop.report
         except ValueError as exc:  # the model file does not fit the request
             raise UsageError(str(exc)) from exc
     if seconds is not None:
@@ -105,7 +108,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(report.summary())
     if report.interrupted:
         return 130
-    if not report.ok:
+    if not report.agrees:  # not `ok`: a program that raises everywhere is status 3
         return 1
     return 3 if report.skipped else 0
 
@@ -171,6 +174,9 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError("rasplang dataset needs pyarrow: pip install "
                          "'rasplang[datasets]'") from exc
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {args.out} is an existing file: the dataset is a folder")
     with cluster(args) as client:
         try:
             report = rasplang.dataset(program, vocab, max_seq_len, n=args.samples,
@@ -181,6 +187,9 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
             if isinstance(exc, rasplang.EvaluationError):
                 raise
             raise UsageError(exc.args[0] if exc.args else str(exc)) from exc
+        except OSError as exc:  # a folder that cannot be created or written
+            raise UsageError(f"cannot write the dataset to {args.out}: "
+                             f"{exc.strerror or exc}") from exc
     print(report.summary())
     return 0
 
@@ -191,7 +200,7 @@ def add_dataset_parser(sub: Any) -> None:
                        description="Write every input (or random ones) with the program's "
                                    "output, and traced nodes, as Parquet shards.")
     p.add_argument("spec", help="library name, module:attr or path/to/file.py:attr")
-    _add_domain(p)
+    _add_domain(p, causal_help="mask every selector causally (keys at or before the query)")
     p.add_argument("-o", "--out", required=True, metavar="DIR",
                    help="the dataset's folder (created; a run with the same arguments resumes)")
     p.add_argument("--samples", type=_non_negative_int, metavar="N",

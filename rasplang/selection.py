@@ -15,7 +15,9 @@ that such programs (tracr's sort) compile without a warning.
   different ``y`` (read from the analysis's lookup array, no function is called);
 - ``SelectorWidth(Select(k, k, <, >, <= or >=))`` of a distinct ``k`` whose values are
   all numbers or all strings: each position counts the keys below (or above) its own,
-  a rank. Not in a causal model, where each position ranks only the keys before it.
+  a rank; so does the SelectorWidth of a lexicographic order ``(k < q) | ((k == q) & T)``
+  of any such ``k`` and such a total order ``T`` (the RASP paper's stable sort). Not in a
+  causal model, where each position ranks only the keys before it.
 
 A Select selects at most one key per query when its keys are distinct and its
 predicate is true for at most one key value per query value (``==`` always is; any
@@ -38,6 +40,7 @@ from rasplang.nodes import (
     Select,
     Selector,
     SelectorAnd,
+    SelectorOr,
     SelectorWidth,
     SequenceMap,
     SOp,
@@ -130,10 +133,34 @@ def _disjoint(lut: np.ndarray) -> bool:
 
 
 def _ranks(analysis, node: SelectorWidth, distinct: set[SOp]) -> bool:
-    sel = node.selector
-    if not (isinstance(sel, Select) and sel.keys is sel.queries and sel.keys in distinct
-            and sel.predicate in _RANKS):
+    return _total_order(analysis, node.selector, distinct)
+
+
+def _total_order(analysis, sel: Selector, distinct: set[SOp]) -> bool:
+    """Whether ``sel`` orders the positions of every input totally (so each position's
+    selector width, the number of positions before it, is its own): a rank comparison
+    of a distinct SOp, or the lexicographic ``(k < q) | ((k == q) & T)`` of an SOp ``k``
+    and a total order ``T`` (the RASP paper's stable sort)."""
+    if isinstance(sel, Select):
+        return (sel.keys is sel.queries and sel.keys in distinct
+                and sel.predicate in _RANKS and _comparable(analysis, sel.keys))
+    if not isinstance(sel, SelectorOr):
         return False
-    values = [v for v in analysis.tables[sel.keys].values if v is not None]
-    return (all(isinstance(v, numbers.Real) and v == v for v in values)  # no NaN
+    for strict, tie in ((sel.fst, sel.snd), (sel.snd, sel.fst)):
+        if not (isinstance(strict, Select) and strict.keys is strict.queries
+                and strict.predicate in (Comparison.LT, Comparison.GT)
+                and _comparable(analysis, strict.keys) and isinstance(tie, SelectorAnd)):
+            continue
+        for equal, then in ((tie.fst, tie.snd), (tie.snd, tie.fst)):
+            if (isinstance(equal, Select) and equal.keys is strict.keys
+                    and equal.queries is strict.keys and equal.predicate is Comparison.EQ
+                    and _total_order(analysis, then, distinct)):
+                return True
+    return False
+
+
+def _comparable(analysis, node: SOp) -> bool:
+    """The node's values are all numbers (no NaN) or all strings, so ``<`` orders them."""
+    values = [v for v in analysis.tables[node].values if v is not None]
+    return (all(isinstance(v, numbers.Real) and v == v for v in values)
             or all(isinstance(v, str) for v in values))

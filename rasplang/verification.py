@@ -19,8 +19,8 @@ whose value, decoded from the residual stream right after the sublayer that writ
 it, differs from `rasplang.evaluate_all`'s: that node's layer is where the model and
 the program part.
 
-Ctrl-C during the run stops it and returns the report of the inputs checked so far
-(``interrupted=True``).
+Ctrl-C during the run stops it and raises `VerifyInterrupted`, a KeyboardInterrupt
+that holds the report of the inputs checked so far (``interrupted=True``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ from rasplang.verify_inputs import (  # noqa: F401  (re-exported)
     count_inputs,
 )
 
+#: How many random inputs `verify` checks when it samples and no ``samples`` is given.
+DEFAULT_SAMPLES = 10_000
 #: Largest attention-score tensor (elements) one forward call may build.
 FORWARD_ELEMENTS = 1 << 22
 #: How many counterexamples a report keeps (all mismatches are counted).
@@ -163,7 +165,17 @@ def verify(
     model: Any = None,
     causal: bool = False,
     exhaustive: bool | None = None,
-    samples: int = 10_000,
+    samples: int | None = None,
+class VerifyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `verify`: a KeyboardInterrupt (so a script stops) whose ``report``
+    covers the inputs checked before it."""
+
+    def __init__(self, report: VerifyReport):
+        super().__init__(f"verify interrupted after {plural(report.checked, 'input')} "
+                         f"checked of {report.total:,}")
+        self.report = report
+
+
     seed: int = 0,
     batch_size: int = 8192,
     progress: bool | None = None,
@@ -175,8 +187,9 @@ def verify(
 
     Compares the batched interpreter with the model's forward pass on every input of
     length ``1..max_seq_len`` over ``vocab`` (``exhaustive=True``), on ``samples``
-    seeded random inputs (``False``), or, with ``exhaustive=None``, on every input when
-    there are at most `EXHAUSTIVE_LIMIT` of them and on samples otherwise. Returns a
+    seeded random inputs (``False``, or ``samples`` given), or, with neither given, on
+    every input when there are at most `EXHAUSTIVE_LIMIT` of them and on 10,000 random
+    inputs otherwise. Returns a
     `VerifyReport`; ``report.ok`` is the verdict. ``progress`` forces the progress bar
     on or off (default: shown on a terminal when the run takes over a second).
 
@@ -215,6 +228,9 @@ def verify(
     compile_seconds = None
     if model is None:
         from rasplang.backend import compile as compile_program
+    if exhaustive is None and samples is not None:
+        exhaustive = False  # samples asked for: check that many, as the CLI does
+    samples = DEFAULT_SAMPLES if samples is None else samples
 
         start = time.perf_counter()
         model = compile_program(program, plan.vocab, max_seq_len, causal=causal,
@@ -231,6 +247,7 @@ def verify(
     bar = _progress_bar(total, progress)
     start = time.perf_counter()
     try:
+    _check_same_program(analysis, model)
         if client is not None:
             from rasplang.scale import verify_sharded
             from rasplang.verify_inputs import sampled_domain
@@ -259,6 +276,8 @@ def tally(checker: _Checker, codes: np.ndarray, report: VerifyReport) -> None:
     report.skipped += len(skipped)
     report.n_mismatches += len(bad)
     for row in bad[: MAX_REPORTED - len(report.mismatches)]:
+    if report.interrupted:  # stop the caller too, with the inputs checked so far
+        raise VerifyInterrupted(report)
         report.mismatches.append(checker.explain(codes[row]))
     for row in skipped[: MAX_REPORTED - len(report.undefined)]:
         report.undefined.append(checker.undefined(codes[row]))
@@ -290,6 +309,25 @@ class _Checker:
                              f"verify was asked for causal={plan.causal}")
         if plan.max_seq_len > cfg.max_seq_len:
             raise ValueError(f"max_seq_len {plan.max_seq_len} exceeds the model's "
+def _check_same_program(analysis: Any, model: Any) -> None:
+    """Refuse a model whose recorded program fingerprint is not ``analysis``'s program's.
+
+    Fingerprints are comparable only on the model's own domain (the same vocabulary, in
+    the same order, and length); elsewhere the comparison is left to the inputs."""
+    from rasplang.fingerprint import fingerprint
+
+    cfg = model.config
+    recorded = getattr(cfg, "program_sha256", "")
+    if not recorded or tuple(analysis.vocab) != tuple(cfg.vocab) or \
+            analysis.max_seq_len != cfg.max_seq_len:
+        return
+    if fingerprint(analysis) != recorded:
+        label = analysis.labels[analysis.program]
+        raise ValueError(f"this model was compiled from another program than {label!r} (its "
+                         f"program fingerprint {recorded[:12]}... differs); compile {label!r} "
+                         "again, or verify the program the model was compiled from")
+
+
                              f"max_seq_len {cfg.max_seq_len}")
         ids = model.input_encoder.encoding_map
         missing = [t for t in plan.vocab if t not in ids or t in (cfg.bos, cfg.pad)]

@@ -445,3 +445,62 @@ def test_verify_model_file_refuses_another_domain(capsys, tmp_path, argv, messag
 def test_misspelt_program_suggests_names(capsys, argv, message):
     """A misspelt program name suggests the closest library names; exit status 2."""
     assert_one_line_exit_2(run(capsys, *argv), message)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compile", "hist", "--out", "{tmp}/hfdir"], "add --format hf, or give -o FILE"),
+        (["compile", "hist", "--format", "hf", "--out", "{tmp}/afile"],
+         "is an existing file, not a directory"),
+        (["compile", "hist", "-o", "{tmp}"], "is a directory: give a .safetensors file"),
+        (["compile", "hist", "--vocab", ""], "malformed --vocab ''"),
+        (["verify", "hist", "--vocab", ""], "malformed --vocab ''"),
+        (["verify", "hist", "--scheduler", "bogus"], "cannot reach the Dask scheduler at bogus"),
+        (["dataset", "hist", "-o", "{tmp}/afile"], "is an existing file: the dataset is a folder"),
+        (["dataset", "hist", "-o", "/proc/nope"], "cannot write the dataset to /proc/nope"),
+        (["run", "shift.py", "--input", "a b"], "name the program in it as shift.py:NAME"),
+    ],
+)
+def test_no_silent_success_and_no_traceback(capsys, tmp_path, argv, message):
+    """Arguments that would write nothing, or crash, are one-line usage errors (exit 2),
+    and nothing is written."""
+    (tmp_path / "afile").write_text("")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert (tmp_path / "afile").read_text() == ""
+
+
+def test_verify_refuses_a_model_of_another_program(capsys, tmp_path):
+    """A model file records its program's fingerprint: verifying it against another
+    program says so (exit 2) instead of listing mismatches; its own program passes."""
+    path = tmp_path / "dyck2.safetensors"
+    assert run(capsys, "compile", "dyck2", "-o", str(path))[0] == 0
+    code, _, err = run(capsys, "verify", "hist", "--model", str(path))
+    assert code == 2 and "compiled from another program than 'hist'" in err
+    assert run(capsys, "verify", "dyck2", "--model", str(path))[0] == 0
+
+
+@pytest.mark.parametrize("name", ["sort_stable", "sort_by_most_freq"])
+def test_library_sorts_compile_without_warnings(capsys, name):
+    """The paper's stable sorts select one key per query (a lexicographic rank), so they
+    compile without a CompilerWarning."""
+    code, _, err = run(capsys, "compile", name)
+    assert code == 0 and err == ""
+
+
+def test_help_explains_every_option(capsys):
+    """--activation has help; dataset's --causal speaks of masking, not compiling."""
+    with pytest.raises(SystemExit):
+        main(["compile", "--help"])
+    out = capsys.readouterr().out
+    assert "so that GELU computes what ReLU" in " ".join(out.split())
+    assert "-o FILE, --output FILE" in out
+    with pytest.raises(SystemExit):
+        main(["dataset", "--help"])
+    out = capsys.readouterr().out
+    assert "mask every selector causally" in " ".join(out.split())
+    assert "compile with causal" not in out

@@ -383,7 +383,8 @@ model.save(sys.argv[1])
 
 @pytest.mark.skipif(os.name != "posix", reason="kill -9 and os.kill(pid, 0) are POSIX")
 def test_save_removes_temporaries_of_a_killed_save(model, saved):
-    """A save killed before its rename leaves a temporary; the next save removes it."""
+    """A save killed before its rename leaves a temporary; the next save into the folder
+    removes it, and a dead writer's temporary for another file too."""
     before = saved.read_bytes()
     writer = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(saved)])
     assert writer.wait() == -signal.SIGKILL
@@ -393,12 +394,12 @@ def test_save_removes_temporaries_of_a_killed_save(model, saved):
     host, pid = stale.name[len(saved.name) + 2:].split(".")[0].rsplit("-", 1)
     assert int(pid) == writer.pid
     kept = [saved.parent / f".{saved.name}.{host}-{os.getpid()}.0a1b2c3d.tmp",  # a live writer
-            saved.parent / f".other.safetensors.{host}-{pid}.0a1b2c3d.tmp",     # another target
             saved.parent / f".{saved.name}.elsewhere-{pid}.0a1b2c3d.tmp"]      # another host
-    for path in kept:
+    other = saved.parent / f".other.safetensors.{host}-{pid}.0a1b2c3d.tmp"     # another target
+    for path in (*kept, other):
         path.write_bytes(b"x")
-    save(model, saved)
-    assert not stale.exists() and all(path.exists() for path in kept)
+    save(model, saved.parent / "third.safetensors")
+    assert not stale.exists() and not other.exists() and all(path.exists() for path in kept)
     assert load(saved).run([[2, 1]]) == [[1, 2]]
 
 
@@ -420,3 +421,11 @@ def test_unsavable_token(model, tmp_path):
     with pytest.raises(ValueError, match=r"cannot save config\.bos"):
         save(attrs.evolve(model, config=cfg), tmp_path / "x.safetensors")
     assert not list(tmp_path.iterdir())
+
+
+def test_save_into_a_missing_folder_names_the_target(model, tmp_path):
+    """A save into a folder that does not exist names the file asked for."""
+    target = tmp_path / "nope" / "model.safetensors"
+    with pytest.raises(FileNotFoundError, match=r"cannot save .*model\.safetensors: no folder"):
+        save(model, target)
+    assert not (tmp_path / "nope").exists()

@@ -21,7 +21,8 @@ def _warnings(program, vocab, n, causal=False):
     return model, [w for w in caught if issubclass(w.category, CompilerWarning)]
 
 
-@pytest.mark.parametrize("name", ["sort", "sort_freq", "shift_by", "detect_pattern"])
+@pytest.mark.parametrize("name", ["sort", "sort_freq", "shift_by", "detect_pattern",
+                                  "sort_stable", "sort_by_most_freq"])
 def test_library_programs_compile_without_warning_and_exactly(name):
     """sort's keys are distinct by construction (key + i / n), so its Aggregate selects
     one key: no warning, and the model equals evaluate on every input up to length 5."""
@@ -38,6 +39,24 @@ def test_causal_sort_still_warns():
     entry = lib.PROGRAMS["sort"]
     _, caught = _warnings(entry.build(5), entry.vocab, 5, causal=True)
     assert len(caught) == 1 and str(caught[0].message).startswith("sort:")
+
+
+def test_lexicographic_rank_needs_a_total_order_for_ties():
+    """``(k < q) | ((k == q) & T)`` ranks positions only when T orders them totally: with
+    T a comparison of repeated tokens, ties share a rank and the sort still warns."""
+    from rasplang import indices, select, selector_width, tokens
+
+    def sort_by(tie):
+        smaller = select(tokens, tokens, "<") | (select(tokens, tokens, "==") & tie)
+        target = selector_width(smaller)
+        return rl.aggregate(select(target, indices, "=="), tokens).named("sorted")
+
+    _, caught = _warnings(sort_by(select(indices, indices, ">")), ("a", "b"), 4)
+    assert caught == []
+    _, caught = _warnings(sort_by(select(tokens, tokens, "<")), ("a", "b"), 4)
+    assert len(caught) == 1 and str(caught[0].message).startswith("sorted:")
+    _, caught = _warnings(sort_by(select(indices, indices, "<")), ("a", "b"), 4, causal=True)
+    assert len(caught) == 1
 
 
 def test_repeated_keys_still_warn():

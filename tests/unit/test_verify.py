@@ -130,8 +130,9 @@ def test_numerical_outputs_compare_within_tolerance():
     assert report.mismatches[0].divergence is None
 
 
-def test_ctrl_c_returns_partial_report(monkeypatch):
-    """KeyboardInterrupt inside the batch loop stops it and returns what was checked."""
+def test_ctrl_c_raises_with_partial_report(monkeypatch):
+    """KeyboardInterrupt inside the batch loop stops verify and the caller, with what was
+    checked on the exception."""
     calls = []
     original = verify_module._Checker.check
 
@@ -142,7 +143,10 @@ def test_ctrl_c_returns_partial_report(monkeypatch):
         return original(checker, codes)
 
     monkeypatch.setattr(verify_module._Checker, "check", interrupted_on_third)
-    report = rl.verify(rl.tokens + 1, [1, 2, 3], 4, batch_size=10, exhaustive=True)
+    with pytest.raises(KeyboardInterrupt, match="after 12 inputs checked of 120") as stop:
+        rl.verify(rl.tokens + 1, [1, 2, 3], 4, batch_size=10, exhaustive=True)
+    assert isinstance(stop.value, verify_module.VerifyInterrupted)
+    report = stop.value.report
     assert report.interrupted and not report.ok
     assert report.checked == sum(calls[:2]) == 3 + 9  # batches of length 1, then 2
     assert report.n_mismatches == 0 and "interrupted" in report.summary()
