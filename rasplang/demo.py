@@ -80,6 +80,19 @@ def run_one(name: str) -> list[str] | str:
             f"{report.checked:,} {how}", f"{report.n_mismatches:,}"]
 
 
+#: What the table's columns and symbols mean, and what to try next (printed below it).
+LEGEND = """
+params: every weight of the model, each layer padded to the widest; used: the weights
+each head and MLP has at its own size (what it reads and writes); nonzero: the weights
+that are not 0. inputs verified: how many inputs the model was checked on, "all" when
+that is every input up to max_len. In the outputs, § is sort_by_most_freq's padding
+token and dyck's T, P and F say balanced, possibly balanced (open) and failed.
+
+Next: rasplang compile reverse -o reverse.safetensors, then rasplang run
+reverse.safetensors --input "a b c"; rasplang verify sort --max-seq-len 8; and the
+tutorials at docs/tutorials/ (writing RASP, program to transformer, testing)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo and print the table; returns the process exit status."""
     start = time.perf_counter()
@@ -101,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = sum(int(r[-1].replace(",", "")) for r in rows)
     print(f"\n{plural(len(rows), 'model')}, {plural(bad, 'mismatch', 'mismatches')}, "
           f"{time.perf_counter() - start:.1f} s")
+    print(LEGEND)
     return 1 if bad else 0
 
 
