@@ -395,7 +395,7 @@ def plot_attention(
     pattern = np.asarray(result.attention[layer], dtype=float)[0, head]  # (query, key)
     if ax is None:
         size = 1.5 + 0.4 * len(positions)
-        fig = _new_figure(size + 1.0, size, layout="constrained")
+        fig = _new_figure(max(4.0, size + 1.0), max(3.0, size), layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -415,9 +415,23 @@ def plot_attention(
         return fig
     if computed:
         title += ": " + ", ".join(computed)
-    if selectors:
-        title += "\nselector " + ", ".join(selectors)
+    lines = [title] + (["selector " + ", ".join(selectors)] if selectors else [])
     image = ax.imshow(pattern, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="none")
-    ax.set_title(title)
+    ax.set_title(_wrapped(lines, fig.get_figwidth()), fontsize=TITLE_SIZE)
     fig.colorbar(image, ax=ax, shrink=0.8)
     return fig
+
+
+#: The attention plot's title size (points), and how wide its characters are on average.
+TITLE_SIZE = 10
+_CHAR_WIDTH = 0.6
+
+
+def _wrapped(lines: Sequence[str], width_inches: float) -> str:
+    """``lines`` broken at ``", "`` so that each fits a figure ``width_inches`` wide (a
+    title wider than its figure is cut at both ends)."""
+    import textwrap
+
+    chars = max(16, int(width_inches * 72 / (TITLE_SIZE * _CHAR_WIDTH)) - 2)
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False,
+                                    break_long_words=True) for line in lines)

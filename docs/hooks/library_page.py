@@ -26,8 +26,9 @@ from typing import Any
 
 #: The folder, next to library.md, that holds the page's figures.
 FIGURES = "library-figures"
-#: Resolution of the figures: small files, shown as thumbnails that link to themselves.
-DPI = 60
+#: Resolution of the figures: shown as thumbnails (CSS caps their height) that link to
+#: themselves at full size, readable there.
+DPI = 150
 
 COMING_SOON = """!!! note "Coming soon"
     The catalogue is generated from `rasplang.lib.PROGRAMS`, which has not landed yet.
