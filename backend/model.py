@@ -264,6 +264,22 @@ class CompiledModel:
 
         return save_pretrained(self, path, **kwargs)
 
+    def graph(self) -> Any:
+        """The component graph (``input``, ``a{l}.h{h}``, ``m{l}``, ``logits`` and the
+        edges between them, as EAP-IG names them; see `rasplang.circuits.graph`)."""
+        from rasplang.circuits import graph
+
+        return graph(self)
+
+    def ground_truth(self, ablation: str = "resample", *, positions: bool = False,
+                     **domain: Any) -> Any:
+        """The ground-truth `rasplang.circuits.Circuit` under ``ablation`` ("structural",
+        "zero", "mean", "resample"), per token position with ``positions``; see
+        `rasplang.circuits.ground_truth`."""
+        from rasplang.circuits import ground_truth
+
+        return ground_truth(self, ablation, positions=positions, **domain)
+
     def _cached(self, key: tuple[Any, ...], build: Any) -> Any:
         """``build()``, kept in ``_cache`` under ``key`` while ``weights`` holds the same
         arrays (replacing a weight rebuilds it; changing one in place does not)."""
