@@ -43,16 +43,29 @@ test-interop: $(STAMP)
 	$(VENV)/bin/pytest tests/interop tests/differential/test_norm_library.py -q
 
 # A longer fuzz campaign: COUNT random programs per masking, then CORNER_COUNT
-# adversarial corner cases (tests/differential/test_fuzz_corners.py), seeded by SEED.
-# Both campaigns run; the target fails if either finds a problem.
-COUNT        ?= 2000
-CORNER_COUNT ?= 300
-SEED         ?= 0
+# adversarial corner cases, FLOAT32_COUNT numerical programs aimed at float32, FOLD_COUNT
+# pairs of optimizer folds (rasplang/fold_cases.py) and EXPORT_COUNT float32 cases
+# whose Hugging Face export is checked too (skipped, with a message, without torch and
+# transformers), all seeded by SEED, in WORKERS processes
+# (tests/differential/test_fuzz_corners.py). Every model is checked in float32 too
+# unless it is exact in float64 only. All campaigns run; the target fails if any finds
+# a problem.
+COUNT         ?= 2000
+CORNER_COUNT  ?= 300
+FLOAT32_COUNT ?= 300
+FOLD_COUNT    ?= 200
+EXPORT_COUNT  ?= 50
+WORKERS       ?= 1
+SEED          ?= 0
+CORNERS       := $(PY) tests/differential/test_fuzz_corners.py --seed $(SEED) --workers $(WORKERS)
 fuzz: $(STAMP)
 	status=0; \
 	$(PY) tests/differential/test_fuzz.py --count $(COUNT) --seed $(SEED) || status=1; \
-	$(PY) tests/differential/test_fuzz_corners.py --count $(CORNER_COUNT) --seed $(SEED) \
-		|| status=1; \
+	$(CORNERS) --count $(CORNER_COUNT) || status=1; \
+	$(CORNERS) --campaign float32 --count $(FLOAT32_COUNT) || status=1; \
+	$(CORNERS) --campaign folds --count $(FOLD_COUNT) || status=1; \
+	$(CORNERS) --campaign float32 --count $(EXPORT_COUNT) --start $(FLOAT32_COUNT) \
+		--exports || status=1; \
 	exit $$status
 
 demo: $(STAMP)

@@ -50,7 +50,9 @@ def compile(
     """Compile ``program`` for inputs over ``vocab`` of length 1..``max_seq_len``.
 
     The model agrees with `rasplang.evaluate` on every such input (numerical outputs
-    to float rounding). Raises `UnsupportedProgramError` (a NotImplementedError) listing
+    to float rounding, and by value: a numerical output is a float, so ``0``, ``0.0``
+    and ``False`` are one value there; a categorical output that can be such twins is
+    refused). Raises `UnsupportedProgramError` (a NotImplementedError) listing
     every node it cannot build exactly, before building any weights, and `ModelTooLarge`
     (one of those) when the weights would take more than ``max_bytes`` (default 4 GiB),
     naming the nodes that take the space, before allocating them. Warns

@@ -323,11 +323,11 @@ def generate_case(seed: int, index: int) -> Case:
         builder.linear()
     if theme == "ulp" or (any(v[2] for v in builder.pool) and builder.chance(0.3)):
         builder.read_categorically()
-    lines = _live_lines(builder.lines, builder.pool[-1][0])
+    lines = live_lines(builder.lines, builder.pool[-1][0])
     return Case(seed, index, theme, vocab_src, max_seq_len, builder.chance(0.3), lines)
 
 
-def _live_lines(lines: Sequence[str], output: str) -> tuple[str, ...]:
+def live_lines(lines: Sequence[str], output: str) -> tuple[str, ...]:
     """The statements ``output`` depends on, then ``program = output``."""
     needed, kept = {output}, []
     for line in reversed(lines):

@@ -3,8 +3,9 @@
 Every program `rasplang.testing.random_program` builds is compiled; the compiler may
 refuse it only with `UnsupportedProgramError` (a NotImplementedError), and a model it
 builds must agree with the program on every input of the domain (`rasplang.verify`,
-exhaustive), and with `rasplang.evaluate` on a few inputs run through `model.run` (an
-independent path: the model's own decoding against the reference evaluator).
+exhaustive, in float64 and, unless the model is exact in float64 only, in float32), and
+with `rasplang.evaluate` on a few inputs run through `model.run` (an independent path:
+the model's own decoding against the reference evaluator).
 
 The default test run checks a few hundred programs; a longer campaign runs with
 ``make fuzz COUNT=... SEED=...`` (this file as a script) and prints a summary.
@@ -35,6 +36,7 @@ class FuzzResult:
 
     programs: int = 0
     compiled: int = 0
+    float32: int = 0  # compiled models verified in float32 too
     refused: collections.Counter = attrs.field(factory=collections.Counter)
     inputs: int = 0
     failures: list[str] = attrs.field(factory=list)
@@ -42,7 +44,8 @@ class FuzzResult:
 
     def summary(self) -> str:
         lines = [f"{self.programs} programs: {self.compiled} compiled and verified on "
-                 f"{self.inputs:,} inputs, {sum(self.refused.values())} refused, "
+                 f"{self.inputs:,} inputs ({self.float32} in float32 too), "
+                 f"{sum(self.refused.values())} refused, "
                  f"{len(self.failures)} failures, {self.seconds:.1f} s"]
         lines += [f"  refused {n}x: {reason}" for reason, n in self.refused.most_common(5)]
         lines += self.failures
@@ -50,8 +53,11 @@ class FuzzResult:
 
 
 def fuzz(count: int, seed: int, *, max_depth: int = 4, lengths: tuple[int, ...] = (5,),
-         causal: bool = False, spot_checks: int = 8) -> FuzzResult:
-    """Compile and verify ``count`` random programs; program ``i`` uses rng ``[seed, i]``."""
+         causal: bool = False, spot_checks: int = 8, float32: bool = True) -> FuzzResult:
+    """Compile and verify ``count`` random programs; program ``i`` uses rng ``[seed, i]``.
+
+    A model that agrees in float64 is verified in float32 too (``float32``), unless it is
+    exact in float64 only (``model.config.float64_only``)."""
     result = FuzzResult()
     start = time.perf_counter()
     for i in range(count):
@@ -79,6 +85,11 @@ def fuzz(count: int, seed: int, *, max_depth: int = 4, lengths: tuple[int, ...] 
                            exhaustive=True)
         result.inputs += report.checked
         problems = [] if report.ok else [report.summary()]
+        if report.ok and float32 and not model.config.float64_only:
+            result.float32 += 1
+            report = rl.verify(program, vocab, max_seq_len, model=model, causal=causal,
+                               exhaustive=True, dtype=np.float32)
+            problems += [] if report.ok else [f"in float32: {report.summary()}"]
         for n in rng.integers(1, max_seq_len + 1, size=spot_checks).tolist():
             xs = [vocab[j] for j in rng.integers(0, len(vocab), size=n).tolist()]
             try:
@@ -102,11 +113,12 @@ def _agree(got, expected) -> bool:
 
 
 def test_fuzz_random_programs_verify_exactly():
-    """At least 200 random compilable programs compile and verify with zero mismatches."""
+    """200+ random programs compile and verify exactly (in float32 too where claimed)."""
     result = fuzz(240, seed=0)
     assert not result.failures, result.summary()
     assert result.compiled >= 200, result.summary()
     assert result.inputs >= 200 * 200
+    assert result.float32 >= 150, result.summary()  # most models verified in float32 too
 
 
 def test_fuzz_causal_programs_verify_exactly():
