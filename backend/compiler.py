@@ -59,7 +59,9 @@ def compile(
     (`CompilerWarning`) for each categorical Aggregate that may select several values
     (and is not proven to select one, `rasplang.selection`): it is compiled as a mean of
     one-hots, exact where one value is selected or all selected values are the same
-    non-number.
+    non-number. Warns too for a node without any value (its function raised on every
+    value it was given): `evaluate` raises on every input, so nothing the model computes
+    can be checked.
 
     ``optimize`` (default True) computes Maps and SequenceMaps inside the blocks that
     read them (fused into one MLP, folded into a head's query-key or value-output
@@ -96,6 +98,8 @@ def compile(
     refuse_over(lower_bound(analysis, optimize), max_bytes)
     for node in spread_aggregates(analysis, causal):
         warnings.warn(_spread_warning(analysis, node), CompilerWarning, stacklevel=2)
+    for node in nodes_without_values(analysis):
+        warnings.warn(_no_value_warning(analysis, node), CompilerWarning, stacklevel=2)
     options = dict(causal=causal, bos=compiler_bos, mlp_exactness=mlp_exactness,
                    max_bytes=max_bytes)
 
@@ -156,6 +160,24 @@ def compile_rasp_to_model(
     """tracr's ``compiling.compile_rasp_to_model`` signature; see `compile`."""
     return compile(program, vocab, max_seq_len, causal=causal, compiler_bos=compiler_bos,
                    compiler_pad=compiler_pad, mlp_exactness=mlp_exactness)
+
+
+def nodes_without_values(analysis: Analysis) -> tuple[RASPExpr, ...]:
+    """The SOps without any value whose inputs all have some: where the values end (the
+    nodes downstream have none either, and are not listed)."""
+    empty = {node for node, values in analysis.value_sets.items() if not values}
+    return tuple(node for node in analysis.nodes
+                 if node in empty and not any(child in empty for child in node.children))
+
+
+def _no_value_warning(analysis: Analysis, node: RASPExpr) -> str:
+    """What a node without values means for the model."""
+    errors = analysis.dropped.get(node, ())
+    first = errors[0].removesuffix("; value dropped") if errors else ""
+    first = first if len(first) <= 120 else f"{first[:117]}..."
+    return (f"{analysis.labels[node]}: no value on any input" + (f" ({first})" if first else "")
+            + "; evaluate raises on every input, so nothing the model computes can be "
+              "checked against it")
 
 
 def _spread_warning(analysis: Analysis, node: Aggregate) -> str:

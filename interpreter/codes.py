@@ -41,7 +41,7 @@ MEAN, REEVALUATE, REDUCE = -1, -3, -4
 
 #: `interpreter.tables.NumericInfo.kind` of a value: not a number; a number (several are
 #: averaged); a non-number whose equality depends on object identity
-#: (`interpreter.tables.identity_dependent`), so that whether several selected copies of
+#: (`rasplang.values.identity_dependent`), so that whether several selected copies of
 #: it are "the same" is left to `evaluate`.
 OTHER, NUMBER, UNCOMPARABLE = 0, 1, 2
 #: A scaled sum is kept in two int64 limbs, ``high * 2**LIMB_BITS + low``.

@@ -26,15 +26,14 @@ from rasplang.interpreter.codec import encode
 from rasplang.interpreter.result import BatchArrays, NodeArrays
 from rasplang.interpreter.selectors import SelectorProgram, compile_selector
 from rasplang.interpreter.state import TableState
-from rasplang.interpreter.tables import identity_dependent
 from rasplang.nodes import (
     Aggregate,
     RASPExpr,
-    Select,
     Selector,
     SelectorWidth,
     Value,
 )
+from rasplang.validation import identity_problem
 
 
 class Plan:
@@ -222,19 +221,11 @@ class Plan:
 
     def _unsupported_hint(self) -> str:
         """What makes the interpreter refuse an input that `evaluate` accepts."""
-        state = self._state
+        tables = self._state.tables
         for node in self.nodes:
-            if not isinstance(node, Select):
-                continue
-            for side in (node.keys, node.queries):
-                table = state.tables.get(side)
-                value = next((v for v in table.values if identity_dependent(v)), None) \
-                    if table is not None else None
-                if value is not None:
-                    return (f"Select {self.labels[node]!r} compares {value!r}, whose equality "
-                            "depends on object identity (a NaN inside a tuple equals only "
-                            "the same NaN object), so evaluate's answer depends on how many "
-                            "times f built it")
+            reason = identity_problem(node, lambda sop: tables[sop].values, self.labels)
+            if reason is not None:
+                return f"{type(node).__name__} {self.labels[node]!r} {reason}"
         return "e.g. a constant of another length with check_length=False"
 
 

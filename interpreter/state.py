@@ -24,12 +24,10 @@ from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.interpreter.tables import (
     NumericInfo,
     Table,
-    identity_dependent,
     numeric_info,
 )
 from rasplang.nodes import (
     Aggregate,
-    Comparison,
     ConstantSelector,
     ConstantSOp,
     Full,
@@ -55,6 +53,7 @@ from rasplang.tables import (
     pairs_table,
     predicate_table,
 )
+from rasplang.validation import identity_entries
 from rasplang.values import is_negative_zero
 
 _PLACEHOLDER = Table((None,))
@@ -147,10 +146,13 @@ class TableState:
     def _ensure_sequence_map(self, node: SequenceMap | LinearSequenceMap) -> None:
         xs, ys = self.tables[node.fst].values, self.tables[node.snd].values
         na, nb = self.luts[node].shape
-        self.luts[node] = _extended(
+        if (na, nb) == (len(xs), len(ys)):
+            return
+        lut = _extended(
             self.luts[node], (len(xs), len(ys)),
             lambda: self._grow(node, lambda: pairs_table(node.f, xs[:na], ys[nb:], [])),
             lambda: self._grow(node, lambda: pairs_table(node.f, xs[na:], ys, [])))
+        self.luts[node] = _mark_identity(node, lut, xs, ys, RAISED_CODE)
 
     def _grow(self, node: SOp, build: Callable[[], tuple[Table, np.ndarray]]) -> np.ndarray:
         """Codes in ``node``'s table (extended) of the new outcomes ``build()`` tables
@@ -175,10 +177,7 @@ class TableState:
         out = _extended(self.luts[node], (len(keys), len(queries)),
                         lambda: predicate_table(node.predicate, keys[:nk], queries[nq:]),
                         lambda: predicate_table(node.predicate, keys[nk:], queries))
-        rows, cols = _identity_dependent(node, keys, queries, nk, nq)
-        out[rows, :] = PRED_ERROR
-        out[:, cols] = PRED_ERROR
-        self.luts[node] = out
+        self.luts[node] = out = _mark_identity(node, out, keys, queries, PRED_ERROR)
         self.runs[node] = key_runs(out)
 
     def _ensure_aggregate(self, node: Aggregate) -> None:
@@ -203,15 +202,19 @@ def _extended(table: np.ndarray, shape: tuple[int, int], right: Callable[[], np.
     return out
 
 
-def _identity_dependent(node: Select, keys: tuple, queries: tuple, nk: int = 0,
-                        nq: int = 0) -> tuple[list[int], list[int]]:
-    """The key and query codes (from ``nk``, ``nq`` on) of values whose equality depends
-    on object identity (`identity_dependent`): `evaluate` compares one object per
-    position, the table one per value, so the interpreter marks them `PRED_ERROR`."""
-    if node.predicate in (Comparison.TRUE, Comparison.FALSE):  # never compares
-        return [], []
-    return ([i for i in range(nk, len(keys)) if identity_dependent(keys[i])],
-            [j for j in range(nq, len(queries)) if identity_dependent(queries[j])])
+def _mark_identity(node: Any, lut: np.ndarray, first: tuple, second: tuple,
+                   error: int) -> np.ndarray:
+    """``lut`` (a Select's predicate table or a SequenceMap's lookup array) with ``error``
+    wherever `evaluate`'s answer may depend on object identity
+    (`rasplang.validation.identity_entries`): `evaluate` compares one object per
+    position, the table one per value, so the interpreter refuses inputs that reach
+    those entries (a copy; ``lut`` itself when there are none)."""
+    marked = identity_entries(node, first, second)
+    if marked is None or not marked.any():
+        return lut
+    lut = lut.copy()
+    lut[marked] = error
+    return lut
 
 
 # ------------------------------------------------------------------- rule tables
@@ -237,17 +240,19 @@ def _take_aggregate(state: TableState, analysis: Analysis, node: Aggregate) -> N
     state.float_index(node)
 
 
+def _take_sequence_map(state: TableState, analysis: Analysis,
+                       node: SequenceMap | LinearSequenceMap) -> None:
+    _take_function(state, analysis, node)
+    state.luts[node] = _mark_identity(node, state.luts[node], analysis.typed_values[node.fst],
+                                      analysis.typed_values[node.snd], RAISED_CODE)
+
+
 def _take_select(state: TableState, analysis: Analysis, node: Select) -> None:
-    pred = analysis.select_table(node)
-    rows, cols = _identity_dependent(node, analysis.typed_values[node.keys],
-                                     analysis.typed_values[node.queries])
-    if rows or cols:
-        pred = pred.copy()
-        pred[rows, :] = PRED_ERROR
-        pred[:, cols] = PRED_ERROR
-        state.luts[node], state.runs[node] = pred, None
-    else:
-        state.luts[node], state.runs[node] = pred, analysis.key_runs(node)
+    table = analysis.select_table(node)
+    pred = _mark_identity(node, table, analysis.typed_values[node.keys],
+                          analysis.typed_values[node.queries], PRED_ERROR)
+    state.luts[node] = pred
+    state.runs[node] = analysis.key_runs(node) if pred is table else None
 
 
 def _nothing(state: TableState, analysis: Analysis, node: Any) -> None:
@@ -263,8 +268,8 @@ _INITIAL: dict[type, Callable[[TableState, Analysis, Any], None]] = {
     ConstantSOp: _take_table,
     SelectorWidth: _take_table,
     Map: _take_function,
-    SequenceMap: _take_function,
-    LinearSequenceMap: _take_function,
+    SequenceMap: _take_sequence_map,
+    LinearSequenceMap: _take_sequence_map,
     Aggregate: _take_aggregate,
     Select: _take_select,
     ConstantSelector: _nothing,

@@ -9,7 +9,8 @@ Aggregate whose selection holds several different numbers), so a plan can be sha
 concurrent runs.
 
 This module adds what the Aggregate kernels need to know about a table (`NumericInfo`,
-`exact_means`) and which values compare by object identity (`identity_dependent`).
+`exact_means`), reading which values compare by object identity from the one rule,
+`rasplang.values.identity_dependent`.
 """
 
 from __future__ import annotations
@@ -30,30 +31,16 @@ from rasplang.interpreter.codes import (  # noqa: F401  (MEAN, REEVALUATE: re-ex
     REEVALUATE,
     UNCOMPARABLE,
 )
-from rasplang.values import Table, typed_key  # noqa: F401  (re-exported)
+from rasplang.values import (  # noqa: F401  (re-exported)
+    Table,
+    identity_dependent,
+    typed_key,
+)
 
 Value = Any
 
 #: Largest integer a float64 holds exactly.
 _EXACT = 2**53
-
-
-def identity_dependent(value: Value) -> bool:
-    """Whether ``==`` between copies of ``value`` may depend on object identity.
-
-    True for a value not equal to itself, and for a tuple or frozenset holding a float
-    NaN (at any depth): ``(nan,) == (nan,)`` holds only when both hold the same NaN object,
-    and `evaluate` calls ``f`` once per position where the interpreter calls it once per
-    table value. A float NaN alone is not: ``nan == nan`` is always False.
-    """
-    if isinstance(value, float):
-        return False
-    if isinstance(value, (tuple, frozenset)):
-        return any(v != v if isinstance(v, float) else identity_dependent(v) for v in value)
-    try:
-        return not bool(value == value)
-    except Exception:
-        return True
 
 
 _LIMB = 1 << LIMB_BITS

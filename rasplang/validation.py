@@ -4,19 +4,25 @@
 adds its own rules and `raise_if_unsupported` reports them all in one error. It calls
 no function of the program: whether a function tells twins apart is read from the
 lookup arrays the analysis built (`rasplang.tables`).
+
+`identity_entries` is the one rule for values that ``==`` compares by object identity
+(`rasplang.values.identity_dependent`): the compiler refuses the nodes it names and the
+interpreter marks the same entries as errors, so neither answers where `evaluate`'s
+answer depends on which object each position holds.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rasplang.nodes import (
     Aggregate,
+    Comparison,
     ConstantSelector,
     ConstantSOp,
     Encoding,
@@ -29,6 +35,7 @@ from rasplang.nodes import (
     Value,
 )
 from rasplang.tables import RAISED_CODE
+from rasplang.values import identity_dependent
 
 if TYPE_CHECKING:
     from rasplang.analysis import Analysis
@@ -71,6 +78,9 @@ def validate(analysis: Analysis) -> list[tuple[str, str]]:
                     problems.append((label, f"its {role} {analysis.labels[child]!r} can only be "
                                             "None, so evaluate raises on every input"))
         reason = _tells_twins_apart(analysis, node)
+        if reason:
+            problems.append((label, reason))
+        reason = identity_problem(node, analysis.typed_values.__getitem__, analysis.labels)
         if reason:
             problems.append((label, reason))
     output = analysis.program
@@ -179,3 +189,94 @@ def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:
                     "told apart by type or sign, one value in a compiled model) and its "
                     "function gives different results for them")
     return None
+
+
+# ------------------------------------------------------------- identity equality
+
+
+def identity_entries(node: RASPExpr, first: Sequence[Value], second: Sequence[Value]
+                     ) -> np.ndarray | None:
+    """``[len(first), len(second)]`` bool: the entries of ``node``'s lookup array where
+    `evaluate`'s answer may depend on object identity, or None when none can.
+
+    ``first`` and ``second`` are the values of a Select's keys and queries, or of a
+    SequenceMap's two inputs. `evaluate` makes one object per position where the tables
+    hold one per value (`identity_dependent`), so a predicate comparing a key with a
+    query of another position may see two objects where a table sees one: every entry
+    whose key or query is identity-dependent (not for TRUE and FALSE, which compare
+    nothing). A SequenceMap of two different SOps sees, at one position, two objects that
+    may come from different positions (an Aggregate moves values): the entries where
+    both are. A Map sees one object at a time, and a categorical Aggregate's "all the
+    same" is left to `evaluate` (`rasplang.interpreter.tables.NumericInfo`).
+    """
+    if isinstance(node, Select):
+        if node.predicate in (Comparison.TRUE, Comparison.FALSE):
+            return None
+        both = False
+    elif isinstance(node, (SequenceMap, LinearSequenceMap)) and node.fst is not node.snd:
+        both = True
+    else:
+        return None
+    rows = _identity_mask(first)
+    cols = _identity_mask(second)
+    if not (rows.any() and cols.any()) if both else not (rows.any() or cols.any()):
+        return None
+    return np.logical_and.outer(rows, cols) if both else np.logical_or.outer(rows, cols)
+
+
+def identity_problem(node: RASPExpr, values_of: Callable[[SOp], Sequence[Value]],
+                     labels: dict[RASPExpr, str]) -> str | None:
+    """Why ``node``'s answer may depend on object identity (`identity_entries`), naming
+    a value and the input it comes from; None when it cannot. ``values_of(sop)`` gives
+    an input's values (the analysis's table, or an interpreter run's grown one)."""
+    if isinstance(node, Select):
+        sides = (("keys", node.keys), ("queries", node.queries))
+    elif isinstance(node, (SequenceMap, LinearSequenceMap)):
+        sides = (("first input", node.fst), ("second input", node.snd))
+    else:
+        return None
+    values = [values_of(sop) for _, sop in sides]
+    if identity_entries(node, *values) is None:
+        return None
+    found = [(role, sop, next((v for v in vals if identity_dependent(v)), _NONE))
+             for (role, sop), vals in zip(sides, values)]
+    found = [(role, sop, v) for role, sop, v in found if v is not _NONE]
+    if isinstance(node, Select):
+        role, sop, value = found[0]
+        what = f"compares {short(value)} (a value of its {role} {labels[sop]!r})"
+        where = "which keys each query selects"
+    else:
+        (_, a, x), (_, b, y) = found
+        what = (f"receives {short(x)} from {labels[a]!r} next to {short(y)} from "
+                f"{labels[b]!r}")
+        where = "its result"
+        value = x
+    return (f"{what}, whose equality depends on object identity ({_why(value)}): "
+            f"evaluate makes one object per position, so {where} depends on which object "
+            "each position holds, which no table or model can follow; use values compared "
+            "by value (a class with __eq__ and __hash__, no NaN inside a tuple)")
+
+
+_NONE = object()
+
+
+def _identity_mask(values: Sequence[Value]) -> np.ndarray:
+    """``[len(values)]`` bool: which values are `identity_dependent`."""
+    return np.fromiter((identity_dependent(v) for v in values), dtype=bool, count=len(values))
+
+
+def _why(value: Value) -> str:
+    """Why ``value``'s equality depends on object identity, in a few words."""
+    if isinstance(value, (tuple, frozenset)):
+        return (f"a NaN inside a {type(value).__name__} equals only the same NaN object"
+                if _holds_nan(value) else
+                f"it holds {next(short(v) for v in value if identity_dependent(v))}")
+    if type(value).__eq__ is object.__eq__:
+        return f"{type(value).__name__} keeps object's default ==, which is identity"
+    return "it is not equal to itself"
+
+
+def _holds_nan(value: Value) -> bool:
+    """Whether a tuple or frozenset holds a float NaN, at any depth."""
+    return any(v != v if isinstance(v, float) else
+               isinstance(v, (tuple, frozenset)) and _holds_nan(v) for v in value)

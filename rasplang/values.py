@@ -6,12 +6,17 @@ same type and print the same (``1``, ``1.0`` and ``True`` are three entries, and
 the object a function returns. ``==`` merges them into one value of a value set
 (`sorted_values`), as a compiled model holds them; `rasplang.Analysis.merged_index` maps
 one to the other.
+
+`identity_dependent` says which values ``==`` compares by object identity, where
+`evaluate` (one object per position) and any table (one object per value) disagree.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers
+import types
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,6 +26,10 @@ import numpy as np
 from rasplang.nodes import Value
 
 _PLAIN_NUMBERS = frozenset({int, float, bool})
+_PLAIN = frozenset({int, float, bool, str})
+#: Values with identity equality that are one object however often they are made.
+_SINGLETONS = (type(None), bool, type, enum.Enum, types.ModuleType, type(Ellipsis),
+               type(NotImplemented))
 
 
 def sort_key(value: Any) -> tuple[int, Any]:
@@ -53,6 +62,36 @@ def typed_key(value: Value) -> Any:
     if is_negative_zero(value):
         return (type(value), value, "-")
     return (type(value), value)
+
+
+def identity_dependent(value: Value) -> bool:
+    """Whether ``==`` between two copies of ``value``, made by two calls of one function,
+    may depend on which objects they are.
+
+    `rasplang.evaluate` calls a function once per position and compares the objects it
+    returned; the analysis, the interpreter and a compiled model hold one object per
+    value. The two agree only where ``==`` looks at values, not at objects. It does not:
+
+    - for a value not equal to itself (``x == x`` is False, e.g. ``Decimal('nan')``);
+    - for a tuple or frozenset holding a float NaN or such a value, at any depth:
+      ``(nan,) == (nan,)`` holds only when both hold the same NaN object;
+    - for an object with the default ``object.__eq__`` (a plain class, ``object()``, a
+      function), which is identity, unless it is one object however often it is made
+      (None, a bool, an enum member, a class, a module).
+
+    A float NaN alone is not: ``nan == nan`` is always False, whichever objects.
+    """
+    kind = type(value)
+    if kind in _PLAIN or isinstance(value, float):
+        return False
+    if isinstance(value, (tuple, frozenset)):
+        return any(v != v if isinstance(v, float) else identity_dependent(v) for v in value)
+    if kind.__eq__ is object.__eq__:
+        return not isinstance(value, _SINGLETONS)
+    try:
+        return not bool(value == value)
+    except Exception:  # an == that raises or returns no bool: nothing to rely on
+        return True
 
 
 def is_negative_zero(value: Value) -> bool:

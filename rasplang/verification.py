@@ -109,17 +109,25 @@ class VerifyReport:
     model: Any = attrs.field(default=None, repr=False)
 
     @property
-    def ok(self) -> bool:
-        """No mismatch, and every planned input was checked (or skipped)."""
+    def agrees(self) -> bool:
+        """No mismatch, and every planned input was checked (or skipped): the model agrees
+        with the program wherever the program is defined, also when that is nowhere."""
         return (self.n_mismatches == 0 and not self.interrupted
                 and self.checked + self.skipped == self.total)
+
+    @property
+    def ok(self) -> bool:
+        """The verdict: `agrees`, and at least one input was checked (a program that raises
+        on every input proves nothing about its model)."""
+        return self.agrees and self.checked > 0
 
     def summary(self) -> str:
         """A few lines for people: counts, time, verdict, then the counterexamples.
 
         The verdict is ``OK`` when every input was checked and agrees, ``OK on N inputs;
-        M raise in the program`` when the program raises on some (they are skipped), and
-        ``MISMATCH`` or ``INCOMPLETE`` otherwise."""
+        M raise in the program`` when the program raises on some (they are skipped),
+        ``nothing checked`` when it raises on all (or none was planned), and ``MISMATCH``
+        or ``INCOMPLETE`` otherwise."""
         how = "every input" if self.exhaustive else "random inputs"
         lines = [
             f"verified {self.program!r} on {self.checked:,} of {plural(self.total, 'input')} "
@@ -140,12 +148,13 @@ class VerifyReport:
         return "\n".join(lines)
 
     def _verdict(self) -> str:
-        if not self.ok:
+        if not self.agrees:
             return "INCOMPLETE" if self.n_mismatches == 0 else "MISMATCH"
+        if not self.checked:
+            return (f"nothing checked: all {plural(self.skipped, 'input')} raise in the program"
+                    if self.skipped else "nothing checked: no input was planned")
         if not self.skipped:
             return "OK"
-        if not self.checked:
-            return f"nothing checked: all {plural(self.skipped, 'input')} raise in the program"
         return f"OK on {plural(self.checked, 'input')}; {self.skipped:,} raise in the program"
 
     def __str__(self) -> str:

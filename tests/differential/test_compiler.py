@@ -11,6 +11,7 @@ import pytest
 import rasplang as rl
 from rasplang import lib
 from rasplang.backend import CompilerWarning, compile
+from rasplang.backend.compiler import nodes_without_values
 from rasplang.interpreter import evaluate_batch
 from rasplang.selection import spread_aggregates
 
@@ -44,10 +45,10 @@ def domain(vocab, max_seq_len: int, seed: int = 0) -> list[list]:
 def compile_checked(program, vocab, max_seq_len, **kw):
     """Compile, expecting a CompilerWarning exactly for the spread Aggregates the analysis
     lists and `rasplang.selection` cannot prove to select one key (the comparison with
-    `evaluate` below checks the proven ones)."""
+    `evaluate` below checks the proven ones), and for the nodes without values."""
     analysis = rl.analyze(program, vocab, max_seq_len)
     spread = spread_aggregates(analysis, kw.get("causal", False))
-    expected = {analysis.labels[n] for n in spread}
+    expected = {analysis.labels[n] for n in (*spread, *nodes_without_values(analysis))}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = compile(program, vocab, max_seq_len, **kw)

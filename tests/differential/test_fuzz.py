@@ -84,12 +84,12 @@ def fuzz(count: int, seed: int, *, max_depth: int = 4, lengths: tuple[int, ...] 
         report = rl.verify(program, vocab, max_seq_len, model=model, causal=causal,
                            exhaustive=True)
         result.inputs += report.checked
-        problems = [] if report.ok else [report.summary()]
-        if report.ok and float32 and not model.config.float64_only:
+        problems = [] if report.agrees else [report.summary()]
+        if report.agrees and float32 and not model.config.float64_only:
             result.float32 += 1
             report = rl.verify(program, vocab, max_seq_len, model=model, causal=causal,
                                exhaustive=True, dtype=np.float32)
-            problems += [] if report.ok else [f"in float32: {report.summary()}"]
+            problems += [] if report.agrees else [f"in float32: {report.summary()}"]
         for n in rng.integers(1, max_seq_len + 1, size=spot_checks).tolist():
             xs = [vocab[j] for j in rng.integers(0, len(vocab), size=n).tolist()]
             try:

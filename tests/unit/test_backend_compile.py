@@ -68,6 +68,18 @@ def test_spread_aggregate_warns_with_its_label():
     assert model.run(["abba"]) == [list("abba")]
 
 
+def test_node_without_values_warns_with_its_label():
+    """A Map that raises on every value has no value set: compile warns once, naming it
+    and its first error (not the nodes downstream, which have none either)."""
+    never = rl.Map(lambda t: 1 / 0, rl.tokens).named("never")
+    prog = rl.SequenceMap(lambda x, y: x, never, rl.tokens).named("after")
+    with pytest.warns(CompilerWarning) as caught:
+        compile(prog, "ab", 3)
+    assert [str(w.message) for w in caught] == [
+        "never: no value on any input (f('a') raised ZeroDivisionError: division by zero); "
+        "evaluate raises on every input, so nothing the model computes can be checked against it"]
+
+
 def test_bos_and_pad_must_not_be_tokens():
     """compiler_bos / compiler_pad inside the vocabulary is a ValueError."""
     with pytest.raises(ValueError, match="compiler_bos"):

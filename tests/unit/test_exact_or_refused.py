@@ -5,6 +5,7 @@ with an error naming the node."""
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 
 import pytest
@@ -240,16 +241,22 @@ def test_conversion_is_reserved_before_it_is_built():
 def test_aggregate_read_by_a_node_without_values():
     """A Map that raises on every value feeds a LinearSequenceMap after a categorical
     Aggregate (a fuzz case): the check of spread selections skips the node that never
-    has a value, and the model compiles (every input raises in evaluate too)."""
+    has a value, and the model compiles (every input raises in evaluate too), with a
+    warning naming that node; verify checks nothing, so its verdict is not ok."""
     vocab = [1e300, -1e300, 1.0]
     n1 = rl.Map(lambda x: 1e300 * len(str(x)), rl.length)
     n2 = rl.Aggregate(rl.Select(n1, rl.length, lambda k, q: abs(k - q) < 0.15), rl.length,
                       default=0.5)
     n3 = rl.Map(lambda x: 10**400 + len(str(x)), n2)
-    n4 = rl.LinearSequenceMap(n1, n3, 1 / 3, 10**400)
+    n4 = rl.LinearSequenceMap(n1, n3, 1 / 3, 10**400).named("overflows")
     program = rl.numerical(rl.LinearSequenceMap(n4, n4, 2, 0.5))
     for optimize in (True, False):
-        with pytest.warns(CompilerWarning, match="may select several values"):
+        with pytest.warns(CompilerWarning) as caught:
             model = rl.compile(program, vocab, 2, optimize=optimize)
+        messages = sorted(str(w.message) for w in caught)
+        assert len(messages) == 2 and "may select several values" in messages[0], messages
+        assert re.match(r"overflows: no value on any input \(f\(1e\+300, 1000.*\.\.\.\); "
+                        r"evaluate raises on every input", messages[1]), messages
         report = rl.verify(program, vocab, 2, model=model, progress=False)
-        assert report.ok and report.checked == 0 and report.skipped > 0, report
+        assert report.agrees and report.checked == 0 and report.skipped > 0, report
+        assert not report.ok and "nothing checked" in report.summary()

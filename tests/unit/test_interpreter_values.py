@@ -150,11 +150,12 @@ def test_tuples_holding_nan_aggregate_as_evaluate_decides(backend):
 def test_select_comparing_tuples_holding_nan_is_refused(backend):
     """A Select comparing ``(nan,)`` values depends on object identity in evaluate: the
     interpreter refuses inputs that reach it, naming the Select and the value."""
-    values = Map(lambda x: (float("nan"),) if x == 1 else (x,), tokens)
+    values = Map(lambda x: (float("nan"),) if x == 1 else (x,), tokens).named("vals")
     program = SelectorWidth(Select(values, values, Comparison.EQ).named("by_nan"))
     _assert_matches_evaluate(program, [[0, 2, 0], [2]], backend)  # no NaN here: fine
-    with pytest.raises(NotImplementedError, match=r"Select 'by_nan' compares \(nan,\), whose "
-                                                  r"equality depends on object identity"):
+    with pytest.raises(NotImplementedError, match=r"Select 'by_nan' compares \(nan,\) \(a value "
+                                                  r"of its keys 'vals'\), whose equality depends "
+                                                  r"on object identity"):
         evaluate_batch(program, [[0, 2], [1, 1, 0]], vocab=VOCAB, max_seq_len=3,
                        backend=backend)
 

@@ -175,6 +175,18 @@ def test_inputs_where_evaluate_raises_are_skipped():
     assert "inputs where evaluate raises" in report.summary()
 
 
+def test_a_program_raising_on_every_input_is_not_ok():
+    """Nothing checked proves nothing: ``ok`` is False though the model ``agrees`` wherever
+    the program is defined (nowhere), and the verdict says that nothing was checked."""
+    report = rl.verify(rl.Map(lambda t: 1 / 0, rl.tokens), [1, 2], 2)
+    assert (report.checked, report.skipped, report.n_mismatches) == (0, domain(2, 2), 0)
+    assert report.agrees and not report.ok
+    assert report.summary().splitlines()[1] == "nothing checked: all 6 inputs raise in the program"
+    empty = rl.verify(rl.tokens, [1, 2], 2, exhaustive=False, samples=0)
+    assert empty.total == 0 and not empty.ok
+    assert empty.summary().splitlines()[1] == "nothing checked: no input was planned"
+
+
 def test_model_must_match_the_request(sort_unique):
     """A model compiled for another vocabulary, length or masking is refused by name."""
     program, model = sort_unique
