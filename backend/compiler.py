@@ -18,7 +18,7 @@ from rasplang.backend.budget import (
 from rasplang.backend.build import Built, build_blocks
 from rasplang.backend.chambers.selector import SelectorUnsupported
 from rasplang.backend.finish import check_options, finish
-from rasplang.backend.fusion import Fusion, depth
+from rasplang.backend.fusion import Fusion, FusionInconsistent, depth
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
 from rasplang.backend.schedule import Schedule, schedule
@@ -113,7 +113,7 @@ def compile(
 
     try:
         chosen = build(optimize)
-    except (UnsupportedProgramError, SelectorUnsupported):
+    except (UnsupportedProgramError, SelectorUnsupported, FusionInconsistent):
         if not optimize:
             raise
         chosen = None  # the refused build's weights go with the exception, before the next

@@ -48,7 +48,7 @@ import attrs
 
 from rasplang.analysis import Analysis
 from rasplang.backend.derived import Linear, Scratch
-from rasplang.backend.distance import folds
+from rasplang.backend.distance import Fold, folds
 from rasplang.backend.lattice import lattice_pairs
 from rasplang.nodes import (
     Aggregate,
@@ -71,6 +71,12 @@ from rasplang.nodes import (
 FUSED_TABLE_BUDGET = 4096
 #: Largest factor by which folding may grow a reader's table over its unfused one.
 FUSED_GROWTH = 8
+
+
+class FusionInconsistent(Exception):
+    """A fold's precondition, checked when `choose` took it, does not hold where its block
+    is built (an internal error, never a user's): `compile` builds one block per node
+    instead, and the message names the node."""
 
 
 # ------------------------------------------------------------------ the decisions
@@ -263,9 +269,14 @@ def _choose(analysis: Analysis) -> Fusion:
         return 2 if size <= FUSED_GROWTH * max(1, unfused) else 1
 
     def reader_ok(node: SOp, mine: tuple[_Base, ...], reader: RASPExpr, role: str) -> int:
-        if reader in distance or reader in distance_chain or reader in lattice \
-                or reader in lattice_maps:
-            return 2  # the head reads the leaves (``distance.py``), or ``lattice.py``
+        if reader in distance or reader in distance_chain:
+            # the head reads the chain's leaves as one-hots from the residual stream
+            # (``distance.py``): only the chain itself is computed inside it
+            return 2 if node in distance_chain else 0
+        if reader in lattice or reader in lattice_maps:
+            # the per-index table reads the two fractions, each in the residual stream or
+            # as its combination (`Linear`), through the Maps folded into it
+            return 2 if node in lattice_maps or node in linear else 0
         if role == "select":
             if len(mine) == 1 and not mine[0].numerical:
                 return 2  # the head reads the base
@@ -324,7 +335,7 @@ def _choose(analysis: Analysis) -> Fusion:
     def candidates() -> list[SOp]:
         return [node for node in analysis.nodes if isinstance(node, SOp)
                 and node is not analysis.program and readers.get(node)
-                and mine_of(node) is not None]
+                and node not in lattice and mine_of(node) is not None]
 
     def greedy(skip: frozenset[SOp] = frozenset()) -> None:
         """Make virtual, in topological order, each node all of whose readers take it."""
@@ -395,19 +406,33 @@ def _choose(analysis: Analysis) -> Fusion:
         built_for.update({x: set(r) for x, r in state[2].items()})
         rebase()
 
-    for fold in folds(analysis, readers):  # a Select scored by squared distance
-        state = snapshot()
+    def take(fold: Fold) -> None:
         virtual.difference_update(fold.leaves)
         virtual.update(fold.chain)
         for x in (*fold.leaves, *fold.chain):
             built_for.pop(x, None)
         distance.add(fold.select)
         distance_chain.update(fold.chain)
-        if rebase() and depth(analysis, fusion()) <= state[0]:
-            continue
-        distance.discard(fold.select)
-        distance_chain.difference_update(fold.chain)
+
+    def drop(taken: list[Fold], state: State) -> None:
+        for fold in taken:
+            distance.discard(fold.select)
+            distance_chain.difference_update(fold.chain)
         restore(state)
+
+    # Selects scored by squared distance: all of them where that is no deeper (folds
+    # that share a leaf, such as two reverses of one length, pay for its one-hot once),
+    # else each one that is no deeper on its own
+    found, start = folds(analysis, readers), snapshot()
+    for fold in found:
+        take(fold)
+    if found and not (rebase() and depth(analysis, fusion()) <= start[0]):
+        drop(found, start)
+        for fold in found:
+            state = snapshot()
+            take(fold)
+            if not (rebase() and depth(analysis, fusion()) <= state[0]):
+                drop([fold], state)
     # SequenceMaps of two prefix fractions, one table per index (``lattice.py``): taken
     # together, and kept only if they make the model shallower
     start = snapshot()

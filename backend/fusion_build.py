@@ -19,7 +19,7 @@ from rasplang.backend.craft.bases import BasisDirection, VectorSpace, join
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.craft.maps import BilinearMap, LinearMap
 from rasplang.backend.derived import Linear, Scratch
-from rasplang.backend.fusion import is_affine_read
+from rasplang.backend.fusion import FusionInconsistent, is_affine_read
 from rasplang.backend.spaces import SOpSpace, categorical_space, numerical_space
 from rasplang.backend.views import View, identity, map_table, mark_impossible, pair, pair_table
 from rasplang.nodes import IndicesType, Map, Select, SelectorWidth, SOp
@@ -149,7 +149,7 @@ class FusedReads:
         inputs = tuple((x if x is not r else None, r) for x, r in zip((node.fst, node.snd), raw))
         found = lattice.tables(self.a, node, inputs)
         if found is None:  # `fusion.choose` checked the same tables
-            raise AssertionError(f"{label}: two roundings of one fraction disagree")
+            raise FusionInconsistent(f"{label}: two roundings of one fraction disagree")
         s1, s2 = self.spaces[b1], self.spaces[b2]
         lam = lattice.projection(self.a, raw[1])
         error = s1.error + lam * s2.error
@@ -243,8 +243,9 @@ class FusedReads:
         bound on its logit error before scaling, and the SOps it reads."""
         view = self.views[select.queries]
         found = distance.split(view)
-        if found is None:  # `fusion.choose` checked the same table
-            raise AssertionError(f"{self.labels[select]}: the query is no longer a sum")
+        if found is None:  # `fusion.choose` checked the same table, on the same leaves
+            raise FusionInconsistent(f"{self.labels[select]}: its query is no longer a "
+                                     "sum of functions of two one-hots")
         leaves = [self.spaces[b] for b in view.bases]
         keys = self.spaces[select.keys]
         top = max(abs(float(v)) for v in keys.values)
