@@ -166,15 +166,6 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
-def verify(
-    program: RASPExpr,
-    vocab: Iterable[Any],
-    max_seq_len: int,
-    *,
-    model: Any = None,
-    causal: bool = False,
-    exhaustive: bool | None = None,
-    samples: int | None = None,
 class VerifyInterrupted(KeyboardInterrupt):
     """Ctrl-C during `verify`: a KeyboardInterrupt (so a script stops) whose ``report``
     covers the inputs checked before it."""
@@ -185,6 +176,15 @@ class VerifyInterrupted(KeyboardInterrupt):
         self.report = report
 
 
+def verify(
+    program: RASPExpr,
+    vocab: Iterable[Any],
+    max_seq_len: int,
+    *,
+    model: Any = None,
+    causal: bool = False,
+    exhaustive: bool | None = None,
+    samples: int | None = None,
     seed: int = 0,
     batch_size: int = 8192,
     progress: bool | None = None,
@@ -227,6 +227,9 @@ class VerifyInterrupted(KeyboardInterrupt):
         raise ValueError(f"max_seq_len must be at least 1, got {max_seq_len}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if exhaustive is None and samples is not None:
+        exhaustive = False  # samples asked for: check that many, as the CLI does
+    samples = DEFAULT_SAMPLES if samples is None else samples
     if samples < 0:
         raise ValueError(f"samples must be non-negative, got {samples}")
     vocab = tuple(vocab)
@@ -237,15 +240,13 @@ class VerifyInterrupted(KeyboardInterrupt):
     compile_seconds = None
     if model is None:
         from rasplang.backend import compile as compile_program
-    if exhaustive is None and samples is not None:
-        exhaustive = False  # samples asked for: check that many, as the CLI does
-    samples = DEFAULT_SAMPLES if samples is None else samples
 
         start = time.perf_counter()
         model = compile_program(program, plan.vocab, max_seq_len, causal=causal,
                                 analysis=analysis)
         compile_seconds = time.perf_counter() - start
     checker = _Checker(plan, model, dtype)
+    _check_same_program(analysis, model)
     n_vocab = len(plan.vocab)
     if exhaustive:
         batches = _all_inputs(n_vocab, max_seq_len, batch_size)
@@ -256,7 +257,6 @@ class VerifyInterrupted(KeyboardInterrupt):
     bar = _progress_bar(total, progress)
     start = time.perf_counter()
     try:
-    _check_same_program(analysis, model)
         if client is not None:
             from rasplang.scale import verify_sharded
             from rasplang.verify_inputs import sampled_domain
@@ -275,6 +275,8 @@ class VerifyInterrupted(KeyboardInterrupt):
         if bar is not None:
             bar.close()
         report.seconds = time.perf_counter() - start
+    if report.interrupted:  # stop the caller too, with the inputs checked so far
+        raise VerifyInterrupted(report)
     return report
 
 
@@ -285,8 +287,6 @@ def tally(checker: _Checker, codes: np.ndarray, report: VerifyReport) -> None:
     report.skipped += len(skipped)
     report.n_mismatches += len(bad)
     for row in bad[: MAX_REPORTED - len(report.mismatches)]:
-    if report.interrupted:  # stop the caller too, with the inputs checked so far
-        raise VerifyInterrupted(report)
         report.mismatches.append(checker.explain(codes[row]))
     for row in skipped[: MAX_REPORTED - len(report.undefined)]:
         report.undefined.append(checker.undefined(codes[row]))
@@ -308,16 +308,6 @@ def _progress_bar(total: int, progress: bool | None) -> Any:
 # ---------------------------------------------------------------------- comparing
 
 
-class _Checker:
-    """The program's interpreter plan and the model's weights, ready to compare batches."""
-
-    def __init__(self, plan: Any, model: Any, dtype: Any = np.float64):
-        cfg = model.config
-        if bool(cfg.causal) != plan.causal:
-            raise ValueError(f"the model was compiled with causal={cfg.causal} but "
-                             f"verify was asked for causal={plan.causal}")
-        if plan.max_seq_len > cfg.max_seq_len:
-            raise ValueError(f"max_seq_len {plan.max_seq_len} exceeds the model's "
 def _check_same_program(analysis: Any, model: Any) -> None:
     """Refuse a model whose recorded program fingerprint is not ``analysis``'s program's.
 
@@ -337,6 +327,16 @@ def _check_same_program(analysis: Any, model: Any) -> None:
                          "again, or verify the program the model was compiled from")
 
 
+class _Checker:
+    """The program's interpreter plan and the model's weights, ready to compare batches."""
+
+    def __init__(self, plan: Any, model: Any, dtype: Any = np.float64):
+        cfg = model.config
+        if bool(cfg.causal) != plan.causal:
+            raise ValueError(f"the model was compiled with causal={cfg.causal} but "
+                             f"verify was asked for causal={plan.causal}")
+        if plan.max_seq_len > cfg.max_seq_len:
+            raise ValueError(f"max_seq_len {plan.max_seq_len} exceeds the model's "
                              f"max_seq_len {cfg.max_seq_len}")
         ids = model.input_encoder.encoding_map
         missing = [t for t in plan.vocab if t not in ids or t in (cfg.bos, cfg.pad)]
@@ -378,8 +378,9 @@ def _check_same_program(analysis: Any, model: Any) -> None:
             parts.append(np.asarray(logits)[:, 1:])  # (b, n, d_vocab_out)
         return np.concatenate(parts)
 
-    def check(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows that disagree, and the rows skipped (evaluate raises there)."""
+    def expected(self, codes: np.ndarray) -> tuple[np.ndarray, Any]:
+        """The rows where the program is defined, and the interpreter's output on them
+        (None when it is defined on none)."""
         keep = np.arange(len(codes))
         try:
             out = self.plan.run_arrays(codes, np.full(len(codes), codes.shape[1])).output
@@ -387,8 +388,15 @@ def _check_same_program(analysis: Any, model: Any) -> None:
             keep = np.array([i for i in range(len(codes)) if self._defined(codes[i])],
                             dtype=np.int64)
             if keep.size == 0:
-                return np.zeros(0, dtype=np.int64), np.arange(len(codes))
+                return keep, None
             out = self.plan.run_arrays(codes[keep], np.full(len(keep), codes.shape[1])).output
+        return keep, out
+
+    def check(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows that disagree, and the rows skipped (evaluate raises there)."""
+        keep, out = self.expected(codes)
+        if out is None:
+            return np.zeros(0, dtype=np.int64), np.arange(len(codes))
         logits = self.logits(codes[keep])
         if self.numerical:
             expected = out.values  # (b, n), NaN for None
