@@ -6,10 +6,11 @@ small blocks. `model_size` computes the exact shapes `assemble` will allocate fr
 scheduled blocks alone (the residual width from the SOp spaces, ``d_head`` from each
 head's factors, as `BilinearMap.factor` and `factor_linear` choose them), and
 charges every weight to the node whose directions or hidden units it spans, so a
-refusal names the nodes that make the model big. `lower_bound` bounds the size from below from the
-analysis alone, so a hopeless program is refused before its blocks are built (they
-take about as much memory as the model). `compile` refuses a model over ``max_bytes``
-with `ModelTooLarge` at both points, before allocating the weights.
+refusal names the nodes that make the model big. `lower_bound` (and `build_bound`, per
+build) bounds the size from below from the value sets alone, conversions, products and
+layers included, so a hopeless program is refused before any block is built (blocks can
+take gigabytes: a 10,045-value conversion's MLP is 1.5 GiB). `compile` refuses a model
+over ``max_bytes`` with `ModelTooLarge` at both points, before allocating the weights.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from typing import TYPE_CHECKING
 import attrs
 
 from rasplang.analysis import Analysis, UnsupportedProgramError
+from rasplang.backend.derived import Product, conversions
+from rasplang.backend.fusion import Fusion
 from rasplang.backend.spaces import ONE
 from rasplang.nodes import (
+    Aggregate,
     Encoding,
     Full,
     IndicesType,
@@ -57,9 +61,9 @@ class ModelTooLarge(UnsupportedProgramError):
                      f"{size.d_model:,}, d_mlp {size.d_mlp:,}, {size.n_heads} heads of "
                      f"{size.d_head:,} dimensions")
         else:
-            shape = (f"at least {size.parameters:,} parameters: d_model at least "
-                     f"{size.d_model:,}, d_mlp at least {size.d_mlp:,}, d_head at least "
-                     f"{size.d_head:,}")
+            shape = (f"at least {size.parameters:,} parameters: at least {size.n_layers} "
+                     f"layers, d_model at least {size.d_model:,}, d_mlp at least "
+                     f"{size.d_mlp:,}, d_head at least {size.d_head:,}")
         reason = (
             f"the model would need {'' if size.exact else 'at least '}{_gib(size.bytes)} of "
             f"float64 weights ({shape}), over max_bytes={max_bytes:,} ({_gib(max_bytes)}); "
@@ -113,22 +117,40 @@ def mlp_bound(label: str, rows: int, units: int) -> ModelSize:
 
 
 def lower_bound(analysis: Analysis, optimize: bool = False) -> ModelSize:
-    """A lower bound on the model's size from the analysis alone, before any block is
-    built: the residual directions every SOp is sure to take (one per categorical
-    value, one or two per numerical SOp) and the widest MLP it is sure to need (a
-    categorical output computed by an MLP needs a unit per value but one, whichever
-    layout the chamber picks), in one layer. Conversions, products, heads and further
-    layers only add to it. With ``optimize`` the nodes fusion computes inside their
-    readers (`rasplang.backend.fusion.choose`) take nothing."""
+    """A lower bound on the model's size from the value sets alone, before any block is
+    built (quick: no table is built, no program function called).
+
+    It counts the residual directions every SOp is sure to take (one per categorical
+    value, one or two per numerical SOp), those of the SOps the build inserts (an
+    `AsCategorical` conversion has one per value, a `Product` one per value tuple), the
+    widest MLP one of them is sure to need (a categorical output computed by an MLP needs
+    a unit per value but one, whichever layout the chamber picks; a conversion two per
+    step, a Product one per tuple), padded into each of the layers the schedule cannot
+    do without (`fusion.depth`: a conversion is an MLP before its reader), each with at
+    least one head. With ``optimize`` it is the smaller of the bounds of the two models
+    `compile` may return: one block per node, and the fused one, where the nodes fusion
+    computes inside their readers (`rasplang.backend.fusion.choose`) take nothing."""
+    plain = build_bound(analysis, Fusion())
+    if not optimize:
+        return plain
     from rasplang.backend.fusion import choose
 
-    virtual = choose(analysis).virtual if optimize else frozenset()
+    return min(plain, build_bound(analysis, choose(analysis)), key=lambda s: s.parameters)
+
+
+def build_bound(analysis: Analysis, fusion: Fusion) -> ModelSize:
+    """`lower_bound` for the model built with ``fusion``'s decisions (``Fusion()``: one
+    block per node). Its `Product` SOps are counted only without virtual nodes (a head
+    may read a virtual part's base instead)."""
+    from rasplang.backend.chambers.numerical_mlp import step_units
+    from rasplang.backend.fusion import depth
+
     n = analysis.max_seq_len
     dims: dict[str, int] = {"tokens": len(analysis.vocab) + 2, "indices": n}
     units: dict[str, int] = {}
     for node in analysis.nodes:
         if not isinstance(node, SOp) or isinstance(node, (TokensType, IndicesType, Full)) \
-                or node in virtual:
+                or node in fusion.virtual:
             continue
         label, values = analysis.labels[node], analysis.value_sets[node]
         kept = sum(v is not None for v in values)
@@ -139,20 +161,67 @@ def lower_bound(analysis: Analysis, optimize: bool = False) -> ModelSize:
             if isinstance(node, (Map, SequenceMap, LinearSequenceMap, SelectorWidth,
                                  LengthType)):
                 units[label] = max(0, kept - 1)
+    for sop in conversions(analysis, fusion):
+        label = f"{analysis.labels[sop]}:categorical"
+        raw = [v for v in analysis.value_sets[sop] if v is not None]
+        dims[label] = len(raw)
+        units[label] = step_units(raw)
+    for label, size in (_products(analysis) if not fusion.virtual else {}).items():
+        dims[label] = units[label] = size
+    # a per-index table reads its fractions directly, as a direct table does
+    n_layers = max(0, depth(analysis, attrs.evolve(
+        fusion, direct=fusion.direct | fusion.lattice)) // 2 + 1)
     d_head = 1  # a table of constant blocks factors into as few columns as it has blocks
     d = sum(dims.values())
     d_mlp = max([1, *units.values()])
-    d_out = max(1, dims.get(analysis.labels[analysis.program], 1))
-    per_direction = len(analysis.vocab) + 2 + n + 1 + d_out + 4 * d_head
-    parameters = d * per_direction + 2 * d_mlp * d
+    d_out = _out_width(analysis)
+    per_direction = len(analysis.vocab) + 2 + n + 1 + n_layers * (4 * d_head + 2) + d_out
+    mlp_weights = n_layers * 2 * d_mlp * d
+    parameters = d * per_direction + mlp_weights + n_layers * (3 * d_head + d_mlp) + d_out
     shares = {label: (k * per_direction, f"{k:,} residual dimensions")
               for label, k in dims.items()}
     widest = max(units, key=units.get, default=None)
-    if widest is not None:
+    if widest is not None and n_layers:
         k, what = shares[widest]
-        shares[widest] = (k + 2 * d_mlp * d, f"{what} and an MLP of at least {d_mlp:,} "
-                                             "hidden units")
-    return ModelSize(1, d, 1, d_head, d_mlp, parameters, shares, exact=False)
+        shares[widest] = (k + mlp_weights, f"{what} and an MLP of at least {d_mlp:,} hidden "
+                                           f"units (padded in all {n_layers} layers)")
+    return ModelSize(n_layers, d, 1, d_head, d_mlp, parameters, shares, exact=False)
+
+
+def _out_width(analysis: Analysis) -> int:
+    """The unembedding's columns: the output's directions (`assemble`)."""
+    program = analysis.program
+    values = analysis.value_sets.get(program, ()) if isinstance(program, SOp) else ()
+    kept = sum(v is not None for v in values)
+    if isinstance(program, Full):
+        return 1
+    if analysis.encodings.get(program) is Encoding.NUMERICAL:
+        return 1 + (kept < len(values))
+    return kept
+
+
+def _products(analysis: Analysis) -> dict[str, int]:
+    """The `Product` SOps one block per node inserts for heads (``|`` and ``~`` of Selects
+    on different SOps), by label, with their number of value tuples."""
+    from rasplang.backend.chambers.selector import SelectorUnsupported, selector_terms
+    from rasplang.backend.rules import _Sizes
+
+    found: dict[tuple[int, ...], tuple[str, int]] = {}
+
+    class Recording(_Sizes):
+        def product(self, parts: tuple[SOp, ...]) -> SOp:
+            label = "(" + ", ".join(analysis.labels[p] for p in parts) + ")"
+            found.setdefault(tuple(map(id, parts)), (label, self.size(Product(parts))))
+            return Product(parts)
+
+    sizes = Recording(analysis)
+    for node in analysis.nodes:
+        if isinstance(node, (Aggregate, SelectorWidth)):
+            try:
+                selector_terms(node.selector, sizes)
+            except SelectorUnsupported:  # refused by `rules.backend_problems`
+                continue
+    return dict(found.values())
 
 
 def model_size(analysis: Analysis, built: Built, sched: Schedule) -> ModelSize:

@@ -11,14 +11,16 @@ from rasplang.backend.assemble import assemble
 from rasplang.backend.budget import (
     DEFAULT_MAX_BYTES,
     ModelSize,
+    build_bound,
     lower_bound,
     model_size,
     refuse_over,
 )
 from rasplang.backend.build import Built, build_blocks
 from rasplang.backend.chambers.selector import SelectorUnsupported
+from rasplang.backend.derived import conversion_problems
 from rasplang.backend.finish import check_options, finish
-from rasplang.backend.fusion import Fusion, FusionInconsistent, depth
+from rasplang.backend.fusion import Fusion, FusionInconsistent, choose, depth
 from rasplang.backend.model import CompiledModel
 from rasplang.backend.rules import backend_problems
 from rasplang.backend.schedule import Schedule, schedule
@@ -55,7 +57,11 @@ def compile(
     refused). Raises `UnsupportedProgramError` (a NotImplementedError) listing
     every node it cannot build exactly, before building any weights, and `ModelTooLarge`
     (one of those) when the weights would take more than ``max_bytes`` (default 4 GiB),
-    naming the nodes that take the space, before allocating them. Warns
+    naming the nodes that take the space, before allocating them. Every refusal that
+    follows from the value sets (sizes, values too close to separate) comes before any
+    block is built, so a refused program allocates nothing past its analysis; a compiled
+    one peaks at its weights (at most ``max_bytes``) plus the blocks they are assembled
+    from (docs/design.md, "Peak memory against max_bytes"). Warns
     (`CompilerWarning`) for each categorical Aggregate that may select several values
     (and is not proven to select one, `rasplang.selection`): it is compiled as a mean of
     one-hots, exact where one value is selected or all selected values are the same
@@ -104,6 +110,10 @@ def compile(
                    max_bytes=max_bytes)
 
     def build(fuse: bool) -> tuple[Built, Schedule, ModelSize]:
+        # what follows from the value sets alone is refused before any block is built
+        fusion = choose(analysis) if fuse else Fusion()
+        raise_if_unsupported(conversion_problems(analysis, fusion, float(mlp_exactness)))
+        refuse_over(build_bound(analysis, fusion), max_bytes)
         built = build_blocks(analysis, **options, optimize=fuse)
         raise_if_unsupported(built.problems)
         plan = schedule(built.blocks, analysis.program)

@@ -17,9 +17,25 @@ model's circuit (`CompiledModel.circuit`, keyed by their labels) show where they
 
 from __future__ import annotations
 
+import numbers
+from typing import TYPE_CHECKING
+
 import attrs
 
-from rasplang.nodes import RASPExpr, SOp
+from rasplang.nodes import (
+    Aggregate,
+    Encoding,
+    LinearSequenceMap,
+    RASPExpr,
+    Select,
+    SelectorWidth,
+    SequenceMap,
+    SOp,
+)
+
+if TYPE_CHECKING:
+    from rasplang.analysis import Analysis
+    from rasplang.backend.fusion import Fusion
 
 
 @attrs.define(frozen=True, eq=False, repr=False)
@@ -67,3 +83,83 @@ class Product(SOp):
     @property
     def children(self) -> tuple[RASPExpr, ...]:
         return self.parts
+
+
+# ------------------------------------------------ what the build converts, from the analysis
+
+
+def conversions(analysis: Analysis, fusion: Fusion) -> dict[SOp, RASPExpr]:
+    """Every numerical SOp the build pass re-encodes as an `AsCategorical` with
+    ``fusion``'s decisions (``Fusion()``: ``optimize=False``), and the first node that
+    reads it so (the build charges the conversion to that reader), from the analysis
+    alone: the SOps `build._Builder.categorical` is called on, in the order it is.
+
+    - a SequenceMap built as a lookup table (not affine, not a per-index table, not
+      reading a virtual input, not read directly on a numerical input): both inputs;
+    - the keys and queries of each Select of a head's selector (not a squared-distance
+      fold), unless virtual (the head then reads their bases);
+    - the value of a categorical Aggregate, unless virtual (folded into the OV matrix).
+    """
+    numerical = {x for x, e in analysis.encodings.items() if e is Encoding.NUMERICAL}
+    out: dict[SOp, RASPExpr] = {}
+
+    def read(sop: SOp, reader: RASPExpr) -> None:
+        if sop in numerical and sop not in fusion.virtual:
+            out.setdefault(sop, reader)
+
+    for node in analysis.nodes:
+        if isinstance(node, (SequenceMap, LinearSequenceMap)):
+            if _affine(analysis, node) or node in fusion.lattice or node in fusion.direct \
+                    or any(fusion.inline(x, node) for x in (node.fst, node.snd)):
+                continue
+            read(node.fst, node)
+            read(node.snd, node)
+        elif isinstance(node, (Aggregate, SelectorWidth)):
+            if not (isinstance(node, Aggregate) and node.selector in fusion.distance):
+                for select in _selects(node.selector):
+                    read(select.keys, node)
+                    read(select.queries, node)
+            if isinstance(node, Aggregate) and node not in numerical:
+                read(node.sop, node)
+    return out
+
+
+def _affine(analysis: Analysis, node: SOp) -> bool:
+    """Whether the build reads a LinearSequenceMap linearly (`build._Builder.sequence_map`:
+    a numerical output of numerical or number-valued inputs)."""
+    return isinstance(node, LinearSequenceMap) \
+        and analysis.encodings[node] is Encoding.NUMERICAL \
+        and all(analysis.encodings[x] is Encoding.NUMERICAL
+                or all(isinstance(v, numbers.Real) for v in analysis.value_sets[x]
+                       if v is not None) for x in (node.fst, node.snd))
+
+
+def _selects(selector: RASPExpr) -> list[Select]:
+    """The Selects of a selector tree, in the order `selector_terms` resolves them."""
+    out, stack = [], [selector]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Select):
+            out.append(node)
+        else:
+            stack.extend(reversed(node.children))
+    return out
+
+
+def conversion_problems(analysis: Analysis, fusion: Fusion,
+                        mlp_exactness: float) -> list[tuple[str, str]]:
+    """``(reader's label, reason)`` for each of `conversions` whose values are too close
+    for any discretisation (two roundings of one mean an ulp apart), before any block is
+    built. Checked with no input error and the steepest slope, ``mlp_exactness``, by
+    `numerical_mlp.discretisation_problem`: the build checks the same values with the
+    input's error bound and a slope no steeper (`Margins.slope`), so it refuses them too."""
+    from rasplang.backend.chambers.numerical_mlp import discretisation_problem
+
+    problems = []
+    for sop, reader in conversions(analysis, fusion).items():
+        raw = [v for v in analysis.value_sets[sop] if v is not None]
+        problem = discretisation_problem([float(v) for v in raw], raw, 0.0, mlp_exactness)
+        if problem:
+            problems.append((analysis.labels[reader],
+                             f"input {analysis.labels[sop]!r}: {problem}"))
+    return problems

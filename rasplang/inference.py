@@ -44,6 +44,7 @@ from rasplang.nodes import (
 )
 from rasplang.tables import (
     Table,
+    TooManyValues,
     UnhashableResult,
     linear_table,
     map_table,
@@ -54,7 +55,8 @@ from rasplang.validation import short
 
 #: Largest value set the analysis builds for one node by enumeration in Python
 #: (numerical Aggregate means, Map and SequenceMap results). Past it, `analyze` raises
-#: `ValueSetTooLarge` naming the node.
+#: `ValueSetTooLarge` naming the node (a SequenceMap's table stops at its first value past
+#: it, before ``f`` is called on the remaining pairs).
 MAX_VALUE_SET_SIZE = 100_000
 #: Largest number of input pairs a numerical LinearSequenceMap enumerates (with numpy:
 #: the sum of two independent means can take about a million values at length 64).
@@ -180,8 +182,13 @@ class Inference:
                 f"{len(xs)} x {len(ys)} input pairs (limit MAX_TABLE_PAIRS="
                 f"{MAX_TABLE_PAIRS})"
             )
-        return self.tabled(node, lambda errors: pairs_table(node.f, xs, ys, errors,
-                                                            diagonal=node.fst is node.snd))
+        try:  # stopped at the first value past the limit, before f sees the other pairs
+            return self.tabled(node, lambda errors: pairs_table(
+                node.f, xs, ys, errors, diagonal=node.fst is node.snd,
+                limit=MAX_VALUE_SET_SIZE))
+        except TooManyValues:
+            self.check_size(node, MAX_VALUE_SET_SIZE + 1)
+            raise
 
     def linear(self, node: LinearSequenceMap) -> Table | None:
         """A numerical LinearSequenceMap of plain numbers (and None): every

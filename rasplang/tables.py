@@ -16,7 +16,7 @@ None, where `evaluate` raises).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -122,35 +122,47 @@ def _call(f: Callable[[Value], Value], x: Value, errors: list[tuple[tuple, Excep
 
 def pairs_table(f: Callable[[Value, Value], Value], xs: Sequence[Value], ys: Sequence[Value],
                 errors: list[tuple[tuple, Exception]], diagonal: bool = False,
-                ) -> tuple[Table, np.ndarray]:
+                limit: int | None = None) -> tuple[Table, np.ndarray]:
     """`map_table` for a SequenceMap: codes ``[len(xs), len(ys)]`` of ``f(x, y)``, calling
     ``f`` once per pair (None when either is None). With ``diagonal`` (both inputs are
     one SOp, so a position only ever holds ``f(v, v)``) only the diagonal is computed and
-    the rest is `RAISED_CODE`, never read."""
-    out = []
-    for i, x in enumerate(xs):
-        for j, y in enumerate(ys):
-            if diagonal and i != j:
-                out.append(RAISED)
-                continue
-            if x is None or y is None:
-                out.append(None)
-                continue
-            try:
-                out.append(f(x, y))
-            except Exception as exc:
-                out.append(RAISED)
-                if len(errors) < 10:
-                    errors.append(((x, y), exc))
-    table, codes = _outcome_table(out, lambda i: (xs[i // len(ys)], ys[i % len(ys)]))
+    the rest is `RAISED_CODE`, never read. Raises `TooManyValues` as soon as the outcomes
+    take more than ``limit`` distinct values, before calling ``f`` on the other pairs."""
+
+    def outcomes() -> Iterator[Value]:
+        for i, x in enumerate(xs):
+            for j, y in enumerate(ys):
+                if diagonal and i != j:
+                    yield RAISED
+                elif x is None or y is None:
+                    yield None
+                else:
+                    try:
+                        yield f(x, y)
+                    except Exception as exc:
+                        if len(errors) < 10:
+                            errors.append(((x, y), exc))
+                        yield RAISED
+    table, codes = _outcome_table(outcomes(), lambda i: (xs[i // len(ys)], ys[i % len(ys)]),
+                                  limit)
     return table, codes.reshape(len(xs), len(ys))
 
 
-def _outcome_table(outcomes: Sequence[Value], args: Callable[[int], tuple]
-                   ) -> tuple[Table, np.ndarray]:
+class TooManyValues(ValueError):
+    """A table's outcomes took more than ``limit`` distinct values (callers name the node:
+    `rasplang.inference.ValueSetTooLarge`)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        super().__init__(f"more than {limit} distinct values")
+
+
+def _outcome_table(outcomes: Iterable[Value], args: Callable[[int], tuple],
+                   limit: int | None = None) -> tuple[Table, np.ndarray]:
     """The table of ``outcomes`` in order of first appearance and their codes
     (`RAISED_CODE` for `RAISED`). ``args(i)`` gives outcome ``i``'s arguments for the
-    `UnhashableResult` an unhashable outcome raises."""
+    `UnhashableResult` an unhashable outcome raises; `TooManyValues` stops it at the
+    first value past ``limit``."""
     values: list[Value] = []
     index: dict[Any, int] = {}
     codes = []
@@ -164,6 +176,8 @@ def _outcome_table(outcomes: Sequence[Value], args: Callable[[int], tuple]
         except TypeError:
             raise UnhashableResult(args(i), value) from None
         if code is None:
+            if limit is not None and len(values) >= limit:
+                raise TooManyValues(limit)
             code = index[key] = len(values)
             values.append(value)
         codes.append(code)

@@ -233,7 +233,11 @@ def test_conversion_is_reserved_before_it_is_built():
     num = N(rasp.Map(lambda i: i / 7, rasp.indices)).named("num")
     program = N(rasp.SequenceMap(lambda x, y: x, num, rasp.tokens)).named("reader")
     analysis = rl.analyze(program, ["a"], 30)
-    limit = lower_bound(analysis).bytes + 1
+    bound = lower_bound(analysis)
+    assert bound.shares["num:categorical"][0] >= 2 * 30 * 59  # 30 directions, 59 units
+    with pytest.raises(ModelTooLarge, match=r"\n  - num:categorical: .*59 hidden units"):
+        rl.compile(program, ["a"], 30, max_bytes=bound.bytes - 1, optimize=False)
+    limit = 2 * 30 * 59 * 8 - 1  # the conversion's own weights, one byte short
     with pytest.raises(ModelTooLarge, match=r"reader: .*hidden units reading"):
         build_blocks(analysis, causal=False, bos="BOS", mlp_exactness=100, max_bytes=limit)
 
