@@ -47,13 +47,17 @@ GELU_Z = 12.0
 ZERO = 1e-9
 #: Largest sum set enumerated for one unit.
 MAX_SUMS = 1 << 22
+#: ``sqrt(2 / pi)`` as a Python float (it takes the dtype of the array it multiplies).
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def gelu_new(x: Any, xp: Any = np) -> Any:
     """GPT-2's GELU (``gelu_new``: the tanh form), as transformers and TransformerLens
-    compute it; large ``|x|`` saturates instead of overflowing."""
+    compute it; large ``|x|`` saturates instead of overflowing. The constants are Python
+    floats, which take ``x``'s dtype (a NumPy float64 scalar would promote float32 to
+    float64 under NumPy 2), so the result has ``x``'s dtype, as torch's has."""
     with np.errstate(over="ignore", invalid="ignore"):
-        inner = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x * x * x)
+        inner = SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
         return 0.5 * x * (1.0 + xp.tanh(inner))
 
 
