@@ -25,6 +25,12 @@ value (within float rounding) and, if it can be None, its second logit is the No
 residual labels. The tokenizer is a ``tokenizers`` WordLevel vocabulary (each token as
 ``str``, BOS and PAD), whitespace-split, that prepends BOS; ``AutoTokenizer`` loads it.
 
+Dtype. The export is float32, or float64 where `float64_only` says why float32 is not
+exact: a numerical output (torch's float32 LayerNorm rounds it beyond the compiler's
+bound), BERT's post-norm rounding, or the model's own reason; the weights and
+``config.dtype`` are saved in it, so ``from_pretrained`` loads it back in it. `verify`
+checks a loaded export as a user runs it (`rasplang.backend.hf_verify`).
+
 Requires the ``hf`` extra (``transformers``, ``tokenizers``, ``torch``; imported
 lazily).
 """
@@ -67,17 +73,40 @@ def architecture_for(model: Any, architecture: str | None = None) -> str:
 
 def float64_only(model: Any, kind: str) -> str:
     """Why the export of ``model`` as ``kind`` ("gpt2", "bert") is exact in float64 only
-    ("" when float32 is exact too): the model's own reason, or for BERT the rounding of
-    its post-norm form (`rasplang.backend.normalize.rounding_problem`; the residual's
-    coordinate sum is bounded through ``eps >= 2^56 a1^2 / d_model``)."""
+    ("" when float32 is exact too): the model's own reason, a numerical output, or for
+    BERT the rounding of its post-norm form (`rasplang.backend.normalize.rounding_problem`;
+    the residual's coordinate sum is bounded through ``eps >= 2^56 a1^2 / d_model``).
+
+    A numerical output is a residual coordinate read off as it is, so the export's own
+    float32 rounding reaches the user, and it is not the rounding the compiler bounds:
+    torch's LayerNorm computes the mean by Welford updates, which are not exact even on
+    the residuals whose sum is exactly 0 (numpy's sum is exact on them). The
+    ``norm:zero`` direction cancels that mean in exact arithmetic, but the readers'
+    products with large query weights round it and an Aggregate's pattern moves:
+    ``frac_prevs``'s GPT-2 export in float32 is off by 1.9e-6 at max_seq_len 5 and
+    7.3e-6 at 48 (more than verify's float32 tolerance), rasplang's own float32 forward
+    by 2e-8 and 9e-8, the float64 export by 1e-14. A categorical output is read by argmax
+    with a margin of 1/2, which float32 keeps."""
     from rasplang.backend import normalize
 
     cfg = model.config
-    if cfg.float64_only or kind != "bert":
+    if cfg.float64_only:
         return cfg.float64_only
+    if model.output_encoder.numerical:
+        return ("its output is numerical, and torch's float32 LayerNorm rounds it beyond "
+                "the compiler's float32 bound")
+    if kind != "bert":
+        return ""
     a1 = math.sqrt(cfg.eps * cfg.d_model) / 2.0 ** (normalize.EPS_BITS / 2)
     problem = normalize.rounding_problem(normalize.post_norm_count(cfg.n_layers), a1, 24)
     return f"as BERT, {problem}" if problem else ""
+
+
+def default_dtype(model: Any, kind: str) -> Any:
+    """The torch dtype the export uses when none is asked for: float64 where
+    `float64_only` gives a reason, else float32."""
+    _, torch = _import_hf()
+    return torch.float64 if float64_only(model, kind) else torch.float32
 
 
 def _layout(d: int, h: int, e: int) -> tuple[int, int]:
@@ -162,19 +191,27 @@ def _rasplang_info(model: Any, labels: list[str], values: list[Any]) -> dict[str
             "causal": cfg.causal, "max_seq_len": cfg.max_seq_len,
             "numerical": bool(model.output_encoder.numerical),
             "outputs": [to_json(v, "outputs") for v in values],
-            "residual_labels": labels}
+            "residual_labels": labels, "program_sha256": cfg.program_sha256}
+
+
+def config_vocab(config: Any) -> list[Any]:
+    """An exported model's vocabulary, read from its ``config.rasplang``."""
+    from rasplang.backend.metadata import from_json
+
+    return [from_json(v, "vocab") for v in config.rasplang["vocab"]]
 
 
 def to_hf(model: Any, *, architecture: str | None = None, dtype: Any = None) -> Any:
     """``model`` as a ``transformers`` model with the same logits (see the module
     docstring): ``GPT2LMHeadModel`` for a causal model, ``BertForMaskedLM``
-    otherwise. ``dtype`` is a torch dtype (default float32, float64 for a model exact in
-    float64 only, which refuses float32)."""
+    otherwise. ``dtype`` is a torch dtype (default `default_dtype`: float32, or float64
+    for a model whose export is exact in float64 only (`float64_only`: a numerical
+    output among others), which refuses float32)."""
     kind = architecture_for(model, architecture)
     transformers, torch = _import_hf()
     why = float64_only(model, kind)
     if dtype is None:
-        dtype = torch.float64 if why else torch.float32
+        dtype = default_dtype(model, kind)
     if dtype != torch.float64 and why:
         raise ValueError(f"this model is exact in float64 only ({why}); export it with "
                          "dtype=torch.float64")
@@ -309,7 +346,11 @@ def token_strings(model: Any) -> list[str]:
     """Each embedding row's token as the tokenizer writes it (``str``), checked to be
     distinct and free of whitespace."""
     cfg = model.config
-    tokens = [*cfg.vocab, cfg.bos, cfg.pad]
+    return _strings([*cfg.vocab, cfg.bos, cfg.pad])
+
+
+def _strings(tokens: list[Any]) -> list[str]:
+    """`token_strings` of the tokens (vocabulary, BOS, PAD: the embedding's rows)."""
     text = [str(t) for t in tokens]
     seen: dict[str, Any] = {}
     for tok, s in zip(tokens, text):
@@ -328,10 +369,25 @@ def tokenizer(model: Any, unknown_as_pad: bool = False) -> Any:
     model's tokens (ids as its embedding rows), BOS prepended, PAD for padding. A word
     outside the vocabulary is an error, unless ``unknown_as_pad`` (what TransformerLens's
     bridge needs to probe the tokenizer) reads it as PAD."""
+    return _tokenizer(token_strings(model), unknown_as_pad)
+
+
+def tokenizer_from_config(config: Any) -> Any:
+    """`tokenizer` rebuilt from an exported model's ``config.rasplang`` (the same
+    vocabulary, BOS and PAD, so the same ids)."""
+    from rasplang.backend.metadata import from_json
+
+    info = config.rasplang
+    tokens = [*(from_json(v, "vocab") for v in info["vocab"]), from_json(info["bos"], "bos"),
+              from_json(info["pad"], "pad")]
+    return _tokenizer(_strings(tokens))
+
+
+def _tokenizer(text: list[str], unknown_as_pad: bool = False) -> Any:
+    """The tokenizer over ``text`` (the vocabulary, then BOS and PAD)."""
     transformers, _ = _import_hf()
     import_extra("the Hugging Face tokenizer", "hf", "tokenizers")
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    text = token_strings(model)
     bos, pad = text[-2], text[-1]
     tok = Tokenizer(models.WordLevel({s: i for i, s in enumerate(text)},
                                      unk_token=pad if unknown_as_pad else None))
@@ -373,6 +429,22 @@ def decode(config: Any, logits: Any) -> list[list[Any]]:
     values = [from_json(v, "outputs") for v in info["outputs"]]
     idx = logits[..., : len(values)].argmax(axis=-1)
     return [[values[i] for i in row] for row in idx.tolist()]
+
+
+def verify(program: Any, model: Any, *, tokenizer: Any = None, max_seq_len: int | None = None,
+           **kwargs: Any) -> Any:
+    """`rasplang.verify` of an exported ``transformers`` model (loaded back with
+    ``from_pretrained``) on its own vocabulary, its ``max_seq_len`` (or a smaller one) and
+    its masking, run as a user runs it: text, ``tokenizer`` (default: the one saved beside
+    the model, `rasplang.backend.hf_verify`), the model, `decode`. ``kwargs`` go to
+    `rasplang.verify` (``exhaustive``, ``samples``, ``seed``, ``batch_size``, ...)."""
+    from rasplang.backend.hf_verify import Exported
+    from rasplang.verification import verify as verify_model
+
+    info = model.config.rasplang
+    target = model if tokenizer is None else Exported(model, tokenizer)
+    return verify_model(program, config_vocab(model.config), max_seq_len or info["max_seq_len"],
+                        model=target, causal=bool(info["causal"]), **kwargs)
 
 
 def write_directory(model: Any, path: str | os.PathLike, error: type = ValueError) -> Path:

@@ -22,9 +22,12 @@ Hugging Face form adds (``model.config.rasplang["residual_labels"]`` on the brid
 ``original_model``).
 
 Inputs are token ids: ``model.input_encoder.encode([[bos, *tokens]])`` (BOS first, no
-padding; TransformerLens must not prepend its own BOS, hence
-``default_prepend_bos=False``). Requires the ``transformer-lens`` extra (imported
-lazily).
+padding), which TransformerLens takes as they are. The HookedTransformer has no
+tokenizer (``default_prepend_bos=False``: nothing would prepend BOS to a string); the
+bridge also takes text (``bridge("x y x")``, the tokens separated by spaces): its
+tokenizer is the export's, whose template prepends BOS, and ``default_prepend_bos=True``
+keeps it (False would strip it, and the first token would be read as BOS). Requires the
+``transformer-lens`` extra (imported lazily).
 """
 
 from __future__ import annotations
@@ -114,19 +117,20 @@ def to_transformer_lens(model: Any, *, dtype: Any = None, device: str = "cpu") -
 
 def to_bridge(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
     """``model`` as a TransformerLens 4 ``TransformerBridge`` over its Hugging Face form
-    (`rasplang.backend.hf.to_hf`: GPT-2 for a causal LayerNorm model, BERT otherwise)."""
+    (`rasplang.backend.hf.to_hf`: GPT-2 for a causal LayerNorm model, BERT otherwise), in
+    ``dtype`` or the export's `rasplang.backend.hf.default_dtype`. It takes token ids, or
+    text that its tokenizer turns into them with BOS first."""
     import tempfile
 
     from rasplang.backend import hf
 
-    _, torch = _import_transformer_lens()
+    _import_transformer_lens()
     kind = hf.architecture_for(model)  # a LayerNorm model, else a ValueError saying so
     from transformer_lens.model_bridge import TransformerBridge
 
     with tempfile.TemporaryDirectory(prefix="rasplang-hf-") as path:
         hf.save_pretrained(model, path, dtype=dtype, unknown_as_pad=True)
         bridge = TransformerBridge.boot_transformers(
-            path, dtype=dtype or (torch.float64 if hf.float64_only(model, kind)
-                                  else torch.float32), device=device)
-    bridge.cfg.default_prepend_bos = False
+            path, dtype=dtype or hf.default_dtype(model, kind), device=device)
+    bridge.cfg.default_prepend_bos = True  # a string gets BOS once, from the tokenizer
     return bridge

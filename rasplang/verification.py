@@ -212,6 +212,12 @@ def verify(
     ValueError saying why). Numerical outputs are compared within
     `NUMERICAL_TOLERANCE` in float64 and `NUMERICAL_TOLERANCE32` in float32.
 
+    ``model`` may also be a ``transformers`` model exported by ``save_pretrained`` (and
+    loaded back with ``from_pretrained``): it then runs as its users run it, text through
+    the tokenizer saved beside it, the model in the dtype it was loaded in, and
+    `rasplang.backend.hf.decode` (`rasplang.backend.hf_verify`; ``dtype`` and ``client``
+    do not apply).
+
     ``client`` (a ``dask.distributed.Client``) checks the inputs on its workers, in
     shards (`rasplang.scale`); the report is the one a single process gives. Without it
     nothing imports Dask.
@@ -245,7 +251,7 @@ def verify(
         model = compile_program(program, plan.vocab, max_seq_len, causal=causal,
                                 analysis=analysis)
         compile_seconds = time.perf_counter() - start
-    checker = _Checker(plan, model, dtype)
+    checker = _checker(plan, model, dtype, client)
     _check_same_program(analysis, model)
     n_vocab = len(plan.vocab)
     if exhaustive:
@@ -325,6 +331,19 @@ def _check_same_program(analysis: Any, model: Any) -> None:
         raise ValueError(f"this model was compiled from another program than {label!r} (its "
                          f"program fingerprint {recorded[:12]}... differs); compile {label!r} "
                          "again, or verify the program the model was compiled from")
+
+
+def _checker(plan: Any, model: Any, dtype: Any, client: Any) -> Any:
+    """The checker for ``model``: `_Checker` for a compiled model, or for a model exported
+    to Hugging Face (`rasplang.backend.hf_verify`) one that runs it as a user does."""
+    from rasplang.backend import hf_verify
+
+    if not hf_verify.is_exported(model):
+        return _Checker(plan, model, dtype)
+    if client is not None:
+        raise ValueError("verify runs an exported Hugging Face model in this process only; "
+                         "pass client=None")
+    return hf_verify.ExportChecker(plan, model)
 
 
 class _Checker:

@@ -2,9 +2,10 @@
 
 Skipped without the extras (``make test-interop`` installs CPU torch, transformers,
 TransformerLens and nnsight). Every library program compiles with LayerNorm, is saved
-with ``save_pretrained`` and loaded back with ``Auto*.from_pretrained``; argmax-decoding
-its logits is compared with `rasplang.evaluate` (through the interpreter) on every input
-up to length 5, and on 2,000 inputs at length 16.
+with ``save_pretrained``, loaded back with ``Auto*.from_pretrained`` in the dtype it is
+saved in, and checked by `rasplang.backend.hf.verify` (tokenizer, model, decode against
+the interpreter) on every input up to length 5, as GPT-2 and as BERT, and on 2,000 inputs
+at length 16.
 """
 
 import itertools
@@ -43,48 +44,44 @@ def _loaded(model, path):
     return transformers.AutoTokenizer.from_pretrained(path), cls.from_pretrained(path)
 
 
-def _check(model, hf, entry, causal, xs):
-    """Decoded HF logits equal the interpreter's outputs (numerical within 1e-5)."""
-    from rasplang.backend.hf import decode
-    from rasplang.interpreter import evaluate_batch
+def _verified(name, causal, n, tmp_path, **kwargs):
+    """Compile ``name`` with LayerNorm, save it, load it back with ``Auto*`` as a user does,
+    and verify it (tokenizer, model, decode) on its own domain."""
+    from rasplang.backend.hf import verify
 
-    want = evaluate_batch(model.program, xs, causal=causal)
-    want = want.outputs if hasattr(want, "outputs") else want
-    cfg = model.config
-    dtype = next(hf.parameters()).dtype
-    for start in range(0, len(xs), 512):
-        part = xs[start:start + 512]
-        ids = model.input_encoder.encode([[cfg.bos, *s] for s in part])
-        mask = torch.as_tensor(ids != cfg.pad_id, dtype=torch.long)
-        with torch.no_grad():
-            logits = hf(torch.as_tensor(ids), attention_mask=mask).logits.to(dtype)
-        got = decode(hf.config, logits)
-        _assert_outputs(model, part, got, want[start:start + 512])
+    entry = PROGRAMS[name]
+    model = rl.compile(entry.build(n), entry.vocab, n, causal=causal, norm="layernorm",
+                       activation=kwargs.pop("activation", "relu"))
+    _, hf = _loaded(model, tmp_path)
+    return model, hf, verify(entry.build(n), hf, **kwargs)
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("causal", [True, False], ids=["gpt2", "bert"])
 @pytest.mark.parametrize("name", NAMES)
-def test_library_program_exhaustive_at_5(name, activation, tmp_path):
-    """save_pretrained -> from_pretrained -> the program's outputs on every input <= 5."""
-    entry = PROGRAMS[name]
-    causal = name in ("frac_prevs", "prev_sum", "detect_pattern") or activation == "gelu"
-    n = min(5, entry.max_seq_len)
-    model = rl.compile(entry.build(n), entry.vocab, n, causal=causal, norm="layernorm",
-                       activation=activation)
-    _, hf = _loaded(model, tmp_path)
-    _check(model, hf, entry, causal, _inputs(entry, n))
+def test_library_program_exhaustive_at_5(name, causal, activation, tmp_path):
+    """save_pretrained -> from_pretrained in the dtype it is saved in -> verify (tokenizer,
+    model, decode) agrees with the program on every input up to length 5."""
+    from rasplang.backend.hf import default_dtype
+
+    model, hf, report = _verified(name, causal, min(5, PROGRAMS[name].max_seq_len), tmp_path,
+                                  activation=activation, exhaustive=True)
+    assert report.ok, report.summary()
+    assert report.checked > 0
+    kind = "gpt2" if causal else "bert"
+    assert next(hf.parameters()).dtype == default_dtype(model, kind)
+    if model.output_encoder.numerical:  # read off a float: float64, see hf.float64_only
+        assert next(hf.parameters()).dtype == torch.float64
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_library_program_sampled_at_16(name, tmp_path):
     """2,000 seeded inputs up to length 16, causal and not."""
-    entry = PROGRAMS[name]
-    n = min(16, entry.max_seq_len)
+    n = min(16, PROGRAMS[name].max_seq_len)
     for causal in (False, True):
-        model = rl.compile(entry.build(n), entry.vocab, n, causal=causal, norm="layernorm")
-        _, hf = _loaded(model, tmp_path / str(causal))
-        _check(model, hf, entry, causal, _inputs(entry, n, samples=2000))
+        _, _, report = _verified(name, causal, n, tmp_path / str(causal), samples=2000)
+        assert report.ok, report.summary()
 
 
 def test_tokenizer_prepends_bos_and_pads(tmp_path):

@@ -27,7 +27,7 @@ def test_tutorial_runs_with_the_extras(tmp_path):
     try:
         namespace = {"__name__": "__docs__"}
         blocks = runnable_blocks(PAGE.read_text(encoding="utf-8"), str(PAGE))
-        assert sum(b.skip_reason is not None for b in blocks) == 3
+        assert sum(b.skip_reason is not None for b in blocks) == 4
         for block in blocks:
             run_block(block, namespace)
     finally:
