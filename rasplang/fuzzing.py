@@ -201,8 +201,9 @@ def _check(case: Case, compile_budget: float, check_budget: float, export: bool
     try:
         with _time_limit(compile_budget), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            analysis = rl.analyze(program, vocab, case.max_seq_len)
             model = rl.compile(program, vocab, case.max_seq_len, causal=case.causal,
-                               max_bytes=CASE_MAX_BYTES)
+                               max_bytes=CASE_MAX_BYTES, analysis=analysis)
     except _Timeout:
         return CaseResult(case, "slow", f"compile took over {compile_budget:g} s")
     except BaseException as exc:
@@ -210,6 +211,7 @@ def _check(case: Case, compile_budget: float, check_budget: float, export: bool
         return CaseResult(case, outcome, detail)
     warned = [str(w.message) for w in caught if issubclass(w.category, CompilerWarning)]
     numerical = rl.is_numerical(program)
+    twins = bool(analysis.type_collisions.get(program))  # the type rule: one value per ==
     result = CaseResult(case, "exact")
     stage = "rasplang.evaluate"
     try:
@@ -219,14 +221,15 @@ def _check(case: Case, compile_budget: float, check_budget: float, export: bool
             xs = [[vocab[i] for i in p] for p, _ in batch]
             stage = "model.run"
             if _mismatch(result, batch, model.run(xs) if xs else [], warned,
-                         numerical=numerical, float32=False):
+                         numerical=numerical, float32=False, twins=twins):
                 return result
             if model.config.float64_only:
                 result.float32 = f"float64 only ({model.config.float64_only})"
             else:
                 stage = "model.run(dtype=np.float32)"
                 got = model.run(xs, dtype=np.float32) if xs else []
-                if _mismatch(result, batch, got, warned, numerical=numerical, float32=True):
+                if _mismatch(result, batch, got, warned, numerical=numerical, float32=True,
+                             twins=twins):
                     return result
                 result.float32 = "exact"
     except _Timeout:
@@ -268,15 +271,18 @@ def _expected(case: Case, program: Any, vocab: list[Any], result: CaseResult,
 
 def _mismatch(result: CaseResult, batch: Sequence[tuple[tuple[int, ...], list[Any]]],
               got: Sequence[Sequence[Any]], warned: Sequence[str], *, numerical: bool,
-              float32: bool, where: str = "") -> bool:
+              float32: bool, where: str = "", twins: bool = False) -> bool:
     """Record the first input whose outputs differ (``WRONG``, or ``warned-wrong`` after
     a CompilerWarning) and say whether there was one. Numerical outputs agree within
     `NUMERICAL_TOLERANCE` (float64) or `NUMERICAL_TOLERANCE32` (float32, verify's),
-    categorical ones exactly (value and type)."""
+    categorical ones exactly (value and type), or by ``==`` where the output can take
+    equal values of different types (``twins``: the model holds one value per ``==``
+    class, the type rule of docs/design.md)."""
     tolerance = NUMERICAL_TOLERANCE32 if float32 else NUMERICAL_TOLERANCE
+    same = _loosely_equal if twins else _strictly_equal
     for (positions, expected), out in zip(batch, got):
         if len(out) == len(expected) and all(
-                _numerically_equal(g, e, tolerance) if numerical else _strictly_equal(g, e)
+                _numerically_equal(g, e, tolerance) if numerical else same(g, e)
                 for g, e in zip(out, expected)):
             continue
         result.outcome = "warned-wrong" if warned else "WRONG"
@@ -341,8 +347,9 @@ def check_export(case: Case, program: Any, vocab: list[Any],
             logits = hf(torch.as_tensor(ids), attention_mask=mask).logits
         got += [row[:len(s)] for row, s in zip(decode(hf.config, logits), seqs)]
     where = f"the {kind.upper()} export ({str(dtype).removeprefix('torch.')}): "
+    twins = bool(rl.analyze(program, vocab, case.max_seq_len).type_collisions.get(program))
     if not _mismatch(result, batch, got, (), numerical=rl.is_numerical(program),
-                     float32=float32, where=where):
+                     float32=float32, where=where, twins=twins):
         result.export = f"exact ({kind}, {str(dtype).removeprefix('torch.')})"
     else:
         result.export = "WRONG"

@@ -214,6 +214,8 @@ class VerifyJob:
     #: CPU), so the workers of one host do not split their kernels over more threads
     #: than the host has CPUs.
     host_threads: tuple[tuple[str, int], ...] = ()
+    #: The float type the model runs in on the workers, as in the calling process.
+    dtype: str = "float64"
     key: str = attrs.field(factory=lambda: uuid.uuid4().hex)  # one checker per run
 
 
@@ -266,7 +268,7 @@ def verify_range(job: VerifyJob, start: int, stop: int) -> Any:
         threads = task_threads(job.host_threads)
         plan = Plan(job.program, job.vocab, job.max_seq_len, job.causal,
                     backend="numba" if threads is None else _backend(threads))
-        checker = _Checker(plan, job.model)
+        checker = _Checker(plan, job.model, job.dtype)
         _CHECKERS.clear()
         _CHECKERS[job.key] = checker
     part = VerifyReport("", job.vocab, job.max_seq_len, job.causal, True, stop - start)
@@ -284,7 +286,7 @@ def verify_sharded(client: Any, checker: Any, report: Any, domain: Any, batch_si
 
     plan = checker.plan
     job = VerifyJob(plan.program, plan.vocab, plan.max_seq_len, plan.causal, checker.model,
-                    domain, batch_size, host_threads(client))
+                    domain, batch_size, host_threads(client), str(checker.dtype))
     total = domain.total
     size = max(batch_size, min(MAX_VERIFY_SHARD, math.ceil(total / (8 * _threads(client)))))
     block = getattr(domain, "block", None)

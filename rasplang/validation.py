@@ -83,13 +83,6 @@ def validate(analysis: Analysis) -> list[tuple[str, str]]:
         reason = identity_problem(node, analysis.typed_values.__getitem__, analysis.labels)
         if reason:
             problems.append((label, reason))
-    output = analysis.program
-    if isinstance(output, SOp) and analysis.encodings[output] is Encoding.CATEGORICAL:
-        for group in analysis.type_collisions.get(output, ()):
-            twins = " or ".join(map(repr, group))
-            problems.append((analysis.labels[output], f"the output can be {twins} (equal values "
-                             "told apart by type or sign, one value in a compiled model), so "
-                             "the model cannot return the value evaluate returns"))
     return problems
 
 
@@ -142,16 +135,13 @@ def short(value: Value, limit: int = 40) -> str:
 
 def _outcome_classes(analysis: Analysis, node: RASPExpr) -> np.ndarray:
     """``node``'s lookup array with each entry replaced by its class as the model holds
-    the result: a Select's truth (an error is its own class); a numerical node's value
-    (``1`` and ``1.0`` are one class); any other node's typed value. `RAISED_CODE` stays
+    the result: a Select's truth (an error is its own class); an SOp's value under ``==``
+    (``1`` and ``1.0`` are one number, or one direction, in a model). `RAISED_CODE` stays
     (an exception is an outcome of its own)."""
     if isinstance(node, Select):
         return analysis.select_table(node)
-    lut = analysis.luts[node]
-    if analysis.encodings[node] is not Encoding.NUMERICAL:
-        return lut
     merged = np.append(analysis.merged_index(node), RAISED_CODE)  # [n_typed + 1]
-    return merged[lut]
+    return merged[analysis.luts[node]]
 
 
 def _tells_twins_apart(analysis: Analysis, node: RASPExpr) -> str | None:

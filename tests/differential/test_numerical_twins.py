@@ -1,10 +1,10 @@
-"""Numerical outputs whose values differ only in type (0, 0.0, False) compile and verify.
+"""Outputs whose values differ only in type (0, 0.0, False) compile and verify.
 
 A numerical output is one number in the residual stream, so the model returns a float
-(or None) and cannot tell 0 from 0.0 or False; `rasplang.verify` and the fuzzer compare
-numerical outputs by value, within a tolerance. Such outputs compile. A categorical
-output that can be twins, or a reader whose function tells them apart, is refused: the
-model would have to know a type it does not hold.
+(or None) and cannot tell 0 from 0.0 or False; a categorical output has one direction
+per value under ==. `rasplang.verify` and the fuzzer compare outputs by ==, numbers
+within a tolerance. Such outputs compile. A reader whose function tells twins apart is
+refused: the model would have to know a type it does not hold.
 """
 
 import itertools
@@ -63,12 +63,17 @@ def test_numerical_type_twins_compile_and_verify(name):
         assert all(type(g) is float and abs(g - w) <= 1e-6 for g, w in zip(got, want))
 
 
-def test_categorical_identity_of_twins_is_refused():
-    """A categorical identity of a mean that can be 0 or 0.0 is refused, naming both."""
+def test_categorical_identity_of_twins_compiles_by_the_type_rule():
+    """A categorical identity of a mean that can be 0 or 0.0 compiles: the model holds one
+    value per == class and returns it for both twins; verify agrees on every input, and
+    the twins really occur in evaluate's outputs."""
     program = Map(lambda v: v, _mean()).named("out")
-    with pytest.raises(rl.UnsupportedProgramError,
-                       match=r"out: the output can be 0 or 0\.0 \(equal values told apart"):
-        rl.compile(program, VOCAB, MAX_SEQ_LEN)
+    model = rl.compile(program, VOCAB, MAX_SEQ_LEN)
+    for dtype in (np.float64, np.float32):
+        report = rl.verify(program, VOCAB, MAX_SEQ_LEN, model=model, exhaustive=True,
+                           dtype=dtype)
+        assert report.ok and report.checked == 120, report.summary()
+    assert {(int, 0), (float, 0.0)} <= _typed_outputs(program)
 
 
 def test_categorical_reader_that_tells_twins_apart_is_refused():

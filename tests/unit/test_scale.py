@@ -258,3 +258,20 @@ def test_dask_workers_have_fixed_thresholds(client):
         assert fixed is None
     else:
         assert fixed == (scale._GLIBC_MMAP_THRESHOLD, int(env))
+
+
+def test_shards_run_the_model_in_the_dtype_asked():
+    """A shard's checker runs the model in the dtype verify was asked for (float32 here),
+    not in float64."""
+    import numpy as np
+
+    from rasplang import scale
+    from rasplang.domain import Exhaustive
+
+    program = make_hist()
+    model = rl.compile(program, VOCAB, 3)
+    job = scale.VerifyJob(program, tuple(VOCAB), 3, False, model, Exhaustive(5, (1, 2, 3)),
+                          64, dtype="float32")
+    part = scale.verify_range(job, 0, 155)
+    assert scale._CHECKERS[job.key].dtype == np.float32
+    assert part.checked == 155 and part.n_mismatches == 0
