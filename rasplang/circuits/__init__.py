@@ -9,13 +9,18 @@
 - `check` and `faithfulness`: how much of the domain an edge set alone reproduces.
 - `score`: a method's edge or node scores against a circuit (ROC AUC, the ROC curve,
   precision and recall at k; scikit-learn, from the ``lab`` extra).
-- `activation_patching`: a method, exact and native: each edge's effect on the logits.
+- methods to score: `activation_patching` (exact, native: each edge's effect on the
+  logits), `acdc` (ACDC's greedy pruning, exact, native) and
+  `edge_attribution_patching` (EAP and EAP-IG, gradients through a torch port of the
+  edge-patched forward; torch from the ``lab`` extra).
 
 Nothing here imports torch, TransformerLens or scikit-learn until it is used.
 """
 
 from rasplang.circuits.graph import ComponentGraph, Edge, Node, graph
-from rasplang.circuits.methods import activation_patching
+from rasplang.circuits.methods import activation_patching, output_distance
+from rasplang.circuits.methods_acdc import ACDCResult, acdc
+from rasplang.circuits.methods_eap import edge_attribution_patching
 from rasplang.circuits.patching import ABLATIONS
 from rasplang.circuits.scoring import Scores, score
 from rasplang.circuits.truth import (
@@ -30,16 +35,20 @@ from rasplang.circuits.truth import (
 __all__ = [
     "ABLATIONS",
     "GROUND_TRUTHS",
+    "ACDCResult",
     "Check",
     "Circuit",
     "ComponentGraph",
     "Edge",
     "Node",
     "Scores",
+    "acdc",
     "activation_patching",
     "check",
+    "edge_attribution_patching",
     "faithfulness",
     "graph",
     "ground_truth",
+    "output_distance",
     "score",
 ]
