@@ -237,6 +237,14 @@ class CompiledModel:
                                        "b": w[p + "mlp.b_out"].copy()}
         return out
 
+    def rotate(self, seed: int = 0, *, float32: bool = False) -> CompiledModel:
+        """This model in a random orthonormal residual basis (seeded), the same outputs in
+        float64, refused in float32 unless ``float32=True`` verifies it there (see
+        `rasplang.compression.rotate`)."""
+        from rasplang.compression.basis import rotate
+
+        return rotate(self, seed, float32=float32)
+
     def save(self, path: Any) -> Any:
         """Write this model to one ``.safetensors`` file (see `rasplang.backend.io`)."""
         from rasplang.backend.io import save

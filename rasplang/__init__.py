@@ -60,21 +60,25 @@ __all__ = [
     "IndicesType", "LengthType", "LinearSequenceMap", "Map", "RASPExpr", "SOp", "Select",
     "Selector", "SelectorAnd", "SelectorNot", "SelectorOr", "SelectorWidth", "SequenceMap",
     "TokensType", "UnsupportedProgramError", "ValueSetTooLarge", "__version__", "aggregate",
-    "analyze", "categorical", "compile", "dataset", "evaluate", "evaluate_all", "format_program",
+    "analyze", "categorical", "compile", "compress", "dataset", "evaluate", "evaluate_all",
+    "format_program",
     "get_encoding", "indices", "is_categorical", "is_numerical", "length", "load", "numerical",
-    "select", "selector_width", "to_dot", "tokens", "topological_order", "validate", "verify",
+    "select", "selector_width", "smallest_compression", "to_dot", "tokens", "topological_order",
+    "validate", "verify",
 ]
 
 # Lazy re-exports: importing the compiler stays out of `import rasplang`.
 _LAZY = {
     "compile": "rasplang.backend",
+    "compress": "rasplang.compression",
+    "smallest_compression": "rasplang.compression",
     "dataset": "rasplang.datasets",
     "load": "rasplang.backend.io",
     "verify": "rasplang.verification",
 }
 # Subpackages and modules users reach for as attributes (``rl.lib``), imported on first use.
-_SUBMODULES = ("backend", "fuzzing", "interpreter", "lib", "paper", "rasp", "testing",
-               "verification", "viz")
+_SUBMODULES = ("backend", "compression", "fuzzing", "interpreter", "lib", "paper", "rasp",
+               "testing", "verification", "viz")
 
 
 def __getattr__(name: str):
