@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -47,12 +48,18 @@ LOG_EVERY = 10
 POLISHED = 1e-24
 #: Polishing stops when the error has not halved over this many iterations.
 STALL = 5
+#: Polishing builds the output errors' Jacobian in ``W``: only up to this many entries.
+POLISH_MAX_PARAMS = 1500
+#: How far (relative) a nonzero seed turns the first ``W`` away from the principal one.
+START_NOISE = 0.3
+#: Largest gradient norm an Adam step takes (large gains make the loss steep near W).
+CLIP = 1.0
 
 
-def compress(model: CompiledModel, d: int, *, steps: int = 2000, lr: float = 0.01,
+def compress(model: CompiledModel, d: int, *, steps: int = 1000, lr: float = 0.01,
              seed: int = 0, progress: bool = True, residual_weight: float = 1.0,
              max_inputs: int = EXHAUSTIVE_LIMIT, samples: int = SAMPLES,
-             polish: int = 50, threads: int = 1) -> CompressedModel:
+             polish: int = 50, init: str = "random", threads: int = 1) -> CompressedModel:
     """``model`` with its residual stream compressed to ``d`` dimensions by a learned
     ``W [D, d]`` (module docstring); a `CompressedModel`, which runs, verifies, saves and
     exports like any compiled model.
@@ -60,7 +67,10 @@ def compress(model: CompiledModel, d: int, *, steps: int = 2000, lr: float = 0.0
     Trains on every input of the model's domain (lengths 1..``max_seq_len`` over its
     vocabulary) when there are at most ``max_inputs``, else on ``samples`` seeded random
     inputs. Deterministic for a ``seed``: torch runs on ``threads`` CPU threads (restored
-    after) with its generator seeded. ``progress`` shows a tqdm bar with the loss. Needs
+    after) with its generator seeded. ``W`` starts as ``d`` random orthonormal columns
+    (``init="random"``) or the residuals' principal directions (``"pca"``, turned by the
+    seed). ``polish`` Levenberg-Marquardt iterations follow Adam (`_Trainer.polish`).
+    ``progress`` shows a tqdm bar with the loss. Needs
     torch (the ``lab`` extra). Raises ValueError for ``d`` outside ``1..d_model`` and for a
     model with a norm.
     """
@@ -71,13 +81,15 @@ def compress(model: CompiledModel, d: int, *, steps: int = 2000, lr: float = 0.0
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= cfg.d_model:
         raise ValueError(f"d must be an integer in 1..{cfg.d_model} (the model's d_model), "
                          f"got {d!r}")
+    if init not in ("random", "pca"):
+        raise ValueError(f"init must be 'random' or 'pca', got {init!r}")
     if steps < 1 or not lr > 0:
         raise ValueError(f"steps must be at least 1 and lr positive, got {steps} and {lr}")
     ids = domain_ids(model, max_inputs, samples, seed)
     start = time.perf_counter()
     with _torch_threads(torch, threads):
         torch.manual_seed(seed)
-        trainer = _Trainer(model, ids, torch)
+        trainer = _Trainer(model, ids, torch, seed, init)
         w, history = trainer.fit(int(d), steps, lr, residual_weight, progress, polish)
     seconds = time.perf_counter() - start
     basis = (f"compress(d_model={cfg.d_model}, d={int(d)}, seed={seed}, steps={steps}, "
@@ -122,8 +134,10 @@ class _Trainer:
     """The compiled model's weights and targets as float64 tensors, and the loop that
     fits ``W``."""
 
-    def __init__(self, model: CompiledModel, ids: np.ndarray, torch: Any):
+    def __init__(self, model: CompiledModel, ids: np.ndarray, torch: Any, seed: int = 0,
+                 init: str = "random"):
         self.torch = torch
+        self.seed, self.init = seed, init
         self.cfg = cfg = model.config
         weights = trimmed(model.weights, cfg.n_layers)          # padding heads dropped
         logits, trace = dense_forward({k: v.astype(np.float64) for k, v in weights.items()},
@@ -175,12 +189,27 @@ class _Trainer:
         resid = sum(((r - x) ** 2 * self.real).sum() for r, x in zip(reads, self.residuals))
         return out, resid / self.real.sum()
 
+    def start(self, d: int) -> Any:
+        """The first ``W``: the top ``d`` principal directions of every residual the model
+        produces (the best rank-``d`` reconstruction of the residual loss), turned by a
+        small seeded random rotation so that seeds start apart (seed 0 unturned)."""
+        torch = self.torch
+        mask = self.real[..., 0] > 0
+        stacked = torch.cat([x[mask] for x in self.residuals])        # (M, D)
+        _, _, vh = torch.linalg.svd(stacked, full_matrices=False)
+        w = vh[:d].T                                                  # (D, d) orthonormal
+        noise = torch.randn(w.shape, dtype=torch.float64)
+        if self.seed:
+            w = torch.linalg.qr(w + START_NOISE * noise)[0]
+        return w
+
     def fit(self, d: int, steps: int, lr: float, residual_weight: float,
             progress: bool, polish: int = 0) -> tuple[np.ndarray, list[float]]:
         """Adam on ``W`` (orthonormal columns at first, from the seeded generator)."""
         torch = self.torch
         D = self.cfg.d_model
-        w0 = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64))[0][:, :d]
+        w0 = (self.start(d) if self.init == "pca" else
+              torch.linalg.qr(torch.randn(D, D, dtype=torch.float64))[0][:, :d])
         w = torch.nn.Parameter(w0.contiguous().clone())
         opt = torch.optim.Adam([w], lr=lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps))
@@ -192,19 +221,21 @@ class _Trainer:
                 out, resid = self.loss(w, residual_weight)
                 loss = out + residual_weight * _cosine(step, steps) * resid
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_([w], CLIP)  # the compiled model is steep
                 opt.step()
                 sched.step()
                 if step % LOG_EVERY == 0 or step == steps - 1:
-                    history.append(float(loss))
+                    history.append(float(loss.detach()))
                     if bar is not None:
-                        bar.set_postfix(output=f"{float(out):.2e}", residual=f"{float(resid):.2e}",
+                        bar.set_postfix(output=f"{float(out.detach()):.2e}",
+                                        residual=f"{float(resid.detach()):.2e}",
                                         refresh=False)
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
-        if polish:
+        if polish and D * d <= POLISH_MAX_PARAMS:
             self.polish(w, polish, history)
         return w.detach().numpy().copy(), history
 
@@ -226,7 +257,9 @@ class _Trainer:
         for _ in range(iterations):
             if cost < POLISHED or (len(costs) > STALL and cost > 0.5 * costs[-1 - STALL]):
                 break  # exact, or no exact W near: the error stopped falling
-            jac = torch.func.jacfwd(errors)(x)                    # (M, D * d)
+            with warnings.catch_warnings():  # torch.func's own use of torch.jit.script
+                warnings.filterwarnings("ignore", ".*torch.jit.script.*", DeprecationWarning)
+                jac = torch.func.jacfwd(errors)(x)                # (M, D * d)
             jtj, jtr = jac.T @ jac, jac.T @ r
             while mu < 1e12:
                 step = torch.linalg.solve(jtj + mu * torch.diag(jtj.diagonal() + 1e-12), -jtr)
