@@ -120,3 +120,55 @@ def test_activation_patching_ranks_the_circuit_first(name):
     model = _library(name)
     scores = circuits.activation_patching(model, "resample")
     assert circuits.score(scores, model.ground_truth("resample")).auroc == 1.0
+
+
+# auto-circuit's hand-written circuits for tracr's reverse and xproportion
+# (auto_circuit/metrics/official_circuits/circuits/tracr/{reverse,xproportion}_official.py):
+# "official" for resample ablation, "acdc" (after ACDC's repository) for zero ablation.
+AUTO_CIRCUIT = {
+    ("reverse", "resample"): {"Resid Start->A3.0.V", "A3.0->Resid End"},
+    ("reverse", "zero"): {
+        "A3.0->Resid End", "MLP 2->A3.0.Q", "Resid Start->A3.0.K", "Resid Start->A3.0.V",
+        "MLP 1->MLP 2", "MLP 0->MLP 1", "Resid Start->MLP 1", "A0.0->MLP 0",
+        "Resid Start->MLP 0", "Resid Start->A0.0.V"},
+    ("xproportion", "resample"): {"Resid Start->MLP 0", "MLP 0->A1.0.V", "A1.0->Resid End"},
+    ("xproportion", "zero"): {"A1.0->Resid End", "Resid Start->A1.0.Q",
+                              "Resid Start->A1.0.K", "MLP 0->A1.0.V", "Resid Start->MLP 0"},
+}
+
+
+def _tracr_task(task):
+    """tracr's reverse (vocab {1, 2, 3}) and xproportion (frac_prevs of "x", vocab
+    {w, x, y, z}) at max_seq_len 5, one block per node, as auto-circuit compiles them."""
+    if task == "reverse":
+        return rl.compile(rl.lib.make_reverse(rl.tokens), [1, 2, 3], 5, optimize=False)
+    return rl.compile(make_frac_prevs(rl.tokens == "x"), ["w", "x", "y", "z"], 5,
+                      optimize=False)
+
+
+@pytest.mark.parametrize("task,ablation", sorted(AUTO_CIRCUIT))
+def test_agrees_with_auto_circuit_hand_written_circuits(task, ablation):
+    """Our computed circuits, in auto-circuit's names, are its hand-written edge sets."""
+    from rasplang.circuits.exports import auto_circuit_name
+
+    model = _tracr_task(task)
+    circuit = model.ground_truth(ablation)
+    assert {auto_circuit_name(circuit, e) for e in circuit.edges} == AUTO_CIRCUIT[(task, ablation)]
+
+
+def test_reverse_middle_position_is_in_the_circuit():
+    """auto-circuit leaves position 3 out of reverse's circuit on length-5 inputs; but the
+    middle token is copied onto itself, so resampling the value there changes the output
+    at 3 on exactly the inputs whose partner has another token there."""
+    from rasplang.circuits.patching import Patcher, Weights
+
+    model = _tracr_task("reverse")
+    ids = domain_inputs(model, None, 10_000, 0).groups[5]            # (243, 6)
+    corrupt = ids[np.random.default_rng(0).permutation(len(ids))]
+    patcher = Patcher(Weights(model, model.graph()), ids, "resample", corrupt=corrupt)
+    logits = patcher.run({("a3.h0", "v"): [("input", 3)]})
+    changed = (logits.argmax(-1) != patcher.clean_logits.argmax(-1))  # (243, 6)
+    differ = ids[:, 3] != corrupt[:, 3]
+    assert differ.any() and (changed[:, 3] == differ).all()
+    assert not changed[:, [1, 2, 4, 5]].any()
+    assert "input->a3.h0<v>@3" in model.ground_truth("resample", positions=True)
