@@ -125,6 +125,9 @@ class Analysis:
     tables: dict[SOp, Table] = attrs.field(factory=dict)
     #: Lookup arrays (see the class docstring).
     luts: dict[SOp, np.ndarray] = attrs.field(factory=dict, repr=False)
+    #: Per SOp its `rasplang.positions.CellSets` (codes into ``tables[node]`` at each
+    #: (mode, length, index) cell), per selector its `rasplang.positions.Selection`.
+    places: dict[RASPExpr, Any] = attrs.field(factory=dict, repr=False)
     #: Tables built on first use, keyed by ``(kind, node)``; seeded by `analyze`.
     _cache: dict[tuple[str, RASPExpr], Any] = attrs.field(factory=dict, repr=False)
     _lock: Any = attrs.field(factory=threading.RLock, init=False, repr=False)
@@ -132,6 +135,24 @@ class Analysis:
     def value_set(self, node: SOp) -> tuple[Value, ...]:
         """The sorted values ``node`` can take."""
         return self.value_sets[node]
+
+    def cell_values(self, node: SOp, n: int, i: int, causal: bool = False
+                    ) -> tuple[Value, ...]:
+        """The typed values ``node`` can take at position ``i`` of inputs of length ``n``
+        (causal or not): its per-cell set (`rasplang.positions`); () where no input of
+        that length gets past ``node``."""
+        sets = self.places[node]
+        codes = sets.at(int(causal), sets_cell(n, i, self.max_seq_len))
+        return tuple(self.typed_values[node][c] for c in codes.tolist())
+
+    def cell_keys(self, node: RASPExpr, n: int, i: int, causal: bool = False
+                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """A selector's bounds at query ``i`` of inputs of length ``n``: the keys every
+        input selects and the keys some input may select."""
+        selection = self.places[node]
+        cell = sets_cell(n, i, self.max_seq_len)
+        return (tuple(np.flatnonzero(selection.must[int(causal), cell]).tolist()),
+                tuple(np.flatnonzero(selection.may[int(causal), cell]).tolist()))
 
     def node(self, label: str) -> RASPExpr:
         """The node of the program with this (unique) label."""
@@ -236,6 +257,13 @@ class Analysis:
         return self._cached("predicate", node, build)
 
 
+def sets_cell(n: int, i: int, max_seq_len: int) -> int:
+    """The cell of position ``i`` at length ``n`` (`rasplang.positions.Cells`)."""
+    if not (1 <= n <= max_seq_len and 0 <= i < n):
+        raise ValueError(f"no cell at length {n}, position {i} (max_seq_len={max_seq_len})")
+    return n * (n - 1) // 2 + i
+
+
 def _check_vocab(vocab: Iterable[Value], max_seq_len: int) -> tuple[Value, ...]:
     if isinstance(vocab, (str, bytes)):
         vocab = list(vocab)
@@ -287,6 +315,7 @@ def analyze(program: RASPExpr, vocab: Iterable[Value], max_seq_len: int) -> Anal
         typed_values={node: table.values for node, table in inference.tables.items()},
         tables=inference.tables,
         luts=inference.luts,
+        places=inference.places,
         cache=inference.cache,
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rasplang import positions
 from rasplang.nodes import (
     Aggregate,
     Comparison,
@@ -42,7 +43,9 @@ from rasplang.nodes import (
     Value,
     get_encoding,
 )
+from rasplang.positions import Cells, CellSets, Selection
 from rasplang.tables import (
+    RAISED_CODE,
     Table,
     TooManyValues,
     UnhashableResult,
@@ -50,6 +53,8 @@ from rasplang.tables import (
     map_table,
     number_column,
     pairs_table,
+    predicate_code,
+    predicate_table,
 )
 from rasplang.validation import short
 
@@ -64,6 +69,11 @@ MAX_LINEAR_PAIRS = 20_000_000
 #: Largest number of input pairs on which the analysis calls a SequenceMap's ``f``
 #: (checked before the first call, so a huge table is refused in well under a second).
 MAX_TABLE_PAIRS = 4_000_000
+#: Largest predicate table the analysis builds for a Select's cell bounds
+#: (`rasplang.positions`) when the predicate is called in Python (a `Comparison` over
+#: numbers is one numpy comparison, built up to `MAX_TABLE_PAIRS`); past it the Select
+#: may or may not select each key, as far as the cells know.
+MAX_SELECT_CALLS = 2**18
 #: Largest number of exact additions the analysis spends on one numerical Aggregate's
 #: means (a few seconds of work); past it, `ValueSetTooLarge` names the node.
 MAX_MEAN_STEPS = 5_000_000
@@ -101,6 +111,9 @@ class Inference:
         self.spread: list[SOp] = []
         self.collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = {}
         self.cache: dict[tuple[str, RASPExpr], Any] = {}  # seeds `Analysis._cache`
+        self.cells = Cells.of(max_seq_len)
+        #: per SOp its `CellSets`, per selector its `Selection` (`rasplang.positions`)
+        self.places: dict[RASPExpr, CellSets | Selection] = {}
 
     def typed(self, node: SOp) -> tuple[Value, ...]:
         return self.tables[node].values
@@ -148,31 +161,69 @@ class Inference:
     # -- rules: node -> its typed table (None for selectors), reading children's tables
 
     def tokens(self, node: TokensType) -> Table:
+        self.places[node] = positions.top(self.cells, len(self.vocab))
         return Table(self.vocab)  # distinct under ==, so by type too; in vocab order
 
     def indices(self, node: IndicesType) -> Table:
+        self.places[node] = positions.from_codes(self.cells.i[None, :], self.max_seq_len)
         return Table(tuple(range(self.max_seq_len)))
 
     def length(self, node: LengthType) -> Table:
+        self.places[node] = positions.from_codes(self.cells.n[None, :] - 1, self.max_seq_len)
         return Table(tuple(range(1, self.max_seq_len + 1)))
 
     def selector_width(self, node: SelectorWidth) -> Table:
-        low = 1 if selects_itself(node.selector, self.typed) else 0
-        return Table(tuple(range(low, self.max_seq_len + 1)))
+        """The counts each cell's selection bounds allow (`rasplang.positions`): from 1
+        where every query selects itself, up to the most keys any query may select."""
+        table, self.places[node] = positions.selector_width_sets(
+            self.cells, self.places[node.selector])
+        return table
 
     def full(self, node: Full) -> Table:
         self.unhashable_value(node, (node.fill,))
+        self.places[node] = positions.top(self.cells, 1)
         return Table((node.fill,))
 
     def constant_sop(self, node: ConstantSOp) -> Table:
         self.unhashable_value(node, node.value)
-        return Table.of(node.value)
+        table = Table.of(node.value)
+        self.places[node] = positions.top(self.cells, len(table))
+        return table
 
     def map(self, node: Map) -> Table:
-        return self.tabled(node, lambda errors: map_table(
+        table = self.tabled(node, lambda errors: map_table(
             node.f, self.typed(node.inner), lambda: self.column(node.inner), errors))
+        self.places[node] = positions.map_sets(self.cells, self.places[node.inner],
+                                               self.luts[node], len(table))
+        return table
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap) -> Table:
+        """The table of every pair of input values, kept to the values some cell can
+        take (`restricted`)."""
+        return self.restricted(node, self.all_pairs(node))
+
+    def restricted(self, node: SequenceMap | LinearSequenceMap, table: Table) -> Table:
+        """``node``'s table kept to the values its cell sets reach (pairs that meet at a
+        cell); the lookup array gives `RAISED_CODE` (a pair no input reaches, where any
+        value will do) for pairs whose value is dropped."""
+        cells = positions.sequence_map_sets(
+            self.cells, self.places[node.fst], self.places[node.snd], node.fst is node.snd,
+            self.luts[node], len(table))
+        keep = np.flatnonzero(cells.union())
+        if len(keep) < len(table):
+            remap = np.full(len(table) + 1, RAISED_CODE, dtype=np.int32)  # [-1]: RAISED
+            remap[keep] = np.arange(len(keep), dtype=np.int32)
+            self.luts[node] = remap[self.luts[node]]
+            table = Table(tuple(table.values[k] for k in keep.tolist()))
+            cells = cells.restricted(keep)
+            for derived in (self.sets, self.collisions):  # recomputed from the table
+                derived.pop(node, None)
+            for kind in ("numbers", "merged"):
+                self.cache.pop((kind, node), None)
+        self.places[node] = cells
+        return table
+
+    def all_pairs(self, node: SequenceMap | LinearSequenceMap) -> Table:
         xs, ys = self.typed(node.fst), self.typed(node.snd)
         if isinstance(node, LinearSequenceMap) and (fast := self.linear(node)) is not None:
             return fast
@@ -237,67 +288,151 @@ class Inference:
         return codes, number_column([values[i] for i in codes])
 
     def aggregate(self, node: Aggregate) -> Table:
+        """The input's values (first, so that ``luts[node]`` is the identity), the
+        default, and what the cells add: an exact value per cell over an exact selector
+        and input (`rasplang.positions.aggregate_exact`), else the means of each width
+        the selection bounds allow (numerical), and the cells' sets by width."""
         sop = self.typed(node.sop)
-        if get_encoding(node) is Encoding.NUMERICAL:
-            values = self.numerical_means(node)
+        numerical = get_encoding(node) is Encoding.NUMERICAL
+        if numerical:
+            self.numbers_only(node)
+        self.luts[node] = np.arange(len(sop), dtype=np.int32)  # the sop's values come first
+        selection = self.places[node.selector]
+        exact = positions.aggregate_exact(self.cells, selection, self.places[node.sop], sop,
+                                          node.default)
+        if exact is not None:
+            values, where, spread = exact
+            table = Table.of([*sop, node.default, *values])
+            self.check_size(node, len(table))
+            codes = np.append(table.codes_of(values), RAISED_CODE)[where]
+            self.places[node] = positions.from_codes(codes, len(table))
+            if spread and not numerical:
+                self.spread.append(node)
+            return table
+        widths = set()
+        for low, high in set(zip(*(w.reshape(-1).tolist() for w in selection.widths()))):
+            widths.update(range(max(2, low), high + 1))
+        sop_codes = np.arange(len(sop))
+        if numerical:
+            means = self.numerical_means(node, widths)
+            table = Table.of([*sop, node.default, *(m for w in sorted(means)
+                                                    for m in means[w])])
+            layers = {w: table.codes_of(means[w]) for w in means}
         else:
             # several selected numbers give their mean, a float even of equal ints
             several = len(self.sets[node.sop]) > 1 or any(
                 isinstance(v, numbers.Real) and not isinstance(v, float)
                 for v in self.sets[node.sop])
-            if several and not _selects_at_most_one(node.selector):
-                self.spread.append(node)
-            values = [*sop, node.default]
-        self.luts[node] = np.arange(len(sop), dtype=np.int32)  # the sop's values come first
-        return Table.of(values)
+            table = Table.of([*sop, node.default])
+            if several and widths and not _selects_at_most_one(node.selector):
+                self.spread.append(node)  # a mean may fall outside the table
+                self.places[node] = positions.top(self.cells, len(table))
+                return table
+            layers = {w: sop_codes for w in widths}  # several equal values: that value
+        self.places[node] = positions.width_rows(
+            self.cells, selection, table, table.code(node.default), sop_codes, layers)
+        return table
 
     def selector(self, node: Selector) -> None:
-        return None  # no values; Select tables are built on first use
+        """No values; a selector's cell bounds (`rasplang.positions`)."""
+        cells = self.cells
+        if isinstance(node, Select):
+            table = self.predicate_table(node)
+            self.places[node] = positions.select_bounds(
+                cells, self.places[node.keys], self.places[node.queries],
+                node.keys is node.queries, table,
+                self.own_codes(node) if table is None else None)
+        elif isinstance(node, ConstantSelector):
+            self.places[node] = positions.constant_bounds(cells, node.value)
+        elif isinstance(node, SelectorAnd):
+            self.places[node] = positions.and_bounds(cells, self.places[node.fst],
+                                                     self.places[node.snd])
+        elif isinstance(node, SelectorOr):
+            self.places[node] = positions.or_bounds(cells, self.places[node.fst],
+                                                    self.places[node.snd])
+        else:
+            self.places[node] = positions.not_bounds(cells, self.places[node.inner])
+        return None
 
-    def numerical_means(self, node: Aggregate) -> list[Value]:
-        """Every mean of 1..max_seq_len input values (a multiset), plus the default.
+    def predicate_table(self, node: Select) -> np.ndarray | None:
+        """`Analysis.select_table`, built now (and kept for the analysis) when it is
+        cheap: a `Comparison` over numbers up to `MAX_TABLE_PAIRS` entries, any predicate
+        up to `MAX_SELECT_CALLS` calls; else None (the cells do not know it)."""
+        keys, queries = self.typed(node.keys), self.typed(node.queries)
+        compares = isinstance(node.predicate, Comparison)
+        k_col = self.column(node.keys) if compares else None
+        q_col = self.column(node.queries) if compares else None
+        fast = compares and k_col is not None and q_col is not None
+        if len(keys) * len(queries) > (MAX_TABLE_PAIRS if fast else MAX_SELECT_CALLS):
+            return None
+        table = predicate_table(node.predicate, keys, queries, k_col, q_col)
+        self.cache["select", node] = table
+        return table
 
-        One selected value is returned as it is (with its type); a mean of several is a
-        float, the exact mean rounded once, as `evaluate` computes it. Sums are exact:
-        the inputs are scaled to integers by their common denominator.
-        """
-        typed = self.typed(node.sop)
-        numbers_in = [v for v in typed if isinstance(v, numbers.Real)]
-        others = [v for v in typed if v is not None and not isinstance(v, numbers.Real)]
+    def own_codes(self, node: Select) -> np.ndarray | None:
+        """A `Comparison` of an SOp with itself whose table is not built: its codes on
+        each value with itself (a query compared with its own key), else None."""
+        if not (node.keys is node.queries and isinstance(node.predicate, Comparison)):
+            return None
+        values = self.typed(node.keys)
+        return np.array([predicate_code(node.predicate, v, v) for v in values],
+                        dtype=np.int8).reshape(-1)
+
+    def numbers_only(self, node: Aggregate) -> None:
+        """Refuse a numerical Aggregate of non-numbers."""
+        others = [v for v in self.typed(node.sop)
+                  if v is not None and not isinstance(v, numbers.Real)]
         if others:
             raise AnalysisError(
                 f"Aggregate {self.labels[node]!r} is numerical but its input can take "
                 f"non-numeric values {others[:5]}"
             )
-        out: list[Value] = [*typed, node.default]
+
+    def numerical_means(self, node: Aggregate, widths: Iterable[int]) -> dict[int, list[Value]]:
+        """The means of ``w`` input values (multisets), for each ``w`` of ``widths``
+        (from 2: one selected value is returned as it is, with its type).
+
+        A mean of several is a float, the exact mean rounded once, as `evaluate` computes
+        it. Sums are exact: the inputs are scaled to integers by their common denominator.
+        """
+        typed = self.typed(node.sop)
+        widths = sorted(w for w in set(widths) if w >= 2)
+        out: dict[int, list[Value]] = {}
         # a mean with inf or NaN raises in `evaluate` (no exact value): alone they stay
-        finite = [v for v in numbers_in if not isinstance(v, float) or math.isfinite(v)]
-        if finite:
-            exact = {Fraction(v) for v in finite}
-            denominator = math.lcm(*(v.denominator for v in exact))
-            scaled = sorted(int(v * denominator) for v in exact)
-            sums: set[int] = set(scaled)
+        finite = [v for v in typed if isinstance(v, numbers.Real)
+                  and (not isinstance(v, float) or math.isfinite(v))]
+        if not finite or not widths:
+            return out
+        exact = {Fraction(v) for v in finite}
+        denominator = math.lcm(*(v.denominator for v in exact))
+        scaled = sorted(int(v * denominator) for v in exact)
+        sums: set[int] = set(scaled)
+        wanted = set(widths)
+        seen: set[float] = set()  # every mean so far, for the size limit
+        steps = 0
+        for width in range(2, widths[-1] + 1):
+            grown: set[int] = set()
+            for s in sums:  # check as we go: an explosion stops early
+                grown.update(s + v for v in scaled)
+                steps += len(scaled)
+                if steps > MAX_MEAN_STEPS:
+                    raise ValueSetTooLarge(
+                        f"Aggregate {self.labels[node]!r}: enumerating the means of up to "
+                        f"{widths[-1]} of its {len(scaled)} input values takes more "
+                        f"than MAX_MEAN_STEPS={MAX_MEAN_STEPS} steps (at width {width}, "
+                        f"{len(grown)} sums so far)")
+                self.check_size(node, len(grown) + len(seen))
+            sums = grown
+            if width not in wanted:
+                continue
+            # as `evaluate`'s mean rounds: int division rounds the exact quotient once
             means: set[float] = set()
-            steps = 0
-            for width in range(2, self.max_seq_len + 1):
-                grown: set[int] = set()
-                for s in sums:  # check as we go: an explosion stops early
-                    grown.update(s + v for v in scaled)
-                    steps += len(scaled)
-                    if steps > MAX_MEAN_STEPS:
-                        raise ValueSetTooLarge(
-                            f"Aggregate {self.labels[node]!r}: enumerating the means of up to "
-                            f"{self.max_seq_len} of its {len(scaled)} input values takes more "
-                            f"than MAX_MEAN_STEPS={MAX_MEAN_STEPS} steps (at width {width}, "
-                            f"{len(grown)} sums so far)")
-                    self.check_size(node, len(grown) + len(means))
-                sums = grown
-                # as `evaluate`'s mean rounds: int division rounds the exact quotient once
-                for s in sums:
-                    with contextlib.suppress(OverflowError):  # past floats: evaluate raises
-                        means.add(s / (denominator * width))
-                self.check_size(node, len(means) + len(out))
-            out += means
+            for s in sums:
+                with contextlib.suppress(OverflowError):  # past floats: evaluate raises
+                    means.add(s / (denominator * width))
+            out[width] = sorted(means)
+            seen |= means
+            self.check_size(node, len(seen) + len(typed) + 1)
         return out
 
 
@@ -332,25 +467,3 @@ def _selects_at_most_one(selector: Selector) -> bool:
     if isinstance(selector, SelectorAnd):
         return _selects_at_most_one(selector.fst) or _selects_at_most_one(selector.snd)
     return False
-
-
-def selects_itself(selector: Selector, values: Callable[[SOp], tuple[Value, ...]]) -> bool:
-    """Whether every query selects its own position, so a SelectorWidth of ``selector``
-    is at least 1: a Select of an SOp against itself by a Comparison that holds on each
-    of its values (or raises there, where `evaluate` raises), or an `&` of such, or an
-    `|` with one. Causal or not, a query sees its own key. Only Comparisons are tried
-    (a program's own predicates are called once per pair, when their table is built)."""
-    if isinstance(selector, SelectorAnd):
-        return selects_itself(selector.fst, values) and selects_itself(selector.snd, values)
-    if isinstance(selector, SelectorOr):
-        return selects_itself(selector.fst, values) or selects_itself(selector.snd, values)
-    if not (isinstance(selector, Select) and selector.keys is selector.queries
-            and isinstance(selector.predicate, Comparison)):
-        return False
-    for value in values(selector.keys):
-        try:
-            if not selector.predicate(value, value):
-                return False
-        except Exception:  # evaluate raises on this value: nothing is counted
-            continue
-    return True

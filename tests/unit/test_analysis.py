@@ -103,21 +103,30 @@ def test_value_sets_are_sound(name, causal):
 
 
 def test_primitive_value_sets():
-    """tokens -> vocab, indices -> 0..N-1, length -> 1..N, SelectorWidth -> 0..N, or 1..N
-    where every query selects its own position."""
+    """tokens -> vocab, indices -> 0..N-1, length -> 1..N; SelectorWidth -> the counts
+    the cells allow: from 1 where every query selects its own position, up to N, or
+    fewer where no query can select every key."""
     width = SelectorWidth(Select(tokens, tokens, Comparison.LT))
     analysis = analyze(width, ["b", "a"], 4)
     assert analysis.value_set(tokens) == ("a", "b")
-    assert analysis.value_set(width) == (0, 1, 2, 3, 4)
-    selves = (Select(tokens, tokens, Comparison.EQ),
-              Select(indices, indices, Comparison.LEQ) & Select(tokens, tokens, Comparison.TRUE),
-              Select(tokens, tokens, Comparison.LT) | Select(tokens, tokens, Comparison.GEQ))
-    others = (Select(tokens, indices, Comparison.TRUE) & Select(tokens, tokens, Comparison.EQ),
-              Select(tokens, tokens, lambda k, q: k == q),  # not tried: the program's own
-              Select(indices, indices, Comparison.LEQ) & Select(tokens, tokens, Comparison.GT))
-    for selector, low in [(s, 1) for s in selves] + [(s, 0) for s in others]:
+    assert analysis.value_set(width) == (0, 1, 2, 3)  # a query never selects itself
+    cases = [
+        (Select(tokens, tokens, Comparison.EQ), 1, 4),
+        (Select(indices, indices, Comparison.LEQ) & Select(tokens, tokens, Comparison.TRUE),
+         1, 4),
+        (Select(tokens, tokens, Comparison.LT) | Select(tokens, tokens, Comparison.GEQ), 1, 4),
+        (Select(tokens, indices, Comparison.TRUE) & Select(tokens, tokens, Comparison.EQ),
+         1, 4),
+        (Select(tokens, tokens, lambda k, q: k == q), 1, 4),  # its table, built once
+        (Select(indices, indices, Comparison.LEQ) & Select(tokens, tokens, Comparison.GT),
+         0, 3),
+        (Select(tokens, indices, Comparison.TRUE), 1, 4),  # every key
+        (Select(tokens, tokens, lambda k, q: k != "a"), 0, 4),
+        (Select(tokens, indices, Comparison.EQ), 0, 0),  # a str is never an int
+    ]
+    for selector, low, high in cases:
         node = SelectorWidth(selector)
-        assert analyze(node, "ab", 4).value_set(node) == tuple(range(low, 5)), selector
+        assert analyze(node, "ab", 4).value_set(node) == tuple(range(low, high + 1)), selector
     a2 = analyze(length + indices, "ab", 3)
     assert a2.value_set(indices) == (0, 1, 2)
     assert a2.value_set(length) == (1, 2, 3)
@@ -177,12 +186,13 @@ def test_none_in_value_sets():
 
 
 def test_value_set_too_large_names_node():
-    """An explosion of means raises ValueSetTooLarge naming the node."""
-    values = rl.numerical(Map(lambda x: x * 1.01 ** x, indices))
+    """An explosion of means (of token-dependent values) raises ValueSetTooLarge naming
+    the node."""
+    values = rl.numerical(Map(lambda x: x * 1.01 ** x, tokens))
     agg = rl.numerical(Aggregate(Select(indices, indices, Comparison.LEQ), values,
                                  default=0)).named("huge")
     with pytest.raises(ValueSetTooLarge, match="Aggregate 'huge'"):
-        analyze(agg, "a", 64)
+        analyze(agg, range(16), 64)
 
 
 def test_numerical_aggregate_of_strings_is_an_error():
