@@ -21,9 +21,17 @@ categorical output that can be None gets one more logit, constant ``1/2`` (read 
 the ``one`` direction), so that argmax over the logits gives the program's output,
 None included; `decode` maps ids to values. A numerical output's first logit is the
 value (within float rounding) and, if it can be None, its second logit is the None flag
-(``> 1/2``). ``config.rasplang`` holds the output values, the vocabulary and the
-residual labels. The tokenizer is a ``tokenizers`` WordLevel vocabulary (each token as
-``str``, BOS and PAD), whitespace-split, that prepends BOS; ``AutoTokenizer`` loads it.
+(``> 1/2``). ``config.id2label`` names those logits and ``config.rasplang`` holds the
+output values, the vocabulary and the residual labels. The tokenizer
+(`rasplang.backend.hf_tokenizer`) is a ``tokenizers`` WordLevel vocabulary (each token as
+``str``, BOS, PAD, UNK), whitespace-split, that prepends BOS; ``AutoTokenizer`` loads it.
+UNK's embedding row is NaN, so an unknown word gives NaN logits, which `decode` refuses.
+
+The directory. `save_pretrained` writes config.json (eager attention, so
+``output_attentions=True`` works), model.safetensors (with the umask's mode, as the other
+files), the tokenizer and a model card (`rasplang.backend.hf_card`). ``generate()`` and
+the text-generation and fill-mask pipelines do not apply: the logits are the program's
+outputs, not next or masked tokens.
 
 Dtype. The export is float32, or float64 where `float64_only` says why float32 is not
 exact: a numerical output (torch's float32 LayerNorm rounds it beyond the compiler's
@@ -39,12 +47,21 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rasplang.backend.extras import import_extra
+from rasplang.backend.hf_tokenizer import (  # noqa: F401 (the tokenizer's API, here too)
+    check_inputs,
+    encode,
+    token_strings,
+    tokenizer,
+    tokenizer_from_config,
+    unk_string,
+)
 
 
 def _import_hf() -> tuple[Any, Any]:
@@ -188,10 +205,21 @@ def _rasplang_info(model: Any, labels: list[str], values: list[Any]) -> dict[str
     cfg = model.config
     return {"vocab": [to_json(v, "vocab") for v in cfg.vocab],
             "bos": to_json(cfg.bos, "bos"), "pad": to_json(cfg.pad, "pad"),
+            "unk": unk_string(token_strings(model)),
             "causal": cfg.causal, "max_seq_len": cfg.max_seq_len,
             "numerical": bool(model.output_encoder.numerical),
             "outputs": [to_json(v, "outputs") for v in values],
             "residual_labels": labels, "program_sha256": cfg.program_sha256}
+
+
+def output_labels(numerical: bool, values: list[Any]) -> list[str]:
+    """``id2label``'s names of the output logits: each value as ``str`` (``repr`` for
+    all when two would print alike); for a numerical output ``"value"`` and, if the
+    output can be None, ``"None"`` (its flag, above 1/2 when the output is None)."""
+    if numerical:
+        return ["value", "None"][: len(values)]
+    text = [str(v) for v in values]
+    return text if len(set(text)) == len(text) else [repr(v) for v in values]
 
 
 def config_vocab(config: Any) -> list[Any]:
@@ -223,23 +251,27 @@ def to_hf(model: Any, *, architecture: str | None = None, dtype: Any = None) -> 
     act = cfg.act_fn
     info = _rasplang_info(model, labels, values)
     n_out = w["unembed.W_U"].shape[1]
+    names = output_labels(info["numerical"], values)
+    common = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in
+                                                                enumerate(names)},
+              "attn_implementation": "eager", "pad_token_id": cfg.pad_id,
+              "bos_token_id": cfg.d_vocab - 2, "vocab_size": max(cfg.d_vocab + 1, n_out)}
     if kind == "gpt2":
         config = transformers.GPT2Config(
-            vocab_size=max(cfg.d_vocab, n_out), n_positions=cfg.n_ctx, n_embd=d,
+            n_positions=cfg.n_ctx, n_embd=d,
             n_layer=cfg.n_layers, n_head=heads, n_inner=cfg.d_mlp, activation_function=act,
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=cfg.eps,
-            tie_word_embeddings=False, bos_token_id=cfg.d_vocab - 2,
-            eos_token_id=None, pad_token_id=cfg.pad_id, use_cache=False)
+            tie_word_embeddings=False, eos_token_id=None, use_cache=False, **common)
         config.rasplang = info
         state = _gpt2_state(w, cfg, config.vocab_size, d)
         hf = transformers.GPT2LMHeadModel(config)
     else:
         config = transformers.BertConfig(
-            vocab_size=max(cfg.d_vocab, n_out), hidden_size=d, num_hidden_layers=cfg.n_layers,
+            hidden_size=d, num_hidden_layers=cfg.n_layers,
             num_attention_heads=heads, intermediate_size=cfg.d_mlp, hidden_act=act,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
             max_position_embeddings=cfg.n_ctx, type_vocab_size=1, layer_norm_eps=cfg.eps,
-            pad_token_id=cfg.pad_id, tie_word_embeddings=False)
+            tie_word_embeddings=False, **common)
         config.rasplang = info
         state = _bert_state(w, cfg, d, config.vocab_size)
         hf = transformers.BertForMaskedLM(config)
@@ -259,11 +291,20 @@ def _cat_heads(a: np.ndarray) -> np.ndarray:
     return a.transpose(1, 0, 2).reshape(d, h * e)
 
 
+def _embedding(w: dict[str, np.ndarray], cfg: Any, vocab_size: int, d: int) -> np.ndarray:
+    """The token embedding ``[vocab_size, d]``: the compiled rows, then UNK's row of NaN
+    (`rasplang.backend.hf_tokenizer`: an unknown word gives NaN logits, not a plausible
+    output), then zeros (ids no tokenizer gives: the rows up to the output logits)."""
+    wte = np.zeros((vocab_size, d))
+    wte[: cfg.d_vocab] = w["embed.W_E"]
+    wte[cfg.d_vocab] = np.nan
+    return wte
+
+
 def _gpt2_state(w: dict[str, np.ndarray], cfg: Any, vocab_size: int, d: int,
                 ) -> dict[str, np.ndarray]:
     """GPT-2's state dict (``Conv1D`` weights are ``[in, out]``)."""
-    wte = np.zeros((vocab_size, d))
-    wte[: cfg.d_vocab] = w["embed.W_E"]
+    wte = _embedding(w, cfg, vocab_size, d)
     w_u = w["unembed.W_U"]
     if np.any(w["unembed.b_U"]):
         raise ValueError("GPT-2's lm_head has no bias, but this model's unembed.b_U is nonzero")
@@ -302,8 +343,7 @@ def _bert_state(w: dict[str, np.ndarray], cfg: Any, d: int, vocab_size: int,
     unembedding's, to float rounding."""
     e = "bert.embeddings."
     w_u, b_u = w["unembed.W_U"], w["unembed.b_U"]
-    wte = np.zeros((vocab_size, d))
-    wte[: cfg.d_vocab] = w["embed.W_E"]
+    wte = _embedding(w, cfg, vocab_size, d)
     rows = np.flatnonzero(np.any(w_u != 0, axis=1))
     dense, decoder = np.zeros((d, d)), np.zeros((vocab_size, d))
     for i, r in enumerate(rows):
@@ -342,92 +382,96 @@ def _bert_state(w: dict[str, np.ndarray], cfg: Any, d: int, vocab_size: int,
     return s
 
 
-def token_strings(model: Any) -> list[str]:
-    """Each embedding row's token as the tokenizer writes it (``str``), checked to be
-    distinct and free of whitespace."""
-    cfg = model.config
-    return _strings([*cfg.vocab, cfg.bos, cfg.pad])
-
-
-def _strings(tokens: list[Any]) -> list[str]:
-    """`token_strings` of the tokens (vocabulary, BOS, PAD: the embedding's rows)."""
-    text = [str(t) for t in tokens]
-    seen: dict[str, Any] = {}
-    for tok, s in zip(tokens, text):
-        if not s or any(c.isspace() for c in s):
-            raise ValueError(f"token {tok!r} prints as {s!r}, which a whitespace-split "
-                             "tokenizer cannot hold; pass input ids to the model instead")
-        if s in seen:
-            raise ValueError(f"tokens {seen[s]!r} and {tok!r} both print as {s!r}; the "
-                             "tokenizer needs distinct strings")
-        seen[s] = tok
-    return text
-
-
-def tokenizer(model: Any, unknown_as_pad: bool = False) -> Any:
-    """A ``PreTrainedTokenizerFast`` over a ``tokenizers`` WordLevel vocabulary: the
-    model's tokens (ids as its embedding rows), BOS prepended, PAD for padding. A word
-    outside the vocabulary is an error, unless ``unknown_as_pad`` (what TransformerLens's
-    bridge needs to probe the tokenizer) reads it as PAD."""
-    return _tokenizer(token_strings(model), unknown_as_pad)
-
-
-def tokenizer_from_config(config: Any) -> Any:
-    """`tokenizer` rebuilt from an exported model's ``config.rasplang`` (the same
-    vocabulary, BOS and PAD, so the same ids)."""
-    from rasplang.backend.metadata import from_json
-
-    info = config.rasplang
-    tokens = [*(from_json(v, "vocab") for v in info["vocab"]), from_json(info["bos"], "bos"),
-              from_json(info["pad"], "pad")]
-    return _tokenizer(_strings(tokens))
-
-
-def _tokenizer(text: list[str], unknown_as_pad: bool = False) -> Any:
-    """The tokenizer over ``text`` (the vocabulary, then BOS and PAD)."""
-    transformers, _ = _import_hf()
-    import_extra("the Hugging Face tokenizer", "hf", "tokenizers")
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    bos, pad = text[-2], text[-1]
-    tok = Tokenizer(models.WordLevel({s: i for i, s in enumerate(text)},
-                                     unk_token=pad if unknown_as_pad else None))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, len(text) - 2)])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos,
-                                                pad_token=pad, padding_side="right")
-
-
 def save_pretrained(model: Any, path: str | os.PathLike, *, architecture: str | None = None,
-                    dtype: Any = None, unknown_as_pad: bool = False) -> Path:
-    """Write ``model`` as a Hugging Face model directory: config.json, model.safetensors
-    and the tokenizer (tokenizer.json, tokenizer_config.json). ``AutoTokenizer`` and
-    ``AutoModelForCausalLM`` (GPT-2) or ``AutoModelForMaskedLM`` (BERT) load it
-    with ``from_pretrained(path)``."""
+                    dtype: Any = None, report: Any = None) -> Path:
+    """Write ``model`` as a Hugging Face model directory: config.json (with
+    ``attn_implementation`` "eager", so ``output_attentions=True`` returns the patterns),
+    model.safetensors, the tokenizer (tokenizer.json, tokenizer_config.json;
+    `rasplang.backend.hf_tokenizer`) and a model card, README.md
+    (`rasplang.backend.hf_card`; ``report``, a `rasplang.verify` report, is quoted in it).
+    ``AutoTokenizer`` and ``AutoModelForCausalLM`` (GPT-2) or ``AutoModelForMaskedLM``
+    (BERT) load it with ``from_pretrained(path)``. Every file gets the mode config.json
+    was created with (the umask's), model.safetensors included."""
+    import json
+
+    from rasplang.backend import hf_card
+
     path = Path(path)
     hf = to_hf(model, architecture=architecture, dtype=dtype)
     hf.save_pretrained(path)
-    tokenizer(model, unknown_as_pad).save_pretrained(path)
+    config = path / "config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data["attn_implementation"] = "eager"  # transformers does not save it
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tokenizer(model).save_pretrained(path)
+    (path / "README.md").write_text(hf_card.card(model, hf, report), encoding="utf-8")
+    mode = config.stat().st_mode & 0o777
+    for weights in path.glob("*.safetensors"):  # transformers writes them 0600
+        weights.chmod(mode)
     return path
 
 
-def decode(config: Any, logits: Any) -> list[list[Any]]:
+def decode(config: Any, logits: Any, inputs: Any = None) -> list[list[Any]]:
     """The program's outputs from an exported model's logits ``[B, T, n]`` (BOS first):
     argmax over the output values for a categorical output, the first logit (None where
     the second is above 1/2) for a numerical one. ``config`` is the model's
-    ``config`` (its ``rasplang`` entry)."""
+    ``config`` (its ``rasplang`` entry).
+
+    ``inputs`` (optional) is what the model ran on: the tokenizer's batch or its
+    ``input_ids``. With it, each row is checked (`rasplang.backend.hf_tokenizer.check_inputs`:
+    BOS first, right padding, no unknown word) and cut to its own length. NaN logits (an
+    unknown word, a special token in the text) and a float16 or bfloat16 model (too narrow
+    for its weights: all NaN, or rounded) are refused with a ValueError."""
+    info = config.rasplang
+    kind = str(getattr(logits, "dtype", ""))
+    if kind.endswith(("float16", "bfloat16")):
+        raise ValueError(f"the logits are {kind.removeprefix('torch.')}: this model is exact "
+                         "in float32 and float64 only (its LayerNorm epsilon and weights do not "
+                         "fit in 16 bits); load it without dtype=, in the dtype it was saved in")
+    logits = as_array(logits)
+    lengths = np.full(len(logits), logits.shape[1])
+    if inputs is not None:
+        mapping = isinstance(inputs, Mapping)
+        ids = inputs["input_ids"] if mapping else inputs
+        mask = inputs.get("attention_mask") if mapping else None
+        lengths = check_inputs(info, ids, mask) - 1
+    for r, bad in enumerate(not_finite(info, logits, lengths)):
+        if len(bad):
+            raise ValueError(f"row {r}: the logits are not finite at positions "
+                             f"{(bad + 1).tolist()}: the input holds a word outside the "
+                             "vocabulary or a special token inside the text (the tokenizer "
+                             "reads both as UNK, whose embedding is NaN); pass the batch to "
+                             "decode, or use rasplang.backend.hf.encode, to have it named")
+    rows = outputs(info, logits)
+    return rows if inputs is None else [row[:n] for row, n in zip(rows, lengths.tolist())]
+
+
+def as_array(logits: Any) -> np.ndarray:
+    """Logits ``[B, T, n]`` (a torch tensor or an array) as float64, BOS's row dropped."""
+    return np.asarray(logits.detach().cpu().double() if hasattr(logits, "detach")
+                      else logits, dtype=float)[:, 1:]
+
+
+def not_finite(info: dict[str, Any], logits: np.ndarray, lengths: Any) -> list[np.ndarray]:
+    """Per row, the positions (BOS's row dropped) among its first ``lengths[r]`` whose
+    output logits are NaN or infinite."""
+    n_out = len(info["outputs"])
+    return [np.flatnonzero(~np.all(np.isfinite(row[:n, :n_out]), axis=-1))
+            for row, n in zip(logits, lengths)]
+
+
+def outputs(info: dict[str, Any], logits: np.ndarray) -> list[list[Any]]:
+    """`decode`'s outputs of logits from `as_array`, unchecked."""
     from rasplang.backend.metadata import from_json
 
-    info = config.rasplang
-    logits = np.asarray(logits.detach().cpu().double() if hasattr(logits, "detach")
-                        else logits, dtype=float)[:, 1:]
+    n_out = len(info["outputs"])
     if info["numerical"]:
         out = logits[..., 0].astype(object)
-        if len(info["outputs"]) > 1:
+        if n_out > 1:
             out[logits[..., 1] > 0.5] = None
         return out.tolist()
     values = [from_json(v, "outputs") for v in info["outputs"]]
-    idx = logits[..., : len(values)].argmax(axis=-1)
+    idx = logits[..., :n_out].argmax(axis=-1)
     return [[values[i] for i in row] for row in idx.tolist()]
 
 

@@ -84,7 +84,8 @@ class ExportChecker(_Checker):
                              f"max_seq_len {info['max_seq_len']}")
         self.words = [str(t) for t in plan.vocab]
         known = self.tokenizer.get_vocab()
-        special = {self.tokenizer.bos_token, self.tokenizer.pad_token}
+        special = {self.tokenizer.bos_token, self.tokenizer.pad_token,
+                   self.tokenizer.unk_token}
         missing = [t for t, w in zip(plan.vocab, self.words) if w not in known or w in special]
         if missing:
             raise ValueError(f"tokens {missing!r} are not in the exported model's tokenizer "
@@ -93,6 +94,10 @@ class ExportChecker(_Checker):
             program_sha256=info.get("program_sha256", ""), max_seq_len=info["max_seq_len"],
             vocab=tuple(hf.config_vocab(self.config)))))
         dtype = next(self.model.parameters()).dtype
+        if dtype in (self.torch.float16, self.torch.bfloat16):
+            raise ValueError(f"the exported model is loaded in {str(dtype)[6:]}: it is exact in "
+                             "float32 and float64 only (its LayerNorm epsilon and weights do "
+                             "not fit in 16 bits); load it without dtype=, as it was saved")
         self.tolerance = (NUMERICAL_TOLERANCE if dtype == self.torch.float64
                           else NUMERICAL_TOLERANCE32)
         self.numerical = bool(info["numerical"])
@@ -101,8 +106,10 @@ class ExportChecker(_Checker):
 
     def outputs(self, codes: np.ndarray) -> list[list[Any]]:
         """The decoded outputs on inputs ``codes [b, n]``: text, tokenizer, model, decode
-        (in slices whose attention scores stay under `FORWARD_ELEMENTS`)."""
-        from rasplang.backend.hf import decode
+        (in slices whose attention scores stay under `FORWARD_ELEMENTS`). The tokenizer's
+        ids are checked as `hf.decode` checks them; an input whose logits are not finite
+        gets NaN outputs, a mismatch."""
+        from rasplang.backend import hf
 
         n = codes.shape[1]
         step = max(1, FORWARD_ELEMENTS // (self.n_heads * (n + 1) ** 2))
@@ -110,14 +117,20 @@ class ExportChecker(_Checker):
         got: list[list[Any]] = []
         for start in range(0, len(codes), step):
             text = [" ".join(self.words[c] for c in row) for row in codes[start:start + step]]
-            enc = self.tokenizer(text, return_tensors="pt", padding=True)
+            enc = self.tokenizer(text, return_tensors="pt", padding=True,
+                                 padding_side="right")
             if enc["input_ids"].shape[1] != n + 1:
                 raise ValueError(f"the tokenizer gives {enc['input_ids'].shape[1]} ids for {n} "
                                  f"words ({text[0]!r}); the exported model needs BOS and one "
                                  "id per token")
+            hf.check_inputs(self.config.rasplang, enc["input_ids"], enc["attention_mask"])
             with self.torch.no_grad():
-                logits = self.model(**enc.to(device)).logits
-            got += decode(self.config, logits)
+                logits = hf.as_array(self.model(**enc.to(device)).logits)
+            rows = hf.outputs(self.config.rasplang, logits)
+            for r, bad in enumerate(hf.not_finite(self.config.rasplang, logits, [n] * len(rows))):
+                if len(bad):
+                    rows[r] = [float("nan")] * n
+            got += [row[:n] for row in rows]
         return got
 
     def check(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

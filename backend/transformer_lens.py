@@ -129,7 +129,7 @@ def to_bridge(model: Any, *, dtype: Any = None, device: str = "cpu") -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     with tempfile.TemporaryDirectory(prefix="rasplang-hf-") as path:
-        hf.save_pretrained(model, path, dtype=dtype, unknown_as_pad=True)
+        hf.save_pretrained(model, path, dtype=dtype)
         bridge = TransformerBridge.boot_transformers(
             path, dtype=dtype or hf.default_dtype(model, kind), device=device)
     bridge.cfg.default_prepend_bos = True  # a string gets BOS once, from the tokenizer
