@@ -248,7 +248,7 @@ def _figure(rows: list[dict], names: list[str], path: Path, ablation: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.4), sharey=True)
     for ax, m in zip(axes, names):
         scored = [r for r in rows if r["methods"][m]["auroc"] is not None]
         for r in scored:
@@ -259,14 +259,14 @@ def _figure(rows: list[dict], names: list[str], path: Path, ablation: str) -> No
         mean = np.mean([r["methods"][m]["auroc"] for r in scored])
         ax.set_title(f"{m}\nmean AUROC {mean:.2f}", fontsize=10)
         ax.set_xlabel("false positive rate")
-        ax.set_aspect("equal")
     axes[0].set_ylabel("true positive rate")
     handles = [plt.Line2D([], [], color="tab:blue", label="optimize=True"),
                plt.Line2D([], [], color="tab:orange", label="optimize=False")]
-    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"Edge ROC curves, library programs at max_seq_len {MAX_SEQ_LEN}, "
                  f"{ablation} ablation", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.27, top=0.76, wspace=0.12)
     fig.savefig(path, dpi=100, facecolor="white", metadata={"Software": None})
     plt.close(fig)
 
