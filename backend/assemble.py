@@ -51,7 +51,10 @@ def assemble(analysis: Analysis, built: Built, sched: Schedule, *, causal: bool,
     d_head = max([1, *(f[0].shape[1] for f in qk.values()), *(f[0].shape[1] for f in ov.values())])
     n_heads = max([1, *(len(layer.heads) for layer in sched.layers)])
     d_mlp = max([1, *(sum(b.mlp.hidden_dim for b in layer.mlps) for layer in sched.layers)])
-    scale = math.sqrt(d_head)
+    # W_Q carries sqrt(d_head), which the forward pass divides out, rounded up to a power
+    # of two: the scores stay integer multiples of a power of two, exact in float32, so
+    # equal logits stay equal (`chambers.float32`; the head is at most twice as cold).
+    scale = 2.0 ** math.ceil(math.log2(math.sqrt(d_head)))
     vocab = tuple(built.tokens.values)
     enc_in = InputEncoder(vocab, bos, pad)
     w: dict[str, np.ndarray] = {}

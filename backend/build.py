@@ -22,7 +22,13 @@ import attrs
 import numpy as np
 
 from rasplang.analysis import Analysis, sorted_values
-from rasplang.backend.chambers import attention, categorical_mlp, numerical_mlp, separable_mlp
+from rasplang.backend.chambers import (
+    attention,
+    categorical_mlp,
+    float32,
+    numerical_mlp,
+    separable_mlp,
+)
 from rasplang.backend.chambers.none_flags import none_unit_count
 from rasplang.backend.chambers.selector import Term, selector_terms
 from rasplang.backend.craft.bases import BasisDirection
@@ -56,6 +62,7 @@ from rasplang.nodes import (
     SOp,
     TokensType,
 )
+from rasplang.selection import distinct_sops, selects_at_most_one
 
 #: Largest error bound a numerical output may carry (absolute: an output can be 0 where
 #: another is large). Attention leakage is held near 1e-12 per unit of value; input
@@ -63,6 +70,14 @@ from rasplang.nodes import (
 #: `rasplang.verify` accepts (1e-6 relative to ``max(1, |value|)``), so a model within
 #: its bound passes verify.
 OUTPUT_TOLERANCE = 5e-7
+#: Largest float32 error bound a numerical output may carry for the model to claim
+#: float32 (the bound includes rounding), times the smallest magnitude of its values
+#: (at least 1): below what `rasplang.verify` accepts in float32 (5e-6 relative to
+#: ``max(1, |value|)``).
+OUTPUT_TOLERANCE32 = 4e-6
+#: Largest float32 error bound of a categorical output's coordinates: the unembedding
+#: decodes the largest coordinate when it is above 1/2.
+DECODE_MARGIN32 = 0.25
 
 
 @attrs.define(eq=False)
@@ -134,22 +149,38 @@ class _Builder(Margins, FusedReads):
         self.problems: list[tuple[str, str]] = []
         self.reader = ""  # the label of the node being built
         self.float64_only = ""  # why the model is exact in float64 but not in float32
+        self.err32: dict[BasisDirection, float] = {}  # float32 bound per direction
+        self.err32_heads: dict[BasisDirection, float] = {}  # the same, as heads read it
+        self.mag: dict[BasisDirection, float] = {ONE: 1.0, self.bos.direction: 0.0}
+        self.integral: set[BasisDirection] = {ONE, self.bos.direction}  # exact integers
+        self.integral_heads = set(self.integral)  # the same, as heads read them
+        self._distinct: set[SOp] | None = None
+        self.span: dict[BasisDirection, tuple[float, float]] = {  # coordinate ranges
+            ONE: (1.0, 1.0), self.bos.direction: (0.0, 0.0)}
         self.tokens = categorical_space("tokens", sorted_values(analysis.vocab))
         self.indices = categorical_space("indices", tuple(range(self.n)))
         self.base_tokens = TokensType()
         self.spaces[self.base_tokens] = self.tokens
 
-    def out_space(self, node: SOp, bos_value: Any = None, error: float = 0.0) -> SOpSpace:
+    def out_space(self, node: SOp, bos_value: Any = None, error: float = 0.0,
+                  error32: float = 0.0) -> SOpSpace:
         label, values = self.labels[node], self.a.value_sets[node]
         if self.a.encodings[node] is Encoding.NUMERICAL:
-            return numerical_space(label, values, bos_value, error)
-        return categorical_space(label, values, bos_value, error)
+            return numerical_space(label, values, bos_value, error, error32)
+        return categorical_space(label, values, bos_value, error, error32)
 
-    def register(self, node: SOp, space: SOpSpace) -> None:
+    def register(self, node: SOp, space: SOpSpace, mlp: MLP | None = None,
+                 kind: str = "lookup") -> SOpSpace:
+        """Give ``node`` its space; with ``mlp`` (of ``kind``), the float32 bound of what
+        it writes (`Margins.with_error32`). Returns the space registered."""
+        if mlp is not None:
+            space = self.with_error32(space, mlp, kind)
+        self.note32(space)
         self.spaces[node] = space
         for d, z in zip(space.directions, space.bos):
             if d != ONE:
                 self.bos.coords[d] = float(z)
+        return space
 
     # ------------------------------------------------------- selectors, inserted SOps
 
@@ -207,7 +238,7 @@ class _Builder(Margins, FusedReads):
         out = categorical_space(label, self.a.value_sets[sop])  # None: the zero vector
         self.reserve(self.reader, len(out.directions), numerical_mlp.step_units(raw))
         mlp = numerical_mlp.discretising_mlp(label, space, xs, raw, out, m, self.bos)
-        self.register(node, out)
+        self.register(node, out, mlp, "steps")
         self.derived[key] = node
         self.pending.append(NodeBlock(node, label, mlp=mlp, deps=(sop,)))
         return node
@@ -229,10 +260,16 @@ class _Builder(Margins, FusedReads):
         out = categorical_space(label, values,
                                 error=sum(len(s.values) * s.error for s in spaces))
         mlp = categorical_mlp.product_mlp(label, spaces, out, self.bos)
-        self.register(node, out)
+        self.register(node, out, mlp)
         self.derived[key] = node
         self.pending.append(NodeBlock(node, label, mlp=mlp, deps=parts))
         return node
+
+    def distinct(self) -> set[SOp]:
+        """The SOps `rasplang.selection` proves distinct (computed once)."""
+        if self._distinct is None:
+            self._distinct = distinct_sops(self.a, self.causal)
+        return self._distinct
 
     # ---------------------------------------------------------------- per node kind
 
@@ -253,8 +290,12 @@ class _Builder(Margins, FusedReads):
         return rule(self, node, label)
 
     def primitive(self, node: TokensType | IndicesType, label: str) -> NodeBlock:
-        if self.a.encodings[node] is Encoding.NUMERICAL:
-            self.register(node, numerical_space(label, self.a.value_sets[node]))
+        if self.a.encodings[node] is Encoding.NUMERICAL:  # float32 rounds the embedding
+            values = self.a.value_sets[node]
+            inexact = [abs(float(v)) for v in values
+                       if v is not None and float(np.float32(v)) != float(v)]
+            self.register(node, numerical_space(label, values,
+                                                error32=float32.EPS32 * max([0.0, *inexact])))
         else:
             self.register(node, self.tokens if isinstance(node, TokensType) else self.indices)
         return NodeBlock(node, label)
@@ -284,6 +325,7 @@ class _Builder(Margins, FusedReads):
             out = self.out_space(node, error=len(inp.values) * inp.error)
             mlp = categorical_mlp.map_categorical_mlp(label, inp, out, map_table(self.a, node).get,
                                                       self.bos)
+            kind = "lookup"
         else:
             table = map_table(self.a, node)
             raw = [x for x in self.a.value_sets[node.inner] if x is not None]
@@ -296,12 +338,14 @@ class _Builder(Margins, FusedReads):
                 lohi = (min(xs, default=0.0), max(xs, default=0.0))
                 mlp = numerical_mlp.affine_mlp(label, [(inp, fit[0], lohi)], fit[1], out,
                                                self.bos)
+                kind = "linear"
             else:
                 m = self.slope(label, inp, xs, [ys])
                 out = self.out_space(node, error=self.rounding(node, xs, [ys], inp.error, m))
                 self.reserve(label, len(out.directions), numerical_mlp.step_units(ys))
                 mlp = numerical_mlp.discretising_mlp(label, inp, xs, ys, out, m, self.bos)
-        self.register(node, out)
+                kind = "steps"
+        self.register(node, out, mlp, kind)
         return NodeBlock(node, label, mlp=mlp, deps=(node.inner,))
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap, label: str) -> NodeBlock:
@@ -319,7 +363,7 @@ class _Builder(Margins, FusedReads):
                       for s, a, _ in terms)
             out = self.out_space(node, error=err)
             mlp = numerical_mlp.affine_mlp(label, terms, 0.0, out, self.bos)
-            self.register(node, out)
+            self.register(node, out, mlp, "linear")
             return NodeBlock(node, label, mlp=mlp, deps=(node.fst, node.snd))
         if node in self.fusion.lattice:
             return self.lattice_block(node, label)
@@ -333,6 +377,7 @@ class _Builder(Margins, FusedReads):
             table = pair_table(self.a, node)
             mlp = categorical_mlp.map_categorical_mlp(
                 label, fst, out, lambda v: table(v, v), self.bos)
+            kind = "lookup"
         else:
             err = len(fst.values) * fst.error + len(snd.values) * snd.error
             out = self.out_space(node, error=len(fst.values) * len(snd.values) * err)
@@ -340,13 +385,15 @@ class _Builder(Margins, FusedReads):
             layout = categorical_mlp.table_layout(fst, snd, out, f)
             table_units = len(layout.units) + none_unit_count([fst, snd], out)
             separable = self.separable(node, label, fst, snd, f)
+            kind = "lookup"
             if separable is not None and separable[0].hidden_dim <= table_units:
                 mlp, out = separable
+                kind = "linear" if self.a.encodings[node] is Encoding.NUMERICAL else "steps"
             else:
                 self.reserve(label, len(fst.directions) + len(snd.directions) + 2, table_units)
                 mlp = categorical_mlp.sequence_map_categorical_mlp(
                     label, fst, snd, out, layout, self.bos)
-        self.register(node, out)
+        self.register(node, out, mlp, kind)
         return NodeBlock(node, label, mlp=mlp, deps=(x, y))
 
     def separable(self, node: SOp, label: str, fst: SOpSpace, snd: SOpSpace,
@@ -356,8 +403,8 @@ class _Builder(Margins, FusedReads):
         the margin holds; else None (the caller keeps the lookup table)."""
         split = separable_mlp.split(fst.values, snd.values, f)
         numerical_out = self.a.encodings[node] is Encoding.NUMERICAL
-        if split is None or separable_mlp.margin_problem(split, fst, snd, self.m,
-                                                         not numerical_out):
+        if split is None or separable_mlp.margin_problem(
+                split, self.heads32(fst), self.heads32(snd), self.m, not numerical_out):
             return None
         error = separable_mlp.output_error(split, fst, snd) if numerical_out else 0.0
         out = self.out_space(node, error=error)
@@ -381,14 +428,48 @@ class _Builder(Margins, FusedReads):
         scale = attention.coldness(self.n, 2 * vmax, 0.5)
         leak = (self.n + 1) * math.exp(-scale / 2)
         if distance:
-            w_qk, logit_error, reads = self.distance_logits(node.selector, scale)
+            w_qk, (logit_error, logit_error32), reads = self.distance_logits(node.selector,
+                                                                             scale)
+            tie32 = 0.0  # one key matches: no equal logits to keep equal
+            eta32 = float32.COLDNESS_FACTOR * scale * (
+                logit_error32 + float32.logit_rounding32(2.0 * self.n * self.n))
         else:
             w_qk, logit_error = None, attention.logit_error(terms, self.spaces)
             reads = _term_sops(terms)
+            logit_error32 = attention.logit_error(terms, self.spaces, self.l1_32)
+            eta32 = tie32 = 0.0 if logit_error32 == 0 else float32.COLDNESS_FACTOR * scale * (
+                logit_error32 + float32.logit_rounding32(len(terms)))
         eta = scale * logit_error
         err = value.error + 2 * vmax * (leak + math.expm1(min(2 * eta, 50.0)))
-        out = self.out_space(node, error=err)
+        # what the head reads of its value (heads read the bound without the residue of
+        # saturated steps, `Margins.l1_32`): a number, or a one-hot read as its values
+        # (numerical output) or copied (categorical output)
+        reads32 = [self.err32_heads.get(d, value.error32) for d in value.directions]
+        if value.numerical:
+            value32 = reads32[0] * (abs(value.scale) or 1.0)
+        elif numerical_out:
+            value32 = sum(abs(float(v)) * e for v, e in zip(value.values, reads32)
+                          if isinstance(v, (int, float)))
+        else:
+            value32 = max(reads32, default=0.0)
+        selected = 1 if distance or selects_at_most_one(self.a, node.selector,
+                                                         self.distinct()) else self.n
+        # one key of a one-hot: its weight fl(1 / (1 + leak)) is 1 and the copy exact
+        err32 = value32 + float32.mean_error32(selected, vmax, leak, eta32, tie32,
+                                               rounding=numerical_out or selected > 1)
+        out = self.out_space(node, error=err, error32=err32)
         out = attrs.evolve(out, bos=out.encode(node.default))
+        if out.nullable and out.numerical:
+            # The flag is a mean of 0/1 indicators that agree wherever evaluate is defined
+            # (mixing None with numbers raises): where it is 0 every product is an exact
+            # 0, so only leakage moves it, and that is where the gates of its readers pass
+            # its error on; where it is 1 they are off with margin 1, and the
+            # unembedding's threshold is 1/2.
+            flag = value.none_indicator()
+            flag32 = 0.0 if flag is None else self.l1_32(value) if not value.numerical \
+                else self.err32.get(value.directions[-1], 0.0)
+            self.err32[out.directions[1]] = self.err32_heads[out.directions[1]] = flag32 \
+                + float32.mean_error32(selected, 1.0, leak, eta32, tie32, rounding=False)
         self.register(node, out)
         head = attention.aggregate_head(label, terms, self.spaces, value, out, node.default,
                                         scale, self.causal, self.bos, w_qk)
@@ -403,9 +484,21 @@ class _Builder(Margins, FusedReads):
         n = self.n
         scale = attention.coldness(n, 4.0 * (n + 1) * (n + 2), 1.0)
         eta = scale * attention.logit_error(terms, self.spaces)
+        logit_error32 = attention.logit_error(terms, self.spaces, self.l1_32)
+        eta32 = 0.0 if logit_error32 == 0 else float32.COLDNESS_FACTOR * scale * (
+            logit_error32 + float32.logit_rounding32(len(terms)))
+        # float32: the selected keys and BOS tie exactly (exact inputs) and only the BOS
+        # key has a value, so the scratch is fl(1 / S) times -1: the leakage, the drift of
+        # the ties and a few roundings (`float32.mean_error32` with no summation)
+        error32 = n * math.exp(-scale) * math.exp(min(2 * eta32, 50.0)) \
+            + math.expm1(min(2 * eta32, 50.0)) + 4 * float32.EPS32
         scratch = BasisDirection(label, "scratch")
         scratch_space = SOpSpace(f"{label}:scratch", True, (), (scratch,), -np.ones(1),
-                                 error=n * math.exp(-scale) + math.expm1(min(2 * eta, 50.0)))
+                                 error=n * math.exp(-scale) + math.expm1(min(2 * eta, 50.0)),
+                                 error32=error32)
+        self.err32[scratch] = self.err32_heads[scratch] = error32
+        self.mag[scratch] = 1.0
+        self.span[scratch] = (-1.0, 0.0)
         head = attention.selector_width_head(label, terms, self.spaces, scratch, scale,
                                              self.causal, self.bos)
         self.bos.coords[scratch] = -1.0
@@ -422,7 +515,7 @@ class _Builder(Margins, FusedReads):
         m = self.slope(label, scratch_space, xs, [ys])
         out = self.out_space(node, error=self.rounding(node, xs, [ys], scratch_space.error, m))
         mlp = numerical_mlp.discretising_mlp(label, scratch_space, xs, ys, out, m, self.bos)
-        self.register(node, out)
+        self.register(node, out, mlp, "steps")
         return NodeBlock(node, label, head=head, mlp=mlp, deps=deps, selectors=selectors,
                          scratch=scratch, fused=fused)
 
@@ -448,6 +541,14 @@ def _range(space: SOpSpace) -> tuple[float, float]:
     return (min(vals), max(vals)) if vals else (0.0, 0.0)
 
 
+def _tolerance32(out: SOpSpace) -> float:
+    """What a numerical output's float32 bound may reach: verify accepts an error
+    relative to ``max(1, |value|)``, so the smallest magnitude of the output's values
+    (at least 1) scales `OUTPUT_TOLERANCE32`."""
+    values = [abs(float(v)) for v in out.values if v is not None]
+    return OUTPUT_TOLERANCE32 * max(1.0, min(values, default=1.0))
+
+
 def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: float,
                  max_bytes: float = math.inf, optimize: bool = False) -> Built:
     """Build every node's blocks; numerical problems are returned, not raised.
@@ -464,9 +565,20 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: f
         if block is not None:
             blocks.append(block)
     out = builder.spaces.get(analysis.program)
+    label = analysis.labels[analysis.program]
     if out is not None and out.numerical and out.error > OUTPUT_TOLERANCE:
-        builder.problems.append((analysis.labels[analysis.program], (
+        builder.problems.append((label, (
             f"the output may be off by {out.error:.3g} (attention leakage, amplified by the "
             f"factors after it), more than OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}")))
+    elif out is not None and out.numerical and out.error32 > _tolerance32(out):
+        builder.float32_problem(label, (
+            f"the output may be off by {out.error32:.3g} (rounding and attention leakage, "
+            f"amplified by the factors after it), more than OUTPUT_TOLERANCE32="
+            f"{OUTPUT_TOLERANCE32} times its smallest magnitude (at least 1)"))
+    elif out is not None and not out.numerical and out.error32 >= DECODE_MARGIN32:
+        builder.float32_problem(label, (
+            f"the output's one-hot may be off by {out.error32:.3g} (rounding and attention "
+            f"leakage), too close to the decoding threshold (DECODE_MARGIN32="
+            f"{DECODE_MARGIN32})"))
     return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos.direction,
                  builder.problems, builder.float64_only, builder.fusion != Fusion())

@@ -55,7 +55,8 @@ class FusedReads:
             values = tuple(v for v in self.a.value_sets[node] if v is not None)
             fst, snd = self.spaces[node.fst], self.spaces[node.snd]
             space = numerical_space(f"{self.labels[node]}:linear", values, error=(
-                abs(node.fst_fac) * fst.error + abs(node.snd_fac) * snd.error))
+                abs(node.fst_fac) * fst.error + abs(node.snd_fac) * snd.error), error32=(
+                abs(node.fst_fac) * fst.error32 + abs(node.snd_fac) * snd.error32))
             self.spaces[base] = space
             reads = self.linear_reads(node)
             self.bos.coords[space.directions[0]] = sum(c * self.bos.at(d) for d, c in reads)
@@ -114,7 +115,10 @@ class FusedReads:
             xs = [float(v) for v in view.values[n]]
             inputs = [spaces[i] for i in cats]
             error = num.error + fused_mlp.gate_error(xs, num.error, inputs, self.m)
-            checked = attrs.evolve(num, error=error)
+            error32 = num.error32 + fused_mlp.gate_error(
+                xs, num.error32, [attrs.evolve(c, error=self.heads32(c).error32)
+                                  for c in inputs], self.m)
+            checked = attrs.evolve(num, error=error, error32=error32)
             tables = [ys for combo in np.ndindex(*grid.shape[1:])
                       if (ys := fused_mlp.possible(grid[(slice(None), *combo)].tolist()))
                       is not None]
@@ -135,7 +139,7 @@ class FusedReads:
                 deps += [b.inner.fst, b.inner.snd]
             else:
                 deps.append(b.inner if isinstance(b, Scratch) else b)
-        return mlp, out, tuple(deps)
+        return mlp, self.with_error32(out, mlp, "steps" if numerical else "lookup"), tuple(deps)
 
     def lattice_block(self, node: SOp, label: str) -> Any:
         """A SequenceMap of two prefix fractions (``lattice.py``): at each index ``i`` a
@@ -153,16 +157,19 @@ class FusedReads:
         s1, s2 = self.spaces[b1], self.spaces[b2]
         lam = lattice.projection(self.a, raw[1])
         error = s1.error + lam * s2.error
+        error32 = s1.error32 + lam * s2.error32
         out = self.out_space(node)
         live, xs_all, rounding = [], [], 0.0
         for i, xs, ys in found:
             xs_all += xs
-            proj = numerical_space(f"{label}:projection", tuple(xs), error=error)
+            proj = numerical_space(f"{label}:projection", tuple(xs), error=error,
+                                   error32=error32)
             m = self.slope(label, proj, xs, [ys], 1)
             rounding = max(rounding, self.rounding(node, xs, [ys], error, m, 1))
             live.append(((i,), xs, ys, m))
         out = attrs.evolve(out, error=rounding)
-        proj = numerical_space(f"{label}:projection", tuple(sorted(set(xs_all))), error=error)
+        proj = numerical_space(f"{label}:projection", tuple(sorted(set(xs_all))), error=error,
+                               error32=error32)
         self.reserve(label, len(s1.directions) + len(s2.directions) + 1 + self.n,
                      sum(1 + 2 * len(numerical_mlp.changes(ys)) for _, _, ys, _ in live))
         mlp = fused_mlp.gated_steps_mlp(label, proj, [self.indices], live,
@@ -177,7 +184,7 @@ class FusedReads:
                 deps += [b.inner.fst, b.inner.snd]
             else:
                 deps.append(b)
-        self.register(node, out)
+        self.register(node, out, mlp, "steps")
         fused = tuple(dict.fromkeys((*views[0].fused, *views[1].fused)))
         return NodeBlock(node, label, mlp=mlp, deps=tuple(deps), fused=fused)
 
@@ -238,22 +245,24 @@ class FusedReads:
         return tuple(dict.fromkeys(out))
 
     def distance_logits(self, select: Select, scale: float
-                        ) -> tuple[BilinearMap, float, tuple[SOp, ...]]:
+                        ) -> tuple[BilinearMap, tuple[float, float], tuple[SOp, ...]]:
         """The query-key map of a Select scored by squared distance (``distance.py``), the
-        bound on its logit error before scaling, and the SOps it reads."""
+        bounds on its logit error before scaling (float64, float32), and the SOps it
+        reads."""
         view = self.views[select.queries]
         found = distance.split(view)
         if found is None:  # `fusion.choose` checked the same table, on the same leaves
             raise FusionInconsistent(f"{self.labels[select]}: its query is no longer a "
                                      "sum of functions of two one-hots")
-        leaves = [self.spaces[b] for b in view.bases]
+        leaves = [self.heads32(self.spaces[b]) for b in view.bases]
         keys = self.spaces[select.keys]
         top = max(abs(float(v)) for v in keys.values)
         w_qk = attention.distance_logits(list(zip(leaves, (found.u, found.v))), keys,
                                          [float(v) for v in keys.values], scale, self.bos)
-        error = 2 * top * sum(sum(map(abs, c)) * s.error
-                              for s, c in zip(leaves, (found.u, found.v)))
-        return w_qk, error, (*view.bases, select.keys)
+        error, error32 = (2 * top * sum(sum(map(abs, c)) * e(s)
+                                        for s, c in zip(leaves, (found.u, found.v)))
+                          for e in (lambda s: s.error, lambda s: s.error32))
+        return w_qk, (error, error32), (*view.bases, select.keys)
 
     def value_view(self, sop: SOp, numerical: bool) -> tuple[SOp, SOpSpace]:
         """An Aggregate's value read through a virtual node: its base, and the base's

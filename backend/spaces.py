@@ -14,7 +14,10 @@ fill, so constants cost no residual dimensions.
 ``bos`` holds the node's coordinates at the BOS position (position 0), which the
 compiler knows exactly: MLP outputs are gated to zero there, an Aggregate holds its
 default and a Full its fill. ``error`` bounds the deviation of any coordinate from its
-exact value at real positions (from softmax leakage; rounding is not included).
+exact value at real positions in float64 (from softmax leakage; float64 rounding is
+allowed for separately, `numerical_mlp.ROUNDING`); ``error32`` bounds it in float32,
+rounding of every earlier layer included (`chambers.float32`). Both are per coordinate,
+in value units for a numerical SOp.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class SOpSpace:
     scale: float = 1.0  # numerical only: value = coordinate * scale
     error: float = 0.0
     nullable: bool = False  # whether the SOp can be None
+    error32: float = 0.0  # the same bound in float32, rounding included
     _index: dict | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -129,16 +133,17 @@ class SOpSpace:
 
 
 def categorical_space(label: str, values: tuple[Any, ...], bos_value: Any = None,
-                      error: float = 0.0) -> SOpSpace:
+                      error: float = 0.0, error32: float = 0.0) -> SOpSpace:
     """A fresh one-hot space for ``values`` (None dropped), holding ``bos_value`` at BOS."""
     kept = tuple(v for v in values if v is not None)
     space = SOpSpace(label, False, kept, tuple(BasisDirection(label, v) for v in kept),
-                     np.zeros(len(kept)), error=error, nullable=len(kept) < len(values))
+                     np.zeros(len(kept)), error=error, nullable=len(kept) < len(values),
+                     error32=error32)
     return attrs.evolve(space, bos=space.encode(bos_value))
 
 
 def numerical_space(label: str, values: tuple[Any, ...], bos_value: Any = None,
-                    error: float = 0.0) -> SOpSpace:
+                    error: float = 0.0, error32: float = 0.0) -> SOpSpace:
     """A fresh numerical space (a value direction, and a None flag if ``values`` holds
     None), holding ``bos_value`` (None -> all zeros) at BOS."""
     nullable = any(v is None for v in values)
@@ -146,4 +151,5 @@ def numerical_space(label: str, values: tuple[Any, ...], bos_value: Any = None,
                                              else ())
     bos = np.zeros(len(directions))
     bos[0] = 0.0 if bos_value is None else float(bos_value)
-    return SOpSpace(label, True, values, directions, bos, error=error, nullable=nullable)
+    return SOpSpace(label, True, values, directions, bos, error=error, nullable=nullable,
+                    error32=error32)

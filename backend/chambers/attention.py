@@ -46,7 +46,7 @@ ramps are off there without a BOS gate (see ``gated_mlp.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,8 +62,12 @@ LEAKAGE_TARGET = 1e-12
 
 
 def coldness(max_seq_len: int, value_scale: float, margin: float) -> float:
-    """Logit scale ``C`` so that ``(n + 1) e^{-C margin} * value_scale <= LEAKAGE_TARGET``."""
-    return math.log((max_seq_len + 1) * max(1.0, value_scale) / LEAKAGE_TARGET) / margin
+    """Logit scale ``C`` so that ``(n + 1) e^{-C margin} * value_scale <= LEAKAGE_TARGET``,
+    rounded up to a power of two: the logits are then integer or half-integer multiples
+    of a power of two, exact in float32 and float64 where the inputs are exact one-hots,
+    and equal logits stay equal (`float32`)."""
+    c = math.log((max_seq_len + 1) * max(1.0, value_scale) / LEAKAGE_TARGET) / margin
+    return 2.0 ** math.ceil(math.log2(c))
 
 
 def _constant(t: Term, spaces: Mapping[SOp, SOpSpace]) -> float | None:
@@ -148,14 +152,21 @@ def distance_logits(
     return BilinearMap.from_factors(q_space, k_space, left[:, keep] * scale, right[:, keep])
 
 
-def logit_error(terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace]) -> float:
-    """Bound (in logit units before scaling) on the logit error from input errors."""
+def logit_error(terms: Sequence[Term], spaces: Mapping[SOp, SOpSpace],
+                l1: Callable[[SOpSpace], float] | None = None) -> float:
+    """Bound (in logit units before scaling) on the logit error from input errors: a
+    term's table entries are at most 1, so it moves by at most
+    ``(1 + E_q)(1 + E_k) - 1``, ``E`` the error summed over a side's one-hot (``l1``,
+    by default ``|values|`` times the per-coordinate float64 ``error``)."""
+    if l1 is None:
+        def l1(s: SOpSpace) -> float:
+            return len(s.values) * s.error
     total = 0.0
     for t in terms:
         if _constant(t, spaces) is not None:  # read from ``one``: exact
             continue
         q, k = spaces[t.queries], spaces[t.keys]
-        total += (1 + len(q.values) * q.error) * (1 + len(k.values) * k.error) - 1
+        total += (1 + l1(q)) * (1 + l1(k)) - 1
     return total
 
 

@@ -136,8 +136,8 @@ def margin_problem(s: Split, fst: SOpSpace, snd: SOpSpace, mlp_exactness: float,
     m = Fraction(mlp_exactness)
     gaps = [b - a for a, b in itertools.pairwise(values)]
     room = min(gaps) * (m - 1) / (4 * m)
-    err = (sum(map(abs, s.u)) * (Fraction(fst.error) + ROUNDING32)
-           + sum(map(abs, s.v)) * (Fraction(snd.error) + ROUNDING32))
+    err = (sum(map(abs, s.u)) * (Fraction(max(fst.error, fst.error32)) + ROUNDING32)
+           + sum(map(abs, s.v)) * (Fraction(max(snd.error, snd.error32)) + ROUNDING32))
     if err >= room:
         return f"inputs may be off by {float(err):.3g}, values are {float(min(gaps)):.3g} apart"
     terms = len(fst.directions) + len(snd.directions) + 2
