@@ -70,6 +70,7 @@ import numpy as np
 
 from rasplang.backend.chambers.gated_mlp import gated_mlp
 from rasplang.backend.chambers.none_flags import gate, with_none_units
+from rasplang.backend.chambers.numerical_mlp import FLOAT32_STEP_ERROR
 from rasplang.backend.craft.blocks import MLP
 from rasplang.backend.spaces import ONE, BosState, SOpSpace
 
@@ -143,6 +144,12 @@ def margin_problem(s: Split, fst: SOpSpace, snd: SOpSpace, mlp_exactness: float,
     terms = len(fst.directions) + len(snd.directions) + 2
     if (terms + 1) * Fraction(EPS32) * (5 * _bound(s) + 9 * max(gaps) / m) >= room:
         return f"values {float(min(gaps)):.3g} apart are too close for float32 at this range"
+    # A saturated step relu(p + 1/2) - relu(p - 1/2) keeps float32's rounding of |p|, up
+    # to the steepest slope times A: past FLOAT32_STEP_ERROR the output is no one-hot.
+    saturated = 2.0 ** -22 * float(m / min(gaps) * _bound(s) + 1)
+    if saturated > FLOAT32_STEP_ERROR:
+        return (f"steps of slope {float(m / min(gaps)):.3g} on sums up to "
+                f"{float(_bound(s)):.3g} are rounded by up to {saturated:.2g} in float32")
     return None
 
 
