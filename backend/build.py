@@ -427,16 +427,26 @@ class _Builder(Margins, FusedReads):
             vmax = 1.0
         scale = attention.coldness(self.n, 2 * vmax, 0.5)
         leak = (self.n + 1) * math.exp(-scale / 2)
+        # a distance fold of a plain Select matches one key; under ~ or | it selects many
+        one = (distance and isinstance(node.selector, Select)) or selects_at_most_one(
+            self.a, node.selector, self.distinct())
+        selected = 1 if one else self.n
+        # A mean over several keys needs their logits to tie exactly: every error of the
+        # query's and keys' one-hots counts there, saturated steps' residue included.
+        tied = numerical_out and selected > 1
         if distance:
             w_qk, (logit_error, logit_error32), reads = self.distance_logits(node.selector,
                                                                              scale)
-            tie32 = 0.0  # one key matches: no equal logits to keep equal
             eta32 = float32.COLDNESS_FACTOR * scale * (
                 logit_error32 + float32.logit_rounding32(2.0 * self.n * self.n))
+            # one key matches a plain Select: no equal logits to keep equal; under ~ or
+            # | many keys are selected and must tie
+            tie32 = eta32 if selected > 1 else 0.0
         else:
             w_qk, logit_error = None, attention.logit_error(terms, self.spaces)
             reads = _term_sops(terms)
-            logit_error32 = attention.logit_error(terms, self.spaces, self.l1_32)
+            logit_error32 = attention.logit_error(
+                terms, self.spaces, self.l1_32_full if tied else self.l1_32)
             eta32 = tie32 = 0.0 if logit_error32 == 0 else float32.COLDNESS_FACTOR * scale * (
                 logit_error32 + float32.logit_rounding32(len(terms)))
         eta = scale * logit_error
@@ -452,8 +462,6 @@ class _Builder(Margins, FusedReads):
                           if isinstance(v, (int, float)))
         else:
             value32 = max(reads32, default=0.0)
-        selected = 1 if distance or selects_at_most_one(self.a, node.selector,
-                                                         self.distinct()) else self.n
         # one key of a one-hot: its weight fl(1 / (1 + leak)) is 1 and the copy exact
         err32 = value32 + float32.mean_error32(selected, vmax, leak, eta32, tie32,
                                                rounding=numerical_out or selected > 1)

@@ -53,6 +53,12 @@ class Margins:
         errors = [self.err32_heads.get(d, space.error32) for d in space.directions]
         return max(errors, default=0.0) if space.numerical else sum(errors)
 
+    def l1_32_full(self, space: SOpSpace) -> float:
+        """`l1_32` with the residue of saturated steps: what moves the logits of keys
+        that must tie exactly (the selected keys of a mean)."""
+        errors = [self.err32.get(d, space.error32) for d in space.directions]
+        return max(errors, default=0.0) if space.numerical else sum(errors)
+
     def heads32(self, space: SOpSpace) -> SOpSpace:
         """``space`` with ``error32`` as heads and gates read it (per coordinate, without
         the residue of saturated steps, `with_error32`)."""

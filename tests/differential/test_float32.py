@@ -156,3 +156,20 @@ def test_every_batch_size_and_path(name, vocab, n):
                             structured=structured)
             for g, w in zip(got, want):
                 assert _decode_close(g, w, numerical), (structured, chunk, g, w)
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_mean_under_a_negated_select_is_exact_or_float64_only(optimize):
+    """A mean under ``~Select(indices, n - 1 - i, ==)`` (a fuzz case): the query's one-hot
+    comes from an MLP, so the selected keys' logits need not tie in float32; the model is
+    float64-only or exact in float32 on every input, never wrong."""
+    vocab = ["a", "b", "c"]
+    n1 = rl.numerical(rl.Map(lambda x: ord(x) - 97, rl.tokens))
+    opposite = rl.SequenceMap(lambda i, n: n - 1 - i, rl.indices, rl.length)
+    program = rl.numerical(rl.Aggregate(~rl.Select(rl.indices, opposite, rl.Comparison.EQ),
+                                        n1, default=0))
+    model = rl.compile(program, vocab, 4, optimize=optimize)
+    assert rl.verify(program, vocab, 4, model=model, exhaustive=True).ok
+    if not model.config.float64_only:
+        report = rl.verify(program, vocab, 4, model=model, exhaustive=True, dtype=np.float32)
+        assert report.ok, report.summary()
