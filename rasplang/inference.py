@@ -69,6 +69,10 @@ MAX_LINEAR_PAIRS = 20_000_000
 #: Largest number of input pairs on which the analysis calls a SequenceMap's ``f``
 #: (checked before the first call, so a huge table is refused in well under a second).
 MAX_TABLE_PAIRS = 4_000_000
+#: Longest inputs the analysis keeps cells for (`rasplang.positions`: a selector's
+#: bounds are ``2 x cells x max_seq_len`` bools, about 4 M at 128); past it the analysis
+#: is what it is without cells.
+MAX_CELL_LENGTH = 128
 #: Largest predicate table the analysis builds for a Select's cell bounds
 #: (`rasplang.positions`) when the predicate is called in Python (a `Comparison` over
 #: numbers is one numpy comparison, built up to `MAX_TABLE_PAIRS`); past it the Select
@@ -111,9 +115,15 @@ class Inference:
         self.spread: list[SOp] = []
         self.collisions: dict[SOp, tuple[tuple[Value, ...], ...]] = {}
         self.cache: dict[tuple[str, RASPExpr], Any] = {}  # seeds `Analysis._cache`
-        self.cells = Cells.of(max_seq_len)
+        # past MAX_CELL_LENGTH: no cells, the analysis without them
+        self.cells = Cells.of(max_seq_len) if max_seq_len <= MAX_CELL_LENGTH else None
         #: per SOp its `CellSets`, per selector its `Selection` (`rasplang.positions`)
         self.places: dict[RASPExpr, CellSets | Selection] = {}
+
+    def place(self, node: RASPExpr, build: Callable[[Cells], CellSets | Selection]) -> None:
+        """Record ``node``'s cell sets (or bounds) ``build(cells)``, when there are cells."""
+        if self.cells is not None:
+            self.places[node] = build(self.cells)
 
     def typed(self, node: SOp) -> tuple[Value, ...]:
         return self.tables[node].values
@@ -161,40 +171,44 @@ class Inference:
     # -- rules: node -> its typed table (None for selectors), reading children's tables
 
     def tokens(self, node: TokensType) -> Table:
-        self.places[node] = positions.top(self.cells, len(self.vocab))
+        self.place(node, lambda cells: positions.top(cells, len(self.vocab)))
         return Table(self.vocab)  # distinct under ==, so by type too; in vocab order
 
     def indices(self, node: IndicesType) -> Table:
-        self.places[node] = positions.from_codes(self.cells.i[None, :], self.max_seq_len)
+        self.place(node, lambda cells: positions.from_codes(cells.i[None, :], self.max_seq_len))
         return Table(tuple(range(self.max_seq_len)))
 
     def length(self, node: LengthType) -> Table:
-        self.places[node] = positions.from_codes(self.cells.n[None, :] - 1, self.max_seq_len)
+        self.place(node, lambda cells: positions.from_codes(cells.n[None, :] - 1,
+                                                            self.max_seq_len))
         return Table(tuple(range(1, self.max_seq_len + 1)))
 
     def selector_width(self, node: SelectorWidth) -> Table:
         """The counts each cell's selection bounds allow (`rasplang.positions`): from 1
         where every query selects itself, up to the most keys any query may select."""
+        if self.cells is None:
+            low = 1 if selects_itself(node.selector, self.typed) else 0
+            return Table(tuple(range(low, self.max_seq_len + 1)))
         table, self.places[node] = positions.selector_width_sets(
             self.cells, self.places[node.selector])
         return table
 
     def full(self, node: Full) -> Table:
         self.unhashable_value(node, (node.fill,))
-        self.places[node] = positions.top(self.cells, 1)
+        self.place(node, lambda cells: positions.top(cells, 1))
         return Table((node.fill,))
 
     def constant_sop(self, node: ConstantSOp) -> Table:
         self.unhashable_value(node, node.value)
         table = Table.of(node.value)
-        self.places[node] = positions.top(self.cells, len(table))
+        self.place(node, lambda cells: positions.top(cells, len(table)))
         return table
 
     def map(self, node: Map) -> Table:
         table = self.tabled(node, lambda errors: map_table(
             node.f, self.typed(node.inner), lambda: self.column(node.inner), errors))
-        self.places[node] = positions.map_sets(self.cells, self.places[node.inner],
-                                               self.luts[node], len(table))
+        self.place(node, lambda cells: positions.map_sets(
+            cells, self.places[node.inner], self.luts[node], len(table)))
         return table
 
     def sequence_map(self, node: SequenceMap | LinearSequenceMap) -> Table:
@@ -204,16 +218,21 @@ class Inference:
 
     def restricted(self, node: SequenceMap | LinearSequenceMap, table: Table) -> Table:
         """``node``'s table kept to the values its cell sets reach (pairs that meet at a
-        cell); the lookup array gives `RAISED_CODE` (a pair no input reaches, where any
-        value will do) for pairs whose value is dropped."""
+        cell), for a numerical LinearSequenceMap (an affine map in a model); the lookup
+        array gives `RAISED_CODE` (a pair no input reaches, where any value will do) for
+        pairs whose value is dropped. Other SequenceMaps keep every pair's value: the
+        compiler's separable MLPs read ``f`` on every pair of the value sets."""
+        if self.cells is None:
+            return table
         cells = positions.sequence_map_sets(
             self.cells, self.places[node.fst], self.places[node.snd], node.fst is node.snd,
             self.luts[node], len(table))
         keep = np.flatnonzero(cells.union())
-        if len(keep) < len(table):
+        if len(keep) < len(table) and isinstance(node, LinearSequenceMap) \
+                and get_encoding(node) is Encoding.NUMERICAL:
             remap = np.full(len(table) + 1, RAISED_CODE, dtype=np.int32)  # [-1]: RAISED
             remap[keep] = np.arange(len(keep), dtype=np.int32)
-            self.luts[node] = remap[self.luts[node]]
+            self.luts[node] = self.twins_agree(node, self.luts[node], remap[self.luts[node]])
             table = Table(tuple(table.values[k] for k in keep.tolist()))
             cells = cells.restricted(keep)
             for derived in (self.sets, self.collisions):  # recomputed from the table
@@ -222,6 +241,27 @@ class Inference:
                 self.cache.pop((kind, node), None)
         self.places[node] = cells
         return table
+
+    def twins_agree(self, node: SequenceMap | LinearSequenceMap, before: np.ndarray,
+                    after: np.ndarray) -> np.ndarray:
+        """``after`` (the restricted lookup array) where a dropped pair (no cell holds it:
+        any value will do) takes the entry of a twin pair (its input ``1`` for ``1.0``,
+        say) that was kept, so that the twins, one value in a compiled model, still
+        give one result (`rasplang.validation`'s type rule reads the arrays)."""
+        dropped = (before >= 0) & (after == RAISED_CODE)
+        if not dropped.any() or node.fst is node.snd:
+            return after
+        for axis, child in ((0, node.fst), (1, node.snd)):
+            for group in self.collisions.get(child, ()):
+                codes = [self.tables[child].code(v) for v in group]
+                lines = np.moveaxis(after, axis, 0)  # a view: rows are the twins' lines
+                gone = np.moveaxis(dropped, axis, 0)
+                for a in codes:
+                    for b in codes:
+                        fill = gone[a] & (lines[b] >= 0)
+                        lines[a][fill] = lines[b][fill]
+                        gone[a] &= ~fill
+        return after
 
     def all_pairs(self, node: SequenceMap | LinearSequenceMap) -> Table:
         xs, ys = self.typed(node.fst), self.typed(node.snd)
@@ -297,9 +337,14 @@ class Inference:
         if numerical:
             self.numbers_only(node)
         self.luts[node] = np.arange(len(sop), dtype=np.int32)  # the sop's values come first
-        selection = self.places[node.selector]
-        exact = positions.aggregate_exact(self.cells, selection, self.places[node.sop], sop,
-                                          node.default)
+        if self.cells is None:  # every width at every cell
+            shape = (2, 1, self.max_seq_len)
+            selection = Selection(np.ones(shape, bool), np.zeros(shape, bool))
+            exact = None
+        else:
+            selection = self.places[node.selector]
+            exact = positions.aggregate_exact(self.cells, selection, self.places[node.sop],
+                                              sop, node.default)
         if exact is not None:
             values, where, spread = exact
             table = Table.of([*sop, node.default, *values])
@@ -317,7 +362,9 @@ class Inference:
             means = self.numerical_means(node, widths)
             table = Table.of([*sop, node.default, *(m for w in sorted(means)
                                                     for m in means[w])])
-            layers = {w: table.codes_of(means[w]) for w in means}
+            # several Nones give None (None and numbers together raise)
+            nones = [None] * (None in self.sets[node.sop])
+            layers = {w: table.codes_of([*means.get(w, ()), *nones]) for w in widths}
         else:
             # several selected numbers give their mean, a float even of equal ints
             several = len(self.sets[node.sop]) > 1 or any(
@@ -326,16 +373,18 @@ class Inference:
             table = Table.of([*sop, node.default])
             if several and widths and not _selects_at_most_one(node.selector):
                 self.spread.append(node)  # a mean may fall outside the table
-                self.places[node] = positions.top(self.cells, len(table))
+                self.place(node, lambda cells: positions.top(cells, len(table)))
                 return table
             layers = {w: sop_codes for w in widths}  # several equal values: that value
-        self.places[node] = positions.width_rows(
-            self.cells, selection, table, table.code(node.default), sop_codes, layers)
+        self.place(node, lambda cells: positions.width_rows(
+            cells, selection, table, table.code(node.default), sop_codes, layers))
         return table
 
     def selector(self, node: Selector) -> None:
         """No values; a selector's cell bounds (`rasplang.positions`)."""
         cells = self.cells
+        if cells is None:
+            return None
         if isinstance(node, Select):
             table = self.predicate_table(node)
             self.places[node] = positions.select_bounds(
@@ -467,3 +516,24 @@ def _selects_at_most_one(selector: Selector) -> bool:
     if isinstance(selector, SelectorAnd):
         return _selects_at_most_one(selector.fst) or _selects_at_most_one(selector.snd)
     return False
+
+
+def selects_itself(selector: Selector, values: Callable[[SOp], tuple[Value, ...]]) -> bool:
+    """Without cells (past `MAX_CELL_LENGTH`): whether every query selects its own
+    position, so a SelectorWidth of ``selector`` is at least 1: a Select of an SOp
+    against itself by a Comparison that holds on each of its values (or raises there,
+    where `evaluate` raises), or an `&` of such, or an `|` with one."""
+    if isinstance(selector, SelectorAnd):
+        return selects_itself(selector.fst, values) and selects_itself(selector.snd, values)
+    if isinstance(selector, SelectorOr):
+        return selects_itself(selector.fst, values) or selects_itself(selector.snd, values)
+    if not (isinstance(selector, Select) and selector.keys is selector.queries
+            and isinstance(selector.predicate, Comparison)):
+        return False
+    for value in values(selector.keys):
+        try:
+            if not selector.predicate(value, value):
+                return False
+        except Exception:  # evaluate raises on this value: nothing is counted
+            continue
+    return True

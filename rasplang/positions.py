@@ -118,8 +118,10 @@ class CellSets:
     def codes(self) -> np.ndarray | None:
         """``[M, C]`` int32: the one code of each cell (-1 where unreached), when every
         row holds one value (the node is exact); else None."""
+        if not self.width:  # no value: no cell is reached
+            return np.full(self.ids.shape, RAISED_CODE, np.int32)
         counts = self.rows.sum(axis=1)
-        if not (counts == 1).all():
+        if not (counts[np.unique(self.ids[self.ids >= 0])] == 1).all():
             return None
         code = self.rows.argmax(axis=1).astype(np.int32)
         return np.where(self.ids >= 0, code[np.maximum(self.ids, 0)], RAISED_CODE)
@@ -141,7 +143,10 @@ def top(cells: Cells, width: int) -> CellSets:
 
 def from_rows(ids: np.ndarray, rows: np.ndarray) -> CellSets:
     """Sets with duplicate rows merged, empty rows made unreached, modes merged when
-    equal."""
+    equal (at least one row, so that id 0 can always be read)."""
+    if not len(rows):
+        rows = np.zeros((1, rows.shape[1]), bool)
+        ids = np.full_like(ids, RAISED_CODE)
     empty = ~rows.any(axis=1)
     if len(rows) > 1:
         rows, inverse = np.unique(rows, axis=0, return_inverse=True)
@@ -207,7 +212,8 @@ def sequence_map_sets(cells: Cells, fst: CellSets, snd: CellSets, same: bool,
     """A SequenceMap: the codes of ``lut`` at each cell's pairs of input values (each
     value with itself when both inputs are one SOp)."""
     if same:
-        diagonal = lut[np.arange(len(lut)), np.arange(len(lut))] if lut.size else lut[:0, 0]
+        diagonal = lut[np.arange(len(lut)), np.arange(len(lut))] if lut.size \
+            else np.zeros(len(lut), np.int32)
         return map_sets(cells, fst, diagonal, width)
     if len(fst.rows) == 1 and len(snd.rows) == 1 and fst.rows.all() and snd.rows.all():
         return top(cells, width)  # every pair at every cell: the whole table
