@@ -183,8 +183,9 @@ def build_bound(analysis: Analysis, fusion: Fusion) -> ModelSize:
     widest = max(units, key=units.get, default=None)
     if widest is not None and n_layers:
         k, what = shares[widest]
+        padded = f" (padded in each of {n_layers} layers)" if n_layers > 1 else ""
         shares[widest] = (k + mlp_weights, f"{what} and an MLP of at least {d_mlp:,} hidden "
-                                           f"units (padded in all {n_layers} layers)")
+                                           f"units{padded}")
     return ModelSize(n_layers, d, 1, d_head, d_mlp, parameters, shares, exact=False)
 
 
