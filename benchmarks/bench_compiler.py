@@ -4,7 +4,9 @@ Run: ``.venv/bin/python -m pytest benchmarks/bench_compiler.py --benchmark-only`
 ``python benchmarks/bench_compiler.py`` prints the tables of docs/performance.md
 (compile time, n_layers, d_model, d_mlp, parameters; throughput in sequences/s with the
 achieved FLOP/s beside a plain numpy matmul's); ``... compiler FILE`` and
-``... optimizer FILE`` re-measure those datasets of docs/data/performance.json.
+``... optimizer FILE`` re-measure those datasets of docs/data/performance.json;
+``... overapproximation [N]`` prints each analysis value table's size beside the values
+every input of the domain reaches (library programs at N, default 5).
 """
 
 from __future__ import annotations
@@ -249,8 +251,76 @@ def write_optimizer(path: str) -> None:
     })
 
 
+# ------------------------------------------------------ over-approximation report
+
+
+def reached_values(program, vocab, max_seq_len: int) -> dict:
+    """Each SOp's typed values on every input of the domain, causal and not."""
+    import itertools
+
+    from rasplang.evaluator import evaluate_all
+    from rasplang.values import typed_key
+
+    out: dict = {}
+    for n in range(1, max_seq_len + 1):
+        for xs in itertools.product(vocab, repeat=n):
+            for causal in (False, True):
+                try:
+                    values = evaluate_all(program, list(xs), causal)
+                except (ValueError, ArithmeticError):
+                    continue
+                for node, vals in values.items():
+                    if isinstance(node, rl.SOp):
+                        seen = out.setdefault(node, set())
+                        seen.update(typed_key(v) for v in vals)
+    return out
+
+
+#: Position-only programs of the over-approximation report, with their lengths.
+POSITIONAL = {
+    "mean_ge": (lambda: rl.numerical(rl.Aggregate(
+        rl.Select(rl.indices, rl.indices, rl.Comparison.GEQ), rl.indices)), 8),
+    "mean_ge/4": (lambda: rl.numerical(rl.Aggregate(
+        rl.Select(rl.indices, rl.indices, rl.Comparison.GEQ), rl.indices)) / 4, 28),
+    "mean_len": (lambda: rl.numerical(rl.Aggregate(
+        rl.Select(rl.indices, rl.indices, rl.Comparison.LEQ), rl.length)), 8),
+}
+
+
+def overapproximation(max_seq_len: int = 5) -> None:
+    """Print, per node kind, the analysis's typed value-table size over the size of the
+    set of values reached on every input (library programs at ``max_seq_len``, the
+    position-only programs above at theirs), and each program's worst node."""
+    kinds: dict[str, list[int]] = {}
+    cases = [(name, e.build(max_seq_len), e.vocab, max_seq_len)
+             for name, e in lib.PROGRAMS.items()]
+    cases += [(name, make(), ("a",), n) for name, (make, n) in POSITIONAL.items()]
+    print("| program | N | worst node | analysis | reached |")
+    print("|---|---|---|---|---|")
+    for name, program, vocab, n in cases:
+        analysis = rl.analyze(program, vocab, n)
+        reached = reached_values(program, vocab, n)
+        worst = (0.0, "", 0, 0)
+        for node in analysis.nodes:
+            if node not in analysis.tables:
+                continue
+            size, got = len(analysis.tables[node]), len(reached.get(node, ()))
+            total = kinds.setdefault(type(node).__name__, [0, 0])
+            total[0] += size
+            total[1] += got
+            worst = max(worst, (size / max(got, 1), analysis.labels[node], size, got))
+        print(f"| {name} | {n} | {worst[1]} | {worst[2]} | {worst[3]} |")
+    print()
+    print("| node kind | analysis | reached | ratio |")
+    print("|---|---|---|---|")
+    for kind, (size, got) in sorted(kinds.items()):
+        print(f"| {kind} | {size} | {got} | {size / max(got, 1):.2f} |")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["optimizer"]:
+    if sys.argv[1:2] == ["overapproximation"]:
+        overapproximation(*map(int, sys.argv[2:3]))
+    elif sys.argv[1:2] == ["optimizer"]:
         write_optimizer(sys.argv[2])
     elif sys.argv[1:2] == ["compiler"]:
         write_compiler(sys.argv[2])

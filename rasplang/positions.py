@@ -149,8 +149,13 @@ def from_rows(ids: np.ndarray, rows: np.ndarray) -> CellSets:
         ids = np.full_like(ids, RAISED_CODE)
     empty = ~rows.any(axis=1)
     if len(rows) > 1:
-        rows, inverse = np.unique(rows, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1).astype(np.int32)
+        packed = np.packbits(rows, axis=1)  # rows as bytes, to find the equal ones
+        first: dict[bytes, int] = {}
+        inverse = np.array([first.setdefault(r.tobytes(), len(first)) for r in packed],
+                           dtype=np.int32).reshape(-1)
+        keep = np.zeros(len(first), np.int64)
+        keep[inverse] = np.arange(len(rows))
+        rows = rows[keep]
         if empty.any():
             inverse = np.where(empty, RAISED_CODE, inverse)
         ids = np.where(ids >= 0, inverse[np.maximum(ids, 0)], RAISED_CODE).astype(np.int32)
@@ -217,15 +222,44 @@ def sequence_map_sets(cells: Cells, fst: CellSets, snd: CellSets, same: bool,
         return map_sets(cells, fst, diagonal, width)
     if len(fst.rows) == 1 and len(snd.rows) == 1 and fst.rows.all() and snd.rows.all():
         return top(cells, width)  # every pair at every cell: the whole table
+    cx, cy = fst.codes(), snd.codes()
+    if cx is not None and cy is not None and lut.size:  # exact inputs: one lookup a cell
+        cx, cy = np.broadcast_arrays(cx, cy)
+        reached = (cx >= 0) & (cy >= 0)
+        codes = np.where(reached, lut[np.maximum(cx, 0), np.maximum(cy, 0)], RAISED_CODE)
+        return from_codes(codes, width)
     ra, rb, index = _pairs(fst.ids, snd.ids)
     sizes = fst.rows.sum(axis=1)[ra] * snd.rows.sum(axis=1)[rb]
     if int(sizes.sum()) > MAX_CELL_WORK or len(ra) * width > MAX_CELL_ENTRIES:
         return top(cells, width)
     rows = np.zeros((len(ra), width), bool)
-    for p, (a, b) in enumerate(zip(ra.tolist(), rb.tolist())):
-        codes = lut[np.ix_(np.flatnonzero(fst.rows[a]), np.flatnonzero(snd.rows[b]))]
-        rows[p, codes[codes >= 0]] = True
+    for p, x, y in _expanded(fst.rows, snd.rows, ra, rb, sizes):
+        codes = lut[x, y]
+        keep = codes >= 0
+        rows[p[keep], codes[keep]] = True
     return _bounded(cells, from_rows(index, rows))
+
+
+def _expanded(rows_a: np.ndarray, rows_b: np.ndarray, ra: np.ndarray, rb: np.ndarray,
+              sizes: np.ndarray, chunk: int = 2**20):
+    """For pairs ``p`` of rows ``(ra[p], rb[p])``, every (pair, value of row a, value of
+    row b), as three arrays, in chunks of about ``chunk`` entries."""
+    a_rows, a_values = np.nonzero(rows_a)  # CSR of each row's values
+    b_rows, b_values = np.nonzero(rows_b)
+    a_ptr = np.searchsorted(a_rows, np.arange(len(rows_a) + 1))
+    b_ptr = np.searchsorted(b_rows, np.arange(len(rows_b) + 1))
+    nb = np.diff(b_ptr)[rb]
+    ends = np.cumsum(sizes)
+    start = 0
+    while start < len(ra):
+        stop = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + chunk, "right"))
+        stop = max(stop, start + 1)
+        block = np.arange(start, stop)
+        p = np.repeat(block, sizes[block])
+        local = np.arange(len(p)) - np.repeat(ends[block] - sizes[block], sizes[block])
+        i, j = np.divmod(local, nb[p])
+        yield p, a_values[a_ptr[ra[p]] + i], b_values[b_ptr[rb[p]] + j]
+        start = stop
 
 
 def aggregate_exact(cells: Cells, selection: Selection, sop: CellSets,
