@@ -224,7 +224,7 @@ def test_tampered_metadata_fails_its_checksum(saved, field, change):
         ("format_version", lambda v: "99", "'format_version': unknown format version '99'"),
         ("format", lambda v: "something-else", "'format': expected 'rasplang-model'"),
         ("residual_labels", lambda v: json.dumps(json.loads(v)[:-1]),
-         "'residual_labels': 23 labels for d_model 24"),
+         "'residual_labels': 22 labels for d_model 23"),
         ("residual_labels", lambda v: json.dumps([1, *json.loads(v)[1:]]),
          "'residual_labels': expected a list of strings"),
         ("config", edit_json("d_vocab", lambda v: 3), "'config.d_vocab': is 3, expected 7"),
@@ -277,7 +277,7 @@ def test_tampered_metadata_fails_its_checksum(saved, field, change):
          r"'circuit': malformed: step 0 of 'sort': hidden \[1000000\] is not a list of indices"),
         ("circuit", lambda v: json.dumps({"sort": [[None, "embed", None, [], [], [99]]]}),
          r"'circuit': malformed: step 0 of 'sort': writes \[99\] is not a list of indices "
-         "below 24"),
+         "below 23"),
         ("circuit", lambda v: json.dumps({"sort": [[0, "attn", 0, [], [], [1.5]]]}),
          r"'circuit': malformed: step 0 of 'sort': writes \[1\.5\]"),
         ("circuit", lambda v: json.dumps({"sort": [[0, "attn", 0]]}),
