@@ -252,11 +252,12 @@ def _expanded(rows_a: np.ndarray, rows_b: np.ndarray, ra: np.ndarray, rb: np.nda
     ends = np.cumsum(sizes)
     start = 0
     while start < len(ra):
-        stop = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + chunk, "right"))
-        stop = max(stop, start + 1)
+        offset = int(ends[start - 1]) if start else 0  # entries before this chunk
+        stop = max(int(np.searchsorted(ends, offset + chunk, "right")), start + 1)
         block = np.arange(start, stop)
         p = np.repeat(block, sizes[block])
-        local = np.arange(len(p)) - np.repeat(ends[block] - sizes[block], sizes[block])
+        local = np.arange(offset, offset + len(p)) - np.repeat(ends[block] - sizes[block],
+                                                               sizes[block])
         i, j = np.divmod(local, nb[p])
         yield p, a_values[a_ptr[ra[p]] + i], b_values[b_ptr[rb[p]] + j]
         start = stop

@@ -43,7 +43,7 @@ PROGRAMS = textwrap.dedent("""
                                 N(rasp.indices), default=0)).named("mean")
 
     def converted_mean():
-        # a table over the mean's values needs its one-hot conversion: 10,045 values at 32
+        # a table over the mean's values needs its one-hot conversion: 9,549 values at 32
         return rasp.SequenceMap(lambda x, y: x < y, rasp.indices, wide_mean()).named("less")
 
     def ulp_close_pair():
@@ -125,11 +125,11 @@ def test_four_gib_is_enough_for_a_small_program():
 
 @pytest.mark.parametrize("optimize", [True, False])
 def test_a_conversion_too_large_is_refused_before_any_block(monkeypatch, optimize):
-    """The one-hot conversion of a 10,045-value mean (2 layers of a 20,089-unit MLP) is
+    """The one-hot conversion of a 9,549-value mean (2 layers of a 19,097-unit MLP) is
     in the lower bound: ModelTooLarge names it before any block is built."""
     _no_build(monkeypatch)
     with pytest.raises(ModelTooLarge, match=r"at least 2 layers.*\n  - mean:categorical: "
-                                            r".*20,089 hidden units") as info:
+                                            r".*19,097 hidden units") as info:
         _compile("converted_mean", optimize=optimize)
     assert not info.value.size.exact
 
