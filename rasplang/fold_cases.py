@@ -205,7 +205,16 @@ def _refused(p: Parts, t: str) -> SOp:
 
 
 def _fallback_check(model: Any, t: str) -> bool:
-    return not _fused_any(model)
+    """The cost model's last word: the model compile kept has no more parameters than
+    one block per node (which it keeps whenever the fused one saves no layer and is
+    larger)."""
+    import rasplang as rl
+
+    cfg = model.config
+    plain = rl.compile(model.program, cfg.vocab, cfg.max_seq_len, causal=cfg.causal,
+                       optimize=False)
+    return not _fused_any(model) or (model.n_params <= plain.n_params
+                                     or cfg.n_layers < plain.config.n_layers)
 
 
 CASES: dict[str, FoldCase] = {c.name: c for c in (
