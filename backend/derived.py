@@ -116,7 +116,7 @@ def conversions(analysis: Analysis, fusion: Fusion) -> dict[SOp, RASPExpr]:
             read(node.snd, node)
         elif isinstance(node, (Aggregate, SelectorWidth)):
             if not (isinstance(node, Aggregate) and node.selector in fusion.distance):
-                for select in _selects(node.selector):
+                for select in selects(node.selector):
                     read(select.keys, node)
                     read(select.queries, node)
             if isinstance(node, Aggregate) and node not in numerical:
@@ -134,7 +134,7 @@ def _affine(analysis: Analysis, node: SOp) -> bool:
                        if v is not None) for x in (node.fst, node.snd))
 
 
-def _selects(selector: RASPExpr) -> list[Select]:
+def selects(selector: RASPExpr) -> list[Select]:
     """The Selects of a selector tree, in the order `selector_terms` resolves them."""
     out, stack = [], [selector]
     while stack:

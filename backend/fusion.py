@@ -47,7 +47,7 @@ from collections import defaultdict
 import attrs
 
 from rasplang.analysis import Analysis
-from rasplang.backend.derived import Linear, Scratch
+from rasplang.backend.derived import Linear, Scratch, selects
 from rasplang.backend.distance import Fold, folds
 from rasplang.backend.lattice import lattice_pairs
 from rasplang.nodes import (
@@ -167,17 +167,6 @@ def _next(slot: int, parity: int) -> int:
     return s if s % 2 == parity else s + 1
 
 
-def _selects(selector: RASPExpr) -> list[Select]:
-    out, stack = [], [selector]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Select):
-            out.append(node)
-        else:
-            stack.extend(node.children)
-    return out
-
-
 def depth(analysis: Analysis, fusion: Fusion) -> int:
     """The sublayer where the output is ready, as the schedule places blocks (as soon as
     possible), with ``fusion``'s decisions: the cost model's measure of depth."""
@@ -196,8 +185,8 @@ def depth(analysis: Analysis, fusion: Fusion) -> int:
         if not isinstance(node, SOp):
             continue
         if isinstance(node, (Aggregate, SelectorWidth, LengthType)):
-            selects = [] if isinstance(node, LengthType) else _selects(node.selector)
-            sides = [x for s in selects for x in (s.keys, s.queries)]
+            terms = [] if isinstance(node, LengthType) else selects(node.selector)
+            sides = [x for s in terms for x in (s.keys, s.queries)]
             start = max([-1, *(table_read(x, node) for x in sides)])
             if isinstance(node, Aggregate):
                 value = node.sop
