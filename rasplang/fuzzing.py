@@ -242,7 +242,7 @@ def _check(case: Case, compile_budget: float, check_budget: float, export: bool
     if export:
         try:
             with _time_limit(compile_budget + check_budget):
-                check_export(case, program, vocab, batch, result)
+                check_export(case, program, vocab, batch, result, twins=twins)
         except _Timeout:
             result.outcome = "slow"
             result.detail = f"the export took over {compile_budget + check_budget:g} s"
@@ -287,21 +287,23 @@ def _mismatch(result: CaseResult, batch: Sequence[tuple[tuple[int, ...], list[An
             continue
         result.outcome = "warned-wrong" if warned else "WRONG"
         result.positions = positions
-        twins = len(out) == len(expected) and all(map(_loosely_equal, out, expected))
+        by_value = len(out) == len(expected) and all(map(_loosely_equal, out, expected))
         result.detail = (where + ("in float32: " if float32 else "")
                          + f"evaluate gives {expected!r}, model gives {out!r}"
-                         + (" (equal values of different types)" if twins else "")
+                         + (" (equal values of different types)" if by_value else "")
                          + (f" (after CompilerWarning: {warned[0]})" if warned else ""))
         return True
     return False
 
 
 def check_export(case: Case, program: Any, vocab: list[Any],
-                 batch: Sequence[tuple[tuple[int, ...], list[Any]]], result: CaseResult) -> None:
+                 batch: Sequence[tuple[tuple[int, ...], list[Any]]], result: CaseResult,
+                 twins: bool = False) -> None:
     """Compile ``case`` with LayerNorm, write it with ``save_pretrained``, load it back with
     ``transformers`` as a user would, and compare its decoded logits with evaluate's
     outputs on ``batch``: a mismatch is ``WRONG``. Records what happened in
-    ``result.export``; without torch and transformers it records that it was skipped."""
+    ``result.export``; without torch and transformers it records that it was skipped.
+    ``twins``: the output can take equal values of different types (`_mismatch`)."""
     try:
         import torch
         import transformers
@@ -347,7 +349,6 @@ def check_export(case: Case, program: Any, vocab: list[Any],
             logits = hf(torch.as_tensor(ids), attention_mask=mask).logits
         got += [row[:len(s)] for row, s in zip(decode(hf.config, logits), seqs)]
     where = f"the {kind.upper()} export ({str(dtype).removeprefix('torch.')}): "
-    twins = bool(rl.analyze(program, vocab, case.max_seq_len).type_collisions.get(program))
     if not _mismatch(result, batch, got, (), numerical=rl.is_numerical(program),
                      float32=float32, where=where, twins=twins):
         result.export = f"exact ({kind}, {str(dtype).removeprefix('torch.')})"
