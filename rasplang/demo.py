@@ -85,8 +85,9 @@ LEGEND = """
 params: every weight of the model, each layer padded to the widest; used: the weights
 each head and MLP has at its own size (what it reads and writes); nonzero: the weights
 that are not 0. inputs verified: how many inputs the model was checked on, "all" when
-that is every input up to max_len. In the outputs, § is sort_by_most_freq's padding
-token and dyck's T, P and F say balanced, possibly balanced (open) and failed.
+that is every input up to max_len. In the outputs, § fills sort_by_most_freq's
+positions past its distinct tokens, _ is shift_fill's first position (its default), and
+dyck's T, P and F say the prefix is balanced, open (it can still balance) or failed.
 
 Next: rasplang compile reverse -o reverse.safetensors, then rasplang run
 reverse.safetensors --input "a b c"; rasplang verify sort --max-seq-len 8; and the

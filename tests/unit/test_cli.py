@@ -248,6 +248,47 @@ def test_demo_prints_one_table(capsys):
     assert "1 models" not in out and "1 mismatches" not in out
 
 
+def test_demo_legend_explains_its_columns_and_symbols(capsys, tmp_path, monkeypatch):
+    """Below the table the demo explains the size columns and every output symbol that is
+    neither one of the program's tokens nor a number, bool or None; the commands it
+    suggests run (verify on a sample here, for time)."""
+    import re
+    import shlex
+
+    from rasplang.demo import LEGEND
+    from rasplang.lib import PROGRAMS
+
+    code, out, _ = run(capsys, "demo")
+    assert code == 0 and out.rstrip().endswith(LEGEND.strip())
+    words = set(LEGEND.replace(",", " ").replace(";", " ").split())
+    for column in ("params:", "used:", "nonzero:", "verified:"):
+        assert column in words, column
+    unexplained = {}
+    for line in out.splitlines():
+        name = line.split(" ", 1)[0]
+        if name not in PROGRAMS:
+            continue
+        shown = re.findall(r"\[([^]]*)\]", line)[1].split()  # the model output column
+        vocab = {str(t) for t in PROGRAMS[name].vocab}
+        for value in shown:
+            if value in vocab or value in ("True", "False", "None"):
+                continue
+            try:
+                float(value)
+            except ValueError:
+                if value not in words:
+                    unexplained.setdefault(name, []).append(value)
+    assert unexplained == {}
+    text = " ".join(LEGEND.split())
+    commands = re.findall(r"rasplang (\w+ .*?)(?=, then |; |$)", text)
+    assert [c.split()[0] for c in commands] == ["compile", "run", "verify"]
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command) + (["--samples", "100"] if command.startswith("verify")
+                                       else [])
+        assert run(capsys, *argv)[0] == 0, command
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
