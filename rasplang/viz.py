@@ -417,21 +417,49 @@ def plot_attention(
         title += ": " + ", ".join(computed)
     lines = [title] + (["selector " + ", ".join(selectors)] if selectors else [])
     image = ax.imshow(pattern, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="none")
-    ax.set_title(_wrapped(lines, fig.get_figwidth()), fontsize=TITLE_SIZE)
     fig.colorbar(image, ax=ax, shrink=0.8)
+    # The title is centred on the axes, which the colour bar pushes left: wrap it to
+    # the room on the axes' narrower side of the figure, once the layout has placed it.
+    width = fig.get_figwidth() * 72 * _TITLE_ROOM  # points
+    ax.set_title(_wrapped(lines, width), fontsize=TITLE_SIZE)
+    fig.draw_without_rendering()
+    box = ax.get_position()
+    centre = (box.x0 + box.x1) / 2
+    ax.set_title(_wrapped(lines, 2 * min(centre, 1 - centre) * width), fontsize=TITLE_SIZE)
     return fig
 
 
-#: The attention plot's title size (points), and how wide its characters are on average.
+#: The attention plot's title size (points), and the share of the figure's width its
+#: lines may take (constrained layout pads each side).
 TITLE_SIZE = 10
-_CHAR_WIDTH = 0.6
+_TITLE_ROOM = 0.92
 
 
-def _wrapped(lines: Sequence[str], width_inches: float) -> str:
-    """``lines`` broken at ``", "`` so that each fits a figure ``width_inches`` wide (a
-    title wider than its figure is cut at both ends)."""
-    import textwrap
+def _wrapped(lines: Sequence[str], room: float) -> str:
+    """``lines`` broken at spaces so that each is at most ``room`` points wide, as
+    measured in the title's font (a title wider than its figure is cut at both ends); a
+    name wider than that by itself is broken inside."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
 
-    chars = max(16, int(width_inches * 72 / (TITLE_SIZE * _CHAR_WIDTH)) - 2)
-    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False,
-                                    break_long_words=True) for line in lines)
+    font, measure = FontProperties(size=TITLE_SIZE), TextToPath()
+
+    def fits(text: str) -> bool:
+        return measure.get_text_width_height_descent(text, font, ismath=False)[0] <= room
+
+    out: list[str] = []
+    for line in lines:
+        current = ""
+        for word in line.split(" "):
+            if fits(f"{current} {word}" if current else word):
+                current = f"{current} {word}" if current else word
+                continue
+            if current:
+                out.append(current)
+            while not fits(word):  # longer than the figure is wide: break it
+                cut = max([k for k in range(1, len(word)) if fits(word[:k])], default=1)
+                out.append(word[:cut])
+                word = word[cut:]
+            current = word
+        out.append(current)
+    return "\n".join(out)

@@ -24,7 +24,9 @@ from rasplang.cli import build_parser, main
 
 PAGE = DOCS / "cli.md"
 _TITLED = re.compile(r'^```\w+ +title="(?P<name>[^"]+)"\n(?P<body>.*?)^```$', re.M | re.S)
-_CONSOLE = re.compile(r"^```console\n(?P<body>.*?)^```$", re.M | re.S)
+# A console block: ```console, or ```{ .console .rl-table } (a wide table that scrolls).
+_CONSOLE = re.compile(r"^```(?:console|\{ *\.console[^}]*\})\n(?P<body>.*?)^```$",
+                      re.M | re.S)
 
 
 def shown_files(markdown: str) -> dict[str, str]:

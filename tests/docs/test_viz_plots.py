@@ -122,3 +122,43 @@ def test_plot_attention_rejects_a_missing_head(model) -> None:
     """Asking for a head the model does not have names the model's shape."""
     with pytest.raises(IndexError, match=r"no head \(9, 0\): the model has \d+ layers"):
         viz.plot_attention(model, list("ab"), layer=9, head=0)
+
+
+def _texts_outside(fig) -> list[str]:
+    """The texts of ``fig`` (titles, labels, ticks, colour-bar numbers) that reach past
+    its edges once drawn."""
+    import matplotlib.text
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    out = []
+    for text in fig.findobj(matplotlib.text.Text):
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5:
+            out.append(text.get_text())
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_plot_attention_keeps_title_and_colour_bar_inside(n) -> None:
+    """The attention plot's title (a long node and selector name included) and its colour
+    bar's numbers lie inside the figure, for short and long inputs."""
+    if not hasattr(rl, "compile"):
+        pytest.skip("rasplang.compile has not landed")
+    mirror = select(indices, length - indices - 1, "==").named(
+        "mirror_of_every_position_across_the_middle")
+    program = aggregate(mirror, tokens).named("tokens_read_back_to_front_by_the_mirror")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = rl.compile(program, vocab="abc", max_seq_len=8)
+    step = model.circuit[program.label][0]
+    fig = viz.plot_attention(model, list("abc" * 3)[:n], step.layer, step.head)
+    title = fig.axes[0].get_title()
+    assert "mirror_of_every_position" in title.replace("\n", "")
+    assert len(fig.axes) == 2  # the pattern and its colour bar
+    assert _texts_outside(fig) == []
