@@ -361,6 +361,7 @@ def figures_by_page(site: Path, served: str) -> dict[str, list[list]]:
     return out
 
 
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
 def test_figures_are_not_cut_off(figures_by_page: dict[str, list[list]]) -> None:
     """Every PNG figure on the site, as Chromium decodes it, has no dark pixel on its
     border: no title, label, tick or colour-bar number runs off the figure. The
@@ -392,6 +393,7 @@ def _smallest_residual_font() -> float:
 READABLE_PX = 10
 
 
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
 def test_library_residual_figures_are_readable(site: Path,
                                                figures_by_page: dict[str, list[list]]) -> None:
     """Each residual figure of the Program library links to itself at full size, and
