@@ -25,13 +25,17 @@ value (within float rounding) and, if it can be None, its second logit is the No
 output values, the vocabulary and the residual labels. The tokenizer
 (`rasplang.backend.hf_tokenizer`) is a ``tokenizers`` WordLevel vocabulary (each token as
 ``str``, BOS, PAD, UNK), whitespace-split, that prepends BOS; ``AutoTokenizer`` loads it.
-UNK's embedding row is NaN, so an unknown word gives NaN logits, which `decode` refuses.
+UNK's embedding row is NaN, so an unknown word gives NaN logits (every logit of that
+text; ``torch.argmax`` reads them as 0), which `decode` refuses.
 
 The directory. `save_pretrained` writes config.json (eager attention, so
 ``output_attentions=True`` works), model.safetensors (with the umask's mode, as the other
-files), the tokenizer and a model card (`rasplang.backend.hf_card`). ``generate()`` and
-the text-generation and fill-mask pipelines do not apply: the logits are the program's
-outputs, not next or masked tokens.
+files), the tokenizer and a model card (`rasplang.backend.hf_card`). No pipeline gives
+the program's output, and the classes cannot refuse one without custom code: GPT-2's
+``generate()`` and the text-generation pipeline run and take an output's index for the
+next token's id, BERT has no ``generate()`` (its text-generation pipeline loads
+``BertLMHeadModel`` and does the same), and the fill-mask pipeline refuses both (no mask
+token). The card and Tutorial 5 say so; tests/interop/test_hf_export.py checks it.
 
 Dtype. The export is float32, or float64 where `float64_only` says why float32 is not
 exact: a numerical output (torch's float32 LayerNorm rounds it beyond the compiler's

@@ -4,9 +4,13 @@ which inputs, how to run and decode it, and how it was verified.
 Written by `rasplang.backend.hf.save_pretrained`, with ``huggingface_hub``'s
 ``ModelCard`` (a dependency of ``transformers``) when it is importable, else as the same
 markdown. The metadata block names the library (``transformers``) and tags the model
-``rasplang``; it names no pipeline: ``generate()``, the text-generation and the fill-mask
-pipelines do not apply (the logits at each position are the program's output there, one
-logit per output value, not a next or masked token).
+``rasplang``; it names no pipeline, since none gives the program's output (the logits
+at each position are the program's output there, one logit per output value, not a next
+or masked token). The card says what each does instead (`_pipelines`: GPT-2's
+``generate()`` and text-generation run and take an output's index for a token id; BERT
+has no ``generate()``; fill-mask is refused for want of a mask token) and what an
+unknown word does through the tokenizer and the model (`_unknown_words`: NaN logits,
+which ``torch.argmax`` reads as 0), with the check to run before reading the logits.
 """
 
 from __future__ import annotations
@@ -67,14 +71,17 @@ The tokenizer splits on whitespace and prepends BOS; pad on the right. {_decodin
 `decode` refuses a batch that is padded on the left, lacks BOS or holds a word outside
 the vocabulary, and logits of a float16 or bfloat16 model (16 bits cannot hold the
 LayerNorm epsilon: the outputs are NaN); `encode` names an unknown word before the model
-runs. An unknown word, and BOS or PAD inside the text, become `{info["unk"]}`, whose
-embedding is NaN: the logits are NaN rather than a plausible answer. Texts longer than
-{cfg.max_seq_len} tokens do not fit the position embedding.
-
-`generate()` and the text-generation and fill-mask pipelines do not apply: the logits
-at each position are the program's output there, not a next or a masked token.
+runs. Texts longer than {cfg.max_seq_len} tokens do not fit the position embedding.
 `config.rasplang` holds the vocabulary, the output values and the names of the residual
 stream's directions (`residual_labels`).
+
+## Unknown words
+
+{_unknown_words(info["unk"], model.config.d_vocab)}
+
+## Pipelines and `generate()`
+
+{_pipelines(kind)}
 
 ## Verification
 
@@ -90,6 +97,44 @@ def _program_text(program: Any) -> str:
     from rasplang.graph import format_program
 
     return format_program(program).replace("```", "`‵`")
+
+
+def _unknown_words(unk: str, unk_id: int) -> str:
+    """What a word outside the vocabulary does through the tokenizer and the model."""
+    return f"""The tokenizer cannot refuse a word outside the vocabulary (a `tokenizers`
+vocabulary either reads it as its UNK token or fails without naming the word): such a
+word, and BOS or PAD written in the text, becomes `{unk}` (id {unk_id}), whose embedding
+is NaN. Every logit of that text is then NaN, at every position; the other texts of the
+batch are not affected. `decode` refuses NaN logits. If you read the logits yourself,
+check first: `torch.argmax` of NaN logits is 0, which reads as `id2label[0]`, a
+plausible answer.
+
+```python
+unknown = (batch["input_ids"] == tokenizer.unk_token_id).any(dim=1)  # per text, before
+torch.isnan(logits).any(dim=(1, 2))  # the same texts, after the model
+```"""
+
+
+def _pipelines(kind: str) -> str:
+    """What ``generate()`` and the pipelines do with a ``kind`` ("GPT2LMHeadModel",
+    "BertForMaskedLM") export."""
+    first = ("No `transformers` pipeline gives the program's output, and `generate()` "
+             "does not either: the logits at each position are the program's output "
+             "there, one logit per output value (`config.id2label`), not scores of a next "
+             "or a masked token. Read them with `decode`, as above.")
+    if kind == "GPT2LMHeadModel":
+        rest = ("`generate()` and the `text-generation` pipeline run, as on any "
+                "`GPT2LMHeadModel`, but they take an output's index for the next token's "
+                "id: the first id `generate()` appends is, for a categorical output, the "
+                "index in `id2label` of the program's output at the last position, and "
+                "what follows is the model reading that index as a token.")
+    else:
+        rest = ("`BertForMaskedLM` has no `generate()`. The `text-generation` pipeline "
+                "loads this directory as `BertLMHeadModel` (transformers warns that it is "
+                "not a decoder) and takes an output's index for the next token's id.")
+    fill = ("The `fill-mask` pipeline refuses the model: the tokenizer has no mask "
+            "token, as a program's input has no masked position.")
+    return f"{first}\n\n{rest} {fill}"
 
 
 def _decoding(info: dict[str, Any]) -> str:

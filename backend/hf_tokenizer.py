@@ -10,8 +10,11 @@ then one more, UNK (``[UNK]``, or that with ``_`` appended until no token prints
 - a word outside the vocabulary becomes UNK, and so does a special token written in
   the text (BOS, PAD or UNK: ``split_special_tokens=True`` keeps the text's specials
   from being read as specials, and a normalizer turns each such word into UNK). The
-  model's embedding row for UNK is NaN, so such an input gives NaN logits, which
-  `rasplang.backend.hf.decode` refuses, naming the position and the word;
+  model's embedding row for UNK is NaN, so such an input gives NaN logits (every logit
+  of that text; the batch's other texts are not affected), which
+  `rasplang.backend.hf.decode` refuses, naming the position and the word. The tokenizer
+  itself cannot refuse the word without custom code: a WordLevel model without an UNK
+  token fails without naming the word, and TransformerLens needs the UNK token (below);
 - ``model_max_length`` is ``max_seq_len + 1`` (BOS included): a longer text gets
   transformers' warning that the model will fail on it, and `encode` refuses it.
 

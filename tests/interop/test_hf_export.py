@@ -156,7 +156,8 @@ def test_model_card_describes_the_model(tmp_path):
     for want in ("`hist`", "`a`, `b`, `c`, `d`", "| max_seq_len | 5 tokens", "| causal | False",
                  "SelectorWidth(same_tok)", "decode(model.config, logits, batch)",
                  "AutoModelForMaskedLM", "verified 'hist' on 1,364 of 1,364 inputs",
-                 "generate()"):
+                 "## Unknown words", "`torch.argmax` of NaN logits is 0",
+                 "## Pipelines and `generate()`", "No `transformers` pipeline gives"):
         assert want in text, want
     model.save_pretrained(tmp_path / "plain")
     assert "not verified when it was written" in (tmp_path / "plain" / "README.md").read_text()
@@ -212,14 +213,98 @@ def test_output_attentions_returns_the_patterns(tmp_path, causal):
         np.testing.assert_allclose(got, want.reshape(got.shape), atol=1e-6)
 
 
-def test_fill_mask_pipeline_is_refused(tmp_path):
+@pytest.mark.parametrize("causal", [True, False], ids=["gpt2", "bert"])
+def test_fill_mask_pipeline_is_refused(tmp_path, causal):
     """The fill-mask pipeline needs a mask token, which a program's input has no use for:
-    it refuses the model (the card says the pipelines do not apply)."""
+    it refuses both exports, as the card says."""
     from transformers.pipelines.base import PipelineException
 
-    _saved("hist", False, tmp_path)
+    _saved("hist", causal, tmp_path)
+    assert "`fill-mask` pipeline refuses the model" in (tmp_path / "README.md").read_text()
     with pytest.raises(PipelineException, match="does not define a `mask_token`"):
         transformers.pipeline("fill-mask", model=str(tmp_path))
+
+
+def _card_block(path, heading):
+    """The python code block of the model card's section ``heading``."""
+    text = (path / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["gpt2", "bert"])
+def test_unknown_word_through_plain_transformers(tmp_path, causal):
+    """Tokenizer and model alone, as the card describes: an unknown word is UNK (the id
+    the card names), every logit of its text is NaN and the other text's are the
+    program's, the card's check finds the text before and after the model, and
+    torch.argmax reads the NaN row as output 0 everywhere."""
+    entry, model, tok, hf = _saved("shift_by", causal, tmp_path)
+    texts = ["a b c d", "a e c"]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    assert tok.unk_token_id == model.config.d_vocab
+    assert f"(id {tok.unk_token_id})" in (tmp_path / "README.md").read_text()
+    assert tok.tokenize(texts[1]) == ["a", tok.unk_token, "c"]
+    logits = _run(hf, batch)
+    scope = {"batch": batch, "tokenizer": tok, "logits": logits, "torch": torch}
+    *lines, last = _card_block(tmp_path, "Unknown words").strip().splitlines()
+    exec("\n".join(lines), scope)
+    assert scope["unknown"].tolist() == [False, True]
+    assert eval(last.split("#")[0], scope).tolist() == [False, True]
+    assert torch.isnan(logits[1]).all() and torch.isfinite(logits[0]).all()
+    want = rl.evaluate(entry.build(5), texts[0].split(), causal=causal)
+    labels = hf.config.id2label
+    got = [labels[int(i)] for i in logits[0, 1:].argmax(-1)]
+    assert got == [str(v) for v in want]
+    assert logits[1].argmax(-1).tolist() == [0] * logits.shape[1]
+
+
+def _first_ids(hf, tok, texts):
+    """The id ``generate()`` appends first to each text (greedy)."""
+    out = []
+    for text in texts:
+        batch = tok([text], return_tensors="pt")
+        with torch.no_grad():
+            ids = hf.generate(**batch, max_new_tokens=1, do_sample=False)
+        out.append(int(ids[0, -1]))
+    return out
+
+
+def test_generate_takes_an_output_index_for_a_token(tmp_path):
+    """GPT-2: generate() runs, and the first id it appends is the label index of the
+    program's output at the last position (the card's words); the text-generation
+    pipeline writes the token with that id, not the output."""
+    import itertools
+
+    entry, _, tok, hf = _saved("hist", True, tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "`generate()` and the `text-generation` pipeline run" in card
+    program = entry.build(5)
+    texts = [" ".join(xs) for n in (1, 2, 3) for xs in itertools.product(entry.vocab, repeat=n)]
+    want = [hf.config.label2id[str(rl.evaluate(program, t.split(), causal=True)[-1])]
+            for t in texts]
+    assert _first_ids(hf, tok, texts) == want
+    generator = transformers.pipeline("text-generation", model=str(tmp_path))
+    text = "a b a"  # hist is 2 at the last position; label "2" is index 1, token 'b'
+    index = hf.config.label2id["2"]
+    out = generator(text, max_new_tokens=1, do_sample=False)[0]["generated_text"]
+    assert out.startswith(text) and out[len(text):].strip() == tok.convert_ids_to_tokens(index)
+
+
+def test_bert_has_no_generate_and_text_generation_misreads(tmp_path):
+    """BERT: BertForMaskedLM has no generate(); the text-generation pipeline loads the
+    directory as BertLMHeadModel and appends the token whose id is the label index of the
+    program's output at the last position, as the card says."""
+    entry, _, tok, hf = _saved("hist", False, tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "`BertForMaskedLM` has no `generate()`" in card and "BertLMHeadModel" in card
+    assert not hasattr(hf, "generate")
+    generator = transformers.pipeline("text-generation", model=str(tmp_path))
+    assert type(generator.model).__name__ == "BertLMHeadModel"
+    for text in ("a b a", "c c d c", "d"):
+        index = hf.config.label2id[str(rl.evaluate(entry.build(5), text.split())[-1])]
+        out = generator(text, max_new_tokens=1, do_sample=False)[0]["generated_text"]
+        assert out.startswith(text)
+        assert out[len(text):].strip() == tok.convert_ids_to_tokens(index), text
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
