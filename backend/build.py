@@ -151,9 +151,12 @@ class _Builder(Margins, FusedReads):
         self.float64_only = ""  # why the model is exact in float64 but not in float32
         self.err32: dict[BasisDirection, float] = {}  # float32 bound per direction
         self.err32_heads: dict[BasisDirection, float] = {}  # the same, as heads read it
+        self.cold32: dict[BasisDirection, float] = {}  # a one-hot's, where it is not hot
+        self.err64: dict[BasisDirection, float] = {}  # float64 bound per direction
         self.mag: dict[BasisDirection, float] = {ONE: 1.0, self.bos.direction: 0.0}
-        self.integral: set[BasisDirection] = {ONE, self.bos.direction}  # exact integers
-        self.integral_heads = set(self.integral)  # the same, as heads read them
+        # exact coordinates, with the grid of their values (`float32.grid`)
+        self.grids: dict[BasisDirection, float] = {ONE: 0.0, self.bos.direction: 0.0}
+        self.grids_heads = dict(self.grids)  # the same, as heads read them
         self._distinct: set[SOp] | None = None
         self.span: dict[BasisDirection, tuple[float, float]] = {  # coordinate ranges
             ONE: (1.0, 1.0), self.bos.direction: (0.0, 0.0)}
@@ -260,7 +263,7 @@ class _Builder(Margins, FusedReads):
         out = categorical_space(label, values,
                                 error=sum(len(s.values) * s.error for s in spaces))
         mlp = categorical_mlp.product_mlp(label, spaces, out, self.bos)
-        self.register(node, out, mlp)
+        self.register(node, attrs.evolve(out, error=self.lookup_error(out, mlp)), mlp)
         self.derived[key] = node
         self.pending.append(NodeBlock(node, label, mlp=mlp, deps=parts))
         return node
@@ -325,6 +328,7 @@ class _Builder(Margins, FusedReads):
             out = self.out_space(node, error=len(inp.values) * inp.error)
             mlp = categorical_mlp.map_categorical_mlp(label, inp, out, map_table(self.a, node).get,
                                                       self.bos)
+            out = attrs.evolve(out, error=self.lookup_error(out, mlp))
             kind = "lookup"
         else:
             table = map_table(self.a, node)
@@ -377,6 +381,7 @@ class _Builder(Margins, FusedReads):
             table = pair_table(self.a, node)
             mlp = categorical_mlp.map_categorical_mlp(
                 label, fst, out, lambda v: table(v, v), self.bos)
+            out = attrs.evolve(out, error=self.lookup_error(out, mlp))
             kind = "lookup"
         else:
             err = len(fst.values) * fst.error + len(snd.values) * snd.error
@@ -393,6 +398,7 @@ class _Builder(Margins, FusedReads):
                 self.reserve(label, len(fst.directions) + len(snd.directions) + 2, table_units)
                 mlp = categorical_mlp.sequence_map_categorical_mlp(
                     label, fst, snd, out, layout, self.bos)
+                out = attrs.evolve(out, error=self.lookup_error(out, mlp))
         self.register(node, out, mlp, kind)
         return NodeBlock(node, label, mlp=mlp, deps=(x, y))
 
@@ -458,8 +464,8 @@ class _Builder(Margins, FusedReads):
         if value.numerical:
             value32 = reads32[0] * (abs(value.scale) or 1.0)
         elif numerical_out:
-            value32 = sum(abs(float(v)) * e for v, e in zip(value.values, reads32)
-                          if isinstance(v, (int, float)))
+            value32 = self.one_hot_sum32(value, self.err32_heads, [
+                abs(float(v)) if isinstance(v, (int, float)) else 0.0 for v in value.values])
         else:
             value32 = max(reads32, default=0.0)
         # one key of a one-hot: its weight fl(1 / (1 + leak)) is 1 and the copy exact
@@ -479,6 +485,17 @@ class _Builder(Margins, FusedReads):
             self.err32[out.directions[1]] = self.err32_heads[out.directions[1]] = flag32 \
                 + float32.mean_error32(selected, 1.0, leak, eta32, tie32, rounding=False)
         self.register(node, out)
+        if not numerical_out:
+            # Where an output coordinate is not the hot one, the selected keys (whose
+            # values agree) add the value's own cold error and only the leaked weight
+            # reaches it: far less than the hot coordinate's rounding.
+            leaked = leak * math.exp(min(2 * eta32, 50.0))
+            value_cold = max([min(e, self.cold32.get(d, e))
+                              for d, e in zip(value.directions, reads32)], default=0.0)
+            cold = (value_cold * (1 + math.expm1(min(2 * tie32, 50.0))) + 2 * leaked) \
+                * (1 + (selected + 8) * float32.EPS32)
+            for d in out.directions:
+                self.cold32[d] = min(cold, self.err32[d])
         head = attention.aggregate_head(label, terms, self.spaces, value, out, node.default,
                                         scale, self.causal, self.bos, w_qk)
         fused = self.folded_selects(node.selector)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import numpy as np
 
 from rasplang.backend.budget import mlp_bound, refuse_over
 from rasplang.backend.chambers import float32, numerical_mlp
@@ -19,13 +20,17 @@ from rasplang.nodes import Encoding
 class Margins:
     """Builder methods (the builder provides ``m``, ``max_bytes``, ``problems``,
     ``float64_only``, and ``err32`` and ``mag``: each residual direction's float32 error
-    bound and magnitude bound at real positions)."""
+    bound and magnitude bound at real positions; ``cold32``: for some directions of
+    one-hots, the bound where the coordinate is not the hot one; ``err64``: each
+    direction's float64 bound, per coordinate)."""
 
     def note32(self, space: SOpSpace) -> None:
         """Record ``space``'s directions: magnitudes, and ``space.error32`` where no finer
         bound is known."""
         scale = abs(space.scale) or 1.0
         for i, d in enumerate(space.directions):
+            self.err64.setdefault(d, space.error / (scale if space.numerical and i == 0
+                                                    else 1.0))
             if space.numerical and i == 0:
                 values = [float(v) for v in space.values if v is not None]
                 top = max([0.0, *map(abs, values)])
@@ -34,30 +39,55 @@ class Margins:
                 self.err32_heads.setdefault(d, space.error32 / scale)
                 self.span.setdefault(d, (min(values, default=0.0) / scale,
                                          max(values, default=0.0) / scale))
-                integers = scale == 1.0 and all(v == round(v) for v in values)
+                coords = np.array([v / scale for v in values])
+                held = (coords.astype(np.float32) == coords).all()
+                q = float(float32.grid(coords).min(initial=np.inf)) if held else -np.inf
             else:
                 self.mag.setdefault(d, 1.0 + space.error32)
                 self.err32.setdefault(d, space.error32)
                 self.err32_heads.setdefault(d, space.error32)
                 self.span.setdefault(d, (0.0, 1.0))
-                integers = True
-            if integers and self.err32[d] == 0.0:
-                self.integral.add(d)
-            if integers and self.err32_heads[d] == 0.0:
-                self.integral_heads.add(d)
+                q = 0.0  # a 0 or a 1
+            if q > -np.inf and self.err32[d] == 0.0:
+                self.grids[d] = min(q, 0.0)
+            if q > -np.inf and self.err32_heads[d] == 0.0:
+                self.grids_heads[d] = min(q, 0.0)
+
+    def lookup_error(self, out: SOpSpace, mlp: MLP) -> float:
+        """The float64 error of a lookup's output: its inputs' errors (attention leakage)
+        carried through the units that may be on, one hot coordinate per one-hot
+        (`float32.mlp_error32` without rounding), in the output's value units."""
+        errors = float32.mlp_error32(mlp, self.err64, self.mag, False, one_hot=True, eps=0.0)
+        scale = abs(out.scale) or 1.0
+        return max([0.0, *(errors.get(d, 0.0) * (scale if out.numerical and i == 0 else 1.0)
+                           for i, d in enumerate(out.directions))])
+
+    def one_hot_sum32(self, space: SOpSpace, errors: dict, weights=None) -> float:
+        """The most ``sum_d w_d |error_d|`` over a one-hot's directions (``w_d`` 1 by
+        default): one direction is hot and carries its bound, the others their bound
+        where cold (``cold32``)."""
+        w = [1.0] * len(space.directions) if weights is None else weights
+        e = [errors.get(d, space.error32) for d in space.directions]
+        c = [min(x, self.cold32.get(d, x)) for d, x in zip(space.directions, e)]
+        return sum(a * y for a, y in zip(w, c)) + max(
+            [a * (x - y) for a, x, y in zip(w, e, c)], default=0.0)
 
     def l1_32(self, space: SOpSpace) -> float:
         """The float32 error of a one-hot summed over its directions (what a head's
         query or key read adds up), or of a numerical value; without the residue of
         saturated steps (`with_error32`)."""
-        errors = [self.err32_heads.get(d, space.error32) for d in space.directions]
-        return max(errors, default=0.0) if space.numerical else sum(errors)
+        if space.numerical:
+            return max([self.err32_heads.get(d, space.error32) for d in space.directions],
+                       default=0.0)
+        return self.one_hot_sum32(space, self.err32_heads)
 
     def l1_32_full(self, space: SOpSpace) -> float:
         """`l1_32` with the residue of saturated steps: what moves the logits of keys
         that must tie exactly (the selected keys of a mean)."""
-        errors = [self.err32.get(d, space.error32) for d in space.directions]
-        return max(errors, default=0.0) if space.numerical else sum(errors)
+        if space.numerical:
+            return max([self.err32.get(d, space.error32) for d in space.directions],
+                       default=0.0)
+        return self.one_hot_sum32(space, self.err32)
 
     def heads32(self, space: SOpSpace) -> SOpSpace:
         """``space`` with ``error32`` as heads and gates read it (per coordinate, without
@@ -71,13 +101,14 @@ class Margins:
         ``kind``: "steps" for a discretisation whose float32 margin was checked,
         "lookup" for a table of indicator units, "linear" for an affine map."""
         errors = float32.mlp_error32(mlp, self.err32, self.mag, kind == "steps",
-                                     self.integral, one_hot=kind == "lookup", span=self.span)
+                                     self.grids, one_hot=kind == "lookup", span=self.span,
+                                     cold=self.cold32)
         # What heads read: the same bound without the residue of saturated steps, which
         # the worst case puts far above what any forward pass measures (module docstring
         # of `chambers.float32`); `float32_step_problem` caps each step's residue there.
         read = {} if kind == "steps" else float32.mlp_error32(
-            mlp, self.err32_heads, self.mag, False, self.integral_heads,
-            one_hot=kind == "lookup")
+            mlp, self.err32_heads, self.mag, False, self.grids_heads,
+            one_hot=kind == "lookup", cold=self.cold32)
         scale = abs(out.scale) or 1.0
         for i, d in enumerate(out.directions):
             factor = scale if out.numerical and i == 0 else 1.0

@@ -200,6 +200,10 @@ class Analysis:
         side is None (`evaluate` raises there)."""
         def build() -> np.ndarray:
             keys, queries = self.typed_values[node.keys], self.typed_values[node.queries]
+            if len(keys) * len(queries) > MAX_LINEAR_PAIRS:  # refused before allocating
+                raise ValueSetTooLarge(
+                    f"Select {self.labels[node]!r}: its table would hold {len(keys):,} keys "
+                    f"x {len(queries):,} queries (limit MAX_LINEAR_PAIRS={MAX_LINEAR_PAIRS:,})")
             compares = isinstance(node.predicate, Comparison)
             return predicate_table(node.predicate, keys, queries,
                                    self.numbers(node.keys) if compares else None,

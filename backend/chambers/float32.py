@@ -56,7 +56,7 @@ are then off by ``expm1(2 eta)`` relative, and the leakage grows by ``exp(2 eta)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -71,13 +71,27 @@ EPS32 = 2.0 ** -24
 COLDNESS_FACTOR = 2.0
 
 
-#: Integers below this magnitude are exact in float32, and so are their sums.
-EXACT32 = 2.0 ** 24
+def grid(values: np.ndarray) -> np.ndarray:
+    """Per entry, the exponent ``q`` of the coarsest power of two of which the entry is
+    an integer multiple (``+inf`` for 0, ``-inf`` for inf and nan): ``0.75`` is ``3 *
+    2^-2``, so -2. A float32 sum of terms that are multiples of ``2^q`` is exact while
+    the sum of their magnitudes stays below ``2^(24 + q)``: every partial sum is such a
+    multiple, and float32 holds it."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    mant, exp = np.frexp(np.where(finite, v, 0.0))
+    n = np.abs(mant * 2.0 ** 53).astype(np.int64)  # the 53-bit mantissa, exactly
+    nonzero = n != 0
+    low = np.where(nonzero, n & -n, 1)  # its lowest set bit
+    q = exp - 53.0 + np.log2(low.astype(np.float64))  # exact: log2 of a power of two
+    return np.where(nonzero, q, np.where(finite, np.inf, -np.inf))
 
 
-def _integers(w: np.ndarray) -> np.ndarray:
-    """Which entries are integers that float32 holds exactly."""
-    return (w == np.round(w)) & (np.abs(w) < EXACT32)
+def exact_below(total: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Whether a float32 sum of multiples of ``2^q`` whose magnitudes sum to ``total`` is
+    exact (`grid`)."""
+    with np.errstate(over="ignore"):
+        return np.isfinite(q) & (total < np.exp2(np.minimum(24.0 + q, 127.0))) | (total == 0)
 
 
 def _one_hots(rows: Sequence[BasisDirection], m: np.ndarray, e: np.ndarray
@@ -110,20 +124,16 @@ def _cold(errors: np.ndarray, groups: list[list[int]]) -> np.ndarray:
     return total
 
 
-def _roundings(w: np.ndarray, exact_rows: np.ndarray,
-               binary_rows: np.ndarray | None = None,
+def _roundings(w: np.ndarray, exact_product: np.ndarray,
                groups: list[list[int]] = ()) -> np.ndarray:
     """Per column of ``w``, how many roundings its dot product may make: a weight float32
-    does not hold, a product other than by a power of two, of integers or of an exact 0
-    or 1 (``binary_rows``), and each addition of a nonzero term; each is at most ``u``
-    times the sum of the terms' magnitudes."""
+    does not hold, a product other than by a power of two or one ``exact_product`` says
+    is exact, and each addition of a nonzero term; each is at most ``u`` times the sum
+    of the terms' magnitudes."""
     nonzero = w != 0
     held = w.astype(np.float32) == w
     mantissa, _ = np.frexp(np.abs(w))
-    power = mantissa == 0.5
-    exact_product = power | (_integers(w) & exact_rows[:, None])
-    if binary_rows is not None:
-        exact_product |= binary_rows[:, None]
+    exact_product = exact_product | (mantissa == 0.5)
     # a one-hot's cold rows are exact zeros or tiny terms `_cold` bounds: count its hot one
     return (_grouped((nonzero & ~held).astype(float), list(groups))
             + _grouped((nonzero & ~exact_product).astype(float), list(groups))
@@ -157,32 +167,49 @@ def _live_sum(mlp: MLP, cost: np.ndarray, moved: np.ndarray) -> np.ndarray:
 
 def mlp_error32(mlp: MLP, err: Mapping[BasisDirection, float],
                 mag: Mapping[BasisDirection, float], saturating: bool,
-                integral: Set[BasisDirection] = frozenset(), one_hot: bool = False,
+                grids: Mapping[BasisDirection, float] | None = None, one_hot: bool = False,
                 span: Mapping[BasisDirection, tuple[float, float]] | None = None,
+                cold: Mapping[BasisDirection, float] | None = None, eps: float = EPS32,
                 ) -> dict[BasisDirection, float]:
     """Each output direction's float32 error bound (module docstring), from the input
-    directions' errors ``err`` and magnitudes ``mag`` (missing: 0 and 1).
+    directions' errors ``err`` and magnitudes ``mag`` (missing: 0 and 1). ``cold``: for
+    some directions of one-hots, a smaller bound that holds where the coordinate is not
+    the hot one (a mean of one-hots: there only leaked weight reaches it); of a one-hot's
+    rows one is hot, and the others count with that bound.
 
-    Exact arithmetic is not charged: a unit whose nonzero weights are integers and reads
-    only ``integral`` directions (coordinates that are exact integers: exact one-hots,
-    ``one``, BOS) computes its pre-activation exactly when it stays below `EXACT32`; an
-    output coordinate whose units are all exact is exact where its weights are integers
-    (and the sum stays below `EXACT32`), or, for a lookup whose units are indicators of
-    which one at most is 1 (``one_hot``), where its weights are float32 numbers."""
+    Exact arithmetic is not charged. ``grids`` gives the directions whose coordinates
+    are exact (error 0) with the `grid` of their values (exact one-hots, ``one`` and
+    BOS: 0; a number of halves: -1). A unit whose weights float32 holds and whose rows
+    are all exact computes its pre-activation exactly when the magnitudes of its terms,
+    multiples of ``2^q`` for ``q`` the smallest grid of a weight times a row, sum to less
+    than ``2^(24 + q)`` (`exact_below`); so does an output coordinate whose units are all
+    exact, by the same rule on its weights, or, for a lookup whose units are indicators
+    of which one at most is 1 (``one_hot``), where its weights are float32 numbers.
+    ``eps``: the unit roundoff (0 propagates the input errors alone: the float64 bound
+    of a lookup, `Margins.lookup_error`)."""
     w_in, w_out = mlp.first.matrix, mlp.second.matrix       # [in, hidden], [hidden, out]
     rows = mlp.first.input_space.basis
     e = np.array([err.get(d, 0.0) for d in rows])
     m = np.array([mag.get(d, 1.0) for d in rows])
     a_in = np.abs(w_in)
-    exact_rows = np.array([d in integral for d in rows], dtype=bool)
-    binary_rows = exact_rows & (m <= 1.0)  # exact one-hots, flags, ``one``, BOS
+    grids = {} if grids is None else grids
+    row_grid = np.array([grids.get(d, -np.inf) for d in rows], dtype=np.float64)
     groups = _one_hots(rows, m, e)
     # a one-hot's hot coordinate within 2^-25 of 1 is the float32 number 1 itself
     for idx in groups:
         if (e[idx] < 2.0 ** -25).all():
-            exact_rows[idx] = True
-    size = _grouped(a_in * (m + e)[:, None], groups) + _cold(a_in * e[:, None], groups)  # P_h
-    moved = np.zeros_like(size) if saturating else a_in.T @ e  # q_h
+            row_grid[idx] = np.maximum(row_grid[idx], 0.0)
+    binary_rows = (row_grid >= 0) & (m <= 1.0)  # exact one-hots, flags, ``one``, BOS
+    held_in = w_in.astype(np.float32) == w_in
+    with np.errstate(invalid="ignore"):  # +inf (a zero weight) plus -inf (inexact row)
+        term_grid = np.where(w_in != 0, grid(w_in) + row_grid[:, None], np.inf)
+    products = exact_below(a_in * m[:, None], term_grid) & held_in  # each w x exact
+    ec = e.copy()  # the error of a one-hot's row where it is not the hot one
+    for idx in groups:
+        ec[idx] = np.minimum(e[idx], [(cold or {}).get(rows[i], np.inf) for i in idx])
+    size = _grouped(a_in * (m + e)[:, None], groups) + _cold(a_in * ec[:, None], groups)  # P_h
+    moved = np.zeros_like(size) if saturating else \
+        a_in.T @ ec + _grouped(a_in * (e - ec)[:, None], groups)  # q_h
     if saturating and span is not None:  # the range of p, not the sizes of its terms
         lo = np.array([span.get(d, (-1.0, 1.0))[0] for d in rows]) - e
         hi = np.array([span.get(d, (-1.0, 1.0))[1] for d in rows]) + e
@@ -195,28 +222,38 @@ def mlp_error32(mlp: MLP, err: Mapping[BasisDirection, float],
             high += np.maximum(0.0, w_in[idx].max(axis=0)) + near - highs[idx].sum(axis=0)
         size = np.maximum(np.abs(low), np.abs(high))
     # adding a cold coordinate's term t moves the sum by at most |t|: counted once
-    cold = np.zeros_like(size) if saturating else _cold(a_in * e[:, None], groups)
-    rounded = _roundings(w_in, exact_rows, binary_rows, groups) * EPS32 * size + cold  # r_h
-    exact = ((a_in == 0) | (_integers(w_in) & exact_rows[:, None])).all(axis=0) \
-        & (size < EXACT32)
-    rounded[exact] = cold[exact]  # exact integers, and the cold rows' tiny terms
+    cold_terms = np.zeros_like(size) if saturating else _cold(a_in * ec[:, None], groups)
+    rounded = _roundings(w_in, products | binary_rows[:, None], groups) * eps * size \
+        + cold_terms  # r_h
+    unit_grid = term_grid.min(axis=0, initial=np.inf)
+    exact = ((a_in == 0) | held_in).all(axis=0) & exact_below(size, unit_grid)
+    rounded[exact] = cold_terms[exact]  # exact sums, and the cold rows' tiny terms
     a_out = np.abs(w_out)
     hidden_exact = exact & (moved == 0)
-    sums = _roundings(w_out, hidden_exact) + 1                 # and the residual's addition
+    held_out = w_out.astype(np.float32) == w_out
+    with np.errstate(invalid="ignore"):  # a unit's value is on its grid where it is exact
+        out_grid = np.where(w_out != 0, grid(w_out) + np.where(exact, unit_grid,
+                                                               -np.inf)[:, None], np.inf)
+        out_products = exact_below(a_out * size[:, None], out_grid) & held_out \
+            & hidden_exact[:, None]
+    sums = _roundings(w_out, out_products) + 1                 # and the residual's addition
     if saturating:  # each step's two units cancel to 0 or 1 before the next step's
-        total = a_out.T @ (rounded + 2 * EPS32 * size) + 2 * EPS32 * a_out.sum(axis=0)
+        total = a_out.T @ (rounded + 2 * eps * size) + 2 * eps * a_out.sum(axis=0)
     elif one_hot:
         cost = a_out * (moved + rounded)[:, None] \
-            + a_out * (size + moved)[:, None] * (sums * EPS32)[None, :]
+            + a_out * (size + moved)[:, None] * (sums * eps)[None, :]
         total = _live_sum(mlp, cost, moved + rounded)
     else:
-        total = a_out.T @ (moved + rounded) + sums * EPS32 * (a_out.T @ (size + moved))
+        total = a_out.T @ (moved + rounded) + sums * eps * (a_out.T @ (size + moved))
     fed = a_out > 0
     from_exact = (~fed | exact[:, None]).all(axis=0)
-    integer_out = (~fed | _integers(w_out)).all(axis=0) & (a_out.T @ size < EXACT32)
+    with np.errstate(invalid="ignore"):  # 0 * inf where a unit feeds nothing
+        reach = np.where(fed, a_out * size[:, None], 0.0).sum(axis=0)
+    exact_sum = (~fed | held_out).all(axis=0) & exact_below(
+        reach, out_grid.min(axis=0, initial=np.inf))
     if one_hot:
-        integer_out |= (~fed | (w_out.astype(np.float32) == w_out)).all(axis=0)
-    exact_out = from_exact & integer_out
+        exact_sum |= (~fed | held_out).all(axis=0)
+    exact_out = from_exact & exact_sum
     total[exact_out] = (a_out.T @ (moved + rounded))[exact_out]
     return dict(zip(mlp.second.output_space.basis, total.tolist()))
 

@@ -173,3 +173,47 @@ def test_mean_under_a_negated_select_is_exact_or_float64_only(optimize):
     if not model.config.float64_only:
         report = rl.verify(program, vocab, 4, model=model, exhaustive=True, dtype=np.float32)
         assert report.ok, report.summary()
+
+
+def _halves():
+    """An affine map of two lookups whose values are halves: exact float32 sums."""
+    a = rl.numerical(rl.Map(lambda i: i + 1, indices))
+    b = rl.numerical(rl.Map(lambda t: t + 0.5, tokens))
+    return rl.numerical(rl.LinearSequenceMap(a, b, -2, 3))
+
+
+def _lookup_of_a_copy():
+    """A categorical Aggregate (a mean of equal one-hots) read by a numerical lookup."""
+    same = rl.aggregate(rl.select(tokens, tokens, "=="), tokens)  # the selected keys agree
+    return rl.numerical(rl.Map(lambda t: t > 2, rl.Map(lambda t: t % 3 + t // 2, same)))
+
+
+def _steps_then_mean():
+    """A discretised sum of integers (exact steps) as the query of a numerical mean."""
+    both = rl.SequenceMap(lambda t, i: t + i, tokens, indices)
+    return rl.numerical(rl.aggregate(rl.select(tokens, both, "<"),
+                                     rl.numerical(rl.Map(lambda t: t == 0, tokens)),
+                                     default=0))
+
+
+@pytest.mark.parametrize("make", [_halves, _lookup_of_a_copy, _steps_then_mean])
+@pytest.mark.parametrize("optimize", [True, False])
+def test_exact_arithmetic_claims_float32(make, optimize):
+    """Sums of dyadic numbers (halves) and lookups of a copied one-hot are exact or
+    near exact in float32: the model claims float32 and float32 verifies on every input."""
+    program = make()
+    model = _compile(program, VOCAB[:5], 5, optimize=optimize)
+    assert model.config.float64_only == ""
+    report = rl.verify(program, VOCAB[:5], 5, model=model, dtype=np.float32, progress=False)
+    assert report.ok, report.summary()
+
+
+def test_grid():
+    """The coarsest power of two of which a number is a multiple."""
+    got = float32.grid(np.array([0.75, 3.0, 4.0, 1.5, 2.0 ** -30, 0.0, math.inf, 0.1]))
+    assert got[:5].tolist() == [-2.0, 0.0, 2.0, -1.0, -30.0]
+    assert got[5] == math.inf and got[6] == -math.inf
+    assert got[7] < -50  # 0.1 is a multiple of a tiny power of two only
+    # a sum of multiples of 2^q is exact while the magnitudes sum to less than 2^(24 + q)
+    assert float32.exact_below(np.array([2.0 ** 22, 2.0 ** 23]), np.array([-1.0, -1.0])
+                               ).tolist() == [True, False]

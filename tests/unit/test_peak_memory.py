@@ -62,10 +62,20 @@ PROGRAMS = textwrap.dedent("""
         ti = rasp.SequenceMap(lambda a, b: a * 100 + b, rasp.tokens, rasp.indices)
         return rasp.SequenceMap(f, wide_mean(), ti).named("pairs")
 
+    def wide_select():
+        # a Select over a 443,162-value sum of means: a 183 GiB table of predicates
+        tenths = N(rasp.Map(lambda x: x * 0.1, rasp.tokens))
+        either = (rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.LEQ)
+                  | rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.GEQ))
+        mean = N(rasp.Aggregate(either, tenths, default=0))
+        both = N(rasp.LinearSequenceMap(mean, mean, 3, 1))
+        return rasp.SelectorWidth(rasp.Select(both, both, rasp.Comparison.EQ).named("same"))
+
     CASES = {  # name: (program, vocab, max_seq_len)
         "converted_mean": (converted_mean, list(range(10)), 32),
         "ulp_close_pair": (ulp_close_pair, list(range(5)), 16),
         "many_pairs": (many_pairs, list(range(30)), 24),
+        "wide_select": (wide_select, list(range(6)), 24),
     }
 """)
 _namespace: dict = {}
@@ -195,6 +205,7 @@ def test_a_value_set_too_large_is_refused_early():
     ("converted_mean", "ModelTooLarge", "mean:categorical"),
     ("ulp_close_pair", "UnsupportedProgramError", "pair"),
     ("many_pairs", "ValueSetTooLarge", "'pairs'"),
+    ("wide_select", "ValueSetTooLarge", "'same'"),
 ])
 def test_refused_under_a_four_gib_address_space(case, error, label):
     """Under RLIMIT_AS = 4 GiB, compile refuses each case naming the node, never with
