@@ -114,13 +114,17 @@ class Reference:
         numerical = model.config.output_encoding == "numerical"
         return cls(numerical, *decode(logits, numerical))
 
-    def agrees(self, logits: np.ndarray) -> np.ndarray:
-        """``[B]`` bool: the run with ``logits`` gives the reference output."""
+    def agrees(self, logits: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``[B]`` bool: the run with ``logits`` gives the reference output (with
+        ``rows``: ``logits`` are those inputs' alone, and so is the answer)."""
         index, value, none = decode(logits, self.numerical)
         if not self.numerical:
-            return (index == self.index).all(axis=1)
-        tol = NUMERICAL_TOLERANCE * np.maximum(1.0, np.abs(self.value))
-        close = np.where(self.none, none, ~none & (np.abs(value - self.value) <= tol))
+            ref = self.index if rows is None else self.index[rows]
+            return (index == ref).all(axis=1)
+        ref, ref_none = (self.value, self.none) if rows is None \
+            else (self.value[rows], self.none[rows])
+        tol = NUMERICAL_TOLERANCE * np.maximum(1.0, np.abs(ref))
+        close = np.where(ref_none, none, ~none & (np.abs(value - ref) <= tol))
         return close.all(axis=1)
 
 

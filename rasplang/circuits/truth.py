@@ -143,20 +143,22 @@ def ground_truth(model: Any, ablation: str = "resample", *, positions: bool = Fa
     lab = _Lab(model, g, ablation, exhaustive, samples, seed)
     candidates = [e for e in full if e.structural]
     found = [e for e in candidates if lab.changes([e])]
-    rest = [e for e in candidates if e not in set(found)]
+    single = {e.name for e in found}
+    rest = [e for e in candidates if e.name not in single]
     sufficient = lab.reproduces(rest)
     kept = list(found)
     if not sufficient:
         kept = list(candidates)
         for e in reversed(candidates):
-            if e in found:
+            if e.name in single:
                 continue
             trial = [k for k in kept if k is not e]
-            if lab.reproduces([c for c in candidates if c not in set(trial)]):
+            names = {k.name for k in trial}
+            if lab.reproduces([c for c in candidates if c.name not in names]):
                 kept = trial
     names = {e.name for e in kept}
     return Circuit(full, tuple(e.name for e in full if e.name in names), ablation, positions,
-                   sufficient, tuple(e.name for e in kept if e not in found),
+                   sufficient, tuple(e.name for e in kept if e.name not in single),
                    lab.inputs.count, lab.inputs.exhaustive, seed)
 
 
@@ -233,31 +235,41 @@ class _Lab:
         if self._made is not None:
             return self._made
         made = []
+        visible = None
         for n, ids in self.inputs.groups.items():
+            if self.weights.cfg.causal:
+                visible = np.tril(np.ones((ids.shape[1],) * 2, bool))
+            step = _chunk(self.weights, ids.shape[1])
+            starts = range(0, len(ids), step)
+            # one unablated run per chunk: the mean and the resampled outputs are read
+            # off the same runs (every input's outputs, whichever chunk it is in)
+            patterns: list[dict[str, np.ndarray]] = [{} for _ in starts]
+            clean = [self.weights.forward(ids[at:at + step], visible, kept)
+                     for at, kept in zip(starts, patterns)]
             mean = corrupt = None
             if self.ablation == "mean":
-                mean = self._means(ids)
+                mean = self._means(clean, len(ids))
             if self.ablation == "resample":
-                corrupt = ids[np.random.default_rng([self.seed, n]).permutation(len(ids))]
-            for at in range(0, len(ids), _chunk(self.weights, ids.shape[1])):
-                rows = slice(at, at + _chunk(self.weights, ids.shape[1]))
+                corrupt = np.random.default_rng([self.seed, n]).permutation(len(ids))
+            for j, at in enumerate(starts):
+                rows = slice(at, at + step)
+                outs = None if corrupt is None else _gather(clean, corrupt[rows], step)
                 p = Patcher(self.weights, ids[rows], self.ablation, mean=mean,
-                            corrupt=None if corrupt is None else corrupt[rows])
+                            clean=clean[j], corrupt_outs=outs, patterns=patterns[j])
                 made.append((p, Reference.of(self.model, p.clean_logits), ids[rows]))
         self._made = made
         return made
 
-    def _means(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Each component's mean output over all inputs ``ids`` of one length."""
+    @staticmethod
+    def _means(clean: list[tuple[dict[str, np.ndarray], Any, Any]], count: int,
+               ) -> dict[str, np.ndarray]:
+        """Each component's mean output over the unablated runs ``clean`` of all
+        ``count`` inputs of one length."""
         total: dict[str, np.ndarray] = {}
-        step = _chunk(self.weights, ids.shape[1])
-        visible = np.tril(np.ones((ids.shape[1],) * 2, bool)) if self.weights.cfg.causal \
-            else None
-        for at in range(0, len(ids), step):
-            outs = self.weights.forward(ids[at:at + step], visible)[0]
+        for outs, _, _ in clean:
             for k, v in outs.items():
                 total[k] = total.get(k, 0) + v.sum(axis=0, keepdims=True)
-        return {k: v / len(ids) for k, v in total.items()}
+        return {k: v / count for k, v in total.items()}
 
     def patchers(self) -> list[tuple[Patcher, np.ndarray]]:
         """Each chunk's patcher and embedding ids."""
@@ -266,16 +278,18 @@ class _Lab:
     def agree(self, patcher: Patcher, edges: list[Edge]) -> np.ndarray:
         """``[B]``: which inputs of the chunk keep their output with ``edges`` ablated."""
         ref = next(r for p, r, _ in self._make() if p is patcher)
-        logits = patcher.run(_grouped(edges))
-        return np.ones(patcher.B, bool) if logits is None \
-            else ref.agrees(logits)
+        ok = np.ones(patcher.B, bool)
+        got = patcher.run_rows(_grouped(edges))
+        if got is not None:
+            ok[got[0]] = ref.agrees(got[1], got[0])
+        return ok
 
     def changes(self, edges: list[Edge]) -> bool:
         """Whether ablating ``edges`` changes some output."""
         ablated = _grouped(edges)
         for p, ref, _ in self._make():
-            logits = p.run(ablated)
-            if logits is not None and not ref.agrees(logits).all():
+            got = p.run_rows(ablated)
+            if got is not None and not ref.agrees(got[1], got[0]).all():
                 return True
         return False
 
@@ -292,14 +306,32 @@ def _grouped(edges: Iterable[Edge]) -> dict[tuple[str, str | None], list]:
     return out
 
 
+def _gather(clean: list[tuple[dict[str, np.ndarray], Any, Any]], order: np.ndarray,
+            step: int) -> dict[str, np.ndarray]:
+    """Each component's outputs on the inputs ``order`` (indices into the inputs of one
+    length, run in chunks of ``step``), read off the chunks' unablated runs ``clean``."""
+    if len(clean) == 1:
+        return {k: v[order] for k, v in clean[0][0].items()}
+    chunk, at = np.divmod(order, step)
+    out = {}
+    for k, first in clean[0][0].items():
+        a = np.empty((len(order), *first.shape[1:]), first.dtype)
+        for j, (outs, _, _) in enumerate(clean):
+            here = chunk == j
+            a[here] = outs[k][at[here]]
+        out[k] = a
+    return out
+
+
 #: Memory one chunk's kept activations may take.
 CHUNK_BYTES = 1 << 29
 
 
 def _chunk(weights: Weights, n_pos: int) -> int:
     """Inputs per chunk: the float64 ``[B, T, d_model]`` arrays a patcher keeps (each
-    component's output and ablated value, the residual before each sublayer) under
-    `CHUNK_BYTES`."""
+    component's output and ablated value, the residual before each sublayer) and each
+    head's ``[B, T, T]`` attention pattern under `CHUNK_BYTES`."""
     cfg = weights.cfg
     arrays = 2 * (1 + cfg.n_layers * (cfg.n_heads + 1)) + 2 * cfg.n_layers + 1
-    return max(1, CHUNK_BYTES // (n_pos * cfg.d_model * 8 * arrays))
+    per_input = n_pos * 8 * (cfg.d_model * arrays + n_pos * cfg.n_layers * cfg.n_heads)
+    return max(1, CHUNK_BYTES // per_input)
