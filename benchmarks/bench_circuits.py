@@ -9,6 +9,7 @@ circuit under the same ablation, on the same domain. The ground truth is timed t
     python benchmarks/bench_circuits.py library [--ablations resample,zero,mean]
     python benchmarks/bench_circuits.py interpbench INTERPBENCH_DIR [--samples 1000] [--part 0:40]
     python benchmarks/bench_circuits.py report
+    python benchmarks/bench_circuits.py truth [INTERPBENCH_DIR]
 
 ``library`` and ``interpbench`` add their rows to `RESULTS` (replacing rows of the same
 program, setting and ablation), so a run can be split; ``report`` prints the markdown
@@ -16,7 +17,12 @@ tables of docs/circuits.md (also written to `TABLES`) and draws the ROC figures
 (docs/circuits-roc-*.png) from it.
 ``interpbench`` times the ground truth of every case at its own domain (every input up
 to 50,000, else 10,000 samples), then scores the methods on ``--samples`` inputs (the
-ground truth recomputed on those). Under pytest (``make bench``) a fast subset runs.
+ground truth recomputed on those). ``truth`` times the ground truths alone: every library
+program under every ablation (both optimize settings), then, given a checkout, every
+InterpBench case at its own domain under resample ablation; it replaces the ground-truth
+times (``truth_s``, ``full_truth_s``) of the rows of `RESULTS` it measured again, so
+that ``report`` shows them beside the methods' scores.
+Under pytest (``make bench``) a fast subset runs.
 """
 
 from __future__ import annotations
@@ -175,6 +181,54 @@ def interpbench(root: str, samples: int, ablation: str = "resample",
     return rows
 
 
+def truth_times(root: str | None) -> None:
+    """Print the time of every ground truth (first call on a freshly compiled model, so
+    it includes checking the model over the domain) and the totals."""
+    print(f"{platform.machine()}, {_cores()} CPU cores, Python {platform.python_version()}, "
+          f"numpy {np.__version__}")
+    _warm_up()
+    lib, timed = [], {}
+    for name, entry in rl.lib.PROGRAMS.items():
+        for optimize in (True, False):
+            for ablation in ("resample", "zero", "mean"):
+                model = _compile(entry.build(MAX_SEQ_LEN), entry.vocab, MAX_SEQ_LEN,
+                                 optimize=optimize)
+                truth, seconds = _timed(model.ground_truth, ablation)
+                lib.append((f"{name} optimize={optimize} {ablation}", seconds))
+                timed[("library", name, optimize, ablation)] = {"truth_s": round(seconds, 4)}
+                print(f"{lib[-1][0]:45s} {seconds:7.3f} s  {truth!r}", flush=True)
+    ib = []
+    if root is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import third_party
+
+        third_party._stand_ins(False)
+        for name, case in third_party._cases(Path(root)):
+            n, causal = case.get_max_seq_len() - 1, case.supports_causal_masking()
+            try:
+                model = _compile(case.get_program(), case.get_vocab(), n, causal=causal)
+            except rl.UnsupportedProgramError:
+                continue
+            truth, seconds = _timed(model.ground_truth, "resample")
+            ib.append((name, seconds))
+            timed[("interpbench", name, True, "resample")] = {
+                "full_truth_s": round(seconds, 4)}
+            print(f"{name:45s} {seconds:7.3f} s  {truth!r}, {truth.n_inputs} inputs",
+                  flush=True)
+    for suite, rows in (("library", lib), ("InterpBench", ib)):
+        if rows:
+            worst = max(rows, key=lambda r: r[1])
+            print(f"{suite}: {len(rows)} ground truths in {sum(s for _, s in rows):.1f} s, "
+                  f"the longest {worst[0]} ({worst[1]:.2f} s)")
+    if RESULTS.exists():
+        data = json.loads(RESULTS.read_text())
+        for r in data["rows"]:
+            got = timed.get((r["suite"], r["program"], r["optimize"], r["ablation"]))
+            if got is not None and all(k in r for k in got):
+                r.update(got, truth_commit=_commit(), truth_date=date.today().isoformat())
+        RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def _line(row: dict) -> str:
     aurocs = " ".join(f"{k} {v['auroc'] if v['auroc'] is None else format(v['auroc'], '.3f')}"
                       for k, v in row["methods"].items())
@@ -195,6 +249,10 @@ def report() -> None:
     names = list(METHODS)
     out = [f"Measured {data['date']} on {data['machine']}; EAP-IG with "
            f"{data['ig_steps']} steps.", ""]
+    retimed = sorted({r["truth_date"] for r in rows if "truth_date" in r})
+    if retimed:
+        out[0] += (f" Ground-truth times measured again on {retimed[-1]} "
+                   "(`bench_circuits.py truth`).")
     for ablation in ("resample", "mean", "zero"):
         lib = [r for r in rows if r["suite"] == "library" and r["ablation"] == ablation]
         if not lib:
@@ -282,12 +340,16 @@ def main(argv: list[str] | None = None) -> None:
     ib.add_argument("--samples", type=int, default=1000)
     ib.add_argument("--part", default=":", help="a slice of the cases, e.g. 0:40")
     sub.add_parser("report")
+    truth = sub.add_parser("truth")
+    truth.add_argument("root", nargs="?")
     args = parser.parse_args(argv)
     if args.command == "library":
         _merge(library(args.ablations.split(","), [p for p in args.programs.split(",") if p]))
     elif args.command == "interpbench":
         part = slice(*(int(x) if x else None for x in args.part.split(":")))
         _merge(interpbench(args.root, args.samples, part=part))
+    elif args.command == "truth":
+        truth_times(args.root)
     else:
         report()
 
