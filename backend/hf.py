@@ -181,10 +181,16 @@ def padded_weights(model: Any, min_width: int = 0,
     enc = model.output_encoder
     values: list[Any] = list(enc.values) if not enc.numerical else ["value", *enc.values]
     if not enc.numerical and _may_be_none(model):
+        # 1/2 of the ``one`` direction and, as every reader, the norm's rounded mean back;
+        # a rotated or compressed model reads them through its basis matrix.
+        features = list(getattr(model, "features", ()) or model.residual_labels)
+        half = {"one": 0.5, **({"norm:zero": -0.5} if "norm:zero" in features else {})}
         one = np.zeros(d)
-        one[labels.index("one")] = 0.5
-        if "norm:zero" in labels:  # and, as every reader, the norm's rounded mean back
-            one[labels.index("norm:zero")] = -0.5
+        if getattr(model, "projection", None) is not None:
+            one[: cfg.d_model] = model.reader(half)
+        else:
+            for label, c in half.items():
+                one[labels.index(label)] = c
         out["unembed.W_U"] = np.concatenate([out["unembed.W_U"], one[:, None]], axis=1)
         out["unembed.b_U"] = np.append(out["unembed.b_U"], 0.0)
         values.append(None)

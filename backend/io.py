@@ -7,6 +7,10 @@ Layout: the weights, under their TransformerLens names, as float32 or float64 te
 - ``config``: the `ModelConfig` fields as JSON;
 - ``residual_labels``, ``input_encoder``, ``output_encoder``, ``circuit`` as JSON;
 - ``sha256``: each tensor's SHA-256 (of its little-endian bytes);
+- for a model in another residual basis (`rasplang.compression`: rotated or
+  compressed), ``basis_model``: its class, the compiled model's residual labels
+  (``features``) and, compressed, its training loss history and time, with the basis
+  matrix ``W [len(features), d_model]`` as the float64 tensor ``basis.projection``;
 - ``rasplang_version``, for people;
 - ``metadata_sha256``: the SHA-256 of each field above (of its UTF-8 text), so that a
   flipped byte or an edit anywhere, in the data or in a field such as ``causal``, is
@@ -47,6 +51,7 @@ import numpy as np
 from rasplang.backend.metadata import (
     FORMAT,
     FORMAT_VERSION,
+    PROJECTION,
     MetadataReader,
     ModelFileError,
     digest,
@@ -80,6 +85,9 @@ def save(model: CompiledModel, path: str | os.PathLike) -> Path:
             raise ValueError(f"cannot save weight {name!r} of dtype {w.dtype}: "
                              "expected float32 or float64")
         tensors[name] = w
+    projection = getattr(model, "projection", None)
+    if projection is not None:   # a rasplang.compression.BasisModel: its W too
+        tensors[PROJECTION] = np.ascontiguousarray(projection, dtype=np.float64)
     _write_atomically(path, to_bytes(tensors, metadata=metadata_of(model, tensors)))
     return path
 
@@ -167,7 +175,9 @@ def load(path: str | os.PathLike) -> CompiledModel:
     file, and a format version 1 file (whose metadata has no checksum: save the model
     again). Every metadata field is checked against its SHA-256 and every tensor against
     its own. The loaded model has no ``program`` (programs hold Python functions, which a
-    model file never stores).
+    model file never stores). A rotated or compressed model loads as the
+    `rasplang.compression` class it was saved from, with its ``projection`` and
+    ``features``.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -176,12 +186,22 @@ def load(path: str | os.PathLike) -> CompiledModel:
     reader.check_format()
     reader.check_hashes()
     config = reader.config()
-    weights = _read_tensors(path, data, header, reader, config)
+    basis = reader.basis_model(config)
+    extra = {} if basis is None else {PROJECTION: (len(basis["features"]), config.d_model)}
+    weights = _read_tensors(path, data, header, reader, config, extra)
     labels = reader.residual_labels(config)
     enc_in = reader.input_encoder(config)
     enc_out = reader.output_encoder(config)
     circuit = reader.circuit(config)
-    return CompiledModel(config, weights, labels, enc_in, enc_out, circuit, None)
+    if basis is None:
+        return CompiledModel(config, weights, labels, enc_in, enc_out, circuit, None)
+    from rasplang.compression import basis as compression
+
+    cls = getattr(compression, basis["class"])
+    fields = {"projection": weights.pop(PROJECTION), "features": basis["features"]}
+    if cls is compression.CompressedModel:
+        fields.update(history=basis["history"], seconds=basis["seconds"])
+    return cls(config, weights, labels, enc_in, enc_out, circuit, None, **fields)
 
 
 def _read_header(path: Path, data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
@@ -233,8 +253,11 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _read_tensors(path: Path, data: bytes, header: dict[str, Any], reader: MetadataReader,
-                  cfg: ModelConfig) -> dict[str, np.ndarray]:
-    expected = _expected_shapes(cfg)
+                  cfg: ModelConfig, extra: dict[str, tuple[int, ...]] | None = None,
+                  ) -> dict[str, np.ndarray]:
+    """Every weight of ``cfg`` and the ``extra`` tensors (a basis matrix, float64 and
+    left out of the one-dtype check), each checked for shape, size and hash."""
+    expected = {**_expected_shapes(cfg), **(extra or {})}
     for name in header:
         if name not in expected:
             raise ModelFileError(f"{path}: tensor {name!r} is not a weight of a model with "
@@ -266,7 +289,8 @@ def _read_tensors(path: Path, data: bytes, header: dict[str, Any], reader: Metad
             raise ModelFileError(f"{path}: tensor {name!r} does not match its sha256 in the "
                                  "metadata (corrupted or modified)")
         weights[name] = w.astype(dtype)  # a writable native-endian copy
-        dtypes.add(np.dtype(dtype))
+        if name not in (extra or {}):
+            dtypes.add(np.dtype(dtype))
     if len(dtypes) > 1:
         raise ModelFileError(f"{path}: tensors mix dtypes {sorted(map(str, dtypes))}")
     extra = sorted(set(hashes) - set(expected))

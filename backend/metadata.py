@@ -29,6 +29,12 @@ FORMAT = "rasplang-model"
 FORMAT_VERSION = 2
 HASHED = ("format", "format_version", "config", "residual_labels", "input_encoder",
           "output_encoder", "circuit", "sha256", "rasplang_version")  # in metadata_sha256
+#: The field of a model in another residual basis (`rasplang.compression`), hashed too
+#: when present: its class, the compiled model's residual labels and, for a compressed
+#: model, its training history; the basis matrix is the tensor `PROJECTION`.
+BASIS_FIELD = "basis_model"
+PROJECTION = "basis.projection"
+BASIS_CLASSES = ("BasisModel", "CompressedModel")
 
 
 class ModelFileError(ValueError):
@@ -84,7 +90,15 @@ def metadata_of(model: CompiledModel, tensors: dict[str, np.ndarray]) -> dict[st
         "sha256": json.dumps({name: digest(w) for name, w in tensors.items()}),
         "rasplang_version": _version(),
     }
-    metadata["metadata_sha256"] = json.dumps({f: text_digest(metadata[f]) for f in HASHED})
+    hashed = HASHED
+    if PROJECTION in tensors:
+        metadata[BASIS_FIELD] = json.dumps({
+            "class": type(model).__name__,
+            "features": list(model.features),
+            "history": [float(x) for x in getattr(model, "history", ())],
+            "seconds": float(getattr(model, "seconds", 0.0))})
+        hashed = (*HASHED, BASIS_FIELD)
+    metadata["metadata_sha256"] = json.dumps({f: text_digest(metadata[f]) for f in hashed})
     return metadata
 
 
@@ -171,7 +185,9 @@ class MetadataReader:
         hashes = self.json("metadata_sha256")
         if not isinstance(hashes, dict):
             raise self.error("metadata_sha256", "expected a map from field to hex digest")
-        for field in HASHED:
+        optional = (BASIS_FIELD,) if BASIS_FIELD in self.metadata or BASIS_FIELD in hashes \
+            else ()
+        for field in (*HASHED, *optional):
             if field not in hashes:
                 raise self.error("metadata_sha256", f"has no checksum for {field!r}")
             if hashes[field] != text_digest(self.text(field)):
@@ -238,6 +254,32 @@ class MetadataReader:
             raise self.error("residual_labels", f"{len(labels)} labels for d_model "
                              f"{cfg.d_model}")
         return labels
+
+    def basis_model(self, cfg: ModelConfig) -> dict[str, Any] | None:
+        """The `BASIS_FIELD` of a model in another residual basis (None for a compiled
+        one), checked: ``class``, ``features`` (labels), ``history``, ``seconds``."""
+        if BASIS_FIELD not in self.metadata:
+            return None
+        raw = self.json(BASIS_FIELD)
+        if not (isinstance(raw, dict) and set(raw) == {"class", "features", "history",
+                                                        "seconds"}):
+            raise self.error(BASIS_FIELD, "expected {class, features, history, seconds}")
+        if raw["class"] not in BASIS_CLASSES:
+            raise self.error(BASIS_FIELD, f"class {raw['class']!r} is not one of "
+                             f"{list(BASIS_CLASSES)}")
+        features = raw["features"]
+        if not (isinstance(features, list) and features
+                and all(isinstance(x, str) for x in features)):
+            raise self.error(BASIS_FIELD, "features: expected a list of residual labels")
+        history = raw["history"]
+        if not (isinstance(history, list) and all(type(x) in (int, float) for x in history)):
+            raise self.error(BASIS_FIELD, "history: expected a list of numbers")
+        if type(raw["seconds"]) not in (int, float):
+            raise self.error(BASIS_FIELD, f"seconds: expected a number, got {raw['seconds']!r}")
+        if not cfg.basis:
+            raise self.error(BASIS_FIELD, "present, but the config's basis is empty")
+        return {"class": raw["class"], "features": tuple(features),
+                "history": tuple(float(x) for x in history), "seconds": float(raw["seconds"])}
 
     def input_encoder(self, cfg: ModelConfig) -> InputEncoder:
         raw = self.json("input_encoder")

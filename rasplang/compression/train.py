@@ -7,19 +7,37 @@ embedding writes ``(W_E[t] + W_pos[p]) W``, a sublayer with output ``y`` adds ``
 and every read through ``W^T`` (a sublayer and the unembedding read ``h W^T``, which is
 ``x W W^T`` when every read before was right). tracr's paper writes the same with
 column vectors (reads ``W h``, writes ``W^T y``). Only ``W`` is trained, on every input
-of the domain when there are at most ``max_inputs`` of them (else a seeded sample), with
-the loss of the paper:
+of the domain when there are at most ``max_inputs`` of them (else a seeded sample).
 
-    L = mean_{b, t} |logits' - logits|^2  +  residual_weight * sum_l mean_{b, t} |h_l W^T - x_l|^2
+The loss asks for what each reader needs, not for the whole residual: a feature that
+nothing reads costs nothing, and one read by a saturated attention or a discretising
+MLP may carry interference up to what that reader tolerates. With the compressed
+model run freely (each sublayer reading what the compressed sublayers before it wrote)
+and compared with the compiled model on the same input, per position that holds a token:
 
-``logits`` and ``x_l`` (the residual after the embedding and after every sublayer) are
-the compiled model's, ``logits'`` and ``h_l`` the compressed one's, means over the
-positions that hold a token (BOS included for the residual, left out for the output,
-PAD left out). The residual term pulls ``W W^T`` towards the identity on the features
-the model uses; the output term asks only for what the output needs, so a feature the
-output never needs can be dropped. Training runs in float64 with Adam (``lr``, cosine
-decay to 0 over ``steps``); the residual weight decays the same way, so the last steps
-fit the output alone. The result is folded into the weights
+- ``output``: for a numerical output the squared error of the logits; for a
+  categorical one a hinge with margin `MARGIN` around the decoding threshold 1/2: the
+  compiled model's value's logit above ``1/2 + MARGIN``, every other logit below
+  ``1/2 - MARGIN`` (all of them for a None);
+- ``sublayer``: the squared error of every sublayer's output (what it writes, in the
+  compiled basis): the layer-local loss, in place of the paper's residual
+  reconstruction (which asks for every feature, read or not);
+- ``mlp_input``: the squared error of every MLP's pre-activations;
+- ``attention``: per query, the spread of the score errors over the keys the compiled
+  head selects (their weights stay equal, so a mean stays exact) and a hinge that keeps
+  every other key at least ``min(its compiled gap, GAP)`` below them (softmax then
+  leaves it at most ``e^-GAP``).
+
+Adam minimises the weighted sum (`WEIGHTS`) on minibatches of ``batch`` inputs, the
+learning rate decaying to 0 along a cosine over ``steps``, gradients clipped to norm
+`CLIP` (the compiled model's gains make the loss steep). Then ``polish``
+Levenberg-Marquardt iterations on the inputs that are still wrong (and a sample of the
+others, `POLISH_INPUTS` in all): first on the output, MLP-input and attention terms,
+then on the output alone. Where an exact ``W`` is near, they converge to it to float64
+rounding, where Adam stalls orders of magnitude above; a polish is kept only if it
+leaves no more inputs wrong. The forward pass treats a norm as the identity, which it
+is on these residuals (`rasplang.compression.basis`; a LayerNorm model's ``W`` has
+rows summing to zero). The result is folded into the weights
 (`rasplang.compression.basis.fold`) and is an ordinary model: `rasplang.verify` says on
 which inputs it is still the program.
 """
@@ -32,70 +50,100 @@ import time
 import warnings
 from typing import Any
 
+import attrs
 import numpy as np
 
 from rasplang.backend.forward import forward as dense_forward
 from rasplang.backend.forward import trimmed
 from rasplang.backend.model import CompiledModel
-from rasplang.compression.basis import CompressedModel, check_foldable, fold
-from rasplang.verify_inputs import EXHAUSTIVE_LIMIT, _all_inputs, _random_inputs, count_inputs
+from rasplang.compression.basis import FLOAT64_ONLY, CompressedModel, check_foldable, fold
+from rasplang.verify_inputs import _all_inputs, _random_inputs, count_inputs
 
-#: Inputs `compress` trains on when the domain has more (a seeded sample of this many).
+#: `compress` trains on every input when the domain has at most this many, else on a
+#: seeded sample of this many.
 SAMPLES = 20_000
 #: How often (steps) the loss is recorded in ``CompressedModel.history``.
 LOG_EVERY = 10
-#: The summed squared output error at which polishing stops (float64 rounding).
-POLISHED = 1e-24
-#: Polishing stops when the error has not halved over this many iterations.
-STALL = 5
-#: Polishing builds the output errors' Jacobian in ``W``: only up to this many entries.
-POLISH_MAX_PARAMS = 1500
-#: How far (relative) a nonzero seed turns the first ``W`` away from the principal one.
-START_NOISE = 0.3
-#: Largest gradient norm an Adam step takes (large gains make the loss steep near W).
+#: The loss terms' weights (module docstring).
+WEIGHTS = {"output": 1.0, "sublayer": 1.0, "mlp_input": 0.1, "attention": 0.1}
+#: A categorical logit's margin around the decoding threshold 1/2.
+MARGIN = 0.25
+#: A key the compiled head leaves out stays at least min(its gap, GAP) below the keys
+#: it selects (scores after the division by sqrt(d_head)).
+GAP = 20.0
+#: A key is selected when its compiled weight is above this fraction of the largest.
+SELECTED = 1e-3
+#: Largest gradient norm an Adam step takes.
 CLIP = 1.0
+#: The inputs a polish iteration fits: the wrong ones first, then a sample of the others.
+POLISH_INPUTS = 256
+#: A polish builds the Jacobian of its residuals in ``W``: at most this many entries
+#: (fewer polish inputs for a wide model).
+POLISH_ENTRIES = 10**7
+#: Polishing stops at this summed squared error (float64 rounding) ...
+POLISHED = 1e-24
+#: ... or when the error has not halved over this many iterations.
+STALL = 5
+#: A numerical output counts as wrong during training beyond this error (relative above
+#: 1), ten times stricter than `rasplang.verify`'s.
+TOLERANCE = 1e-7
 
 
-def compress(model: CompiledModel, d: int, *, steps: int = 1000, lr: float = 0.01,
-             seed: int = 0, progress: bool = True, residual_weight: float = 1.0,
-             max_inputs: int = EXHAUSTIVE_LIMIT, samples: int = SAMPLES,
-             polish: int = 50, init: str = "random", threads: int = 1) -> CompressedModel:
+def compress(model: CompiledModel, d: int, *, steps: int = 2000, lr: float = 0.02,
+             seed: int = 0, progress: bool = True, batch: int = 256, polish: int = 30,
+             weights: dict[str, float] | None = None, max_inputs: int = SAMPLES,
+             samples: int = SAMPLES, threads: int = 1) -> CompressedModel:
     """``model`` with its residual stream compressed to ``d`` dimensions by a learned
     ``W [D, d]`` (module docstring); a `CompressedModel`, which runs, verifies, saves and
     exports like any compiled model.
 
     Trains on every input of the model's domain (lengths 1..``max_seq_len`` over its
     vocabulary) when there are at most ``max_inputs``, else on ``samples`` seeded random
-    inputs. Deterministic for a ``seed``: torch runs on ``threads`` CPU threads (restored
-    after) with its generator seeded. ``W`` starts as ``d`` random orthonormal columns
-    (``init="random"``) or the residuals' principal directions (``"pca"``, turned by the
-    seed). ``polish`` Levenberg-Marquardt iterations follow Adam (`_Trainer.polish`).
-    ``progress`` shows a tqdm bar with the loss. Needs
-    torch (the ``lab`` extra). Raises ValueError for ``d`` outside ``1..d_model`` and for a
-    model with a norm.
+    inputs: ``steps`` Adam steps on minibatches of ``batch`` inputs at learning rate
+    ``lr`` (cosine decay), then up to ``polish`` Levenberg-Marquardt iterations (0: none).
+    ``weights`` overrides entries of `WEIGHTS`. ``W`` starts as ``d`` random orthonormal
+    columns. Deterministic for a ``seed``: torch runs on ``threads`` CPU threads
+    (restored after) from a generator seeded with it. ``progress`` shows a tqdm bar with
+    the loss. A LayerNorm model's ``W`` has rows summing to zero, so its ``d``
+    dimensions hold ``d - 1`` of the compiled model's (`rasplang.compression.basis`).
+    The result is exact in float64 only where `rasplang.verify` says so (and refuses
+    float32). Needs torch (the ``lab`` extra). Raises ValueError for ``d`` outside
+    ``1..d_model``, bad ``steps``, ``lr``, ``batch`` or ``weights``, and for a norm
+    whose gains differ between coordinates.
     """
     import torch
 
     cfg = model.config
-    check_foldable(model, "compress", rotation=False)
+    check_foldable(model, "compress")
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= cfg.d_model:
         raise ValueError(f"d must be an integer in 1..{cfg.d_model} (the model's d_model), "
                          f"got {d!r}")
-    if init not in ("random", "pca"):
-        raise ValueError(f"init must be 'random' or 'pca', got {init!r}")
-    if steps < 1 or not lr > 0:
-        raise ValueError(f"steps must be at least 1 and lr positive, got {steps} and {lr}")
+    if steps < 1 or not lr > 0 or batch < 1 or polish < 0:
+        raise ValueError(f"steps and batch must be at least 1, lr positive and polish at "
+                         f"least 0, got steps={steps}, lr={lr}, batch={batch}, "
+                         f"polish={polish}")
+    unknown = sorted(set(weights or {}) - set(WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown loss weights {unknown}; the terms are {sorted(WEIGHTS)}")
+    terms = {**WEIGHTS, **(weights or {})}
     ids = domain_ids(model, max_inputs, samples, seed)
     start = time.perf_counter()
     with _torch_threads(torch, threads):
-        torch.manual_seed(seed)
-        trainer = _Trainer(model, ids, torch, seed, init)
-        w, history = trainer.fit(int(d), steps, lr, residual_weight, progress, polish)
+        generator = torch.Generator().manual_seed(int(seed))
+        trainer = _Trainer(model, ids, torch)
+        w, history = trainer.fit(int(d), steps, lr, batch, terms, generator, progress)
+        for stage in ({"output": terms["output"], "mlp_input": terms["mlp_input"],
+                       "attention": terms["attention"]}, {"output": terms["output"]}):
+            if polish and trainer.wrong(w).any():
+                w = trainer.polish(w, stage, polish, generator)
+        w = trainer.basis(w).numpy().copy()
     seconds = time.perf_counter() - start
     basis = (f"compress(d_model={cfg.d_model}, d={int(d)}, seed={seed}, steps={steps}, "
-             f"lr={lr:g}, residual_weight={residual_weight:g}, inputs={len(ids)})")
-    return fold(model, w, basis, "compressed", CompressedModel, projection=w,
-                features=tuple(model.residual_labels), history=tuple(history), seconds=seconds)
+             f"lr={lr:g}, inputs={len(ids)})")
+    small = fold(model, w, basis, "compressed", CompressedModel, history=tuple(history),
+                 seconds=seconds)
+    return attrs.evolve(small, config=attrs.evolve(
+        small.config, float64_only=small.config.float64_only or FLOAT64_ONLY))
 
 
 def domain_ids(model: CompiledModel, max_inputs: int, samples: int, seed: int) -> np.ndarray:
@@ -131,126 +179,202 @@ def _torch_threads(torch: Any, threads: int) -> Any:
 
 
 class _Trainer:
-    """The compiled model's weights and targets as float64 tensors, and the loop that
-    fits ``W``."""
+    """The compiled model's weights and, on every training input, what it computes (the
+    targets of the loss) as float64 tensors; the compressed forward pass, the loss
+    terms, and the Adam and Levenberg-Marquardt loops that fit ``W``."""
 
-    def __init__(self, model: CompiledModel, ids: np.ndarray, torch: Any, seed: int = 0,
-                 init: str = "random"):
+    def __init__(self, model: CompiledModel, ids: np.ndarray, torch: Any):
         self.torch = torch
-        self.seed, self.init = seed, init
         self.cfg = cfg = model.config
-        weights = trimmed(model.weights, cfg.n_layers)          # padding heads dropped
-        logits, trace = dense_forward({k: v.astype(np.float64) for k, v in weights.items()},
-                                      cfg, ids, np, keep=True)
+        #: A LayerNorm model's W has rows summing to zero (`rasplang.compression.basis`).
+        self.centred = cfg.normalization_type == "LN"
+        weights = {k: v.astype(np.float64)
+                   for k, v in trimmed(model.weights, cfg.n_layers).items()}  # no padding
+        logits, trace = dense_forward(weights, cfg, ids, np, keep=True)
         t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
         self.w = {k: t(v) for k, v in weights.items()}
         self.ids = torch.as_tensor(ids)
+        self.n = len(ids)
+        self.numerical = model.output_encoder.numerical
         self.logits = t(logits)                                   # (N, T, d_vocab_out)
-        self.residuals = [t(r) for r in trace["residuals"]]      # (N, T, D) each
         real = ids != cfg.pad_id                                  # (N, T) tokens and BOS
-        self.real = t(real)[..., None]
-        self.out_mask = t(real & (np.arange(ids.shape[1]) > 0))[..., None]
-        self.visible = torch.as_tensor(real)[:, None, None, :]     # (N, 1, 1, T) keys
-        if cfg.causal:
-            self.visible = self.visible & torch.tril(torch.ones(ids.shape[1], ids.shape[1],
-                                                                dtype=torch.bool))
+        self.real = torch.as_tensor(real)
+        self.out_mask = torch.as_tensor(real & (np.arange(ids.shape[1]) > 0))
+        n_ctx = ids.shape[1]
+        self.causal = (torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool))
+                       if cfg.causal else None)
+        self.outputs = [t(y) for y in trace["layer_outputs"]]    # attn, mlp per layer
+        mids = trace["residuals"][1::2]                           # what each MLP reads
+        self.pre = [t(mids[i] @ weights[f"blocks.{i}.mlp.W_in"]
+                      + weights[f"blocks.{i}.mlp.b_in"]) for i in range(cfg.n_layers)]
+        self.heads = [self._head_targets(s, a, real)
+                      for s, a in zip(trace["attn_logits"], trace["attention"])]
+        if not self.numerical:                                    # the compiled decode
+            top = self.logits.amax(-1)
+            self.target = torch.where(top > 0.5, self.logits.argmax(-1), -1)   # -1: None
 
-    def run(self, w: Any, reads_only: bool = False) -> tuple[Any, list[Any]]:
-        """Logits and the read-back residuals ``h_l W^T`` of the compressed model (only
-        the last one with ``reads_only``)."""
+    def _head_targets(self, scores: np.ndarray, pattern: np.ndarray,
+                      real: np.ndarray) -> tuple[Any, ...]:
+        """For one layer's heads: the compiled scores, the selected and the other visible
+        keys of every query at a real position, how many are selected, and each key's
+        gap below the selected ones (at most `GAP`)."""
+        torch = self.torch
+        visible = np.isfinite(scores)
+        s = np.where(visible, scores, 0.0)
+        query = real[:, None, :, None]
+        selected = (pattern > SELECTED * pattern.max(-1, keepdims=True)) & visible & query
+        others = visible & ~selected & query
+        count = np.maximum(selected.sum(-1, keepdims=True), 1)
+        gap = np.minimum((s * selected).sum(-1, keepdims=True) / count - s, GAP)
+        f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
+        return (f(s), torch.as_tensor(selected), torch.as_tensor(others), f(count), f(gap))
+
+    def basis(self, w: Any) -> Any:
+        """The ``W`` that the parameter ``w`` stands for: itself, or for a LayerNorm model
+        with each row's mean taken out (``W 1 = 0``)."""
+        return w - w.mean(dim=1, keepdim=True) if self.centred else w
+
+    def run(self, w: Any, idx: Any) -> tuple[Any, list[Any], list[Any], list[Any]]:
+        """The compressed model on inputs ``idx``: logits, every sublayer's output (in
+        the compiled basis), every layer's attention scores and MLP pre-activations."""
         torch, cfg, p = self.torch, self.cfg, self.w
-        T = self.ids.shape[1]
-        h = (p["embed.W_E"][self.ids] + p["pos_embed.W_pos"][:T]) @ w   # (N, T, d)
-        reads = [h @ w.T]                                                # (N, T, D)
+        w = self.basis(w)
+        ids = self.ids[idx]
+        visible = self.real[idx][:, None, None, :]                  # (n, 1, 1, T) keys
+        if self.causal is not None:
+            visible = visible & self.causal
+        h = (p["embed.W_E"][ids] + p["pos_embed.W_pos"][:ids.shape[1]]) @ w   # (n, T, d)
+        outputs, scores, pres = [], [], []
         for i in range(cfg.n_layers):
             b = f"blocks.{i}."
-            x = reads[-1]
+            x = h @ w.T                                               # (n, T, D) read
             q, k, v = (torch.einsum("ntD,hDe->nhte", x, p[b + f"attn.W_{n}"])
                        + p[b + f"attn.b_{n}"][None, :, None, :] for n in "QKV")
-            scores = q @ k.transpose(-1, -2) / cfg.attn_scale             # (N, H, T, T)
-            scores = scores.masked_fill(~self.visible, -math.inf)
-            z = torch.softmax(scores, dim=-1) @ v                         # (N, H, T, E)
+            s = q @ k.transpose(-1, -2) / cfg.attn_scale              # (n, H, T, T)
+            z = torch.softmax(s.masked_fill(~visible, -math.inf), dim=-1) @ v
             attn = torch.einsum("nhte,heD->ntD", z, p[b + "attn.W_O"]) + p[b + "attn.b_O"]
             h = h + attn @ w
-            reads.append(h @ w.T)
-            pre = reads[-1] @ p[b + "mlp.W_in"] + p[b + "mlp.b_in"]
+            pre = (h @ w.T) @ p[b + "mlp.W_in"] + p[b + "mlp.b_in"]
             act = (torch.nn.functional.gelu(pre, approximate="tanh")
                    if cfg.act_fn == "gelu_new" else torch.relu(pre))
-            h = h + (act @ p[b + "mlp.W_out"] + p[b + "mlp.b_out"]) @ w
-            reads.append(h @ w.T)
-            if reads_only:
-                del reads[:-1]
-        return reads[-1] @ p["unembed.W_U"] + p["unembed.b_U"], reads
+            mlp = act @ p[b + "mlp.W_out"] + p[b + "mlp.b_out"]
+            h = h + mlp @ w
+            outputs += [attn, mlp]
+            scores.append(s)
+            pres.append(pre)
+        return (h @ w.T) @ p["unembed.W_U"] + p["unembed.b_U"], outputs, scores, pres
 
-    def loss(self, w: Any, residual_weight: float) -> tuple[Any, Any]:
-        """The output loss and the residual loss (module docstring)."""
-        logits, reads = self.run(w)
-        out = ((logits - self.logits) ** 2 * self.out_mask).sum() / self.out_mask.sum()
-        resid = sum(((r - x) ** 2 * self.real).sum() for r, x in zip(reads, self.residuals))
-        return out, resid / self.real.sum()
-
-    def start(self, d: int) -> Any:
-        """The first ``W``: the top ``d`` principal directions of every residual the model
-        produces (the best rank-``d`` reconstruction of the residual loss), turned by a
-        small seeded random rotation so that seeds start apart (seed 0 unturned)."""
+    def residuals(self, w: Any, terms: dict[str, float], idx: Any) -> list[Any]:
+        """The weighted residual vectors of the loss terms on inputs ``idx`` (module
+        docstring): the loss is their summed square over the positions that hold a
+        token."""
         torch = self.torch
-        mask = self.real[..., 0] > 0
-        stacked = torch.cat([x[mask] for x in self.residuals])        # (M, D)
-        _, _, vh = torch.linalg.svd(stacked, full_matrices=False)
-        w = vh[:d].T                                                  # (D, d) orthonormal
-        noise = torch.randn(w.shape, dtype=torch.float64)
-        if self.seed:
-            w = torch.linalg.qr(w + START_NOISE * noise)[0]
-        return w
+        logits, outputs, scores, pres = self.run(w, idx)
+        mask = self.out_mask[idx]
+        out = []
+        if terms.get("output"):
+            if self.numerical:
+                r = (logits - self.logits[idx])[mask]
+            else:
+                got, want = logits[mask], self.target[idx][mask]
+                hot = (torch.nn.functional.one_hot(want.clamp(min=0), got.shape[-1]).bool()
+                       & (want >= 0)[:, None])
+                r = torch.relu(0.5 + MARGIN - got) * hot + torch.relu(got - 0.5 + MARGIN) * ~hot
+            out.append(r.reshape(-1) * terms["output"])
+        real = self.real[idx][..., None]
+        if terms.get("sublayer"):
+            out += [((y - want[idx]) * real).reshape(-1) * terms["sublayer"]
+                    for y, want in zip(outputs, self.outputs)]
+        if terms.get("mlp_input"):
+            out += [((y - want[idx]) * real).reshape(-1) * terms["mlp_input"]
+                    for y, want in zip(pres, self.pre)]
+        if terms.get("attention"):
+            for s, (want, selected, others, count, gap) in zip(scores, self.heads):
+                selected, others, count = selected[idx], others[idx], count[idx]
+                err = s - want[idx]
+                spread = (err - (err * selected).sum(-1, keepdim=True) / count) * selected
+                top = (s * selected).sum(-1, keepdim=True) / count
+                above = torch.relu(s - top + gap[idx]) * others
+                out += [spread.reshape(-1) * terms["attention"],
+                        above.reshape(-1) * terms["attention"]]
+        return out
 
-    def fit(self, d: int, steps: int, lr: float, residual_weight: float,
-            progress: bool, polish: int = 0) -> tuple[np.ndarray, list[float]]:
-        """Adam on ``W`` (orthonormal columns at first, from the seeded generator)."""
+    def loss(self, w: Any, terms: dict[str, float], idx: Any) -> Any:
+        return (sum((r ** 2).sum() for r in self.residuals(w, terms, idx))
+                / max(1, int(self.out_mask[idx].sum())))
+
+    def wrong(self, w: Any, chunk: int = 4096) -> Any:
+        """bool ``[N]``: the training inputs on which the compressed model decodes another
+        output than the compiled one (a numerical one off by more than `TOLERANCE`)."""
+        torch = self.torch
+        bad = []
+        with torch.no_grad():
+            for lo in range(0, self.n, chunk):
+                idx = torch.arange(lo, min(self.n, lo + chunk))
+                logits, want = self.run(w, idx)[0], self.logits[idx]
+                if self.numerical:
+                    ok = ((logits[..., 0] - want[..., 0]).abs()
+                          <= TOLERANCE * want[..., 0].abs().clamp(min=1.0))
+                    if logits.shape[-1] > 1:                         # the None flag
+                        ok = ok & ((logits[..., 1] > 0.5) == (want[..., 1] > 0.5))
+                else:
+                    top = logits.amax(-1)
+                    ok = torch.where(top > 0.5, logits.argmax(-1), -1) == self.target[idx]
+                bad.append((~ok & self.out_mask[idx]).any(-1))
+        return torch.cat(bad)
+
+    def fit(self, d: int, steps: int, lr: float, batch: int, terms: dict[str, float],
+            generator: Any, progress: bool) -> tuple[Any, list[float]]:
+        """Adam from ``d`` random orthonormal columns; ``W`` and the loss history."""
         torch = self.torch
         D = self.cfg.d_model
-        w0 = (self.start(d) if self.init == "pca" else
-              torch.linalg.qr(torch.randn(D, D, dtype=torch.float64))[0][:, :d])
-        w = torch.nn.Parameter(w0.contiguous().clone())
+        start = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64,
+                                            generator=generator))[0][:, :d]
+        w = torch.nn.Parameter(start.contiguous().clone())
         opt = torch.optim.Adam([w], lr=lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps))
+        every = torch.arange(self.n)
         bar = _bar(steps, progress)
         history = []
         try:
             for step in range(steps):
+                idx = every if self.n <= batch else torch.randint(self.n, (batch,),
+                                                                  generator=generator)
+                for group in opt.param_groups:
+                    group["lr"] = lr * _cosine(step, steps)
                 opt.zero_grad()
-                out, resid = self.loss(w, residual_weight)
-                loss = out + residual_weight * _cosine(step, steps) * resid
+                loss = self.loss(w, terms, idx)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([w], CLIP)  # the compiled model is steep
+                torch.nn.utils.clip_grad_norm_([w], CLIP)
                 opt.step()
-                sched.step()
                 if step % LOG_EVERY == 0 or step == steps - 1:
                     history.append(float(loss.detach()))
                     if bar is not None:
-                        bar.set_postfix(output=f"{float(out.detach()):.2e}",
-                                        residual=f"{float(resid.detach()):.2e}",
-                                        refresh=False)
+                        bar.set_postfix(loss=f"{history[-1]:.2e}", refresh=False)
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
-        if polish and D * d <= POLISH_MAX_PARAMS:
-            self.polish(w, polish, history)
-        return w.detach().numpy().copy(), history
+        return w.detach(), history
 
-    def polish(self, w: Any, iterations: int, history: list[float]) -> None:
-        """Levenberg-Marquardt on the output errors alone, from Adam's ``W``: where an
-        exact ``W`` is near (zero output error), it converges to it quadratically, down
-        to float64 rounding, where Adam stalls orders of magnitude above."""
+    def polish(self, w: Any, terms: dict[str, float], iterations: int, generator: Any) -> Any:
+        """Levenberg-Marquardt on the residuals of ``terms`` over the inputs still wrong
+        (and a sample of the others, `POLISH_INPUTS` in all, fewer for a wide model):
+        where an exact ``W`` is near, it converges to it quadratically. ``w`` back
+        unchanged unless the result leaves no more training inputs wrong."""
         torch = self.torch
-        mask = self.out_mask[..., 0] > 0
+        wrong = self.wrong(w)
+        rows = sum(r.numel() for r in self.residuals(w, terms, torch.arange(1)))
+        n = max(1, min(POLISH_INPUTS, POLISH_ENTRIES // max(1, rows * w.numel())))
+        bad, good = (torch.nonzero(m).reshape(-1) for m in (wrong, ~wrong))
+        bad = bad[torch.randperm(len(bad), generator=generator)[:n]]
+        good = good[torch.randperm(len(good), generator=generator)[:n - len(bad)]]
+        idx = torch.sort(torch.cat([bad, good])).values
 
         def errors(flat: Any) -> Any:
-            logits, _ = self.run(flat.reshape(w.shape), reads_only=True)
-            return (logits - self.logits)[mask].reshape(-1)
+            return torch.cat(self.residuals(flat.reshape(w.shape), terms, idx))
 
-        x = w.detach().reshape(-1).clone()
+        x = w.reshape(-1).clone()
         r = errors(x)
         cost, mu = float(r @ r), 1e-3
         costs = [cost]
@@ -259,7 +383,7 @@ class _Trainer:
                 break  # exact, or no exact W near: the error stopped falling
             with warnings.catch_warnings():  # torch.func's own use of torch.jit.script
                 warnings.filterwarnings("ignore", ".*torch.jit.script.*", DeprecationWarning)
-                jac = torch.func.jacfwd(errors)(x)                # (M, D * d)
+                jac = torch.func.jacfwd(errors)(x)                # (rows, D * d)
             jtj, jtr = jac.T @ jac, jac.T @ r
             while mu < 1e12:
                 step = torch.linalg.solve(jtj + mu * torch.diag(jtj.diagonal() + 1e-12), -jtr)
@@ -272,9 +396,8 @@ class _Trainer:
                 mu *= 4
             else:
                 break
-        with torch.no_grad():
-            w.copy_(x.reshape(w.shape))
-        history.append(cost / max(1, int(mask.sum())))
+        polished = x.reshape(w.shape)
+        return polished if int(self.wrong(polished).sum()) <= int(wrong.sum()) else w
 
 
 def _cosine(step: int, steps: int) -> float:
