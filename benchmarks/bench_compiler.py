@@ -6,7 +6,9 @@ Run: ``.venv/bin/python -m pytest benchmarks/bench_compiler.py --benchmark-only`
 achieved FLOP/s beside a plain numpy matmul's); ``... compiler FILE`` and
 ``... optimizer FILE`` re-measure those datasets of docs/data/performance.json;
 ``... overapproximation [N]`` prints each analysis value table's size beside the values
-every input of the domain reaches (library programs at N, default 5).
+every input of the domain reaches (library programs at N, default 5);
+``... analysis [N ...]`` prints each library program's ``rasplang.analyze`` time (best
+of 3; default max_seq_len 40 and 64).
 """
 
 from __future__ import annotations
@@ -57,6 +59,40 @@ def test_compile_time(benchmark, name, n):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompilerWarning)
         benchmark.pedantic(compile, args=(program, vocab, n), rounds=1, iterations=1)
+
+
+#: Library programs whose analysis time is benchmarked: the slowest ones (cell rules of
+#: Selects and SequenceMaps over token-dependent SOps) and two position-only ones.
+ANALYSIS_PROGRAMS = ("reverse", "sort_freq", "pair_balance", "shuffle_dyck2", "dyck2",
+                     "above_mean")
+
+
+@pytest.mark.parametrize("n", [40, 64])
+@pytest.mark.parametrize("name", ANALYSIS_PROGRAMS)
+def test_analysis_time(benchmark, name, n):
+    """Wall time of rasplang.analyze alone (value tables and per-cell sets)."""
+    entry = lib.PROGRAMS[name]
+    program = entry.build(n)
+    analysis = benchmark.pedantic(rl.analyze, args=(program, entry.vocab, n), rounds=3,
+                                  iterations=1)
+    benchmark.extra_info["values"] = sum(len(t) for t in analysis.tables.values())
+
+
+def analysis_times(sizes=(40, 64), repeat: int = 3) -> None:
+    """Print each library program's analysis time (best of ``repeat``) at ``sizes``."""
+    print("| program | " + " | ".join(f"analyze s at {n}" for n in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    totals = dict.fromkeys(sizes, 0.0)
+    for name, entry in lib.PROGRAMS.items():
+        cells = []
+        for n in sizes:
+            program = entry.build(n)
+            seconds = _time(lambda program=program, vocab=entry.vocab, n=n: rl.analyze(
+                program, vocab, n), repeat)
+            totals[n] += seconds
+            cells.append(f"{seconds:.4f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print("| total | " + " | ".join(f"{totals[n]:.3f}" for n in sizes) + " |")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -322,6 +358,8 @@ if __name__ == "__main__":
         overapproximation(*map(int, sys.argv[2:3]))
     elif sys.argv[1:2] == ["optimizer"]:
         write_optimizer(sys.argv[2])
+    elif sys.argv[1:2] == ["analysis"]:
+        analysis_times(tuple(map(int, sys.argv[2:])) or (40, 64))
     elif sys.argv[1:2] == ["compiler"]:
         write_compiler(sys.argv[2])
     else:
