@@ -422,12 +422,14 @@ def _pair_bounds(cells: Cells, keys: CellSets, queries: CellSets, predicate: np.
         ks = CellSets(np.where(ks.ids >= 0, 0, -1), ks.union()[None, :])
         qs = CellSets(np.where(qs.ids >= 0, 0, -1), qs.union()[None, :])
     a, b = ks.rows.astype(np.float32), qs.rows.astype(np.float32)
-    may_rows = (a @ true @ b.T) > 0  # [Rk, Rq]: sums of 0/1 products, > 0 exactly
-    not_must_rows = (a @ false @ b.T) > 0
-    ik, iq = np.broadcast_arrays(ks.ids[:, cells.key_cell], qs.ids[:, :, None])  # [M, C, N]
-    reached = (ik >= 0) & (iq >= 0)
-    ik, iq = np.maximum(ik, 0), np.maximum(iq, 0)
-    return reached & may_rows[ik, iq], reached & ~not_must_rows[ik, iq]
+    # [Rk + 1, Rq + 1]: row and column 0 stand for an unreached cell (id -1): neither
+    may_rows = np.zeros((len(ks.rows) + 1, len(qs.rows) + 1), bool)
+    must_rows = np.zeros_like(may_rows)
+    may_rows[1:, 1:] = (a @ true @ b.T) > 0  # sums of 0/1 products, > 0 exactly
+    must_rows[1:, 1:] = (a @ false @ b.T) == 0
+    span = len(qs.rows) + 1
+    flat = (ks.ids[:, cells.key_cell] + 1) * span + (qs.ids[:, :, None] + 1)  # [M, C, N]
+    return may_rows.reshape(-1)[flat], must_rows.reshape(-1)[flat]
 
 
 def constant_bounds(cells: Cells, value: Sequence[Sequence[bool]]) -> Selection:
