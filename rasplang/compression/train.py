@@ -76,7 +76,7 @@ SELECTED = 1e-3
 #: Largest gradient norm an Adam step takes.
 CLIP = 1.0
 #: The inputs a polish iteration fits: the wrong ones first, then a sample of the others.
-POLISH_INPUTS = 256
+POLISH_INPUTS = 1024
 #: A polish builds the Jacobian of its residuals in ``W``: at most this many entries
 #: (fewer polish inputs for a wide model).
 POLISH_ENTRIES = 10**7
@@ -89,8 +89,9 @@ STALL = 5
 TOLERANCE = 1e-7
 
 
-def compress(model: CompiledModel, d: int, *, steps: int = 2000, lr: float = 0.02,
+def compress(model: CompiledModel, d: int, *, steps: int = 300, lr: float = 0.02,
              seed: int = 0, progress: bool = True, batch: int = 256, polish: int = 30,
+             restarts: int = 4,
              weights: dict[str, float] | None = None, max_inputs: int = SAMPLES,
              samples: int = SAMPLES, threads: int = 1) -> CompressedModel:
     """``model`` with its residual stream compressed to ``d`` dimensions by a learned
@@ -118,7 +119,7 @@ def compress(model: CompiledModel, d: int, *, steps: int = 2000, lr: float = 0.0
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= cfg.d_model:
         raise ValueError(f"d must be an integer in 1..{cfg.d_model} (the model's d_model), "
                          f"got {d!r}")
-    if steps < 1 or not lr > 0 or batch < 1 or polish < 0:
+    if steps < 1 or not lr > 0 or batch < 1 or polish < 0 or restarts < 1:
         raise ValueError(f"steps and batch must be at least 1, lr positive and polish at "
                          f"least 0, got steps={steps}, lr={lr}, batch={batch}, "
                          f"polish={polish}")
@@ -131,11 +132,17 @@ def compress(model: CompiledModel, d: int, *, steps: int = 2000, lr: float = 0.0
     with _torch_threads(torch, threads):
         generator = torch.Generator().manual_seed(int(seed))
         trainer = _Trainer(model, ids, torch)
-        w, history = trainer.fit(int(d), steps, lr, batch, terms, generator, progress)
-        for stage in ({"output": terms["output"], "mlp_input": terms["mlp_input"],
-                       "attention": terms["attention"]}, {"output": terms["output"]}):
+        best = None
+        for _ in range(restarts):
+            w, history = trainer.fit(int(d), steps, lr, batch, terms, generator, progress)
             if polish and trainer.wrong(w).any():
-                w = trainer.polish(w, stage, polish, generator)
+                w = trainer.polish(w, {"output": terms["output"]}, polish, generator)
+            wrong = int(trainer.wrong(w).sum())
+            if best is None or wrong < best[0]:
+                best = (wrong, w, history)
+            if not wrong:
+                break
+        _, w, history = best
         w = trainer.basis(w).numpy().copy()
     seconds = time.perf_counter() - start
     basis = (f"compress(d_model={cfg.d_model}, d={int(d)}, seed={seed}, steps={steps}, "
@@ -364,7 +371,8 @@ class _Trainer:
         unchanged unless the result leaves no more training inputs wrong."""
         torch = self.torch
         wrong = self.wrong(w)
-        rows = sum(r.numel() for r in self.residuals(w, terms, torch.arange(1)))
+        longest = self.out_mask.sum(-1).argmax().reshape(1)
+        rows = sum(r.numel() for r in self.residuals(w, terms, longest))
         n = max(1, min(POLISH_INPUTS, POLISH_ENTRIES // max(1, rows * w.numel())))
         bad, good = (torch.nonzero(m).reshape(-1) for m in (wrong, ~wrong))
         bad = bad[torch.randperm(len(bad), generator=generator)[:n]]
