@@ -44,13 +44,19 @@ factor for ``sqrt(d_head)``, so where the query and key one-hots are exact every
 of the head is an exact float32 number and equal logits stay equal: the selected keys
 get ``exp(0) = 1`` each and the very same weight ``fl(1 / S)``. Then the mean of the ``w``
 selected values of magnitude at most ``V`` is off by the softmax's leakage plus
-``(w + 8) u V`` (the weight's rounding, the selected products summed in any order, the
-value and output projections, the residual's addition); adding a term ``t`` moves a
-float sum by at most ``|t|`` too, so the keys that are not selected add at most their
-leaked weight again, ``V leak``. Where the inputs carry an error, the logits move
-by ``eta`` (their error times the effective coldness, at most twice the chosen one, plus
-the logits' own rounding) and equal logits may differ by ``2 eta``: the selected weights
-are then off by ``expm1(2 eta)`` relative, and the leakage grows by ``exp(2 eta)``.
+``((w + 1) / 2 + 8) u V``: the weight's rounding, the value and output projections and
+the residual's addition (8 ``u V`` in all), and the sum of the ``k <= S`` selected
+products, each at most ``T = V / S``. A sum in any order is a binary tree of additions.
+One that joins two subtrees holding selected terms is off by at most ``u`` times its
+result, at most ``T`` times the selected terms under it: these roundings add up to at
+most ``u T`` times the sum of the selected terms' depths in the tree of those joins, at
+most ``k (k + 1) / 2`` (a chain), so ``u V (S + 1) / 2``. One that adds a subtree ``t``
+of keys that are not selected moves the sum by at most ``|t|`` (the sum itself is a
+float ``|t|`` away), so those keys add at most their leaked weight, ``V leak``. Where
+the inputs carry an error, the logits move by ``eta`` (their error times the effective
+coldness, at most twice the chosen one, plus the logits' own rounding) and equal logits
+may differ by ``2 eta``: the selected weights are then off by ``expm1(2 eta)``
+relative, and the leakage grows by ``exp(2 eta)``.
 """
 
 from __future__ import annotations
@@ -261,14 +267,16 @@ def mlp_error32(mlp: MLP, err: Mapping[BasisDirection, float],
 def mean_error32(selected: int, vmax: float, leak: float, eta: float, tie: float,
                  rounding: bool = True) -> float:
     """The float32 error of a head's output coordinate beyond its value's own error:
-    ``2 V (leak e^{2 eta} + expm1(2 tie)) + (w + 8) u V + V leak e^{2 eta}`` (module
-    docstring), ``w`` the most keys a query selects; ``tie`` bounds how far equal logits
-    may drift apart (0 where they stay equal). Without ``rounding`` the rounding terms
-    are left out (a sum of exact zeros)."""
+    ``2 V (leak e^{2 eta} + expm1(2 tie)) + ((w + 1) / 2 + 8) u V e^{2 tie}
+    + V leak e^{2 eta}`` (module docstring), ``w`` the most keys a query selects; ``tie``
+    bounds how far equal logits may drift apart (0 where they stay equal; a weight is
+    then at most ``e^{2 tie} / S``). Without ``rounding`` the rounding terms are left out
+    (a sum of exact zeros)."""
     drift = math.expm1(min(2 * tie, 50.0))
     leaked = leak * math.exp(min(2 * eta, 50.0))
     return 2 * vmax * (leaked + drift) \
-        + (((selected + 8) * EPS32 + leaked) * vmax if rounding else 0.0)
+        + ((((selected + 1) / 2 + 8) * EPS32 * (1 + drift) + leaked) * vmax
+           if rounding else 0.0)
 
 
 def logit_rounding32(levels: float) -> float:

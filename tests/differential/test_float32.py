@@ -118,8 +118,24 @@ def test_mean_bound_counts_the_selected_keys():
     """The float32 bound of a mean grows with the keys selected, not the length."""
     one = float32.mean_error32(1, 1.0, 0.0, 0.0, 0.0)
     many = float32.mean_error32(40, 1.0, 0.0, 0.0, 0.0)
-    assert one == 9 * float32.EPS32 and many == 48 * float32.EPS32
+    assert one < many < float32.mean_error32(80, 1.0, 0.0, 0.0, 0.0)
     assert float32.mean_error32(1, 1.0, 0.0, 0.0, 1e-3) > 2e-3  # drifting ties
+
+
+@pytest.mark.parametrize("k", [2, 3, 7, 40, 100, 257, 1000])
+def test_mean_bound_holds_for_a_chained_float32_sum(k):
+    """A float32 mean of k values in [-1, 1], each weighted fl(1 / k) and added one after
+    the other (the order with the most rounding), stays within the bound of k keys; so
+    does a mean of k ones, where every partial sum is as large as it can be."""
+    rng = np.random.default_rng(k)
+    weight = np.float32(1.0) / np.float32(k)
+    bound = float32.mean_error32(k, 1.0, 0.0, 0.0, 0.0)
+    for values in (np.ones(k), rng.uniform(-1, 1, k), np.abs(rng.uniform(0.5, 1, k))):
+        total = np.float32(0.0)
+        for v in values.astype(np.float32):
+            total = np.float32(total + np.float32(weight * v))
+        exact = float(values.astype(np.float32).astype(np.float64).mean())
+        assert abs(float(total) - exact) <= bound
 
 
 def _decode_close(got, want, numerical):
