@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rasplang.analysis import Analysis, unhashable_result
+from rasplang.interpreter.codes import REEVALUATE
 from rasplang.interpreter.runs import KeyRuns, key_runs
 from rasplang.interpreter.tables import (
     NumericInfo,
@@ -68,7 +69,7 @@ class TableState:
         self.tables: dict[SOp, Table] = {}
         self.luts: dict[Any, np.ndarray] = {}  # Map [n], SequenceMap [na, nb], Select [nk, nq]
         self.remaps: dict[Aggregate, np.ndarray] = {}
-        self.defaults: dict[Aggregate, int] = {}
+        self.defaults: dict[Aggregate, int | None] = {}
         self.runs: dict[Select, KeyRuns | None] = {}  # of luts[select], for counting kernels
         self.numeric: dict[SOp, tuple[int, NumericInfo]] = {}
         self.floats: dict[SOp, tuple[int, tuple[np.ndarray, np.ndarray]]] = {}
@@ -122,8 +123,13 @@ class TableState:
         return cached[1]
 
     def default_code(self, node: Aggregate) -> int:
-        """The code of ``node.default`` in its table."""
-        return self.defaults[node]
+        """The code of ``node.default`` in its table; `REEVALUATE` where the table lacks
+        it (the analysis showed that every query selects a key: a sequence that selects
+        none is evaluated exactly, and the table grows)."""
+        code = self.defaults[node]
+        if code is None:
+            code = self.defaults[node] = self.tables[node].code(node.default)
+        return REEVALUATE if code is None else code
 
     # -------------------------------------------------------------- derivation
 

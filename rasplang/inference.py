@@ -331,7 +331,8 @@ class Inference:
         """The input's values (first, so that ``luts[node]`` is the identity), the
         default, and what the cells add: an exact value per cell over an exact selector
         and input (`rasplang.positions.aggregate_exact`), else the means of each width
-        the selection bounds allow (numerical), and the cells' sets by width."""
+        the selection bounds allow (numerical), and the cells' sets by width. The default
+        is left out where every cell selects at least one key (`default_values`)."""
         sop = self.typed(node.sop)
         numerical = get_encoding(node) is Encoding.NUMERICAL
         if numerical:
@@ -346,22 +347,23 @@ class Inference:
             exact = positions.aggregate_exact(self.cells, selection, self.places[node.sop],
                                               sop, node.default)
         if exact is not None:
-            values, where, spread = exact
-            table = Table.of([*sop, node.default, *values])
+            values, where, spread = exact  # the default among them where a cell selects none
+            table = Table.of([*sop, *self.default_values(node, None, numerical), *values])
             self.check_size(node, len(table))
             codes = np.append(table.codes_of(values), RAISED_CODE)[where]
             self.places[node] = positions.from_codes(codes, len(table))
             if spread and not numerical:
                 self.spread.append(node)
             return table
+        defaults = self.default_values(node, selection, numerical)
         widths = set()
         for low, high in set(zip(*(w.reshape(-1).tolist() for w in selection.widths()))):
             widths.update(range(max(2, low), high + 1))
         sop_codes = np.arange(len(sop))
         if numerical:
             means = self.numerical_means(node, widths)
-            table = Table.of([*sop, node.default, *(m for w in sorted(means)
-                                                    for m in means[w])])
+            table = Table.of([*sop, *defaults, *(m for w in sorted(means)
+                                                 for m in means[w])])
             # several Nones give None (None and numbers together raise)
             nones = [None] * (None in self.sets[node.sop])
             layers = {w: table.codes_of([*means.get(w, ()), *nones]) for w in widths}
@@ -370,15 +372,31 @@ class Inference:
             several = len(self.sets[node.sop]) > 1 or any(
                 isinstance(v, numbers.Real) and not isinstance(v, float)
                 for v in self.sets[node.sop])
-            table = Table.of([*sop, node.default])
+            table = Table.of([*sop, *defaults])
             if several and widths and not _selects_at_most_one(node.selector):
                 self.spread.append(node)  # a mean may fall outside the table
                 self.place(node, lambda cells: positions.top(cells, len(table)))
                 return table
             layers = {w: sop_codes for w in widths}  # several equal values: that value
+        default_code = table.code(node.default)  # None only where no cell reads it
         self.place(node, lambda cells: positions.width_rows(
-            cells, selection, table, table.code(node.default), sop_codes, layers))
+            cells, selection, table, RAISED_CODE if default_code is None else default_code,
+            sop_codes, layers))
         return table
+
+    def default_values(self, node: Aggregate, selection: Selection | None, numerical: bool
+                       ) -> list[Value]:
+        """``[node.default]``, or ``[]`` where the cells show that every query selects at
+        least one key (in both modes, on every input: ``must`` is never empty), or
+        (``selection`` None: an exact Aggregate, whose cell values hold the default where
+        a cell selects none) always. A categorical Aggregate keeps a default other than
+        None: the compiled head writes it at BOS, as a direction of its output."""
+        if self.cells is None or (not numerical and node.default is not None):
+            return [node.default]
+        if selection is None:
+            return []
+        least, _ = selection.widths()
+        return [node.default] if bool((least == 0).any()) else []
 
     def selector(self, node: Selector) -> None:
         """No values; a selector's cell bounds (`rasplang.positions`)."""

@@ -22,12 +22,15 @@ takes its neighbour's value, so no step is spent on it.
 Gated discretisation. A numerical input ``x`` (exact sorted value set) and categorical
 inputs ``c_1..c_k``: for every combination ``c`` of their values the units of
 ``numerical_mlp.discretising_mlp`` for ``x -> T[x, c]`` (a base unit and two per
-change; one base unit for every combination where all start from the same output and
-no input can be None, so one combination always holds), each with
-``B_u sum_j (e_{j,c_j} - 1)`` added to its pre-activation (two nonzero weights per
-input: its value's coordinate and ``one``). That term is 0 where
-every categorical input holds ``c`` and at most ``-B_u`` elsewhere (an input that is
-None, the zero vector, included); it cancels two terms of size ``B_u``, whose float32
+change; where no input can be None, so one combination always holds, one base unit for
+every combination when all start from the same output, and for a categorical output
+also when they do not, where that saves units and no nonzero weights grow: it writes
+the most common first output, and each combination that starts elsewhere has one gated
+unit writing the difference of the one-hots), each
+with ``B_u sum_j (e_{j,c_j} - 1)`` added to its pre-activation (two nonzero weights per
+input: its value's coordinate and ``one``). That term is 0 where every categorical
+input holds ``c`` and at most ``-B_u`` elsewhere (an input that is None, the zero
+vector, included); it cancels two terms of size ``B_u``, whose float32
 rounding `numerical_mlp.float32_step_problem` bounds with the step's own; with
 ``B_u`` more than one above the unit's own largest pre-activation over the input
 range (``L_i (x_max + e - b_i) + 1/2``, so units of late steps get small gates), every
@@ -182,13 +185,28 @@ def gated_steps_mlp(label: str, num: SOpSpace, cats: Sequence[SOpSpace],
         cols_in.append(col)
         cols_out.append(write)
 
-    # one base unit for all when every combination starts from the same output and one of
-    # them always holds (no input is ever None)
-    firsts = {out.encode(ys[0]).tobytes() for _, _, ys, _ in live}
-    shared = len(firsts) == 1 and not any(c.nullable for c in cats)
+    # one base unit for all when one combination always holds (no input is ever None) and
+    # every combination starts from the same output; for a categorical output (one-hots,
+    # whose differences are exact) also when they do not, where that takes fewer units
+    # and no more nonzero weights: the base unit writes the most common first output
+    # and a gated unit per other combination the difference
+    firsts = [out.encode(ys[0]) for _, _, ys, _ in live]
+    counts = defaultdict(int)
+    for first in firsts:
+        counts[first.tobytes()] += 1
+    shared = bool(live) and not any(c.nullable for c in cats)
     if shared:
-        unit(np.zeros(len(in_dirs)), 0.0, 1.0, 0.0, out.encode(live[0][2][0]))
-    for combo, xs, ys, mlp_exactness in live:
+        common = max(firsts, key=lambda f: counts[f.tobytes()])
+        if len(counts) > 1:
+            gate_nonzeros = len(cats) + 1  # each input's value coordinate, and one
+            own = sum(gate_nonzeros + np.count_nonzero(f) for f in firsts)
+            anchored = 1 + np.count_nonzero(common) + sum(
+                gate_nonzeros + np.count_nonzero(f - common) for f in firsts
+                if f.tobytes() != common.tobytes())
+            shared = not out.numerical and counts[common.tobytes()] > 1 and anchored <= own
+    if shared:
+        unit(np.zeros(len(in_dirs)), 0.0, 1.0, 0.0, common)
+    for (combo, xs, ys, mlp_exactness), first in zip(live, firsts):
         xs = np.asarray(xs, dtype=float)
         # the gate's rows: e_c - 1 for each input (its value's coordinate, through one)
         gate = np.zeros(len(in_dirs))
@@ -196,7 +214,9 @@ def gated_steps_mlp(label: str, num: SOpSpace, cats: Sequence[SOpSpace],
             gate[offsets[j] + i] += 1.0
             gate[1] -= 1.0
         if not shared:
-            unit(gate, 0.0, 1.0, 2.0, out.encode(ys[0]))
+            unit(gate, 0.0, 1.0, 2.0, first)
+        elif first.tobytes() != common.tobytes():
+            unit(gate, 0.0, 1.0, 2.0, first - common)
         for i in changes(ys).tolist():
             slope = mlp_exactness / (xs[i] - xs[i - 1])
             mid = (xs[i] + xs[i - 1]) / 2

@@ -205,7 +205,7 @@ def test_a_value_set_too_large_is_refused_early():
     ("converted_mean", "ModelTooLarge", "mean:categorical"),
     ("ulp_close_pair", "UnsupportedProgramError", "pair"),
     ("many_pairs", "ValueSetTooLarge", "'pairs'"),
-    ("wide_select", "ValueSetTooLarge", "'same'"),
+    ("wide_select", "UnsupportedProgramError", "'same'"),  # past MAX_SELECT_ENTRIES
 ])
 def test_refused_under_a_four_gib_address_space(case, error, label):
     """Under RLIMIT_AS = 4 GiB, compile refuses each case naming the node, never with

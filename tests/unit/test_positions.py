@@ -25,9 +25,17 @@ def test_cells_are_every_length_and_position():
     assert cells.cell(3, 2) == 5 and cells.key_cell[5].tolist() == [3, 4, 5, 0]
 
 
+def _mean_ge_values(max_seq_len):
+    """The typed values of `_mean_ge` on every input: its index where the query is the
+    last position (one key), else the mean of indices i..n-1 (a float)."""
+    return {(type(v), v) for n in range(1, max_seq_len + 1) for i in range(n)
+            for v in (i if i == n - 1 else (i + n - 1) / 2, i)}
+
+
 def test_position_only_mean_is_exact_per_cell():
     """mean(select(indices, indices, >=), indices) is (i + n - 1) / 2 at each cell (i
-    itself causally), and its table is those values, its input's and the default."""
+    itself causally), and its table is those values and its input's: no default, since
+    every query selects its own position."""
     mean = _mean_ge()
     analysis = rl.analyze(mean, "a", 8)
     for n in range(1, 9):
@@ -36,7 +44,17 @@ def test_position_only_mean_is_exact_per_cell():
             got = analysis.cell_values(mean, n, i)
             assert len(got) == 1 and got[0] == want and type(got[0]) is type(want)
             assert analysis.cell_values(mean, n, i, causal=True) == (i,)
-    assert len(analysis.typed_values[mean]) == 22  # 21 reached and the default None
+    assert {(type(v), v) for v in analysis.typed_values[mean]} == _mean_ge_values(8)
+
+
+def test_default_kept_where_a_query_can_select_nothing():
+    """A mean under ``>`` (the last position selects no key) keeps its default; under
+    ``>=`` it has none (every query selects itself)."""
+    gt = rl.numerical(Aggregate(Select(indices, indices, Comparison.GT), indices,
+                                default=None))
+    ge = _mean_ge()
+    assert None in rl.analyze(gt, "a", 6).typed_values[gt]
+    assert None not in rl.analyze(ge, "a", 6).typed_values[ge]
 
 
 def test_position_only_program_compiles_small():
@@ -47,7 +65,8 @@ def test_position_only_program_compiles_small():
         warnings.simplefilter("ignore")
         model = rl.compile(program, ["a"], 28)
     assert model.n_params < 100_000
-    assert len(rl.analyze(program, ["a"], 28).value_sets[program]) == 56
+    quarters = {v / 4 for _, v in _mean_ge_values(28)}  # merged by ==: 1 and 1.0 are one
+    assert set(rl.analyze(program, ["a"], 28).value_sets[program]) == quarters
 
 
 def test_selector_bounds_of_tokens_and_positions():
