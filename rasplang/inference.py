@@ -357,7 +357,8 @@ class Inference:
             return table
         defaults = self.default_values(node, selection, numerical)
         widths = set()
-        for low, high in set(zip(*(w.reshape(-1).tolist() for w in selection.widths()))):
+        live = selection.live()
+        for low, high in set(zip(*(w[live].tolist() for w in selection.widths()))):
             widths.update(range(max(2, low), high + 1))
         sop_codes = np.arange(len(sop))
         if numerical:
@@ -396,7 +397,7 @@ class Inference:
         if selection is None:
             return []
         least, _ = selection.widths()
-        return [node.default] if bool((least == 0).any()) else []
+        return [node.default] if bool((least[selection.live()] == 0).any()) else []
 
     def selector(self, node: Selector) -> None:
         """No values; a selector's cell bounds (`rasplang.positions`)."""

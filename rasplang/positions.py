@@ -25,7 +25,10 @@ Everything else is a sound over-approximation, refined by the cells:
   independent, except an SOp with itself, which pairs each value with itself);
 - a Select bounds each entry by the predicate over the pairs of values its key and
   query cells can hold (``must``: true on all of them, ``may``: on one), and a query
-  whose keys and queries are one SOp sees its own value on the diagonal;
+  whose keys and queries are one SOp sees its own value on the diagonal; where the
+  predicate raises on every such pair (``must`` but not ``may``), `evaluate` rejects
+  every input there: the (mode, cell) is dead (`Selection.dead`, kept through ``&``,
+  ``|`` and ``~``), and a SelectorWidth or Aggregate of the selector is unreached there;
 - a SelectorWidth lies in ``[|must|, |may|]``; an Aggregate of a non-exact SOp is the
   default where ``must`` can be empty, one of its input's values where one key can be
   selected, and a numerical Aggregate a mean of exactly ``w`` values for each ``w`` in
@@ -277,7 +280,7 @@ def aggregate_exact(cells: Cells, selection: Selection, sop: CellSets,
         return None
     key_codes = np.broadcast_to(codes[:, cells.key_cell], selection.may.shape)  # [2, C, N]
     chosen = np.where(selection.may, key_codes, -2)  # -2: not selected
-    unreached = (chosen == RAISED_CODE).any(axis=2)
+    unreached = (chosen == RAISED_CODE).any(axis=2) | ~selection.live()
     keys = [fast_key(v) for v in values]
     out: list[Value] = []
     index: dict = {}
@@ -320,6 +323,7 @@ def width_rows(cells: Cells, selection: Selection, table: Table, default_code: i
     lo, hi = selection.widths()
     pairs, index = np.unique(lo.astype(np.int64) * (cells.max_seq_len + 1) + hi,
                              return_inverse=True)
+    index = np.where(selection.live(), index.reshape(lo.shape), RAISED_CODE)
     rows = np.zeros((len(pairs), len(table)), bool)
     for p, pair in enumerate(pairs.tolist()):
         low, high = divmod(pair, cells.max_seq_len + 1)
@@ -332,7 +336,7 @@ def width_rows(cells: Cells, selection: Selection, table: Table, default_code: i
                 rows[p] = True
                 break
             rows[p, layers[w]] = True
-    return _bounded(cells, from_rows(index.reshape(lo.shape).astype(np.int32), rows))
+    return _bounded(cells, from_rows(index.astype(np.int32), rows))
 
 
 def selector_width_sets(cells: Cells, selection: Selection) -> tuple[Table, CellSets]:
@@ -340,14 +344,18 @@ def selector_width_sets(cells: Cells, selection: Selection) -> tuple[Table, Cell
     counts from the least to the largest (contiguous: the interpreter's codes are the
     count minus the least)."""
     lo, hi = selection.widths()
-    low, high = int(lo.min()), int(hi.max())
+    live = selection.live()
+    if not live.any():  # no input is accepted anywhere: the counts the bounds give
+        live = np.ones_like(live)
+    low, high = int(lo[live].min()), int(hi[live].max())
     table = Table(tuple(range(low, high + 1)))
     pairs, index = np.unique(lo.astype(np.int64) * (cells.max_seq_len + 1) + hi,
                              return_inverse=True)
+    index = np.where(live, index.reshape(lo.shape), RAISED_CODE)
     span = np.arange(low, high + 1)
     rows = np.array([(span >= p // (cells.max_seq_len + 1)) & (span <= p % (cells.max_seq_len + 1))
                      for p in pairs.tolist()], dtype=bool).reshape(len(pairs), len(span))
-    return table, _bounded(cells, from_rows(index.reshape(lo.shape).astype(np.int32), rows))
+    return table, _bounded(cells, from_rows(index.astype(np.int32), rows))
 
 
 # ------------------------------------------------------------------ selectors
@@ -357,10 +365,20 @@ def selector_width_sets(cells: Cells, selection: Selection) -> tuple[Table, Cell
 class Selection:
     """A selector's bounds: ``may [2, C, N]`` (keys some input selects at the (mode,
     cell)) and ``must [2, C, N]`` (keys every input that `evaluate` does not reject there
-    selects), ``must <= may``; False where ``k >= n``."""
+    selects), ``must <= may``; False where ``k >= n``. ``dead [2, C]`` (None: nowhere):
+    the (mode, cell)s where `evaluate` rejects every input (a Select's predicate raises
+    on every pair of values some key and that query can hold); their bounds say
+    nothing."""
 
     may: np.ndarray
     must: np.ndarray
+    dead: np.ndarray | None = None
+
+    def live(self) -> np.ndarray:
+        """``[2, C]`` bool: the (mode, cell)s some input reaches (not `dead`)."""
+        if self.dead is None:
+            return np.ones(self.may.shape[:2], bool)
+        return ~self.dead
 
     @property
     def exact(self) -> bool:
@@ -372,15 +390,29 @@ class Selection:
         return self.must.sum(axis=2), self.may.sum(axis=2)
 
 
-def _masked(cells: Cells, may: np.ndarray, must: np.ndarray, mask: bool) -> Selection:
+def _masked(cells: Cells, may: np.ndarray, must: np.ndarray, mask: bool,
+            dead: np.ndarray | None = None) -> Selection:
     """Bounds on valid keys, masked to keys at or before the query in the causal mode
-    (when ``mask``: a Select, a constant selector, a ``~``)."""
+    (when ``mask``: a Select, a constant selector, a ``~``). A (mode, cell) where a key
+    must be selected but may not (every pair of values raises: `evaluate` evaluates the
+    predicate on every key, causal or not) is dead, as are those of ``dead``."""
+    contradiction = (must & ~may & cells.valid).any(axis=2)  # [2, C] or broadcastable
+    if contradiction.any() or dead is not None:
+        dead = np.broadcast_to(contradiction, (2, len(cells))) | (
+            False if dead is None else dead)
+        dead = dead if dead.any() else None
     may, must = may & cells.valid, must & may & cells.valid
     if mask:
         may, must = may.copy(), must.copy()
         may[CAUSAL] &= cells.before
         must[CAUSAL] &= cells.before
-    return Selection(may, must)
+    return Selection(may, must, dead)
+
+
+def _dead(*selections: Selection) -> np.ndarray | None:
+    """The union of the selections' dead cells (None: none)."""
+    found = [s.dead for s in selections if s.dead is not None]
+    return np.logical_or.reduce(found) if found else None
 
 
 def select_bounds(cells: Cells, keys: CellSets, queries: CellSets, same: bool,
@@ -446,12 +478,12 @@ def constant_bounds(cells: Cells, value: Sequence[Sequence[bool]]) -> Selection:
 
 
 def and_bounds(cells: Cells, fst: Selection, snd: Selection) -> Selection:
-    return _masked(cells, fst.may & snd.may, fst.must & snd.must, False)
+    return _masked(cells, fst.may & snd.may, fst.must & snd.must, False, _dead(fst, snd))
 
 
 def or_bounds(cells: Cells, fst: Selection, snd: Selection) -> Selection:
-    return _masked(cells, fst.may | snd.may, fst.must | snd.must, False)
+    return _masked(cells, fst.may | snd.may, fst.must | snd.must, False, _dead(fst, snd))
 
 
 def not_bounds(cells: Cells, inner: Selection) -> Selection:
-    return _masked(cells, ~inner.must, ~inner.may, True)
+    return _masked(cells, ~inner.must, ~inner.may, True, inner.dead)

@@ -9,6 +9,7 @@ import numpy as np
 
 import rasplang as rl
 from rasplang import Aggregate, Comparison, Select, SelectorWidth, indices, length, lib, tokens
+from rasplang.evaluator import EvaluationError
 from rasplang.inference import MAX_CELL_LENGTH
 from rasplang.positions import Cells, _expanded, from_codes, from_rows
 
@@ -137,3 +138,23 @@ def test_rows_are_merged_and_empty_rows_unreached():
     assert sets.ids[0, 0] == sets.ids[0, 2] and sets.union().tolist() == [True, False]
     exact = from_codes(np.array([[1, -1, 0]]), 2)
     assert exact.codes().tolist() == [[1, -1, 0]]
+
+
+def test_a_select_that_raises_on_every_input_of_a_length_counts_nothing_there():
+    """At length 1 (and at position 0 causally) the mean of the other positions is None,
+    and a Select comparing it with itself raises on every such input: no count comes
+    from there (so the width is at least 1, its own position), as every input that
+    evaluate accepts shows."""
+    others = rl.numerical(Aggregate(Select(indices, indices, Comparison.NEQ), indices,
+                                    default=None))
+    width = SelectorWidth(Select(others, others, Comparison.LEQ))
+    analysis = rl.analyze(width, "a", 5)
+    reached = set()
+    for n in range(1, 6):
+        for causal in (False, True):
+            try:
+                reached.update(rl.evaluate(width, ["a"] * n, causal=causal))
+            except EvaluationError:  # None compared
+                assert n == 1 or causal
+    assert set(analysis.value_set(width)) == reached
+    assert analysis.cell_values(width, 1, 0) == ()
