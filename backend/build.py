@@ -130,8 +130,10 @@ def _term_sops(terms: list[Term]) -> tuple[SOp, ...]:
 
 class _Builder(Margins, FusedReads):
     def __init__(self, analysis: Analysis, causal: bool, bos: Any, mlp_exactness: float,
-                 max_bytes: float, optimize: bool = False):
+                 max_bytes: float, optimize: bool = False,
+                 leakage: float = attention.LEAKAGE_TARGET):
         self.a = analysis
+        self.leakage = leakage  # every head's leakage target (`attention.coldness`)
         self.fusion = choose(analysis) if optimize else Fusion()
         self.virtual = self.fusion.virtual
         self.views: dict[SOp, Any] = {}
@@ -431,7 +433,7 @@ class _Builder(Margins, FusedReads):
             vmax = max([1.0, *mags])
         else:
             vmax = 1.0
-        scale = attention.coldness(self.n, 2 * vmax, 0.5)
+        scale = attention.coldness(self.n, 2 * vmax, 0.5, self.leakage)
         leak = (self.n + 1) * math.exp(-scale / 2)
         # a distance fold of a plain Select matches one key; under ~ or | it selects many
         one = (distance and isinstance(node.selector, Select)) or selects_at_most_one(
@@ -507,7 +509,7 @@ class _Builder(Margins, FusedReads):
     def selector_width(self, node: SOp, label: str, terms: list[Term], widths: list[int],
                        selector: RASPExpr | None) -> NodeBlock:
         n = self.n
-        scale = attention.coldness(n, 4.0 * (n + 1) * (n + 2), 1.0)
+        scale = attention.coldness(n, 4.0 * (n + 1) * (n + 2), 1.0, self.leakage)
         eta = scale * attention.logit_error(terms, self.spaces)
         logit_error32 = attention.logit_error(terms, self.spaces, self.l1_32)
         eta32 = 0.0 if logit_error32 == 0 else float32.COLDNESS_FACTOR * scale * (
@@ -575,13 +577,15 @@ def _tolerance32(out: SOpSpace) -> float:
 
 
 def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: float,
-                 max_bytes: float = math.inf, optimize: bool = False) -> Built:
-    """Build every node's blocks; numerical problems are returned, not raised.
+                 max_bytes: float = math.inf, optimize: bool = False,
+                 leakage: float = attention.LEAKAGE_TARGET) -> Built:
+    """Build every node's blocks, each head's coldness chosen for ``leakage``
+    (`attention.coldness`); numerical problems are returned, not raised.
 
     Raises `ModelTooLarge` as soon as one block shows the model would exceed
     ``max_bytes``, before allocating that block.
     """
-    builder = _Builder(analysis, causal, bos, mlp_exactness, max_bytes, optimize)
+    builder = _Builder(analysis, causal, bos, mlp_exactness, max_bytes, optimize, leakage)
     blocks = []
     for node in analysis.nodes:
         block = builder.build(node)
@@ -593,8 +597,9 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: f
     label = analysis.labels[analysis.program]
     if out is not None and out.numerical and out.error > OUTPUT_TOLERANCE:
         builder.problems.append((label, (
-            f"the output may be off by {out.error:.3g} (attention leakage, amplified by the "
-            f"factors after it), more than OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}")))
+            f"the output may be off by {out.error:.3g} (attention leakage and the float "
+            f"rounding of discretisations, amplified by the factors after them), more than "
+            f"OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}")))
     elif out is not None and out.numerical and out.error32 > _tolerance32(out):
         builder.float32_problem(label, (
             f"the output may be off by {out.error32:.3g} (rounding and attention leakage, "

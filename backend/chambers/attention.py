@@ -61,12 +61,18 @@ from rasplang.nodes import SOp
 LEAKAGE_TARGET = 1e-12
 
 
-def coldness(max_seq_len: int, value_scale: float, margin: float) -> float:
-    """Logit scale ``C`` so that ``(n + 1) e^{-C margin} * value_scale <= LEAKAGE_TARGET``,
+#: The target of a second build where the first is refused (`rasplang.compile`): a
+#: colder softmax, whose leakage is far below what any amplification after it reaches.
+COLD_LEAKAGE_TARGET = 1e-30
+
+
+def coldness(max_seq_len: int, value_scale: float, margin: float,
+             target: float = LEAKAGE_TARGET) -> float:
+    """Logit scale ``C`` so that ``(n + 1) e^{-C margin} * value_scale <= target``,
     rounded up to a power of two: the logits are then integer or half-integer multiples
     of a power of two, exact in float32 and float64 where the inputs are exact one-hots,
     and equal logits stay equal (`float32`)."""
-    c = math.log((max_seq_len + 1) * max(1.0, value_scale) / LEAKAGE_TARGET) / margin
+    c = math.log((max_seq_len + 1) * max(1.0, value_scale) / target) / margin
     return 2.0 ** math.ceil(math.log2(c))
 
 

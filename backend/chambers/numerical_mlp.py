@@ -134,18 +134,19 @@ def step_rounding(xs: Sequence[float], tables: Sequence[Sequence[Any]], error: f
                   mlp_exactness: float, gates: int = 0) -> float:
     """A bound on the float64 rounding in a discretising MLP's output, which its margin
     does not remove: an active step ``relu(p + 1/2) - relu(p - 1/2)`` is 1 only up to
-    ``2^-52 (|p| + 1)``, with ``|p|`` at most the steepest slope times
-    ``2 max|x| + error`` (each gate of a gated discretisation as large again), and its
-    jump multiplies that. Summed over the steps of the worst of ``tables``."""
-    xa = np.abs(np.asarray(xs, dtype=float))
+    ``2^-52 (|p| + 1)``, with ``|p|`` at most that step's slope (``mlp_exactness`` over
+    its gap) times ``2 max|x| + error`` (each gate of a gated discretisation, sized from
+    the same slope, adds as much again and 2), and its jump multiplies that. Summed over
+    the steps of the worst of ``tables``."""
+    xa = np.asarray(xs, dtype=float)
+    span = 2 * float(np.abs(xa).max(initial=0.0)) + error
     worst = 0.0
     for ys in tables:
-        step = closest_step(xs, ys)
-        if step is None:
-            continue
-        reach = mlp_exactness / (step[1] - step[0]) * (2 * float(xa.max()) + error)
-        jumps = sum(_jump(ys[i - 1], ys[i]) for i in changes(ys).tolist())
-        worst = max(worst, 2.0 ** -52 * (reach * (1 + gates) + 1) * jumps)
+        total = 0.0
+        for i in changes(ys).tolist():
+            reach = mlp_exactness / float(xa[i] - xa[i - 1]) * span
+            total += (reach * (1 + gates) + 2 * gates + 1) * _jump(ys[i - 1], ys[i])
+        worst = max(worst, 2.0 ** -52 * total)
     return worst
 
 

@@ -580,3 +580,18 @@ def test_none_unit_count():
     assert none_flags.none_unit_count([NUM, FIXED], num_out) == 1
     assert none_flags.none_unit_count([FIXED], num_out) == 0
     assert none_flags.none_unit_count([NUM, CAT], categorical_space("y", (None, 1))) == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_step_rounding_bounds_the_float64_error(seed):
+    """A discretisation over values near 1,000 with a few gaps of 1e-6 to 1e-4 among wide
+    ones, and numerical steps of 0 to 35: its float64 output at every value is within
+    `step_rounding`, which sizes each step by its own slope."""
+    rng = np.random.default_rng(seed)
+    wide = 1000.0 + np.cumsum(rng.uniform(1, 3, 60)) * 37.0
+    xs = sorted({*wide.tolist(), *(wide[[5, 20, 40]] + rng.uniform(1e-6, 1e-4, 3)).tolist()})
+    ys = [float(np.floor(x * 7.3) % 11) * 3.5 for x in xs]
+    inp, out = numerical_space("x", tuple(xs)), numerical_space("y", tuple(sorted(set(ys))))
+    mlp = numerical_mlp.discretising_mlp("y", inp, xs, ys, out, M, at_bos())
+    got = run(mlp, [{inp.directions[0]: x} for x in xs])[:, 0]
+    assert np.abs(got - np.array(ys)).max() <= numerical_mlp.step_rounding(xs, [ys], 0.0, M)

@@ -8,6 +8,7 @@ import itertools
 import re
 import warnings
 
+import numpy as np
 import pytest
 
 import rasplang as rl
@@ -280,3 +281,28 @@ def test_aggregate_read_by_a_node_without_values():
         report = rl.verify(program, vocab, 2, model=model, progress=False)
         assert report.agrees and report.checked == 0 and report.skipped > 0, report
         assert not report.ok and "nothing checked" in report.summary()
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_amplified_leakage_compiles_with_colder_heads(optimize):
+    """A prefix mean multiplied by 3e8 afterwards: at the default coldness its leakage
+    bound, amplified, is over OUTPUT_TOLERANCE; compile builds the heads colder and the
+    model is exact on every input (and in float32 where it claims float32)."""
+    from rasplang.backend.build import OUTPUT_TOLERANCE
+    from rasplang.backend.chambers.attention import COLD_LEAKAGE_TARGET
+
+    x = N(rasp.Map(lambda t: 1 - t, rasp.tokens))
+    mean = N(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.GEQ),
+                            x, default=0))
+    program = N(rasp.Map(lambda v: -300 * v + 1, N(rasp.Map(lambda v: v * 2 ** 20, mean))))
+    vocab, n = [0, 1], 6
+    analysis = rl.analyze(program, vocab, n)
+    options = dict(causal=False, bos="BOS", mlp_exactness=100.0, optimize=optimize)
+    warm = build_blocks(analysis, **options)
+    assert any(f"OUTPUT_TOLERANCE={OUTPUT_TOLERANCE}" in why for _, why in warm.problems)
+    assert not build_blocks(analysis, **options, leakage=COLD_LEAKAGE_TARGET).problems
+    model = rl.compile(program, vocab, n, optimize=optimize)
+    dtypes = [np.float64] if model.config.float64_only else [np.float64, np.float32]
+    for dtype in dtypes:
+        report = rl.verify(program, vocab, n, model=model, exhaustive=True, dtype=dtype)
+        assert report.ok and report.checked == 2 ** (n + 1) - 2, report.summary()
