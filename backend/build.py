@@ -109,6 +109,9 @@ class Built:
     #: Whether fusion changed anything (``optimize=True`` built something else than one
     #: block per node).
     fused: bool = False
+    #: Whether some problem would remain with no attention leakage at all (a
+    #: discretisation that float rounding alone defeats).
+    incurable: bool = False
 
 
 def _selector_nodes(selector: RASPExpr) -> tuple[RASPExpr, ...]:
@@ -149,6 +152,7 @@ class _Builder(Margins, FusedReads):
         self.m = float(mlp_exactness)
         self.spaces: dict[SOp, SOpSpace] = {}
         self.problems: list[tuple[str, str]] = []
+        self.incurable = False  # a problem that no smaller leakage would remove
         self.reader = ""  # the label of the node being built
         self.float64_only = ""  # why the model is exact in float64 but not in float32
         self.err32: dict[BasisDirection, float] = {}  # float32 bound per direction
@@ -611,4 +615,5 @@ def build_blocks(analysis: Analysis, *, causal: bool, bos: Any, mlp_exactness: f
             f"leakage), too close to the decoding threshold (DECODE_MARGIN32="
             f"{DECODE_MARGIN32})"))
     return Built(builder.spaces, blocks, builder.tokens, builder.indices, builder.bos.direction,
-                 builder.problems, builder.float64_only, builder.fusion != Fusion())
+                 builder.problems, builder.float64_only, builder.fusion != Fusion(),
+                 builder.incurable)

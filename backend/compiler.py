@@ -116,14 +116,14 @@ def compile(
         raise_if_unsupported(conversion_problems(analysis, fusion, float(mlp_exactness)))
         refuse_over(build_bound(analysis, fusion), max_bytes)
         built = build_blocks(analysis, **options, optimize=fuse)
-        if built.problems:
+        if built.problems and not built.incurable:
             # a bound over a tolerance may be the softmax's leakage, amplified after it:
             # the same build with colder heads (the first one's weights freed before),
             # kept only if it has no problem at all
             problems, built = built.problems, None
             built = build_blocks(analysis, **options, optimize=fuse,
                                  leakage=COLD_LEAKAGE_TARGET)
-            if built.problems:
+            if built.problems and not built.incurable:
                 raise_if_unsupported(problems)
         raise_if_unsupported(built.problems)
         plan = schedule(built.blocks, analysis.program)

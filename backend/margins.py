@@ -19,7 +19,7 @@ from rasplang.nodes import Encoding
 
 class Margins:
     """Builder methods (the builder provides ``m``, ``max_bytes``, ``problems``,
-    ``float64_only``, and ``err32`` and ``mag``: each residual direction's float32 error
+    ``incurable``, ``float64_only``, and ``err32`` and ``mag``: each residual direction's float32 error
     bound and magnitude bound at real positions; ``cold32``: for some directions of
     one-hots, the bound where the coordinate is not the hot one; ``err64``: each
     direction's float64 bound, per coordinate)."""
@@ -150,6 +150,8 @@ class Margins:
         problem = numerical_mlp.discretisation_problem(xs, ys, inp.error, m)
         if problem:
             self.problems.append((label, f"input {inp.label!r}: {problem}"))
+            # float rounding alone (an exact input) is too much: no colder head helps
+            self.incurable |= bool(numerical_mlp.discretisation_problem(xs, ys, 0.0, m))
         elif not self.float64_only and (problem := numerical_mlp.discretisation_problem(
                 xs, ys, inp.error32, m, rounding=numerical_mlp.ROUNDING32)
                 or numerical_mlp.float32_step_problem(xs, ys, inp.error32, m, gates)):
