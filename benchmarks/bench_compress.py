@@ -1,13 +1,15 @@
 """Compression of the library programs (`rasplang.compress`): a report, not timed tests.
 
     python benchmarks/bench_compress.py [--programs frac_prevs,hist] [--seeds 2]
-        [--steps 1000] [--out docs/data/compression.json] [--figures docs/tutorials]
+        [--steps N] [--no-search] [--out docs/data/compression.json]
+        [--figures docs/tutorials]
 
 For each program at max_seq_len 5: its d_model, the accuracy at half of it (seed 0), and
-the smallest d exact on every input (`rasplang.smallest_compression`), with every trial's
-accuracy and training time. Results merge into ``--out`` (one entry per program, with
-the machine and the command); ``--figures`` draws accuracy against d per program and
-W W^T of frac_prevs at its smallest exact d (matplotlib). Under pytest-benchmark
+the smallest d exact on every input (`rasplang.smallest_compression`; not with
+``--no-search``), with every trial's accuracy and training time. Results merge into
+``--out`` (one entry per program, with the machine and the command); ``--figures``
+draws accuracy against d per program and W W^T of frac_prevs at its smallest exact d
+(matplotlib). Under pytest-benchmark
 (``make bench``) one tiny compression is timed.
 """
 
@@ -31,21 +33,26 @@ from rasplang.lib import PROGRAMS
 MAX_SEQ_LEN = 5
 
 
-def measure(name: str, seeds: int, steps: int) -> dict:
-    """One program's row: d_model, half-width accuracy, smallest exact d, trials."""
+def measure(name: str, seeds: int, steps: int | None, search: bool = True) -> dict:
+    """One program's row: d_model, half-width accuracy, smallest exact d (None without
+    ``search``), trials."""
     entry = PROGRAMS[name]
     program = entry.build(MAX_SEQ_LEN)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = rl.compile(program, entry.vocab, MAX_SEQ_LEN)
     d_model = model.config.d_model
-    half = rl.compress(model, max(1, d_model // 2), steps=steps, seed=0, progress=False)
+    options = {} if steps is None else {"steps": steps}
+    half = rl.compress(model, max(1, d_model // 2), seed=0, progress=False, **options)
     half_accuracy, half_exact = check(program, half)
-    found = rl.smallest_compression(model, program, seeds=seeds, steps=steps)
-    return {"d_model": d_model, "half": d_model // 2, "half_accuracy": half_accuracy,
-            "half_exact": half_exact, "half_seconds": half.seconds,
-            "smallest_exact_d": found.d,
-            "trials": [[t.d, t.seed, t.accuracy, t.exact, t.seconds] for t in found.trials]}
+    row = {"d_model": d_model, "half": d_model // 2, "half_accuracy": half_accuracy,
+           "half_exact": half_exact, "half_seconds": half.seconds,
+           "smallest_exact_d": None, "trials": []}
+    if search:
+        found = rl.smallest_compression(model, program, seeds=seeds, **options)
+        row["smallest_exact_d"] = found.d
+        row["trials"] = [[t.d, t.seed, t.accuracy, t.exact, t.seconds] for t in found.trials]
+    return row
 
 
 def figures(results: dict, folder: Path) -> None:
@@ -67,7 +74,7 @@ def figures(results: dict, folder: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(folder / "compression-accuracy.png", dpi=120)
-    if "frac_prevs" in results:
+    if (results.get("frac_prevs") or {}).get("smallest_exact_d") is not None:
         entry = PROGRAMS["frac_prevs"]
         model = rl.compile(entry.build(MAX_SEQ_LEN), entry.vocab, MAX_SEQ_LEN)
         small = rl.compress(model, results["frac_prevs"]["smallest_exact_d"], progress=False)
@@ -86,20 +93,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Adam steps per restart (default: compress's own)")
+    parser.add_argument("--no-search", dest="search", action="store_false",
+                        help="only the half-width compression, no smallest exact d")
     parser.add_argument("--out", type=Path, default=Path("docs/data/compression.json"))
     parser.add_argument("--figures", type=Path, default=None)
     args = parser.parse_args(argv)
     data = json.loads(args.out.read_text()) if args.out.exists() else {"programs": {}}
     for name in args.programs.split(","):
         start = time.perf_counter()
-        row = measure(name, args.seeds, args.steps)
+        row = measure(name, args.seeds, args.steps, args.search)
         row["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
         row["date"] = time.strftime("%Y-%m-%d")
         row["command"] = " ".join(["python", *sys.argv])
         data["programs"][name] = row
         print(f"{name:20s} d_model {row['d_model']:3d}  half {row['half']:3d}: "
-              f"{row['half_accuracy']:.4f}  smallest exact d {row['smallest_exact_d']:3d}  "
+              f"{row['half_accuracy']:.4f}  smallest exact d {row['smallest_exact_d']}  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(data, indent=1) + "\n")

@@ -30,14 +30,18 @@ and compared with the compiled model on the same input, per position that holds 
 
 Adam minimises the weighted sum (`WEIGHTS`) on minibatches of ``batch`` inputs, the
 learning rate decaying to 0 along a cosine over ``steps``, gradients clipped to norm
-`CLIP` (the compiled model's gains make the loss steep). Then ``polish``
-Levenberg-Marquardt iterations on the inputs that are still wrong (and a sample of the
-others, `POLISH_INPUTS` in all): first on the output, MLP-input and attention terms,
-then on the output alone. Where an exact ``W`` is near, they converge to it to float64
-rounding, where Adam stalls orders of magnitude above; a polish is kept only if it
-leaves no more inputs wrong. The forward pass treats a norm as the identity, which it
-is on these residuals (`rasplang.compression.basis`; a LayerNorm model's ``W`` has
-rows summing to zero). The result is folded into the weights
+`CLIP` (the compiled model's gains make the loss steep). Then up to ``polish``
+Levenberg-Marquardt iterations on the output term alone: each builds the Jacobian on
+the `POLISH_INPUTS` inputs with the largest error and takes a step only if it lowers
+the error summed over every training input. Where an exact ``W`` is near, they converge
+to it to float64 rounding within a few iterations, where Adam stalls orders of
+magnitude above (the internal terms guide Adam there, but an exact output does not
+need them exact); a polish is kept only if it leaves no more inputs wrong. Whether an
+exact ``W`` is near depends on where Adam started: up to ``restarts`` runs (each from
+new random orthonormal columns of the same generator) stop at the first with no
+training input wrong, else the one with the fewest is kept. The forward pass treats a
+norm as the identity, which it is on these residuals (`rasplang.compression.basis`; a
+LayerNorm model's ``W`` has rows summing to zero). The result is folded into the weights
 (`rasplang.compression.basis.fold`) and is an ordinary model: `rasplang.verify` says on
 which inputs it is still the program.
 """
@@ -75,8 +79,8 @@ GAP = 20.0
 SELECTED = 1e-3
 #: Largest gradient norm an Adam step takes.
 CLIP = 1.0
-#: The inputs a polish iteration fits: the wrong ones first, then a sample of the others.
-POLISH_INPUTS = 1024
+#: The inputs a polish iteration builds its Jacobian on: those with the largest error.
+POLISH_INPUTS = 512
 #: A polish builds the Jacobian of its residuals in ``W``: at most this many entries
 #: (fewer polish inputs for a wide model).
 POLISH_ENTRIES = 10**7
@@ -89,10 +93,10 @@ STALL = 5
 TOLERANCE = 1e-7
 
 
-def compress(model: CompiledModel, d: int, *, steps: int = 300, lr: float = 0.02,
+def compress(model: CompiledModel, d: int, *, steps: int = 1000, lr: float = 0.02,
              seed: int = 0, progress: bool = True, batch: int = 256, polish: int = 30,
-             restarts: int = 4,
-             weights: dict[str, float] | None = None, max_inputs: int = SAMPLES,
+             restarts: int = 3, weights: dict[str, float] | None = None,
+             max_inputs: int = SAMPLES,
              samples: int = SAMPLES, threads: int = 1) -> CompressedModel:
     """``model`` with its residual stream compressed to ``d`` dimensions by a learned
     ``W [D, d]`` (module docstring); a `CompressedModel`, which runs, verifies, saves and
@@ -101,16 +105,18 @@ def compress(model: CompiledModel, d: int, *, steps: int = 300, lr: float = 0.02
     Trains on every input of the model's domain (lengths 1..``max_seq_len`` over its
     vocabulary) when there are at most ``max_inputs``, else on ``samples`` seeded random
     inputs: ``steps`` Adam steps on minibatches of ``batch`` inputs at learning rate
-    ``lr`` (cosine decay), then up to ``polish`` Levenberg-Marquardt iterations (0: none).
-    ``weights`` overrides entries of `WEIGHTS`. ``W`` starts as ``d`` random orthonormal
+    ``lr`` (cosine decay), then up to ``polish`` Levenberg-Marquardt iterations on the
+    output (0: none); up to ``restarts`` such runs, stopping at the first with no
+    training input wrong, else keeping the one with the fewest. ``weights`` overrides
+    entries of `WEIGHTS`. Each run's ``W`` starts as ``d`` random orthonormal
     columns. Deterministic for a ``seed``: torch runs on ``threads`` CPU threads
     (restored after) from a generator seeded with it. ``progress`` shows a tqdm bar with
     the loss. A LayerNorm model's ``W`` has rows summing to zero, so its ``d``
     dimensions hold ``d - 1`` of the compiled model's (`rasplang.compression.basis`).
     The result is exact in float64 only where `rasplang.verify` says so (and refuses
     float32). Needs torch (the ``lab`` extra). Raises ValueError for ``d`` outside
-    ``1..d_model``, bad ``steps``, ``lr``, ``batch`` or ``weights``, and for a norm
-    whose gains differ between coordinates.
+    ``1..d_model``, bad ``steps``, ``lr``, ``batch``, ``restarts`` or ``weights``, and
+    for a norm whose gains differ between coordinates.
     """
     import torch
 
@@ -120,9 +126,9 @@ def compress(model: CompiledModel, d: int, *, steps: int = 300, lr: float = 0.02
         raise ValueError(f"d must be an integer in 1..{cfg.d_model} (the model's d_model), "
                          f"got {d!r}")
     if steps < 1 or not lr > 0 or batch < 1 or polish < 0 or restarts < 1:
-        raise ValueError(f"steps and batch must be at least 1, lr positive and polish at "
-                         f"least 0, got steps={steps}, lr={lr}, batch={batch}, "
-                         f"polish={polish}")
+        raise ValueError(f"steps, batch and restarts must be at least 1, lr positive and "
+                         f"polish at least 0, got steps={steps}, lr={lr}, batch={batch}, "
+                         f"polish={polish}, restarts={restarts}")
     unknown = sorted(set(weights or {}) - set(WEIGHTS))
     if unknown:
         raise ValueError(f"unknown loss weights {unknown}; the terms are {sorted(WEIGHTS)}")
@@ -136,7 +142,7 @@ def compress(model: CompiledModel, d: int, *, steps: int = 300, lr: float = 0.02
         for _ in range(restarts):
             w, history = trainer.fit(int(d), steps, lr, batch, terms, generator, progress)
             if polish and trainer.wrong(w).any():
-                w = trainer.polish(w, {"output": terms["output"]}, polish, generator)
+                w = trainer.polish(w, {"output": terms["output"]}, polish)
             wrong = int(trainer.wrong(w).sum())
             if best is None or wrong < best[0]:
                 best = (wrong, w, history)
@@ -281,13 +287,14 @@ class _Trainer:
         out = []
         if terms.get("output"):
             if self.numerical:
-                r = (logits - self.logits[idx])[mask]
+                r = logits - self.logits[idx]
             else:
-                got, want = logits[mask], self.target[idx][mask]
-                hot = (torch.nn.functional.one_hot(want.clamp(min=0), got.shape[-1]).bool()
-                       & (want >= 0)[:, None])
-                r = torch.relu(0.5 + MARGIN - got) * hot + torch.relu(got - 0.5 + MARGIN) * ~hot
-            out.append(r.reshape(-1) * terms["output"])
+                want = self.target[idx]
+                hot = (torch.nn.functional.one_hot(want.clamp(min=0), logits.shape[-1]).bool()
+                       & (want >= 0)[..., None])
+                r = (torch.relu(0.5 + MARGIN - logits) * hot
+                     + torch.relu(logits - 0.5 + MARGIN) * ~hot)
+            out.append((r * mask[..., None]).reshape(-1) * terms["output"])
         real = self.real[idx][..., None]
         if terms.get("sublayer"):
             out += [((y - want[idx]) * real).reshape(-1) * terms["sublayer"]
@@ -305,6 +312,11 @@ class _Trainer:
                 out += [spread.reshape(-1) * terms["attention"],
                         above.reshape(-1) * terms["attention"]]
         return out
+
+    def costs(self, w: Any, terms: dict[str, float], idx: Any) -> Any:
+        """Each input's summed squared residuals ``[len(idx)]``."""
+        return sum((r.reshape(len(idx), -1) ** 2).sum(-1)
+                   for r in self.residuals(w, terms, idx))
 
     def loss(self, w: Any, terms: dict[str, float], idx: Any) -> Any:
         return (sum((r ** 2).sum() for r in self.residuals(w, terms, idx))
@@ -364,42 +376,48 @@ class _Trainer:
                 bar.close()
         return w.detach(), history
 
-    def polish(self, w: Any, terms: dict[str, float], iterations: int, generator: Any) -> Any:
-        """Levenberg-Marquardt on the residuals of ``terms`` over the inputs still wrong
-        (and a sample of the others, `POLISH_INPUTS` in all, fewer for a wide model):
-        where an exact ``W`` is near, it converges to it quadratically. ``w`` back
-        unchanged unless the result leaves no more training inputs wrong."""
+    def polish(self, w: Any, terms: dict[str, float], iterations: int) -> Any:
+        """Levenberg-Marquardt on the residuals of ``terms``: each iteration builds the
+        Jacobian on the inputs with the largest error (`POLISH_INPUTS` of them, fewer for
+        a wide model) and takes a step only if it lowers the error summed over every
+        training input. Where an exact ``W`` is near, it converges to it quadratically.
+        ``w`` back unchanged unless the result leaves no more training inputs wrong."""
         torch = self.torch
         wrong = self.wrong(w)
         longest = self.out_mask.sum(-1).argmax().reshape(1)
         rows = sum(r.numel() for r in self.residuals(w, terms, longest))
         n = max(1, min(POLISH_INPUTS, POLISH_ENTRIES // max(1, rows * w.numel())))
-        bad, good = (torch.nonzero(m).reshape(-1) for m in (wrong, ~wrong))
-        bad = bad[torch.randperm(len(bad), generator=generator)[:n]]
-        good = good[torch.randperm(len(good), generator=generator)[:n - len(bad)]]
-        idx = torch.sort(torch.cat([bad, good])).values
 
-        def errors(flat: Any) -> Any:
-            return torch.cat(self.residuals(flat.reshape(w.shape), terms, idx))
+        def costs(flat: Any) -> Any:     # every input's error
+            with torch.no_grad():
+                return torch.cat([self.costs(flat.reshape(w.shape), terms,
+                                             torch.arange(lo, min(self.n, lo + 4096)))
+                                  for lo in range(0, self.n, 4096)])
 
         x = w.reshape(-1).clone()
-        r = errors(x)
-        cost, mu = float(r @ r), 1e-3
-        costs = [cost]
+        each = costs(x)
+        cost, mu = float(each.sum()), 1e-3
+        history = [cost]
         for _ in range(iterations):
-            if cost < POLISHED or (len(costs) > STALL and cost > 0.5 * costs[-1 - STALL]):
+            if cost < POLISHED or (len(history) > STALL and cost > 0.5 * history[-1 - STALL]):
                 break  # exact, or no exact W near: the error stopped falling
+            idx = torch.sort(torch.argsort(each, descending=True, stable=True)[:n]).values
+
+            def errors(flat: Any, idx: Any = idx) -> Any:
+                return torch.cat(self.residuals(flat.reshape(w.shape), terms, idx))
+
             with warnings.catch_warnings():  # torch.func's own use of torch.jit.script
                 warnings.filterwarnings("ignore", ".*torch.jit.script.*", DeprecationWarning)
                 jac = torch.func.jacfwd(errors)(x)                # (rows, D * d)
+            r = errors(x)
             jtj, jtr = jac.T @ jac, jac.T @ r
             while mu < 1e12:
                 step = torch.linalg.solve(jtj + mu * torch.diag(jtj.diagonal() + 1e-12), -jtr)
-                r_new = errors(x + step)
-                new = float(r_new @ r_new)
+                new_each = costs(x + step)
+                new = float(new_each.sum())
                 if new < cost:
-                    x, r, cost, mu = x + step, r_new, new, max(mu / 3, 1e-12)
-                    costs.append(cost)
+                    x, each, cost, mu = x + step, new_each, new, max(mu / 3, 1e-12)
+                    history.append(cost)
                     break
                 mu *= 4
             else:

@@ -209,5 +209,20 @@ def test_compress_refuses_bad_options():
     _, _, model = frac_prevs()
     with pytest.raises(ValueError, match=r"unknown loss weights \['resid'\]"):
         rl.compress(model, 4, weights={"resid": 1.0}, progress=False)
-    with pytest.raises(ValueError, match="steps and batch must be at least 1"):
+    with pytest.raises(ValueError, match="steps, batch and restarts must be at least 1"):
         rl.compress(model, 4, steps=0, progress=False)
+    with pytest.raises(ValueError, match=r"restarts=0"):
+        rl.compress(model, 4, restarts=0, progress=False)
+
+
+def test_restarts_keep_the_best_run():
+    """A second restart continues the same generator after the first run, so two
+    restarts are never worse on the domain than one: the run with fewer inputs wrong
+    is kept, not the last one."""
+    entry, program, model = library("hist")
+    runs = [rl.compress(model, 6, steps=30, polish=0, restarts=r, seed=1, progress=False)
+            for r in (1, 2)]
+    wrong = [rl.verify(program, entry.vocab, N, model=m).n_mismatches for m in runs]
+    assert wrong[1] <= wrong[0]
+    if wrong[1] < wrong[0]:   # the second run was kept: its own loss history
+        assert runs[1].history != runs[0].history
