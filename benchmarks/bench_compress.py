@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", type=Path, default=None)
     args = parser.parse_args(argv)
     data = json.loads(args.out.read_text()) if args.out.exists() else {"programs": {}}
-    for name in args.programs.split(","):
+    for name in filter(None, args.programs.split(",")):   # --programs "": figures only
         start = time.perf_counter()
         row = measure(name, args.seeds, args.steps, args.search)
         row["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
