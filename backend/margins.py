@@ -19,9 +19,9 @@ from rasplang.nodes import Encoding
 
 class Margins:
     """Builder methods (the builder provides ``m``, ``max_bytes``, ``problems``,
-    ``incurable``, ``float64_only``, and ``err32`` and ``mag``: each residual direction's float32 error
-    bound and magnitude bound at real positions; ``cold32``: for some directions of
-    one-hots, the bound where the coordinate is not the hot one; ``err64``: each
+    ``incurable``, ``float64_only``, and ``err32`` and ``mag``: each residual direction's
+    float32 error bound and magnitude bound at real positions; ``cold32``: for some
+    directions of one-hots, the bound where the coordinate is not the hot one; ``err64``: each
     direction's float64 bound, per coordinate)."""
 
     def note32(self, space: SOpSpace) -> None:
