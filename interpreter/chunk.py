@@ -185,11 +185,17 @@ class Chunk:
     def selector_width(self, node: SelectorWidth) -> None:
         out, err = self.be.width(self.selector_args(self.plan._selectors[node]),
                                  self.dev_lengths, self.plan.causal)
-        low = self.state.tables[node].values[0]  # 1 where every query selects itself
-        if low:  # code = count - 1 (a count of 0 only where evaluate raises: code 0)
-            out = self.be.xp.maximum(out - low, 0).astype(out.dtype)
-        self.values[node] = out
-        self.flag(err)
+        values = self.state.tables[node].values   # the counts low, low + 1, ...
+        low, xp = values[0], self.be.xp
+        if low:  # 1 where every query selects itself: code = count - 1 (a count of 0
+            # only where evaluate raises: code 0)
+            out = xp.maximum(out - low, 0).astype(out.dtype)
+        # A count past the table only where evaluate raises (a cell whose every key makes
+        # the predicate raise holds no count): flagged, and kept in range for the readers.
+        top = max(len(values) - 1, 0)
+        over = ((out > top) & self.be.valid(self.dev_lengths, out.shape[1])).any(axis=1)
+        self.values[node] = xp.minimum(out, top).astype(out.dtype)
+        self.flag(err | over)
 
     def selector(self, node: Selector) -> None:
         if isinstance(node, ConstantSelector):
