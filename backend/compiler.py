@@ -123,7 +123,7 @@ def compile(
             problems, built = built.problems, None
             built = build_blocks(analysis, **options, optimize=fuse,
                                  leakage=COLD_LEAKAGE_TARGET)
-            if built.problems and not built.incurable:
+            if built.problems:
                 raise_if_unsupported(problems)
         raise_if_unsupported(built.problems)
         plan = schedule(built.blocks, analysis.program)

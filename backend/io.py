@@ -293,7 +293,7 @@ def _read_tensors(path: Path, data: bytes, header: dict[str, Any], reader: Metad
             dtypes.add(np.dtype(dtype))
     if len(dtypes) > 1:
         raise ModelFileError(f"{path}: tensors mix dtypes {sorted(map(str, dtypes))}")
-    extra = sorted(set(hashes) - set(expected))
-    if extra:
-        raise reader.error("sha256", f"names {extra[:5]}, which are not tensors of the model")
+    unknown = sorted(set(hashes) - set(expected))
+    if unknown:
+        raise reader.error("sha256", f"names {unknown[:5]}, which are not tensors of the model")
     return weights

@@ -76,18 +76,17 @@ class Margins:
         """The float32 error of a one-hot summed over its directions (what a head's
         query or key read adds up), or of a numerical value; without the residue of
         saturated steps (`with_error32`)."""
-        if space.numerical:
-            return max([self.err32_heads.get(d, space.error32) for d in space.directions],
-                       default=0.0)
-        return self.one_hot_sum32(space, self.err32_heads)
+        return self._l1(space, self.err32_heads)
 
     def l1_32_full(self, space: SOpSpace) -> float:
         """`l1_32` with the residue of saturated steps: what moves the logits of keys
         that must tie exactly (the selected keys of a mean)."""
+        return self._l1(space, self.err32)
+
+    def _l1(self, space: SOpSpace, errors: dict) -> float:
         if space.numerical:
-            return max([self.err32.get(d, space.error32) for d in space.directions],
-                       default=0.0)
-        return self.one_hot_sum32(space, self.err32)
+            return max([errors.get(d, space.error32) for d in space.directions], default=0.0)
+        return self.one_hot_sum32(space, errors)
 
     def heads32(self, space: SOpSpace) -> SOpSpace:
         """``space`` with ``error32`` as heads and gates read it (per coordinate, without

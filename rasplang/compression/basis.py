@@ -91,9 +91,10 @@ class BasisModel(CompiledModel):
         how this model reads a combination of the compiled model's features (a
         `KeyError` for a label that is not one of ``features``)."""
         index = {label: i for i, label in enumerate(self.features)}
+        w = np.asarray(self.projection, dtype=np.float64)
         out = np.zeros(self.config.d_model)
         for label, c in coefficients.items():
-            out += c * np.asarray(self.projection, dtype=np.float64)[index[label]]
+            out += c * w[index[label]]
         return out
 
 
